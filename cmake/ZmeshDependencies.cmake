@@ -1,0 +1,22 @@
+# Finds zmesh's dependencies once, the CMake way.
+#
+# Debian's libzmq3-dev ships only libzmq.pc; cppzmq's own config falls back to its bundled
+# pkg-config finder, which defines the imported target `libzmq`. msgpack-c is `msgpack-cxx`
+# upstream from 6.0 and `msgpackc-cxx` (package `msgpack`) before that, as on Debian 12.
+include(CMakeFindDependencyMacro)
+find_package(cppzmq CONFIG REQUIRED)
+
+find_package(msgpack-cxx CONFIG QUIET)
+if(msgpack-cxx_FOUND)
+    set(ZMESH_MSGPACK_PACKAGE msgpack-cxx)
+    set(ZMESH_MSGPACK_TARGET msgpack-cxx)
+else()
+    find_package(msgpack CONFIG REQUIRED)
+    set(ZMESH_MSGPACK_PACKAGE msgpack)
+    set(ZMESH_MSGPACK_TARGET msgpackc-cxx)
+endif()
+
+if(ZMESH_BUILD_CLI OR ZMESH_BUILD_BENCH)
+    find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
+endif()
+find_package(Threads REQUIRED)

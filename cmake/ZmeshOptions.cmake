@@ -1,0 +1,10 @@
+# Every zmesh build option, prefixed so an embedding parent project sees no clashes.
+option(ZMESH_BUILD_TESTS "Build the doctest suites and register them with ctest" ${PROJECT_IS_TOP_LEVEL})
+option(ZMESH_BUILD_EXAMPLES "Build the examples" ${PROJECT_IS_TOP_LEVEL})
+option(ZMESH_BUILD_BENCH "Build the benchmarks" ${PROJECT_IS_TOP_LEVEL})
+option(ZMESH_BUILD_CLI "Build the zmesh command-line tool" ON)
+option(ZMESH_INSTALL "Generate install rules" ${PROJECT_IS_TOP_LEVEL})
+option(ZMESH_WERROR "Treat compiler warnings as errors" OFF)
+
+set(ZMESH_SANITIZE "none" CACHE STRING "Sanitizers for zmesh's own targets")
+set_property(CACHE ZMESH_SANITIZE PROPERTY STRINGS none address undefined thread "address,undefined")

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: MPL-2.0
+// test_message.cpp — multipart message I/O and ROUTER envelope helpers.
+#include <zmesh/envelope.hpp>
+#include <zmesh/message.hpp>
+
+#include "support/support.hpp"
+
+#include <doctest/doctest.h>
+
+TEST_SUITE("lib.message") {
+
+TEST_CASE("a multipart message round-trips over a socket pair with frames intact") {
+    zmq::context_t ctx;
+    zmq::socket_t a(ctx, zmq::socket_type::pair), b(ctx, zmq::socket_type::pair);
+    a.set(zmq::sockopt::linger, 0);
+    b.set(zmq::sockopt::linger, 0);
+    auto ep = support::inproc_endpoint("msg");
+    a.bind(ep);
+    b.connect(ep);
+
+    zmesh::message out{"one", "", "three"};
+    out.push_back(zmq::message_t(std::string(100000, 'x')));
+    REQUIRE(out.send(a) == zmesh::send_status::sent);
+    CHECK(out.empty());
+
+    auto in = support::recv_for(b);
+    REQUIRE(in);
+    REQUIRE(in->size() == 4);
+    CHECK(zmesh::view((*in)[0]) == "one");
+    CHECK((*in)[1].size() == 0);
+    CHECK(zmesh::view((*in)[2]) == "three");
+    CHECK((*in)[3].size() == 100000);
+    CHECK(in->byte_size() == 3 + 5 + 100000);
+}
+
+TEST_CASE("recv with dontwait on an idle socket reports nothing and leaves the message empty") {
+    zmq::context_t ctx;
+    zmq::socket_t a(ctx, zmq::socket_type::pair);
+    a.set(zmq::sockopt::linger, 0);
+    a.bind(support::inproc_endpoint("idle"));
+    zmesh::message m{"stale"};
+    CHECK_FALSE(m.recv(a, zmq::recv_flags::dontwait));
+    CHECK(m.empty());
+}
+
+TEST_CASE("a mandatory router reports an unknown peer as unroutable and keeps the message") {
+    zmq::context_t ctx;
+    zmq::socket_t r(ctx, zmq::socket_type::router);
+    r.set(zmq::sockopt::linger, 0);
+    r.set(zmq::sockopt::router_mandatory, 1);
+    r.bind(support::inproc_endpoint("mandatory"));
+    zmesh::message m{"nobody", "", "body"};
+    CHECK(m.send(r, zmq::send_flags::dontwait) == zmesh::send_status::unroutable);
+    CHECK(m.size() == 3);
+}
+
+TEST_CASE("envelope pop and push restore the routing frames and the delimiter") {
+    zmesh::message m{"addr1", "addr2", "", "body"};
+    auto env = zmesh::pop_envelope(m);
+    REQUIRE(env);
+    CHECK(env->size() == 2);
+    CHECK(m.size() == 1);
+    CHECK(zmesh::view(m.front()) == "body");
+    zmesh::push_envelope(m, std::move(*env));
+    REQUIRE(m.size() == 4);
+    CHECK(zmesh::view(m[0]) == "addr1");
+    CHECK(zmesh::view(m[1]) == "addr2");
+    CHECK(m[2].size() == 0);
+}
+
+TEST_CASE("a message without a delimiter has no envelope and is left unchanged") {
+    zmesh::message m{"a", "b"};
+    CHECK_FALSE(zmesh::pop_envelope(m));
+    CHECK(m.size() == 2);
+}
+
+TEST_CASE("wrap and unwrap add and remove an address with its delimiter") {
+    zmesh::message m{"body"};
+    zmesh::wrap(m, zmq::message_t(std::string_view("peer")));
+    REQUIRE(m.size() == 3);
+    auto addr = zmesh::unwrap(m);
+    REQUIRE(addr);
+    CHECK(zmesh::view(*addr) == "peer");
+    REQUIRE(m.size() == 1);
+    CHECK(zmesh::view(m.front()) == "body");
+    zmesh::message none;
+    CHECK_FALSE(zmesh::unwrap(none));
+}
+
+TEST_CASE("move_tail_to moves frames without copying and clone copies deeply") {
+    // Frames above libzmq's 33-byte inline limit live on the heap, so a move keeps their address.
+    const std::string big(64, 'b');
+    zmesh::message m{"h1", "h2", big, "b2"};
+    const void* data = m[2].data();
+    zmesh::message body;
+    m.move_tail_to(2, body);
+    CHECK(m.size() == 2);
+    REQUIRE(body.size() == 2);
+    CHECK(body[0].data() == data);
+    auto copy = body.clone();
+    CHECK(copy[0].data() != data);
+    CHECK(zmesh::view(copy[1]) == "b2");
+}
+
+}

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MPL-2.0
+// support.hpp — test helpers: scratch endpoints, bounded receives, socket pairs that are really
+// connected (the roles of nng's nuts.h and cppzmq's testutil.hpp).
+#pragma once
+
+#include <zmesh/message.hpp>
+
+#include <zmq.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace support {
+
+using namespace std::chrono_literals;
+
+/// The only fixed wait tests may use: time for a connect or subscription to propagate where
+/// libzmq gives no event to wait on.
+inline constexpr auto settle_time = 100ms;
+
+/// A fresh tcp://127.0.0.1:* bind on @p s; returns the endpoint actually bound.
+std::string bind_loopback(zmq::socket_t& s);
+
+/// A unique ipc:// endpoint in a private temp directory.
+std::string ipc_endpoint(const std::string& stem);
+
+/// A unique inproc:// name.
+std::string inproc_endpoint(const std::string& stem);
+
+/// Receives one multipart message within @p timeout, or std::nullopt.
+std::optional<zmesh::message> recv_for(zmq::socket_t& s, std::chrono::milliseconds timeout = 2000ms);
+
+/// A directory under the system temp dir, removed with everything in it on destruction.
+class temp_dir {
+  public:
+    temp_dir();
+    ~temp_dir();
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+    const std::filesystem::path& path() const noexcept { return path_; }
+
+  private:
+    std::filesystem::path path_;
+};
+
+} // namespace support
