@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MPL-2.0
+// mdp/protocol.hpp — wire constants of the Majordomo Protocol 0.1 (7/MDP,
+// https://rfc.zeromq.org/spec/7/) and of the Majordomo Management Interface (8/MMI,
+// https://rfc.zeromq.org/spec/8/).
+//
+// Client frames (REQ, or DEALER with the empty frame):   "" "MDPC01" service body...
+// Worker frames (DEALER), every command:                 "" "MDPW01" command ...
+//   READY       0x01  service
+//   REQUEST     0x02  client-address "" body...     (broker to worker)
+//   REPLY       0x03  client-address "" body...     (worker to broker)
+//   HEARTBEAT   0x04
+//   DISCONNECT  0x05
+#pragma once
+
+#include <zmesh/export.hpp>
+
+#include <zmq.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace zmesh::mdp {
+
+/// Protocol header of every client message, both directions.
+inline constexpr std::string_view client_v1 = "MDPC01";
+/// Protocol header of every worker message, both directions.
+inline constexpr std::string_view worker_v1 = "MDPW01";
+
+/// Worker command byte (the frame after the header).
+enum class worker_command : std::uint8_t {
+    ready = 0x01,
+    request = 0x02,
+    reply = 0x03,
+    heartbeat = 0x04,
+    disconnect = 0x05,
+};
+
+/// The reference heartbeat interval of 7/MDP's implementations.
+inline constexpr std::chrono::milliseconds default_heartbeat_interval{2500};
+/// Missed heartbeats after which a peer is declared dead.
+inline constexpr int default_liveness = 3;
+
+/// Services whose name starts with this are answered by the broker itself (8/MMI).
+inline constexpr std::string_view mmi_prefix = "mmi.";
+/// 8/MMI: body = a service name; reply "200" if it has a worker, "404" otherwise.
+inline constexpr std::string_view mmi_service = "mmi.service";
+/// zmesh extension: reply = msgpack map of every service with waiting workers, queue depth and
+/// requests in flight.
+inline constexpr std::string_view zmesh_services = "zmesh.services";
+
+/// Decodes a command frame: exactly one byte naming a known command.
+[[nodiscard]] inline std::optional<worker_command>
+parse_worker_command(const zmq::message_t& frame) noexcept {
+    if (frame.size() != 1) return std::nullopt;
+    const auto b = *static_cast<const std::uint8_t*>(frame.data());
+    if (b < 0x01 || b > 0x05) return std::nullopt;
+    return static_cast<worker_command>(b);
+}
+
+/// A one-byte frame holding @p c.
+[[nodiscard]] inline zmq::message_t command_frame(worker_command c) {
+    const auto b = static_cast<std::uint8_t>(c);
+    return zmq::message_t(&b, 1);
+}
+
+/// Name of a command, for logs.
+[[nodiscard]] constexpr std::string_view to_string(worker_command c) noexcept {
+    switch (c) {
+    case worker_command::ready: return "READY";
+    case worker_command::request: return "REQUEST";
+    case worker_command::reply: return "REPLY";
+    case worker_command::heartbeat: return "HEARTBEAT";
+    case worker_command::disconnect: return "DISCONNECT";
+    }
+    return "?";
+}
+
+} // namespace zmesh::mdp
