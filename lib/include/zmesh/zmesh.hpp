@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: MPL-2.0
+// zmesh.hpp — the umbrella header: everything a user of the library needs.
+#pragma once
+
+#include <zmesh/endpoint.hpp>
+#include <zmesh/envelope.hpp>
+#include <zmesh/error.hpp>
+#include <zmesh/log.hpp>
+#include <zmesh/message.hpp>
+#include <zmesh/socket_options.hpp>
+#include <zmesh/version.hpp>

@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: MPL-2.0
+// main.cpp — a downstream program using the installed zmesh: sends a multipart message over
+// inproc and checks it arrives whole. Exits non-zero on any mismatch.
+#include <zmesh/zmesh.hpp>
+
+#include <cstdio>
+
+int main() {
+    zmq::context_t ctx;
+    zmq::socket_t a(ctx, zmq::socket_type::pair), b(ctx, zmq::socket_type::pair);
+    zmesh::socket_options opts;
+    zmesh::apply(a, opts);
+    zmesh::apply(b, opts);
+    auto ep = zmesh::bind(a, "inproc://consumer");
+    zmesh::connect(b, ep);
+    zmesh::message out{"hello", "", "zmesh"};
+    if (out.send(a) != zmesh::send_status::sent) return 1;
+    zmesh::message in;
+    if (!in.recv(b) || in.size() != 3 || zmesh::view(in[2]) != "zmesh") return 1;
+    std::printf("consumer: zmesh %s, received %zu frames\n", zmesh::version_string, in.size());
+    return 0;
+}
