@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: MPL-2.0
+// mdp/client.hpp — the client side of the Majordomo Protocol 0.1.
+//
+// Client side of 7/MDP, https://rfc.zeromq.org/spec/7/. A client sends "" "MDPC01" service body...
+// to a broker and gets "" "MDPC01" service body... back. It works with any conforming MDP/0.1
+// broker (the zguide's mdbroker included), not only zmesh's. Two modes share one object:
+//  - request(): synchronous and reliable in the "Lazy Pirate" way (zguide mdcliapi): wait up to a
+//    timeout, then drop the socket, open a new one and resend, a bounded number of times;
+//  - send()/recv(): asynchronous, with a window of requests in flight for throughput (zguide
+//    mdcliapi2). No retries: MDP/0.1 carries no request id, so only the application can tell
+//    which request a late reply answers.
+#pragma once
+
+#include <zmesh/export.hpp>
+#include <zmesh/message.hpp>
+
+#include <zmq.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace zmesh::mdp {
+
+/// Settings of a zmesh::mdp::client.
+struct client_options {
+    /// How long one attempt of request() waits for its reply, and how long send() waits for room
+    /// in a full window. 7/MDP reference value: 2500 ms.
+    std::chrono::milliseconds timeout{2500};
+    /// Attempts of one request(), the first one included, as in zguide's mdcliapi: 3 means send,
+    /// then resend at most twice. Must be at least 1.
+    int retries{3};
+    /// Asynchronous mode: how many requests may await their reply from the broker at once.
+    /// Must be at least 1.
+    std::size_t window{64};
+    /// ZMQ_LINGER of the client socket. 0 (the default) drops whatever is still queued when a
+    /// socket is replaced or the client destroyed: an abandoned request is worth nothing.
+    std::chrono::milliseconds linger{0};
+};
+
+/// Counters of a client, for monitoring.
+struct client_stats {
+    std::uint64_t requests = 0;   ///< requests accepted by request() and send(), resends excluded
+    std::uint64_t replies = 0;    ///< valid replies handed to the application
+    std::uint64_t resends = 0;    ///< Lazy Pirate resends on a fresh socket
+    std::uint64_t failures = 0;   ///< request() calls that ran out of attempts
+    std::uint64_t malformed = 0;  ///< messages dropped for not being "" "MDPC01" service ...
+    std::uint64_t unexpected = 0; ///< well-formed replies dropped: another service, none awaited
+};
+
+/// One reply of the asynchronous mode.
+struct reply {
+    std::string service; ///< the service that answered (frame 2 of the reply)
+    message body;        ///< the reply body frames
+};
+
+/// A Majordomo (MDP/0.1) client.
+///
+/// The client owns one DEALER socket connected to the broker and writes the empty delimiter frame
+/// itself. A REQ socket would need no delimiter, but its strict send/recv alternation forbids
+/// resending after a timeout without recreating the socket, and it cannot keep several requests
+/// in flight; with DEALER one socket type serves both modes. Lazy Pirate recreates the socket on
+/// every retry all the same (see request()).
+///
+/// Replies are matched to requests by service name only: MDP/0.1 has no request id. In the
+/// asynchronous mode, correlating a reply with its request (for example by an id the worker
+/// echoes in the body) is the application's job.
+///
+/// Not thread-safe: use one client per thread (a client may move between threads). The socket is
+/// owned internally; @p ctx must outlive the client.
+///
+/// @par Example
+/// @code
+/// zmq::context_t ctx;
+/// zmesh::mdp::client c(ctx, "tcp://broker:5555", {.timeout = std::chrono::seconds(1)});
+/// zmesh::message reply = c.request("echo", zmesh::message{"hello"}); // throws on timeout
+///
+/// for (int i = 0; i < 1000; ++i)                                     // asynchronous mode
+///     c.send("echo", zmesh::message{std::to_string(i)});             // blocks on a full window
+/// while (c.outstanding() > 0)
+///     if (!c.recv(std::chrono::seconds(1))) break;                   // broker gone
+/// @endcode
+class ZMESH_EXPORT client {
+  public:
+    /// Creates the socket and connects it to @p broker_endpoint.
+    /// @throws zmesh::error (errc::invalid_argument) if an option is out of range.
+    /// @throws zmq::error_t if libzmq rejects the endpoint.
+    client(zmq::context_t& ctx, std::string broker_endpoint, client_options options = {});
+    ~client();
+    client(client&&) noexcept;
+    client& operator=(client&&) noexcept;
+    client(const client&) = delete;
+    client& operator=(const client&) = delete;
+
+    /// Sends one request and waits for its reply (Lazy Pirate).
+    ///
+    /// Each attempt waits up to client_options::timeout. On timeout the socket is closed with
+    /// linger 0, a new one is connected and the request resent, until client_options::retries
+    /// attempts have been made. Messages that are not a reply from @p service are counted and
+    /// dropped, and the wait goes on until the attempt's deadline.
+    /// @param body request frames, moved from (kept internally until the last attempt).
+    /// @returns the reply body frames (the MDP header and service frame removed).
+    /// @throws zmesh::error (errc::timeout) "no reply from service 'x' after N attempts".
+    /// @throws zmesh::error (errc::invalid_argument) if @p service is empty or asynchronous
+    ///         requests are outstanding (their replies would be lost with the socket).
+    /// @throws zmesh::error (errc::not_running) if the context is terminated or the client moved.
+    /// @throws zmq::error_t on any other socket error.
+    message request(std::string_view service, message&& body);
+
+    /// As request(service, body), reporting through @p ec instead of zmesh::error.
+    /// @returns the reply body, or std::nullopt with @p ec set (errc::timeout,
+    ///          errc::invalid_argument, errc::not_running).
+    /// @throws zmq::error_t on a socket error other than context termination.
+    std::optional<message> request(std::string_view service, message&& body,
+                                   std::error_code& ec);
+
+    /// Asynchronous mode: sends a request without waiting for its reply.
+    ///
+    /// If client_options::window requests already await a reply, first waits up to
+    /// client_options::timeout for replies to arrive and queues them for recv(). No retries: a
+    /// lost request simply never gets a reply.
+    /// @throws zmesh::error (errc::timeout) if the window stayed full or the socket would not
+    ///         take the message; @p body is then left as it was.
+    /// @throws zmesh::error (errc::invalid_argument) if @p service is empty.
+    /// @throws zmesh::error (errc::not_running) if the context is terminated or the client moved.
+    /// @throws zmq::error_t on any other socket error.
+    void send(std::string_view service, message&& body);
+
+    /// As send(service, body), reporting through @p ec instead of zmesh::error.
+    /// @returns true if the request was sent.
+    bool send(std::string_view service, message&& body, std::error_code& ec);
+
+    /// Asynchronous mode: the next reply, in order of arrival.
+    /// @returns a queued or newly arrived reply; std::nullopt if none arrives within
+    ///          @p timeout, at once if outstanding() is 0, or if the context is terminating.
+    /// @throws zmesh::error (errc::not_running) if the client was moved from.
+    /// @throws zmq::error_t on a socket error other than context termination.
+    std::optional<reply> recv(std::chrono::milliseconds timeout);
+
+    /// Requests sent by send() whose reply recv() has not returned yet (queued ones included).
+    [[nodiscard]] std::size_t outstanding() const noexcept;
+
+    /// The counters so far.
+    [[nodiscard]] client_stats stats() const noexcept;
+
+    /// The broker endpoint given at construction.
+    [[nodiscard]] const std::string& endpoint() const noexcept;
+
+  private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+};
+
+} // namespace zmesh::mdp

@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: MPL-2.0
+// mdp/worker.cpp — the worker side of the Majordomo Protocol 0.1.
+//
+// Worker side of 7/MDP, https://rfc.zeromq.org/spec/7/, with the heartbeat rules of the spec:
+// any valid broker command but DISCONNECT counts as life, HEARTBEAT is sent only when nothing
+// else went out for an interval, heartbeat × liveness of silence means the broker is dead. Broker
+// input is untrusted: anything that is not a well-formed MDPW01 broker-to-worker command is
+// counted and dropped.
+#include <zmesh/error.hpp>
+#include <zmesh/mdp/protocol.hpp>
+#include <zmesh/mdp/worker.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <deque>
+#include <thread>
+#include <utility>
+
+namespace zmesh::mdp {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+/// libzmq takes option and poll durations as int milliseconds.
+constexpr milliseconds max_duration{INT_MAX};
+
+/// Thrown inside the worker when libzmq reports the context terminated; caught at the API edge.
+struct context_terminated {};
+
+/// "" "MDPW01" command: the start of every worker command.
+message worker_frames(worker_command c) {
+    message m;
+    m.push_back(zmq::message_t());
+    m.push_back(worker_v1);
+    m.push_back(command_frame(c));
+    return m;
+}
+
+} // namespace
+
+struct worker::impl {
+    struct request {
+        zmq::message_t client; // address frame to put in the REPLY
+        message body;
+    };
+
+    zmq::context_t* ctx_;
+    std::string endpoint_;
+    std::string service_;
+    worker_options opts_;
+    zmq::socket_t socket_;             // empty while waiting to reconnect, and after close
+    bool open_ = true;
+    std::uint64_t epoch_ = 0;          // bumped per socket; requests belong to the one they came on
+    clock::time_point heartbeat_at_;   // next HEARTBEAT, unless something else is sent first
+    clock::time_point expires_at_;     // broker declared dead if silent until then
+    clock::time_point reconnect_at_;   // when to open the next socket (socket_ empty)
+    milliseconds backoff_;             // wait before the next silent reconnect
+    std::deque<request> queue_;        // requests read by keepalive(), for recv()
+    std::optional<zmq::message_t> reply_to_; // client of the request recv() last returned
+    std::uint64_t reply_epoch_ = 0;    // epoch_ that request arrived in
+    worker_stats stats_;
+
+    impl(zmq::context_t& ctx, std::string endpoint, std::string service, worker_options opts)
+        : ctx_(&ctx), endpoint_(std::move(endpoint)), service_(std::move(service)), opts_(opts),
+          backoff_(opts.reconnect_initial) {
+        auto positive = [](milliseconds d) { return d > milliseconds(0) && d <= max_duration; };
+        if (service_.empty())
+            throw error(errc::invalid_argument, "mdp::worker: empty service name");
+        if (service_.starts_with(mmi_prefix))
+            throw error(errc::invalid_argument,
+                        "mdp::worker: service '" + service_ + "' is reserved (8/MMI)");
+        if (!positive(opts_.heartbeat) || opts_.liveness < 1 ||
+            opts_.heartbeat * opts_.liveness > max_duration)
+            throw error(errc::invalid_argument, "mdp::worker: heartbeat or liveness out of range");
+        if (!positive(opts_.reconnect_initial) || !positive(opts_.reconnect_max) ||
+            opts_.reconnect_max < opts_.reconnect_initial)
+            throw error(errc::invalid_argument, "mdp::worker: reconnect interval out of range");
+        if (opts_.disconnect_linger < milliseconds(0) || opts_.disconnect_linger > max_duration)
+            throw error(errc::invalid_argument, "mdp::worker: disconnect_linger out of range");
+        try {
+            connect();
+        } catch (const context_terminated&) {
+            throw error(errc::not_running, "mdp::worker: context terminated");
+        }
+    }
+
+    ~impl() { close(); }
+    impl(const impl&) = delete;
+    impl& operator=(const impl&) = delete;
+
+    void check_open() const {
+        if (!open_) throw error(errc::not_running, "mdp::worker: closed");
+    }
+
+    /// New socket, new identity: the broker sees a new worker, which is what re-registering is.
+    void connect() {
+        zmq::socket_t s(*ctx_, zmq::socket_type::dealer);
+        // A socket being replaced holds nothing worth delivering (a dead broker's session).
+        s.set(zmq::sockopt::linger, 0);
+        // ZMQ_IMMEDIATE stays 0 so READY is queued until the connection is up; with 1 a READY
+        // sent before the broker accepts would fail instead of waiting for it.
+        s.connect(endpoint_);
+        socket_ = std::move(s);
+        ++epoch_;
+        queue_.clear();
+        const auto now = clock::now();
+        // A fresh registration gets the full liveness allowance to hear from the broker.
+        expires_at_ = now + opts_.heartbeat * opts_.liveness;
+        heartbeat_at_ = now + opts_.heartbeat;
+        message ready = worker_frames(worker_command::ready);
+        ready.push_back(service_);
+        send(std::move(ready), now);
+    }
+
+    /// Sends without blocking; anything sent postpones the next HEARTBEAT (spec: no heartbeats
+    /// while other traffic flows).
+    bool send(message&& m, clock::time_point now) {
+        const auto st = m.send(socket_, zmq::send_flags::dontwait);
+        if (st == send_status::terminated) throw context_terminated{};
+        if (st != send_status::sent) return false;
+        heartbeat_at_ = now + opts_.heartbeat;
+        return true;
+    }
+
+    /// Drops the socket and everything received on it. After DISCONNECT the spec says to
+    /// re-register at once; after silence we back off exponentially so that a broker that is
+    /// down is not hammered, and so that many workers do not reconnect in lockstep.
+    void restart(clock::time_point now, bool immediately) {
+        socket_.close();
+        queue_.clear();
+        ++stats_.reconnects;
+        if (immediately) {
+            connect();
+            return;
+        }
+        reconnect_at_ = now + backoff_;
+        backoff_ = std::min(backoff_ * 2, opts_.reconnect_max);
+    }
+
+    void heard(clock::time_point now) {
+        expires_at_ = now + opts_.heartbeat * opts_.liveness;
+        backoff_ = opts_.reconnect_initial;
+    }
+
+    void handle(message& m, clock::time_point now) {
+        if (m.size() < 3 || m[0].size() != 0 || view(m[1]) != worker_v1) {
+            ++stats_.malformed;
+            return;
+        }
+        const auto cmd = parse_worker_command(m[2]);
+        if (cmd == worker_command::request && m.size() >= 5 && m[3].size() != 0 &&
+            m[4].size() == 0) {
+            heard(now);
+            request r;
+            r.client = std::move(m[3]);
+            m.move_tail_to(5, r.body);
+            queue_.push_back(std::move(r));
+        } else if (cmd == worker_command::heartbeat && m.size() == 3) {
+            heard(now);
+        } else if (cmd == worker_command::disconnect && m.size() == 3) {
+            ++stats_.disconnects;
+            backoff_ = opts_.reconnect_initial;
+            restart(now, true);
+        } else {
+            // Unknown command, READY/REPLY (worker-to-broker only) or wrong frame count.
+            ++stats_.malformed;
+        }
+    }
+
+    /// Reads everything that is waiting, without blocking.
+    void drain() {
+        message m;
+        for (;;) {
+            if (!socket_) return;
+            if (!m.recv(socket_, zmq::recv_flags::dontwait)) return;
+            handle(m, clock::now());
+        }
+    }
+
+    /// Heartbeat, expiry and reconnect duties that are due at @p now.
+    void tick(clock::time_point now) {
+        if (!socket_) {
+            if (now >= reconnect_at_) connect();
+            return;
+        }
+        if (now >= expires_at_) {
+            restart(now, false);
+            return;
+        }
+        if (now >= heartbeat_at_) {
+            if (send(worker_frames(worker_command::heartbeat), now))
+                ++stats_.heartbeats;
+            else
+                heartbeat_at_ = now + opts_.heartbeat; // at the high-water mark: skip this one
+        }
+    }
+
+    std::optional<message> recv(milliseconds timeout) {
+        check_open();
+        reply_to_.reset();
+        const auto deadline = clock::now() + std::min(timeout, max_duration);
+        try {
+            for (;;) {
+                drain();
+                if (!queue_.empty()) {
+                    request r = std::move(queue_.front());
+                    queue_.pop_front();
+                    reply_to_ = std::move(r.client);
+                    reply_epoch_ = epoch_;
+                    ++stats_.requests;
+                    return std::move(r.body);
+                }
+                auto now = clock::now();
+                tick(now);
+                now = clock::now();
+                if (now >= deadline) return std::nullopt;
+                // Sleep until the first of: the caller's deadline, the next heartbeat, the
+                // broker's expiry, or (socket closed) the end of the reconnect backoff.
+                const auto next =
+                    socket_ ? std::min({deadline, heartbeat_at_, expires_at_})
+                            : std::min(deadline, reconnect_at_);
+                const auto wait = std::chrono::ceil<milliseconds>(next - now);
+                if (wait <= milliseconds(0)) continue;
+                if (!socket_) {
+                    std::this_thread::sleep_for(wait);
+                    continue;
+                }
+                zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+                try {
+                    zmq::poll(&item, 1, wait);
+                } catch (const zmq::error_t& e) {
+                    if (e.num() == ETERM) throw context_terminated{};
+                    if (e.num() != EINTR) throw;
+                }
+            }
+        } catch (const context_terminated&) {
+            terminate();
+            return std::nullopt;
+        }
+    }
+
+    void reply(message&& body) {
+        check_open();
+        if (!reply_to_) throw error(errc::invalid_argument, "mdp::worker::reply: no pending request");
+        zmq::message_t client = std::move(*reply_to_);
+        reply_to_.reset();
+        if (reply_epoch_ != epoch_ || !socket_) {
+            ++stats_.replies_dropped;
+            return;
+        }
+        message out = worker_frames(worker_command::reply);
+        out.push_back(std::move(client));
+        out.push_back(zmq::message_t());
+        body.move_tail_to(0, out);
+        try {
+            if (send(std::move(out), clock::now()))
+                ++stats_.replies;
+            else
+                ++stats_.replies_dropped;
+        } catch (const context_terminated&) {
+            terminate();
+        }
+    }
+
+    void keepalive() {
+        check_open();
+        try {
+            drain();
+            tick(clock::now());
+        } catch (const context_terminated&) {
+            terminate();
+        }
+    }
+
+    /// The context is going away: the socket must be closed for zmq_ctx_term to return.
+    void terminate() noexcept {
+        socket_.close();
+        open_ = false;
+        queue_.clear();
+        reply_to_.reset();
+    }
+
+    void close() noexcept {
+        if (!open_) return;
+        if (socket_) {
+            try {
+                socket_.set(zmq::sockopt::linger, static_cast<int>(opts_.disconnect_linger.count()));
+                (void)worker_frames(worker_command::disconnect)
+                    .send(socket_, zmq::send_flags::dontwait);
+            } catch (const zmq::error_t&) {
+                // Best effort: the broker will expire us after heartbeat × liveness anyway.
+            }
+        }
+        terminate();
+    }
+};
+
+namespace {
+// A template so that it can name the private impl through deduction.
+template <class Impl> Impl& checked(const std::unique_ptr<Impl>& p) {
+    if (!p) throw error(errc::not_running, "mdp::worker: used after move");
+    return *p;
+}
+} // namespace
+
+worker::worker(zmq::context_t& ctx, std::string broker_endpoint, std::string service,
+               worker_options options)
+    : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoint), std::move(service), options)) {}
+
+worker::~worker() = default; // impl's destructor sends DISCONNECT
+worker::worker(worker&&) noexcept = default;
+worker& worker::operator=(worker&&) noexcept = default;
+
+std::optional<message> worker::recv(std::chrono::milliseconds timeout) {
+    return checked(impl_).recv(timeout);
+}
+
+void worker::reply(message&& body) { checked(impl_).reply(std::move(body)); }
+
+void worker::keepalive() { checked(impl_).keepalive(); }
+
+void worker::close() noexcept {
+    if (impl_) impl_->close();
+}
+
+bool worker::is_open() const noexcept { return impl_ && impl_->open_; }
+
+const std::string& worker::service() const noexcept {
+    static const std::string none;
+    return impl_ ? impl_->service_ : none;
+}
+
+worker_stats worker::stats() const noexcept { return impl_ ? impl_->stats_ : worker_stats{}; }
+
+} // namespace zmesh::mdp
