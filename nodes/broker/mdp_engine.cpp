@@ -1,0 +1,470 @@
+// SPDX-License-Identifier: MPL-2.0
+// mdp_engine.cpp — the Majordomo state machine: routing, heartbeats, expiry and re-queue.
+#include "mdp_engine.hpp"
+
+#include <msgpack.hpp>
+
+#include <algorithm>
+#include <string>
+
+namespace zmesh::nodes::detail {
+namespace {
+
+// Service names are short labels; a bound keeps a hostile peer from creating huge map keys.
+constexpr std::size_t max_service_name = 255;
+
+// Frame positions of a message as read from the ROUTER (identity first).
+constexpr std::size_t f_identity = 0, f_empty = 1, f_header = 2;
+constexpr std::size_t f_service = 3, f_client_body = 4;        // client REQUEST
+constexpr std::size_t f_command = 3;                           // worker commands
+constexpr std::size_t f_ready_service = 4;                     // READY
+constexpr std::size_t f_reply_client = 4, f_reply_empty = 5, f_reply_body = 6; // REPLY
+
+// A rejection is a normal 7/MDP reply whose body starts with this frame, then a status code and
+// a reason, so that plain MDP clients still get an answer and zmesh clients can raise an error.
+constexpr std::string_view error_frame = "zmesh.error";
+
+void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
+
+bool valid_service_name(std::string_view name) {
+    return !name.empty() && name.size() <= max_service_name;
+}
+
+zmq::message_t copy_frame(zmq::message_t& f) {
+    // zmq_msg_copy shares large buffers by reference count: no byte is copied.
+    zmq::message_t c;
+    c.copy(f);
+    return c;
+}
+
+} // namespace
+
+void request_queue::push_back(request* r) noexcept {
+    r->next = nullptr;
+    if (tail_) tail_->next = r;
+    else head_ = r;
+    tail_ = r;
+    ++size_;
+}
+
+void request_queue::push_front(request* r) noexcept {
+    r->next = head_;
+    head_ = r;
+    if (!tail_) tail_ = r;
+    ++size_;
+}
+
+request* request_queue::pop_front() noexcept {
+    request* r = head_;
+    if (!r) return nullptr;
+    head_ = r->next;
+    if (!head_) tail_ = nullptr;
+    r->next = nullptr;
+    --size_;
+    return r;
+}
+
+mdp_engine::mdp_engine(const broker_config& config, zmq::socket_ref router)
+    : config_(config), router_(router),
+      expiry_(config.heartbeat_interval * std::max(config.liveness, 1)), malformed_log_(10) {}
+
+request* mdp_engine::acquire() {
+    if (free_) {
+        request* r = free_;
+        free_ = r->next;
+        r->next = nullptr;
+        return r;
+    }
+    request_storage_.push_back(std::make_unique<request>());
+    return request_storage_.back().get();
+}
+
+void mdp_engine::release(request* r) noexcept {
+    r->body.clear(); // keeps the frame vector's capacity for the next request
+    r->client.rebuild();
+    r->attempts = 0;
+    r->next = free_;
+    free_ = r;
+}
+
+void mdp_engine::malformed(std::string_view what, std::string_view identity) {
+    inc(stats_.malformed);
+    if (malformed_log_.allow()) {
+        if (auto n = malformed_log_.suppressed())
+            log(log_level::warn, "%llu malformed messages not logged", static_cast<unsigned long long>(n));
+        log(log_level::warn, "dropped malformed message from peer of %zu-byte id: %.*s",
+            identity.size(), static_cast<int>(what.size()), what.data());
+    }
+}
+
+void mdp_engine::on_message(message& m, clock::time_point now) {
+    if (m.size() < 3 || m[f_empty].size() != 0) {
+        malformed("missing empty delimiter or protocol header",
+                  m.empty() ? std::string_view() : view(m[f_identity]));
+        return;
+    }
+    const auto header = view(m[f_header]);
+    if (header == mdp::client_v1) on_client(m, now);
+    else if (header == mdp::worker_v1) on_worker(m, now);
+    else malformed("unknown protocol header", view(m[f_identity]));
+}
+
+// ---- clients ---------------------------------------------------------------------------------
+
+void mdp_engine::on_client(message& m, clock::time_point now) {
+    if (m.size() <= f_client_body) {
+        malformed("client request without service or body", view(m[f_identity]));
+        return;
+    }
+    const auto name = view(m[f_service]);
+    if (!valid_service_name(name)) {
+        malformed("client request with an empty or oversized service name", view(m[f_identity]));
+        return;
+    }
+    inc(stats_.requests);
+    if (name.starts_with(mdp::mmi_prefix) || name == mdp::zmesh_services) {
+        on_internal(m, name);
+        return;
+    }
+    service& s = service_for(name, now);
+    request* r = acquire();
+    r->client = std::move(m[f_identity]);
+    m.move_tail_to(f_client_body, r->body);
+    if (s.queue.size() >= config_.max_queue) {
+        reject(r, s.name, reject_reason::queue_full);
+        return;
+    }
+    s.queue.push_back(r);
+    ++queued_;
+    s.last_active = now;
+    dispatch(s);
+}
+
+void mdp_engine::on_internal(message& m, std::string_view name) {
+    inc(stats_.mmi);
+    message body;
+    if (name == mdp::mmi_service) {
+        const auto target = view(m[f_client_body]);
+        auto it = services_.find(target);
+        const bool up = it != services_.end() && it->second.workers > 0;
+        body.push_back(up ? std::string_view("200") : std::string_view("404"));
+    } else if (name == mdp::zmesh_services) {
+        // A msgpack map: service name -> {workers, idle, queued, in_flight}.
+        msgpack::sbuffer buf;
+        msgpack::packer<msgpack::sbuffer> pk(buf);
+        pk.pack_map(static_cast<std::uint32_t>(services_.size()));
+        for (const auto& [svc_name, s] : services_) {
+            pk.pack(svc_name);
+            pk.pack_map(4);
+            pk.pack(std::string_view("workers"));
+            pk.pack(static_cast<std::uint64_t>(s.workers));
+            pk.pack(std::string_view("idle"));
+            pk.pack(static_cast<std::uint64_t>(s.idle_count));
+            pk.pack(std::string_view("queued"));
+            pk.pack(static_cast<std::uint64_t>(s.queue.size()));
+            pk.pack(std::string_view("in_flight"));
+            pk.pack(static_cast<std::uint64_t>(s.in_flight));
+        }
+        body.push_back(zmq::message_t(buf.data(), buf.size()));
+    } else {
+        body.push_back(std::string_view("501")); // 8/MMI: unknown management service
+    }
+    // name views m[f_service], which stays in m while only the identity frame is moved out.
+    reply_to_client(std::move(m[f_identity]), name, body);
+}
+
+void mdp_engine::reply_to_client(zmq::message_t&& client, std::string_view service_name,
+                                 message& body) {
+    out_.clear();
+    out_.push_back(std::move(client));
+    out_.push_back(zmq::message_t());
+    out_.push_back(mdp::client_v1);
+    out_.push_back(service_name);
+    body.move_tail_to(0, out_);
+    if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
+    else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
+}
+
+void mdp_engine::reject(request* r, std::string_view service_name, reject_reason why) {
+    inc(stats_.rejected);
+    message body;
+    body.push_back(error_frame);
+    if (why == reject_reason::queue_full) {
+        body.push_back(std::string_view("503"));
+        body.push_back("queue full: service '" + std::string(service_name) + "' already holds " +
+                       std::to_string(config_.max_queue) + " requests");
+    } else {
+        body.push_back(std::string_view("500"));
+        body.push_back("request failed: its worker died " + std::to_string(r->attempts) +
+                       " times");
+    }
+    zmq::message_t client = std::move(r->client);
+    release(r);
+    reply_to_client(std::move(client), service_name, body);
+}
+
+// ---- workers ---------------------------------------------------------------------------------
+
+void mdp_engine::on_worker(message& m, clock::time_point now) {
+    const auto identity = view(m[f_identity]);
+    auto command = m.size() > f_command ? mdp::parse_worker_command(m[f_command]) : std::nullopt;
+    auto it = workers_.find(identity);
+    worker* w = it == workers_.end() ? nullptr : &it->second;
+    if (!command) {
+        malformed("worker message without a valid command", identity);
+        if (w) remove_worker(*w, true); // an invalid peer is not trusted with requests
+        return;
+    }
+    if (w) {
+        w->expiry = now + expiry_; // any command from a worker is a sign of life
+    }
+    switch (*command) {
+    case mdp::worker_command::ready:
+        if (w) {
+            // A second READY is a protocol error (7/MDP): DISCONNECT, then nothing more.
+            malformed("READY from a registered worker", identity);
+            remove_worker(*w, true);
+        } else {
+            on_ready(m, identity, now);
+        }
+        return;
+    case mdp::worker_command::reply:
+        if (!w || !w->in_flight) {
+            malformed("REPLY from a worker that holds no request", identity);
+            if (w) remove_worker(*w, true);
+            else send_command(identity, mdp::worker_command::disconnect);
+            return;
+        }
+        on_reply(*w, m, now);
+        return;
+    case mdp::worker_command::heartbeat:
+        // A worker we do not know (broker restarted, or expired) is told to register again.
+        if (!w) send_command(identity, mdp::worker_command::disconnect);
+        return;
+    case mdp::worker_command::disconnect:
+        if (w) {
+            inc(stats_.workers_disconnected);
+            remove_worker(*w, false);
+        }
+        return;
+    case mdp::worker_command::request:
+        malformed("REQUEST sent by a worker", identity);
+        if (w) remove_worker(*w, true);
+        else send_command(identity, mdp::worker_command::disconnect);
+        return;
+    }
+}
+
+void mdp_engine::on_ready(message& m, std::string_view identity, clock::time_point now) {
+    if (m.size() != f_ready_service + 1 || !valid_service_name(view(m[f_ready_service]))) {
+        malformed("READY without exactly one valid service name", identity);
+        send_command(identity, mdp::worker_command::disconnect);
+        return;
+    }
+    const auto name = view(m[f_ready_service]);
+    if (name.starts_with(mdp::mmi_prefix) || name == mdp::zmesh_services) {
+        // Reserved names are the broker's own (8/MMI); a worker may not take them over.
+        malformed("READY for a reserved service", identity);
+        inc(stats_.workers_disconnected);
+        send_command(identity, mdp::worker_command::disconnect);
+        return;
+    }
+    service& s = service_for(name, now);
+    auto [it, inserted] = workers_.try_emplace(std::string(identity));
+    worker& w = it->second;
+    w.identity = it->first;
+    w.svc = &s;
+    w.expiry = now + expiry_;
+    ++s.workers;
+    s.last_active = now;
+    inc(stats_.workers_registered);
+    stats_.workers.store(workers_.size(), std::memory_order_relaxed);
+    make_idle(w);
+    dispatch(s);
+}
+
+void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
+    request* r = w.in_flight;
+    if (m.size() <= f_reply_body || m[f_reply_empty].size() != 0 ||
+        view(m[f_reply_client]) != view(r->client)) {
+        // The reply must name the client we gave it; anything else could misroute a reply.
+        malformed("REPLY with a wrong envelope or no body", w.identity);
+        remove_worker(w, true);
+        return;
+    }
+    service& s = *w.svc;
+    w.in_flight = nullptr;
+    --s.in_flight;
+    s.last_active = now;
+    zmq::message_t client = std::move(r->client);
+    release(r);
+    out_.clear();
+    out_.push_back(std::move(client));
+    out_.push_back(zmq::message_t());
+    out_.push_back(mdp::client_v1);
+    out_.push_back(s.name);
+    m.move_tail_to(f_reply_body, out_);
+    if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
+    else inc(stats_.undeliverable);
+    make_idle(w);
+    dispatch(s);
+}
+
+service& mdp_engine::service_for(std::string_view name, clock::time_point now) {
+    auto it = services_.find(name);
+    if (it == services_.end()) {
+        it = services_.try_emplace(std::string(name)).first;
+        it->second.name = it->first;
+        it->second.last_active = now;
+        stats_.services.store(services_.size(), std::memory_order_relaxed);
+    }
+    return it->second;
+}
+
+void mdp_engine::make_idle(worker& w) {
+    service& s = *w.svc;
+    w.idle = true;
+    w.next = nullptr;
+    w.prev = s.idle_tail;
+    if (s.idle_tail) s.idle_tail->next = &w;
+    else s.idle_head = &w;
+    s.idle_tail = &w;
+    ++s.idle_count;
+}
+
+void mdp_engine::unlink_idle(worker& w) noexcept {
+    if (!w.idle) return;
+    service& s = *w.svc;
+    if (w.prev) w.prev->next = w.next;
+    else s.idle_head = w.next;
+    if (w.next) w.next->prev = w.prev;
+    else s.idle_tail = w.prev;
+    w.prev = w.next = nullptr;
+    w.idle = false;
+    --s.idle_count;
+}
+
+void mdp_engine::dispatch(service& s) {
+    while (!s.queue.empty() && s.idle_head) {
+        worker& w = *s.idle_head;
+        unlink_idle(w);
+        request* r = s.queue.pop_front();
+        --queued_;
+        out_.clear();
+        out_.push_back(w.identity);
+        out_.push_back(zmq::message_t());
+        out_.push_back(mdp::worker_v1);
+        out_.push_back(mdp::command_frame(mdp::worker_command::request));
+        out_.push_back(copy_frame(r->client));
+        out_.push_back(zmq::message_t());
+        for (auto& f : r->body) out_.push_back(copy_frame(f));
+        const auto status = out_.send(router_, zmq::send_flags::dontwait);
+        if (status != send_status::sent) {
+            // Unroutable: the worker's connection is gone. Would block: it is not reading. Either
+            // way it cannot take work; put the request back and forget the worker.
+            s.queue.push_front(r);
+            ++queued_;
+            remove_worker(w, status == send_status::would_block);
+            continue;
+        }
+        w.in_flight = r;
+        w.sent_since_tick = true;
+        ++r->attempts;
+        ++s.in_flight;
+        inc(stats_.dispatched);
+    }
+    stats_.queued.store(queued_, std::memory_order_relaxed);
+}
+
+void mdp_engine::send_command(std::string_view identity, mdp::worker_command c) {
+    out_.clear();
+    out_.push_back(identity);
+    out_.push_back(zmq::message_t());
+    out_.push_back(mdp::worker_v1);
+    out_.push_back(mdp::command_frame(c));
+    (void)out_.send(router_, zmq::send_flags::dontwait); // best effort: the peer may be gone
+}
+
+void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
+    service* s = w.svc;
+    if (send_disconnect) {
+        inc(stats_.workers_disconnected);
+        send_command(w.identity, mdp::worker_command::disconnect);
+    }
+    request* r = w.in_flight;
+    unlink_idle(w);
+    w.in_flight = nullptr;
+    if (s) --s->workers;
+    workers_.erase(workers_.find(std::string_view(w.identity))); // w is gone from here on
+    stats_.workers.store(workers_.size(), std::memory_order_relaxed);
+    if (r && s) {
+        --s->in_flight;
+        if (r->attempts >= config_.max_attempts) {
+            reject(r, s->name, reject_reason::too_many_attempts);
+        } else {
+            // At-least-once: the head of the queue, so it does not wait behind newer requests.
+            s->queue.push_front(r);
+            ++queued_;
+            inc(stats_.requeued);
+            dispatch(*s);
+        }
+    }
+    stats_.queued.store(queued_, std::memory_order_relaxed);
+}
+
+void mdp_engine::on_tick(clock::time_point now) {
+    scratch_.clear();
+    for (auto& [id, w] : workers_) {
+        if (now >= w.expiry) {
+            scratch_.push_back(&w);
+        } else if (!w.sent_since_tick) {
+            // Busy workers are heartbeated too: they must know the broker is alive while they work.
+            send_command(w.identity, mdp::worker_command::heartbeat);
+        }
+        w.sent_since_tick = false;
+    }
+    // Take every expired worker out of the idle lists first, so that a request re-queued by one
+    // removal is never dispatched to another worker that is about to be removed.
+    for (worker* w : scratch_) unlink_idle(*w);
+    for (worker* w : scratch_) {
+        inc(stats_.workers_expired);
+        log(log_level::info, "worker of service '%s' expired", w->svc ? w->svc->name.c_str() : "?");
+        remove_worker(*w, true);
+    }
+    for (auto it = services_.begin(); it != services_.end();) {
+        const service& s = it->second;
+        if (s.workers == 0 && s.queue.empty() && s.in_flight == 0 &&
+            now - s.last_active >= config_.service_ttl)
+            it = services_.erase(it);
+        else
+            ++it;
+    }
+    stats_.services.store(services_.size(), std::memory_order_relaxed);
+}
+
+void mdp_engine::disconnect_all() {
+    for (auto& [id, w] : workers_) send_command(w.identity, mdp::worker_command::disconnect);
+    stats_.workers_disconnected.fetch_add(workers_.size(), std::memory_order_relaxed);
+}
+
+broker_stats mdp_engine::stats() const noexcept {
+    auto g = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    broker_stats s;
+    s.requests = g(stats_.requests);
+    s.replies = g(stats_.replies);
+    s.dispatched = g(stats_.dispatched);
+    s.requeued = g(stats_.requeued);
+    s.rejected = g(stats_.rejected);
+    s.mmi = g(stats_.mmi);
+    s.malformed = g(stats_.malformed);
+    s.workers_registered = g(stats_.workers_registered);
+    s.workers_expired = g(stats_.workers_expired);
+    s.workers_disconnected = g(stats_.workers_disconnected);
+    s.undeliverable = g(stats_.undeliverable);
+    s.workers = g(stats_.workers);
+    s.services = g(stats_.services);
+    s.queued = g(stats_.queued);
+    return s;
+}
+
+} // namespace zmesh::nodes::detail

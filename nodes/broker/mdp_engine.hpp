@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: MPL-2.0
+// mdp_engine.hpp — internal: the Majordomo (7/MDP 0.1) state machine of the broker node.
+//
+// The engine owns no socket and no clock. The broker glue hands it each message read from the
+// ROUTER socket and a periodic tick with the current time; the engine answers by sending on the
+// ROUTER socket it was given (non-blocking, ROUTER_MANDATORY). Keeping time and I/O out makes
+// expiry and re-queue testable step by step.
+//
+// State, per the 7/MDP roles:
+//   service  a name, a FIFO of requests waiting for a worker, and an LRU list of idle workers.
+//   worker   a routing id, its service, when it expires, and the request it holds (if any).
+//   request  the client's routing id, the body frames, and how many workers it was sent to.
+// A request lives in exactly one place: a service queue, a worker's hands, or the free pool.
+#pragma once
+
+#include <zmesh/log.hpp>
+#include <zmesh/mdp/protocol.hpp>
+#include <zmesh/message.hpp>
+#include <zmesh/nodes/broker.hpp>
+
+#include <zmq.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace zmesh::nodes::detail {
+
+using clock = std::chrono::steady_clock;
+
+struct service;
+
+struct request {
+    zmq::message_t client;      // routing id of the client that sent it
+    message body;               // kept until replied, so a dead worker's request can be sent again
+    std::uint32_t attempts = 0; // deliveries to workers so far
+    request* next = nullptr;    // link in a service queue or in the free pool
+};
+
+/// Intrusive FIFO of requests: O(1) at both ends, no allocation.
+class request_queue {
+  public:
+    [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    void push_back(request* r) noexcept;
+    void push_front(request* r) noexcept;
+    request* pop_front() noexcept;
+
+  private:
+    request* head_ = nullptr;
+    request* tail_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+struct worker {
+    std::string identity;          // ROUTER routing id
+    service* svc = nullptr;        // set by READY
+    clock::time_point expiry;      // forgotten if nothing is heard from it by then
+    bool sent_since_tick = false;  // anything sent since the last tick makes a HEARTBEAT redundant
+    request* in_flight = nullptr;  // the request it holds, at most one (7/MDP)
+    worker* prev = nullptr;        // links in its service's idle list (LRU order)
+    worker* next = nullptr;
+    bool idle = false;             // whether it is in that list
+};
+
+struct service {
+    std::string name;
+    request_queue queue;           // waiting for a worker, oldest first
+    worker* idle_head = nullptr;   // longest idle first: fair (LRU) dispatch
+    worker* idle_tail = nullptr;
+    std::size_t idle_count = 0;
+    std::size_t workers = 0;
+    std::size_t in_flight = 0;
+    clock::time_point last_active; // for forgetting services nobody uses any more
+};
+
+/// Hashes std::string and std::string_view alike, so lookups by a frame's bytes allocate nothing.
+struct string_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+        return std::hash<std::string_view>{}(s);
+    }
+};
+
+/// Atomic mirror of broker_stats, written by the loop and read from any thread.
+struct atomic_stats {
+    std::atomic<std::uint64_t> requests{0}, replies{0}, dispatched{0}, requeued{0}, rejected{0},
+        mmi{0}, malformed{0}, workers_registered{0}, workers_expired{0}, workers_disconnected{0},
+        undeliverable{0}, workers{0}, services{0}, queued{0};
+};
+
+class mdp_engine {
+  public:
+    mdp_engine(const broker_config& config, zmq::socket_ref router);
+
+    /// Handles one message as read from the ROUTER socket (sender identity first). The frames
+    /// are consumed (moved out) where they are forwarded.
+    void on_message(message& m, clock::time_point now);
+
+    /// Heartbeats workers, forgets expired workers and unused services.
+    void on_tick(clock::time_point now);
+
+    /// Sends DISCONNECT to every worker and forgets them (broker shutdown).
+    void disconnect_all();
+
+    [[nodiscard]] broker_stats stats() const noexcept;
+
+  private:
+    enum class reject_reason { queue_full, too_many_attempts };
+
+    void on_client(message& m, clock::time_point now);
+    void on_worker(message& m, clock::time_point now);
+    void on_ready(message& m, std::string_view identity, clock::time_point now);
+    void on_reply(worker& w, message& m, clock::time_point now);
+    void on_internal(message& m, std::string_view service_name);
+
+    void malformed(std::string_view what, std::string_view identity);
+    service& service_for(std::string_view name, clock::time_point now);
+    void dispatch(service& s);
+    void make_idle(worker& w);
+    void unlink_idle(worker& w) noexcept;
+    /// Forgets @p w; its request, if any, goes back to the head of its queue.
+    void remove_worker(worker& w, bool send_disconnect);
+    void send_command(std::string_view identity, mdp::worker_command c);
+    void reply_to_client(zmq::message_t&& client, std::string_view service_name, message& body);
+    void reject(request* r, std::string_view service_name, reject_reason why);
+
+    request* acquire();
+    void release(request* r) noexcept;
+
+    broker_config config_;
+    zmq::socket_ref router_;
+    clock::duration expiry_;        // heartbeat_interval × liveness
+    std::unordered_map<std::string, worker, string_hash, std::equal_to<>> workers_;
+    std::unordered_map<std::string, service, string_hash, std::equal_to<>> services_;
+    std::vector<std::unique_ptr<request>> request_storage_; // owns every request ever made
+    request* free_ = nullptr;       // pool of released requests, reused to avoid allocation
+    std::size_t queued_ = 0;        // requests in all queues
+    message out_;                   // reused for every outgoing message
+    std::vector<worker*> scratch_;  // reused by on_tick
+    log_limiter malformed_log_;
+    atomic_stats stats_;
+};
+
+} // namespace zmesh::nodes::detail

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MPL-2.0
+// command.hpp — internal: the registry of zmesh subcommands.
+//
+// main() finds the subcommand named by the first argument and hands it the remaining arguments.
+// Each subcommand lives in its own <name>_command.cpp, declares its options with
+// Boost.Program_options and calls the library; it holds no messaging logic of its own.
+#pragma once
+
+#include <boost/program_options.hpp>
+
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace zmesh::cli {
+
+/// Exit codes of the zmesh binary.
+enum exit_code : int { ok = 0, failure = 1, usage = 2 };
+
+/// A bad flag or argument: main prints it on one line and exits with exit_code::usage.
+class usage_error : public std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct command {
+    std::string name;
+    std::string summary;
+    /// Runs the command with its arguments (without the command name); returns the exit code.
+    std::function<int(const std::vector<std::string>& args)> run;
+};
+
+/// Every subcommand, in the order `zmesh --help` lists them.
+const std::vector<command>& commands();
+
+/// Parses @p args against @p options (and @p positional, if any) into @p vm.
+/// @returns false if --help was given, after printing usage for @p name.
+/// @throws usage_error on unknown or malformed options.
+bool parse(const std::string& name, const std::string& synopsis,
+           boost::program_options::options_description& options,
+           const std::vector<std::string>& args, boost::program_options::variables_map& vm,
+           const boost::program_options::positional_options_description* positional = nullptr);
+
+// Subcommand entry points, one per <name>_command.cpp.
+int run_broker(const std::vector<std::string>& args);
+int run_worker(const std::vector<std::string>& args);
+int run_request(const std::vector<std::string>& args);
+int run_services(const std::vector<std::string>& args);
+int run_version(const std::vector<std::string>& args);
+
+} // namespace zmesh::cli

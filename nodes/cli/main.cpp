@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MPL-2.0
+// main.cpp — the zmesh CLI: finds the subcommand and reports errors on one line.
+#include "command.hpp"
+
+#include <zmesh/version.hpp>
+
+#include <zmq.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <iostream>
+
+namespace zmesh::cli {
+
+const std::vector<command>& commands() {
+    static const std::vector<command> all = {
+        {"broker", "run a Majordomo (MDP/0.1) broker node", run_broker},
+        {"worker", "serve an MDP service (echo, or a command per request)", run_worker},
+        {"request", "send one request to a service and print the reply", run_request},
+        {"services", "list the services a broker knows", run_services},
+        {"version", "print the zmesh and libzmq versions", run_version},
+    };
+    return all;
+}
+
+bool parse(const std::string& name, const std::string& synopsis,
+           boost::program_options::options_description& options,
+           const std::vector<std::string>& args, boost::program_options::variables_map& vm,
+           const boost::program_options::positional_options_description* positional) {
+    namespace po = boost::program_options;
+    options.add_options()("help,h", "show this help");
+    try {
+        po::command_line_parser parser(args);
+        parser.options(options);
+        if (positional) parser.positional(*positional);
+        po::store(parser.run(), vm);
+        if (vm.count("help")) {
+            std::cout << "usage: zmesh " << name << " " << synopsis << "\n\n" << options;
+            return false;
+        }
+        po::notify(vm);
+    } catch (const po::error& e) {
+        throw usage_error(e.what());
+    }
+    return true;
+}
+
+int run_version(const std::vector<std::string>& args) {
+    boost::program_options::options_description options("options");
+    boost::program_options::variables_map vm;
+    if (!parse("version", "", options, args, vm)) return ok;
+    int major = 0, minor = 0, patch = 0;
+    zmq_version(&major, &minor, &patch);
+    std::printf("zmesh %s (libzmq %d.%d.%d)\n", version_string, major, minor, patch);
+    return ok;
+}
+
+namespace {
+void print_usage() {
+    std::cout << "usage: zmesh <command> [options]\n\ncommands:\n";
+    for (const auto& c : commands()) std::printf("  %-10s %s\n", c.name.c_str(), c.summary.c_str());
+    std::cout << "\n'zmesh <command> --help' describes a command's options.\n";
+}
+} // namespace
+
+} // namespace zmesh::cli
+
+int main(int argc, char** argv) {
+    using namespace zmesh::cli;
+    if (argc < 2) {
+        print_usage();
+        return usage;
+    }
+    const std::string name = argv[1];
+    if (name == "--help" || name == "-h" || name == "help") {
+        print_usage();
+        return ok;
+    }
+    if (name == "--version") return run_version({});
+    for (const auto& c : commands()) {
+        if (c.name != name) continue;
+        try {
+            return c.run(std::vector<std::string>(argv + 2, argv + argc));
+        } catch (const usage_error& e) {
+            std::fprintf(stderr, "zmesh: %s: %s (see 'zmesh %s --help')\n", name.c_str(), e.what(),
+                         name.c_str());
+            return usage;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "zmesh: %s: %s\n", name.c_str(), e.what());
+            return failure;
+        }
+    }
+    std::fprintf(stderr, "zmesh: unknown command '%s' (see 'zmesh --help')\n", name.c_str());
+    return usage;
+}

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MPL-2.0
+// nodes/broker.hpp — the zmesh broker node: a Majordomo (7/MDP 0.1) service broker.
+//
+// Clients and workers connect to one ROUTER socket. The broker routes each request to a worker of
+// the named service (least recently used first), heartbeats every worker it knows, idle or busy,
+// and forgets those that fall silent. Unlike the reference broker of 7/MDP it tracks the request
+// each worker holds and puts it back at the head of its queue when that worker dies, so every
+// request is delivered at least once. Requests for a service with no worker wait in a bounded
+// queue. It answers 8/MMI `mmi.service` and the zmesh extension `zmesh.services` itself.
+//
+// The broker is a class a program can embed: run() on the calling thread, or start() on a thread
+// of its own, stop() from anywhere, stats() at any time.
+#pragma once
+
+#include <zmesh/export.hpp>
+
+#include <zmq.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace zmesh::nodes {
+
+/// Broker settings. The defaults are the 7/MDP reference values and a loopback endpoint.
+struct broker_config {
+    /// Endpoint of the MDP ROUTER socket; tcp://127.0.0.1:* picks a free port (see endpoints()).
+    std::string mdp_endpoint = "tcp://127.0.0.1:5555";
+    /// Heartbeat interval towards workers; also how often expiry is checked.
+    std::chrono::milliseconds heartbeat_interval{2500};
+    /// A worker silent for heartbeat_interval × liveness is declared dead.
+    int liveness = 3;
+    /// Requests a service may hold waiting for a worker; past it the client gets a rejection.
+    std::size_t max_queue = 10000;
+    /// Deliveries of one request to workers that then died, after which it is rejected instead of
+    /// re-queued (a request that kills every worker it meets must not circulate forever).
+    std::uint32_t max_attempts = 5;
+    /// A service with no worker, no queued and no in-flight request is forgotten after this long.
+    std::chrono::milliseconds service_ttl{30000};
+    /// Largest frame accepted from any peer (ZMQ_MAXMSGSIZE); larger ones close that connection.
+    std::int64_t max_frame_size = 64 << 20;
+    /// Messages queued per peer on the ROUTER (both directions).
+    int hwm = 100000;
+};
+
+/// Counters, read with stats(). All are totals since start.
+struct broker_stats {
+    std::uint64_t requests = 0;          ///< valid client requests received
+    std::uint64_t replies = 0;           ///< replies routed back to clients
+    std::uint64_t dispatched = 0;        ///< requests sent to workers (re-deliveries included)
+    std::uint64_t requeued = 0;          ///< in-flight requests put back after their worker died
+    std::uint64_t rejected = 0;          ///< requests refused (queue full, too many attempts)
+    std::uint64_t mmi = 0;               ///< requests answered by the broker itself
+    std::uint64_t malformed = 0;         ///< messages dropped as malformed
+    std::uint64_t workers_registered = 0;
+    std::uint64_t workers_expired = 0;   ///< forgotten after heartbeat expiry
+    std::uint64_t workers_disconnected = 0; ///< sent DISCONNECT, or sent us DISCONNECT
+    std::uint64_t undeliverable = 0;     ///< replies whose client was gone or at its HWM
+    std::uint64_t workers = 0;           ///< currently registered
+    std::uint64_t services = 0;          ///< currently known
+    std::uint64_t queued = 0;            ///< currently waiting for a worker
+};
+
+/// The broker node.
+///
+/// Thread safety: run() or start() once; stop(), stats(), endpoints() and running() are
+/// thread-safe. The broker owns its sockets; the context is shared with the caller and must
+/// outlive the broker.
+///
+/// @par Example
+/// @code
+/// zmq::context_t ctx;
+/// zmesh::nodes::broker_config cfg;
+/// cfg.mdp_endpoint = "tcp://127.0.0.1:*";
+/// zmesh::nodes::broker b(ctx, cfg);    // binds here, so endpoints() is known at once
+/// b.start();                           // own thread
+/// std::string ep = b.endpoints().front();
+/// ...
+/// b.stop();                            // workers get DISCONNECT; the thread is joined
+/// @endcode
+class ZMESH_EXPORT broker {
+  public:
+    /// Validates @p config and binds the broker's sockets.
+    /// @throws zmesh::error (invalid endpoint or setting), zmq::error_t (bind failed).
+    broker(zmq::context_t& ctx, broker_config config);
+    /// Stops the broker if it is running.
+    ~broker();
+    broker(const broker&) = delete;
+    broker& operator=(const broker&) = delete;
+
+    /// The endpoints actually bound (ephemeral ports resolved), MDP first.
+    [[nodiscard]] std::vector<std::string> endpoints() const;
+
+    /// Runs the loop on the calling thread until stop() or, if @p handle_signals, SIGINT/SIGTERM.
+    /// On the way out every known worker gets DISCONNECT.
+    /// @throws zmesh::error errc::invalid_argument if already running.
+    void run(bool handle_signals = false);
+
+    /// Runs the loop on a new thread.
+    /// @throws zmesh::error errc::invalid_argument if already running.
+    void start();
+
+    /// Ends the loop (workers get DISCONNECT) and joins the thread start() made. Thread-safe,
+    /// idempotent.
+    void stop() noexcept;
+
+    /// Whether the loop is running.
+    [[nodiscard]] bool running() const noexcept;
+
+    /// A snapshot of the counters. Thread-safe.
+    [[nodiscard]] broker_stats stats() const noexcept;
+
+  private:
+    class impl;
+    std::unique_ptr<impl> impl_;
+};
+
+} // namespace zmesh::nodes
