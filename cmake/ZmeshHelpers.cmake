@@ -7,6 +7,9 @@ function(zmesh_add_test_suite name)
     add_executable(${name} ${ARG_SOURCES})
     zmesh_target_defaults(${name})
     target_link_libraries(${name} PRIVATE zmesh_test_support ${ARG_LIBS})
+    if(TARGET zmesh_cli)
+        add_dependencies(${name} zmesh_cli)
+    endif()
     doctest_discover_tests(${name}
         TEST_PREFIX "${name}."
         PROPERTIES TIMEOUT ${ARG_TIMEOUT})
