@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: MPL-2.0
+// test_cli.cpp — the zmesh binary as a user drives it: help, usage errors, and a broker, workers
+// and requests on loopback, each a child process that is killed if the test fails.
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+#include <sstream>
+
+using namespace std::chrono_literals;
+using support::child_process;
+
+namespace {
+
+struct run_result {
+    int code = -1;
+    std::string out;
+    std::string err;
+};
+
+/// Runs the CLI with @p args to completion (bounded) and collects its output.
+run_result run_cli(std::vector<std::string> args, std::chrono::milliseconds timeout = 10000ms) {
+    static support::temp_dir dir;
+    static int n = 0;
+    const auto err_path = (dir.path() / ("stderr-" + std::to_string(n++))).string();
+    args.insert(args.begin(), support::zmesh_cli());
+    child_process p(args, err_path);
+    run_result r;
+    while (auto line = p.read_line(timeout)) r.out += *line + "\n";
+    auto code = p.wait_for(timeout);
+    REQUIRE(code);
+    r.code = *code;
+    std::ifstream f(err_path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    r.err = ss.str();
+    return r;
+}
+
+int count_lines(const std::string& s) {
+    int n = 0;
+    for (char c : s) n += c == '\n';
+    return n;
+}
+
+/// A broker on an ephemeral loopback port, stopped with the fixture.
+struct broker_process {
+    child_process process;
+    std::string endpoint;
+    explicit broker_process(std::vector<std::string> extra = {})
+        : process([&] {
+              std::vector<std::string> a{support::zmesh_cli(), "broker", "--mdp", "tcp://127.0.0.1:*",
+                                         "--log-level", "warn"};
+              a.insert(a.end(), extra.begin(), extra.end());
+              return a;
+          }()) {
+        auto line = process.read_line(5000ms);
+        REQUIRE(line);
+        endpoint = *line;
+        REQUIRE(endpoint.rfind("tcp://127.0.0.1:", 0) == 0);
+    }
+};
+
+child_process start_worker(const std::string& endpoint, const std::string& service,
+                           std::vector<std::string> mode) {
+    std::vector<std::string> a{support::zmesh_cli(), "worker", "--broker", endpoint, "--service",
+                               service, "--log-level", "warn"};
+    a.insert(a.end(), mode.begin(), mode.end());
+    return child_process(a);
+}
+
+} // namespace
+
+TEST_SUITE("cli") {
+
+TEST_CASE("help exits 0 and lists every command") {
+    auto r = run_cli({"--help"});
+    CHECK(r.code == 0);
+    for (const char* c : {"broker", "worker", "request", "services", "version"})
+        CHECK(r.out.find(c) != std::string::npos);
+    for (const char* c : {"broker", "worker", "request", "services", "version"}) {
+        CAPTURE(c);
+        auto sub = run_cli({c, "--help"});
+        CHECK(sub.code == 0);
+        CHECK(sub.out.find("usage: zmesh") != std::string::npos);
+    }
+}
+
+TEST_CASE("no command, an unknown command or a bad flag is a one-line error with exit 2") {
+    CHECK(run_cli({}).code == 2);
+    auto unknown = run_cli({"frobnicate"});
+    CHECK(unknown.code == 2);
+    CHECK(count_lines(unknown.err) == 1);
+    for (std::vector<std::string> bad :
+         {std::vector<std::string>{"broker", "--bogus"}, {"broker", "--mdp", "tcp://127.0.0.1"},
+          {"broker", "--heartbeat-ms", "0"}, {"broker", "--log-level", "loud"},
+          {"worker", "--broker", "tcp://127.0.0.1:1"}, // no --service
+          {"worker", "--broker", "tcp://127.0.0.1:1", "--service", "s"}, // neither --echo nor --exec
+          {"request", "--service", "s"},                                 // no --broker
+          {"request", "--broker", "udp://x:1", "--service", "s"},
+          {"services", "--broker", "nonsense"}}) {
+        CAPTURE(bad[0] + " " + bad[1]);
+        auto r = run_cli(bad);
+        CHECK(r.code == 2);
+        CHECK(count_lines(r.err) == 1);
+        CHECK(r.err.rfind("zmesh: " + bad[0] + ": ", 0) == 0);
+    }
+}
+
+TEST_CASE("version prints the zmesh and libzmq versions") {
+    auto r = run_cli({"version"});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("zmesh ") == 0);
+    CHECK(r.out.find("libzmq 4.") != std::string::npos);
+}
+
+TEST_CASE("a broker, an echo worker and a request round-trip on loopback") {
+    broker_process broker;
+    auto worker = start_worker(broker.endpoint, "echo", {"--echo"});
+    auto r = run_cli({"request", "--broker", broker.endpoint, "--service", "echo", "hello zmesh"});
+    CHECK(r.code == 0);
+    CHECK(r.out == "hello zmesh\n");
+}
+
+TEST_CASE("an exec worker pipes the body through the command and reports its failure") {
+    broker_process broker;
+    auto upper = start_worker(broker.endpoint, "upper", {"--exec", "tr a-z A-Z"});
+    auto failing = start_worker(broker.endpoint, "fail", {"--exec", "echo broken >&2; exit 3"});
+    auto ok = run_cli({"request", "--broker", broker.endpoint, "--service", "upper", "shout"});
+    CHECK(ok.code == 0);
+    CHECK(ok.out == "SHOUT\n");
+    auto bad = run_cli({"request", "--broker", broker.endpoint, "--service", "fail", "x"});
+    CHECK(bad.code == 1);
+    CHECK(bad.err.find("status 3") != std::string::npos);
+    CHECK(bad.err.find("broken") != std::string::npos);
+    // The failing command did not kill its worker: it answers again.
+    auto again = run_cli({"request", "--broker", broker.endpoint, "--service", "fail", "y"});
+    CHECK(again.code == 1);
+    CHECK(again.err.find("status 3") != std::string::npos);
+}
+
+TEST_CASE("a request nobody answers fails after its retries with exit 1 and a reason") {
+    broker_process broker;
+    auto r = run_cli({"request", "--broker", broker.endpoint, "--service", "nobody", "--timeout-ms",
+                      "100", "--retries", "2", "x"});
+    CHECK(r.code == 1);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(r.err.find("after 2 attempts") != std::string::npos);
+}
+
+TEST_CASE("services lists what the broker knows") {
+    broker_process broker;
+    auto w1 = start_worker(broker.endpoint, "alpha", {"--echo"});
+    auto w2 = start_worker(broker.endpoint, "beta", {"--echo"});
+    // Each worker has registered once its service answers.
+    for (const char* s : {"alpha", "beta"})
+        REQUIRE(run_cli({"request", "--broker", broker.endpoint, "--service", s, "ping"}).code == 0);
+    auto r = run_cli({"services", "--broker", broker.endpoint});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("SERVICE") != std::string::npos);
+    CHECK(r.out.find("alpha") != std::string::npos);
+    CHECK(r.out.find("beta") != std::string::npos);
+}
+
+TEST_CASE("the broker exits 0 within a second of SIGTERM and a worker exits 0 on SIGINT") {
+    broker_process broker;
+    auto worker = start_worker(broker.endpoint, "echo", {"--echo"});
+    REQUIRE(run_cli({"request", "--broker", broker.endpoint, "--service", "echo", "x"}).code == 0);
+    worker.signal(SIGINT);
+    auto wcode = worker.wait_for(2000ms);
+    REQUIRE(wcode);
+    CHECK(*wcode == 0);
+    broker.process.signal(SIGTERM);
+    auto code = broker.process.wait_for(1000ms);
+    REQUIRE(code);
+    CHECK(*code == 0);
+}
+
+}
