@@ -1,0 +1,577 @@
+// SPDX-License-Identifier: MPL-2.0
+// test_header.cpp — message ids, and the header's msgpack form: exact round trips, forward
+// compatibility (unknown keys), and rejection of truncated, hostile and random input.
+#include <zmesh/codec.hpp>
+#include <zmesh/error.hpp>
+#include <zmesh/header.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using packer = msgpack::packer<msgpack::sbuffer>;
+
+// The non-throwing decoder is part of the contract: nodes call it on every frame in the reactor.
+static_assert(noexcept(zmesh::decode_header(nullptr, 0, std::declval<std::error_code&>())));
+
+std::string encoded(const zmesh::header& h) {
+    std::string out;
+    zmesh::encode(h, out);
+    return out;
+}
+
+template <class Fill> std::string build_map(std::uint32_t pairs, Fill&& fill) {
+    msgpack::sbuffer buffer;
+    packer p(buffer);
+    p.pack_map(pairs);
+    fill(p);
+    return std::string(buffer.data(), buffer.size());
+}
+
+void pack_key(packer& p, std::string_view key) {
+    p.pack_str(static_cast<std::uint32_t>(key.size()));
+    p.pack_str_body(key.data(), static_cast<std::uint32_t>(key.size()));
+}
+
+void pack_bin(packer& p, const void* data, std::size_t size) {
+    p.pack_bin(static_cast<std::uint32_t>(size));
+    p.pack_bin_body(static_cast<const char*>(data), static_cast<std::uint32_t>(size));
+}
+
+void pack_id(packer& p, const zmesh::message_id& id) {
+    pack_key(p, "id");
+    pack_bin(p, id.bytes().data(), id.bytes().size());
+}
+
+zmesh::header full_header() {
+    zmesh::header h = zmesh::make_header("order.created");
+    h.priority = 7;
+    h.ttl_ms = 30000;
+    h.correlation_id = zmesh::message_id::generate();
+    h.attempt = 3;
+    h.sequence = 123456789;
+    return h;
+}
+
+bool is_decode_error(const std::error_code& ec) {
+    return ec == zmesh::errc::truncated || ec == zmesh::errc::oversized ||
+           ec == zmesh::errc::malformed;
+}
+
+// The error code the throwing decoder reports, std::nullopt if it returned; any exception other
+// than zmesh::error fails the test.
+std::optional<std::error_code> throwing_decode_code(const std::string& bytes,
+                                                    std::optional<zmesh::header>* out = nullptr) {
+    try {
+        zmesh::header h = zmesh::decode_header(bytes.data(), bytes.size());
+        if (out)
+            *out = std::move(h);
+        return std::nullopt;
+    } catch (const zmesh::error& e) {
+        return e.code();
+    } catch (const std::exception& e) {
+        FAIL("decode_header threw something other than zmesh::error: " << e.what());
+    } catch (...) {
+        FAIL("decode_header threw a non-std exception");
+    }
+    return std::nullopt;
+}
+
+// Decodes untrusted bytes with both overloads and checks they agree and fail only cleanly.
+// Returns the header if it decoded.
+std::optional<zmesh::header> decode_both(const std::string& bytes) {
+    std::error_code ec = make_error_code(zmesh::errc::timeout); // must be overwritten
+    std::optional<zmesh::header> a = zmesh::decode_header(bytes.data(), bytes.size(), ec);
+    std::optional<zmesh::header> b;
+    const std::optional<std::error_code> thrown = throwing_decode_code(bytes, &b);
+    if (a) {
+        CHECK_FALSE(ec);
+        CHECK_FALSE(thrown);
+        CHECK((b && *b == *a));
+    } else {
+        CHECK(is_decode_error(ec));
+        CHECK((thrown && *thrown == ec));
+    }
+    return a;
+}
+
+// A decoded header re-encodes, and the re-encoding decodes to the same header.
+void check_reencodes(const zmesh::header& h) {
+    std::string again;
+    CHECK_NOTHROW(zmesh::encode(h, again));
+    std::error_code ec;
+    const auto back = zmesh::decode_header(again.data(), again.size(), ec);
+    CHECK_FALSE(ec);
+    CHECK((back && *back == h));
+}
+
+} // namespace
+
+TEST_SUITE("lib.header") {
+
+TEST_CASE("a header with every field at its extremes round-trips exactly") {
+    const std::string long_type(60000, 't');
+    const std::vector<std::string> types{"", "x", "order.created", long_type};
+    const std::vector<std::uint8_t> priorities{0, zmesh::default_priority, 9};
+    const std::vector<std::int64_t> timestamps{std::numeric_limits<std::int64_t>::min(), -1, 0,
+                                               1, std::numeric_limits<std::int64_t>::max()};
+    const std::vector<std::uint32_t> u32s{0, 1, std::numeric_limits<std::uint32_t>::max()};
+    const std::vector<std::uint64_t> u64s{0, 1, std::numeric_limits<std::uint64_t>::max()};
+    const std::vector<std::optional<zmesh::message_id>> correlations{
+        std::nullopt, zmesh::message_id{}, zmesh::message_id::generate()};
+    const std::vector<zmesh::message_id> ids{
+        zmesh::message_id{}, zmesh::message_id::generate(),
+        *zmesh::message_id::from_hex(std::string(32, 'f'))};
+
+    std::size_t cases = 0;
+    for (const auto& type : types)
+        for (const auto priority : priorities)
+            for (const auto ts : timestamps)
+                for (const auto ttl : u32s)
+                    for (const auto attempt : {u32s.front(), u32s.back()})
+                        for (const auto seq : {u64s.front(), u64s.back()})
+                            for (const auto& co : correlations) {
+                                zmesh::header h;
+                                h.id = ids[cases % ids.size()];
+                                h.type = type;
+                                h.priority = priority;
+                                h.timestamp_ns = ts;
+                                h.ttl_ms = ttl;
+                                h.attempt = attempt;
+                                h.sequence = seq;
+                                h.correlation_id = co;
+                                const zmq::message_t frame = zmesh::encode(h);
+                                const zmesh::header back = zmesh::decode_header(frame);
+                                CHECK(back == h);
+                                ++cases;
+                            }
+    CHECK(cases == 4 * 3 * 5 * 3 * 2 * 2 * 3);
+}
+
+TEST_CASE("a header at its defaults encodes to its id alone") {
+    zmesh::header h;
+    h.id = zmesh::message_id::generate();
+    const std::string bytes = encoded(h);
+    // fixmap(1), fixstr "id", bin8 of 16 bytes.
+    CHECK(bytes.size() == 1 + 3 + 2 + 16);
+    CHECK(zmesh::decode_header(bytes.data(), bytes.size()) == h);
+}
+
+TEST_CASE("make_header gives a fresh id, the type and the current time") {
+    using namespace std::chrono;
+    const auto before =
+        duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+    const zmesh::header a = zmesh::make_header("ping");
+    const zmesh::header b = zmesh::make_header("ping");
+    const auto after =
+        duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count();
+    CHECK(a.type == "ping");
+    CHECK(a.id != b.id);
+    CHECK_FALSE(a.id.is_nil());
+    CHECK(a.timestamp_ns >= before);
+    CHECK(a.timestamp_ns <= after);
+    CHECK(a.priority == zmesh::default_priority);
+    CHECK_FALSE(a.correlation_id);
+}
+
+TEST_CASE("unknown keys are ignored whatever their value and kept for relays") {
+    const auto id = zmesh::message_id::generate();
+    const std::string bytes = build_map(7, [&](packer& p) {
+        pack_key(p, "zz");
+        p.pack(42);
+        pack_key(p, "pr");
+        p.pack(9);
+        pack_key(p, "future_map");
+        p.pack_map(2);
+        pack_key(p, "a");
+        p.pack_array(3);
+        p.pack(1);
+        p.pack(2);
+        p.pack_map(1);
+        pack_key(p, "b");
+        p.pack_nil();
+        pack_key(p, "c");
+        p.pack(std::string("deep"));
+        p.pack(7); // an integer key: no zmesh version uses one, so it is skipped
+        p.pack(std::string("x"));
+        pack_key(p, "future_array");
+        p.pack_array(3);
+        p.pack(1);
+        p.pack(std::string("x"));
+        p.pack_array(2);
+        p.pack(2.5);
+        p.pack(true);
+        pack_id(p, id);
+        pack_key(p, "ty");
+        p.pack(std::string("t"));
+    });
+
+    const zmesh::header h = zmesh::decode_header(bytes.data(), bytes.size());
+    CHECK(h.id == id);
+    CHECK(h.priority == 9);
+    CHECK(h.type == "t");
+    REQUIRE(h.extensions.size() == 3);
+    CHECK(h.extensions[0].first == "zz");
+    CHECK(h.extensions[0].second == "\x2a"); // positive fixint 42
+    CHECK(h.extensions[1].first == "future_map");
+    CHECK(h.extensions[2].first == "future_array");
+
+    const msgpack::object_handle nested =
+        zmesh::unpack_object(h.extensions[1].second.data(), h.extensions[1].second.size());
+    REQUIRE(nested.get().type == msgpack::type::MAP);
+    CHECK(nested.get().via.map.size == 2);
+
+    // A relay that decodes and re-encodes forwards the unknown keys.
+    zmesh::header relayed = h;
+    relayed.attempt = 1;
+    const std::string again = encoded(relayed);
+    const zmesh::header back = zmesh::decode_header(again.data(), again.size());
+    CHECK(back == relayed);
+}
+
+TEST_CASE("every proper prefix of a valid encoding is rejected as truncated") {
+    zmesh::header with_extensions = full_header();
+    with_extensions.extensions.emplace_back("x-trace", std::string("\x92\xa1q\xc3", 4));
+    zmesh::header long_type = full_header();
+    long_type.type.assign(300, 'y');
+    long_type.timestamp_ns = std::numeric_limits<std::int64_t>::min();
+
+    std::size_t prefixes = 0;
+    for (const auto& h : {full_header(), with_extensions, long_type}) {
+        const std::string bytes = encoded(h);
+        for (std::size_t n = 0; n < bytes.size(); ++n) {
+            const std::string prefix = bytes.substr(0, n);
+            std::error_code ec;
+            const auto r = zmesh::decode_header(prefix.data(), prefix.size(), ec);
+            CHECK_MESSAGE(!r, "prefix of " << n << " bytes decoded");
+            CHECK_MESSAGE(ec == zmesh::errc::truncated,
+                          "prefix of " << n << ": " << ec.message());
+            const auto thrown = throwing_decode_code(prefix);
+            CHECK((thrown && *thrown == zmesh::errc::truncated));
+            ++prefixes;
+        }
+        CHECK(decode_both(bytes) == h);
+    }
+    CHECK(prefixes >= 400);
+}
+
+TEST_CASE("random buffers are rejected or decoded without crashing") {
+    std::mt19937 rng(20240611);
+    std::size_t decoded = 0;
+    for (int i = 0; i < 20000; ++i) {
+        std::string bytes(std::uniform_int_distribution<std::size_t>(0, 160)(rng), '\0');
+        for (auto& c : bytes)
+            c = static_cast<char>(rng());
+        // Start half of them like a map, so the decoder gets past the first byte.
+        if (!bytes.empty() && (rng() & 1))
+            bytes[0] = static_cast<char>((rng() & 1) ? 0x80 | (rng() & 0x0f) : 0xde);
+        if (const auto h = decode_both(bytes)) {
+            ++decoded;
+            check_reencodes(*h);
+        }
+    }
+    MESSAGE("random buffers that decoded: " << decoded);
+}
+
+TEST_CASE("random mutations of valid encodings are rejected or decoded without crashing") {
+    zmesh::header rich = full_header();
+    rich.extensions.emplace_back("x-hops", std::string("\x93\x01\x02\x81\xa1k\xc0", 7));
+    const std::vector<std::string> seeds{encoded(full_header()), encoded(rich),
+                                         encoded(zmesh::header{})};
+    std::mt19937 rng(7);
+    auto pick = [&](std::size_t n) {
+        return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng);
+    };
+    std::size_t decoded = 0;
+    for (int i = 0; i < 20000; ++i) {
+        std::string bytes = seeds[pick(seeds.size())];
+        const int mutations = 1 + static_cast<int>(pick(4));
+        for (int m = 0; m < mutations && !bytes.empty(); ++m) {
+            const std::size_t at = pick(bytes.size());
+            switch (pick(6)) {
+            case 0:
+                bytes[at] = static_cast<char>(bytes[at] ^ (1 << pick(8)));
+                break;
+            case 1:
+                bytes[at] = static_cast<char>(rng());
+                break;
+            case 2:
+                bytes.insert(at, 1, static_cast<char>(rng()));
+                break;
+            case 3:
+                bytes.erase(at, 1);
+                break;
+            case 4:
+                bytes.resize(at);
+                break;
+            default:
+                bytes.insert(at, bytes.substr(pick(bytes.size()), pick(8)));
+                break;
+            }
+        }
+        if (const auto h = decode_both(bytes)) {
+            ++decoded;
+            check_reencodes(*h);
+        }
+    }
+    MESSAGE("mutated buffers that decoded: " << decoded);
+    CHECK(decoded > 0); // some single bit flips (in the type or a sequence) stay valid
+}
+
+TEST_CASE("a buffer over the size limit is rejected as oversized") {
+    const std::string big(zmesh::max_header_size + 1, '\x80');
+    std::error_code ec;
+    CHECK_FALSE(zmesh::decode_header(big.data(), big.size(), ec));
+    CHECK(ec == zmesh::errc::oversized);
+
+    const std::string valid_but_big = build_map(2, [](packer& p) {
+        pack_id(p, zmesh::message_id::generate());
+        pack_key(p, "ty");
+        p.pack(std::string(70000, 'x'));
+    });
+    const auto thrown = throwing_decode_code(valid_but_big);
+    CHECK((thrown && *thrown == zmesh::errc::oversized));
+
+    zmesh::header h;
+    h.type.assign(zmesh::max_header_size, 'x');
+    std::string out = "stale";
+    try {
+        zmesh::encode(h, out);
+        FAIL("encode accepted a header over the size limit");
+    } catch (const zmesh::error& e) {
+        CHECK(e.code() == zmesh::errc::oversized);
+    }
+    CHECK(out.empty());
+}
+
+TEST_CASE("a wrong type or range for a known key is rejected as malformed") {
+    const auto id = zmesh::message_id::generate();
+    struct bad_case {
+        const char* key;
+        void (*value)(packer&);
+    };
+    const std::vector<bad_case> cases{
+        {"id", [](packer& p) { p.pack(std::string(16, 'a')); }},
+        {"id", [](packer& p) { pack_bin(p, "0123456789abcde", 15); }},
+        {"id", [](packer& p) { pack_bin(p, "0123456789abcdefg", 17); }},
+        {"ty", [](packer& p) { p.pack(5); }},
+        {"ty", [](packer& p) { pack_bin(p, "abc", 3); }},
+        {"pr", [](packer& p) { p.pack(10); }},
+        {"pr", [](packer& p) { p.pack(255); }},
+        {"pr", [](packer& p) { p.pack(-1); }},
+        {"pr", [](packer& p) { p.pack(std::string("high")); }},
+        {"ts", [](packer& p) { p.pack(1.5); }},
+        {"ts", [](packer& p) { p.pack(std::numeric_limits<std::uint64_t>::max()); }},
+        {"tl", [](packer& p) { p.pack(std::uint64_t{1} << 32); }},
+        {"tl", [](packer& p) { p.pack(-5); }},
+        {"co", [](packer& p) { pack_bin(p, "12345678", 8); }},
+        {"co", [](packer& p) { p.pack(std::string("not an id")); }},
+        {"at", [](packer& p) { p.pack(-1); }},
+        {"at", [](packer& p) { p.pack_nil(); }},
+        {"sq", [](packer& p) { p.pack(-1); }},
+        {"sq", [](packer& p) { p.pack(true); }},
+    };
+    for (const auto& c : cases) {
+        const bool replaces_id = std::string_view(c.key) == "id";
+        const std::string bytes = build_map(replaces_id ? 1 : 2, [&](packer& p) {
+            if (!replaces_id)
+                pack_id(p, id);
+            pack_key(p, c.key);
+            c.value(p);
+        });
+        std::error_code ec;
+        CHECK_MESSAGE(!zmesh::decode_header(bytes.data(), bytes.size(), ec), "key " << c.key);
+        CHECK_MESSAGE(ec == zmesh::errc::malformed, "key " << c.key);
+        try {
+            static_cast<void>(zmesh::decode_header(bytes.data(), bytes.size()));
+            FAIL("decoded a bad value for " << c.key);
+        } catch (const zmesh::error& e) {
+            CHECK(e.code() == zmesh::errc::malformed);
+            CHECK_MESSAGE(std::string(e.what()).find(c.key) != std::string::npos, e.what());
+        }
+    }
+}
+
+TEST_CASE("structural defects are rejected as malformed") {
+    const auto id = zmesh::message_id::generate();
+    std::string not_a_map;
+    {
+        msgpack::sbuffer b;
+        msgpack::pack(b, std::vector<int>{1, 2});
+        not_a_map.assign(b.data(), b.size());
+    }
+    const std::string no_id = build_map(1, [](packer& p) {
+        pack_key(p, "ty");
+        p.pack(std::string("t"));
+    });
+    const std::string duplicate = build_map(3, [&](packer& p) {
+        pack_id(p, id);
+        pack_key(p, "pr");
+        p.pack(1);
+        pack_key(p, "pr");
+        p.pack(2);
+    });
+    const std::string trailing = build_map(1, [&](packer& p) { pack_id(p, id); }) + '\x00';
+    const std::string reserved_byte("\x81\xa2id\xc1", 5);
+    const std::string scalar("\x05", 1);
+
+    for (const auto& bytes : {not_a_map, no_id, duplicate, trailing, reserved_byte, scalar}) {
+        std::string why;
+        std::error_code ec;
+        CHECK_FALSE(zmesh::decode_header(bytes.data(), bytes.size(), ec, &why));
+        CHECK(ec == zmesh::errc::malformed);
+        CHECK_FALSE(why.empty());
+        const auto thrown = throwing_decode_code(bytes);
+        CHECK((thrown && *thrown == zmesh::errc::malformed));
+    }
+}
+
+TEST_CASE("hostile lengths and nesting are refused before anything large is allocated") {
+    // map32 claiming 4 billion pairs, array32 claiming 4 billion elements as a value, and a
+    // str32 claiming 4 GiB: a naive decoder would allocate for the claim.
+    const std::string huge_map("\xdf\xff\xff\xff\xff\xa2id", 8);
+    const std::string huge_array = build_map(2, [](packer& p) {
+        pack_id(p, zmesh::message_id::generate());
+        pack_key(p, "x");
+        p.pack_array(0xffffffffU);
+    });
+    const std::string huge_str("\x81\xa2ty\xdb\xff\xff\xff\xff", 9);
+    std::string deep = build_map(2, [](packer& p) {
+        pack_id(p, zmesh::message_id::generate());
+        pack_key(p, "x");
+        for (int i = 0; i < 200; ++i)
+            p.pack_array(1);
+        p.pack_nil();
+    });
+
+    std::error_code ec;
+    CHECK_FALSE(zmesh::decode_header(huge_map.data(), huge_map.size(), ec));
+    CHECK(ec == zmesh::errc::oversized);
+    CHECK_FALSE(zmesh::decode_header(huge_array.data(), huge_array.size(), ec));
+    CHECK(ec == zmesh::errc::oversized);
+    CHECK_FALSE(zmesh::decode_header(huge_str.data(), huge_str.size(), ec));
+    CHECK(ec == zmesh::errc::truncated); // the bytes are not there, so nothing was read
+    CHECK_FALSE(zmesh::decode_header(deep.data(), deep.size(), ec));
+    CHECK(ec == zmesh::errc::oversized);
+}
+
+TEST_CASE("encode refuses what decode would refuse") {
+    auto code_of = [](const zmesh::header& h) -> std::optional<std::error_code> {
+        try {
+            static_cast<void>(zmesh::encode(h));
+        } catch (const zmesh::error& e) {
+            return e.code();
+        }
+        return std::nullopt;
+    };
+    zmesh::header h = full_header();
+    h.priority = 10;
+    CHECK(code_of(h) == std::error_code(zmesh::errc::invalid_argument));
+
+    h = full_header();
+    h.extensions.emplace_back("pr", "\x01");
+    CHECK(code_of(h) == std::error_code(zmesh::errc::invalid_argument));
+
+    h = full_header();
+    h.extensions.emplace_back("x", "\xc1");
+    CHECK(code_of(h) == std::error_code(zmesh::errc::invalid_argument));
+
+    h = full_header();
+    h.extensions.emplace_back("x", std::string("\x01\x02", 2)); // two values, not one
+    CHECK(code_of(h) == std::error_code(zmesh::errc::invalid_argument));
+
+    h = full_header();
+    h.extensions.emplace_back("x", "");
+    CHECK(code_of(h) == std::error_code(zmesh::errc::invalid_argument));
+
+    h = full_header();
+    h.extensions.emplace_back("x", std::string("\xc0", 1));
+    CHECK_FALSE(code_of(h));
+}
+
+TEST_CASE("message ids generated on two threads are all distinct") {
+    constexpr std::size_t per_thread = 50000;
+    std::vector<zmesh::message_id> a(per_thread), b(per_thread);
+    using namespace std::chrono;
+    const auto before =
+        duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+    std::thread ta([&] {
+        for (auto& id : a)
+            id = zmesh::message_id::generate();
+    });
+    std::thread tb([&] {
+        for (auto& id : b)
+            id = zmesh::message_id::generate();
+    });
+    ta.join();
+    tb.join();
+    const auto after =
+        duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+
+    std::unordered_set<zmesh::message_id> all;
+    all.reserve(2 * per_thread);
+    std::size_t bad_layout = 0;
+    for (const auto* ids : {&a, &b})
+        for (const auto& id : *ids) {
+            all.insert(id);
+            const auto& bytes = id.bytes();
+            if ((bytes[6] >> 4) != 7 || (bytes[8] >> 6) != 2 || id.timestamp_ms() < before ||
+                id.timestamp_ms() > after)
+                ++bad_layout;
+        }
+    CHECK(all.size() == 2 * per_thread);
+    CHECK(bad_layout == 0);
+}
+
+TEST_CASE("a message id round-trips through hex and malformed hex is refused") {
+    const auto id = zmesh::message_id::generate();
+    const std::string hex = id.to_hex();
+    CHECK(hex.size() == 32);
+    CHECK(hex.find_first_not_of("0123456789abcdef") == std::string::npos);
+    CHECK(zmesh::message_id::from_hex(hex) == id);
+
+    std::string upper = hex;
+    for (auto& c : upper)
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    CHECK(zmesh::message_id::from_hex(upper) == id);
+
+    CHECK(zmesh::message_id{}.to_hex() == std::string(32, '0'));
+    CHECK(zmesh::message_id::from_hex(std::string(32, '0'))->is_nil());
+    CHECK_FALSE(zmesh::message_id::from_hex(""));
+    CHECK_FALSE(zmesh::message_id::from_hex(hex.substr(1)));
+    CHECK_FALSE(zmesh::message_id::from_hex(hex + "0"));
+    CHECK_FALSE(zmesh::message_id::from_hex("g" + hex.substr(1)));
+    CHECK_FALSE(zmesh::message_id::from_hex(hex.substr(0, 8) + "-" + hex.substr(9)));
+}
+
+TEST_CASE("message ids order by their timestamp and hash equal ids equally") {
+    zmesh::message_id::bytes_type early{};
+    zmesh::message_id::bytes_type late{};
+    early[5] = 1; // 1 ms
+    late[4] = 1;  // 256 ms
+    early[15] = 0xff;
+    const zmesh::message_id e(early), l(late);
+    CHECK(e < l);
+    CHECK(e.timestamp_ms() == 1);
+    CHECK(l.timestamp_ms() == 256);
+
+    const auto id = zmesh::message_id::generate();
+    const zmesh::message_id copy(id.bytes());
+    CHECK(copy == id);
+    CHECK(std::hash<zmesh::message_id>{}(copy) == std::hash<zmesh::message_id>{}(id));
+    CHECK(std::hash<zmesh::message_id>{}(e) != std::hash<zmesh::message_id>{}(l));
+}
+
+} // TEST_SUITE
