@@ -69,6 +69,8 @@ class broker::impl {
         reactor_.cancel(tick);
         reactor_.remove(router_);
         engine_.disconnect_all();
+        // Give the DISCONNECTs a moment to leave when the socket closes; linger 0 would drop them.
+        router_.set(zmq::sockopt::linger, 500);
         std::lock_guard lock(mutex_);
         running_ = false;
     }

@@ -285,10 +285,11 @@ void mdp_engine::on_ready(message& m, std::string_view identity, clock::time_poi
 
 void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
     request* r = w.in_flight;
-    if (m.size() <= f_reply_body || m[f_reply_empty].size() != 0 ||
+    // A reply with no body frames is legal (7/MDP leaves the body opaque) and is forwarded as is.
+    if (m.size() < f_reply_body || m[f_reply_empty].size() != 0 ||
         view(m[f_reply_client]) != view(r->client)) {
         // The reply must name the client we gave it; anything else could misroute a reply.
-        malformed("REPLY with a wrong envelope or no body", w.identity);
+        malformed("REPLY with a wrong envelope", w.identity);
         remove_worker(w, true);
         return;
     }

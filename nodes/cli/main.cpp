@@ -19,6 +19,9 @@ const std::vector<command>& commands() {
         {"request", "send one request to a service and print the reply", run_request},
         {"services", "list the services a broker knows", run_services},
         {"version", "print the zmesh and libzmq versions", run_version},
+#ifdef ZMESH_HAVE_BENCH
+        {"bench", "measure throughput and latency (zmesh bench mdp)", run_bench},
+#endif
     };
     return all;
 }
