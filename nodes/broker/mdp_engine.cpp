@@ -122,7 +122,7 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         return;
     }
     inc(stats_.requests);
-    if (name.starts_with(mdp::mmi_prefix) || name == mdp::zmesh_services) {
+    if (mdp::is_broker_service(name)) {
         on_internal(m, name);
         return;
     }
@@ -164,6 +164,32 @@ void mdp_engine::on_internal(message& m, std::string_view name) {
             pk.pack(static_cast<std::uint64_t>(s.queue.size()));
             pk.pack(std::string_view("in_flight"));
             pk.pack(static_cast<std::uint64_t>(s.in_flight));
+        }
+        body.push_back(zmq::message_t(buf.data(), buf.size()));
+    } else if (name == mdp::zmesh_stats) {
+        const broker_stats st = stats();
+        const std::pair<std::string_view, std::uint64_t> fields[] = {
+            {"requests", st.requests},
+            {"replies", st.replies},
+            {"dispatched", st.dispatched},
+            {"requeued", st.requeued},
+            {"rejected", st.rejected},
+            {"mmi", st.mmi},
+            {"malformed", st.malformed},
+            {"workers_registered", st.workers_registered},
+            {"workers_expired", st.workers_expired},
+            {"workers_disconnected", st.workers_disconnected},
+            {"undeliverable", st.undeliverable},
+            {"workers", st.workers},
+            {"services", st.services},
+            {"queued", st.queued},
+        };
+        msgpack::sbuffer buf;
+        msgpack::packer<msgpack::sbuffer> pk(buf);
+        pk.pack_map(static_cast<std::uint32_t>(std::size(fields)));
+        for (const auto& [key, value] : fields) {
+            pk.pack(key);
+            pk.pack(value);
         }
         body.push_back(zmq::message_t(buf.data(), buf.size()));
     } else {
@@ -262,7 +288,7 @@ void mdp_engine::on_ready(message& m, std::string_view identity, clock::time_poi
         return;
     }
     const auto name = view(m[f_ready_service]);
-    if (name.starts_with(mdp::mmi_prefix) || name == mdp::zmesh_services) {
+    if (mdp::is_broker_service(name)) {
         // Reserved names are the broker's own (8/MMI); a worker may not take them over.
         malformed("READY for a reserved service", identity);
         inc(stats_.workers_disconnected);

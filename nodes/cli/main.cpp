@@ -18,6 +18,7 @@ const std::vector<command>& commands() {
         {"worker", "serve an MDP service (echo, or a command per request)", run_worker},
         {"request", "send one request to a service and print the reply", run_request},
         {"services", "list the services a broker knows", run_services},
+        {"stats", "print a broker's counters (requests, malformed, requeued...)", run_stats},
         {"version", "print the zmesh and libzmq versions", run_version},
 #ifdef ZMESH_HAVE_BENCH
         {"bench", "measure throughput and latency (zmesh bench mdp)", run_bench},

@@ -79,9 +79,9 @@ TEST_SUITE("cli") {
 TEST_CASE("help exits 0 and lists every command") {
     auto r = run_cli({"--help"});
     CHECK(r.code == 0);
-    for (const char* c : {"broker", "worker", "request", "services", "version"})
+    for (const char* c : {"broker", "worker", "request", "services", "stats", "version"})
         CHECK(r.out.find(c) != std::string::npos);
-    for (const char* c : {"broker", "worker", "request", "services", "version"}) {
+    for (const char* c : {"broker", "worker", "request", "services", "stats", "version"}) {
         CAPTURE(c);
         auto sub = run_cli({c, "--help"});
         CHECK(sub.code == 0);
@@ -151,7 +151,7 @@ TEST_CASE("a request nobody answers fails after its retries with exit 1 and a re
     CHECK(r.err.find("after 2 attempts") != std::string::npos);
 }
 
-TEST_CASE("services lists what the broker knows") {
+TEST_CASE("services and stats show what the broker knows") {
     broker_process broker;
     auto w1 = start_worker(broker.endpoint, "alpha", {"--echo"});
     auto w2 = start_worker(broker.endpoint, "beta", {"--echo"});
@@ -163,6 +163,10 @@ TEST_CASE("services lists what the broker knows") {
     CHECK(r.out.find("SERVICE") != std::string::npos);
     CHECK(r.out.find("alpha") != std::string::npos);
     CHECK(r.out.find("beta") != std::string::npos);
+    auto stats = run_cli({"stats", "--broker", broker.endpoint});
+    CHECK(stats.code == 0);
+    CHECK(stats.out.find("requests") != std::string::npos);
+    CHECK(stats.out.find("malformed") != std::string::npos);
 }
 
 TEST_CASE("the broker exits 0 within a second of SIGTERM and a worker exits 0 on SIGINT") {

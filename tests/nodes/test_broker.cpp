@@ -322,6 +322,13 @@ TEST_CASE("a worker that breaks the protocol gets DISCONNECT and is forgotten") 
         REQUIRE(m);
         CHECK(command_of(*m) == mdp::worker_command::disconnect);
     }
+    SUBCASE("READY for a service the broker answers itself") {
+        auto w = dealer(f.ctx, f.endpoint);
+        ready(w, "zmesh.stats");
+        auto m = recv_command(w);
+        REQUIRE(m);
+        CHECK(command_of(*m) == mdp::worker_command::disconnect);
+    }
     SUBCASE("HEARTBEAT from a worker the broker does not know") {
         auto w = dealer(f.ctx, f.endpoint);
         send_frames(w, zmesh::message{"", mdp::worker_v1, "\x04"});
@@ -429,6 +436,15 @@ TEST_CASE("malformed messages are counted and dropped and the broker keeps servi
     reply(w, client, body);
     CHECK(expect_reply(c, "ok") == std::vector<std::string>{"still served"});
     CHECK(f.broker->stats().requests == 1);
+    // The counters are visible to any MDP client through zmesh.stats.
+    client_request(c, "zmesh.stats", "");
+    auto stats_body = expect_reply(c, "zmesh.stats");
+    REQUIRE(stats_body.size() == 1);
+    auto oh = msgpack::unpack(stats_body[0].data(), stats_body[0].size());
+    auto counters = oh.get().as<std::map<std::string, std::uint64_t>>();
+    CHECK(counters["malformed"] == 10);
+    CHECK(counters["replies"] == 1);
+    CHECK(counters["workers"] == 1);
 }
 
 TEST_CASE("stopping the broker sends DISCONNECT to every worker") {

@@ -68,9 +68,9 @@ struct worker::impl {
         auto positive = [](milliseconds d) { return d > milliseconds(0) && d <= max_duration; };
         if (service_.empty())
             throw error(errc::invalid_argument, "mdp::worker: empty service name");
-        if (service_.starts_with(mmi_prefix))
+        if (is_broker_service(service_))
             throw error(errc::invalid_argument,
-                        "mdp::worker: service '" + service_ + "' is reserved (8/MMI)");
+                        "mdp::worker: service '" + service_ + "' is answered by the broker itself");
         if (!positive(opts_.heartbeat) || opts_.liveness < 1 ||
             opts_.heartbeat * opts_.liveness > max_duration)
             throw error(errc::invalid_argument, "mdp::worker: heartbeat or liveness out of range");

@@ -49,6 +49,13 @@ inline constexpr std::string_view mmi_service = "mmi.service";
 /// zmesh extension: reply = msgpack map of every service with waiting workers, queue depth and
 /// requests in flight.
 inline constexpr std::string_view zmesh_services = "zmesh.services";
+/// zmesh extension: reply = msgpack map of the broker's counters (requests, replies, malformed…).
+inline constexpr std::string_view zmesh_stats = "zmesh.stats";
+
+/// Whether the broker answers @p service itself, so no worker may register it.
+[[nodiscard]] constexpr bool is_broker_service(std::string_view service) noexcept {
+    return service.starts_with(mmi_prefix) || service == zmesh_services || service == zmesh_stats;
+}
 
 /// Decodes a command frame: exactly one byte naming a known command.
 [[nodiscard]] inline std::optional<worker_command>

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: MPL-2.0
+// broker_query.cpp — one MDP request to a broker-answered service, decoded with zmesh's codec.
+#include "broker_query.hpp"
+
+#include "command.hpp"
+
+#include <zmesh/codec.hpp>
+#include <zmesh/endpoint.hpp>
+#include <zmesh/error.hpp>
+#include <zmesh/mdp/client.hpp>
+
+namespace zmesh::cli {
+
+void add_broker_query_options(boost::program_options::options_description& options,
+                              std::string& broker, int& timeout_ms) {
+    namespace po = boost::program_options;
+    options.add_options()
+        ("broker", po::value(&broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
+        ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait for the answer, in ms");
+}
+
+template <class T> T query_broker(const std::string& broker, int timeout_ms, std::string_view service) {
+    if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
+    std::error_code ec;
+    std::string why;
+    if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
+    zmq::context_t ctx;
+    mdp::client client(ctx, broker, {.timeout = std::chrono::milliseconds(timeout_ms), .retries = 1});
+    message reply = client.request(service, message{""});
+    if (reply.size() != 1)
+        throw std::runtime_error("unexpected " + std::string(service) + " reply (is this a zmesh broker?)");
+    auto decoded = unpack<T>(reply[0], ec, &why);
+    if (!decoded)
+        throw std::runtime_error("undecodable " + std::string(service) + " reply: " + why);
+    return std::move(*decoded);
+}
+
+template service_table query_broker<service_table>(const std::string&, int, std::string_view);
+template counter_table query_broker<counter_table>(const std::string&, int, std::string_view);
+
+} // namespace zmesh::cli

@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: MPL-2.0
+// broker_query.hpp — internal: asks a zmesh broker one of its own services (zmesh.services,
+// zmesh.stats) and decodes the msgpack map it answers with.
+#pragma once
+
+#include <boost/program_options.hpp>
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace zmesh::cli {
+
+/// Declares --broker and --timeout-ms on @p options.
+void add_broker_query_options(boost::program_options::options_description& options,
+                              std::string& broker, int& timeout_ms);
+
+/// Sends one request for @p service and decodes the single-frame msgpack reply into @p T.
+/// @throws usage_error for a bad endpoint; std::runtime_error if there is no or no valid answer.
+template <class T> T query_broker(const std::string& broker, int timeout_ms, std::string_view service);
+
+using service_table = std::map<std::string, std::map<std::string, std::uint64_t>>;
+using counter_table = std::map<std::string, std::uint64_t>;
+
+} // namespace zmesh::cli

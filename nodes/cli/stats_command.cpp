@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: MPL-2.0
+// stats_command.cpp — `zmesh stats`: asks the broker's zmesh.stats and prints each counter.
+#include "broker_query.hpp"
+#include "command.hpp"
+
+#include <zmesh/mdp/protocol.hpp>
+
+#include <cstdio>
+
+namespace zmesh::cli {
+
+int run_stats(const std::vector<std::string>& args) {
+    std::string broker;
+    int timeout_ms = 2500;
+    boost::program_options::options_description options("options");
+    add_broker_query_options(options, broker, timeout_ms);
+    boost::program_options::variables_map vm;
+    if (!parse("stats", "--broker EP", options, args, vm)) return ok;
+
+    for (const auto& [name, value] : query_broker<counter_table>(broker, timeout_ms, mdp::zmesh_stats))
+        std::printf("%-22s %llu\n", name.c_str(), static_cast<unsigned long long>(value));
+    return ok;
+}
+
+} // namespace zmesh::cli
