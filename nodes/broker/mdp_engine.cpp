@@ -140,10 +140,18 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
     dispatch(s);
 }
 
+void mdp_engine::add_internal_service(std::string name, internal_handler handler) {
+    internal_.insert_or_assign(std::move(name), std::move(handler));
+}
+
 void mdp_engine::on_internal(message& m, std::string_view name) {
     inc(stats_.mmi);
     message body;
-    if (name == mdp::mmi_service) {
+    if (auto handler = internal_.find(name); handler != internal_.end()) {
+        message request;
+        m.move_tail_to(f_client_body, request);
+        handler->second(request, body);
+    } else if (name == mdp::mmi_service) {
         const auto target = view(m[f_client_body]);
         auto it = services_.find(target);
         const bool up = it != services_.end() && it->second.workers > 0;

@@ -21,6 +21,7 @@
 #include <zmq.hpp>
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -96,7 +97,15 @@ struct atomic_stats {
 
 class mdp_engine {
   public:
+    /// Answers a broker-side service: reads the request body, fills the reply body.
+    using internal_handler = std::function<void(message& request, message& reply)>;
+
     mdp_engine(const broker_config& config, zmq::socket_ref router);
+
+    /// Makes the broker answer @p name (which must start with "zmesh.") itself, as it answers
+    /// zmesh.services. Used by other parts of the node (the forwarder's last-value cache, the
+    /// directory). Call before the loop starts.
+    void add_internal_service(std::string name, internal_handler handler);
 
     /// Handles one message as read from the ROUTER socket (sender identity first). The frames
     /// are consumed (moved out) where they are forwarded.
@@ -138,6 +147,7 @@ class mdp_engine {
     clock::duration expiry_;        // heartbeat_interval × liveness
     std::unordered_map<std::string, worker, string_hash, std::equal_to<>> workers_;
     std::unordered_map<std::string, service, string_hash, std::equal_to<>> services_;
+    std::unordered_map<std::string, internal_handler, string_hash, std::equal_to<>> internal_;
     std::vector<std::unique_ptr<request>> request_storage_; // owns every request ever made
     request* free_ = nullptr;       // pool of released requests, reused to avoid allocation
     std::size_t queued_ = 0;        // requests in all queues

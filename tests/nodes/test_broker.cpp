@@ -339,7 +339,7 @@ TEST_CASE("a worker that breaks the protocol gets DISCONNECT and is forgotten") 
     CHECK(eventually([&] { return f.broker->stats().workers == 0; }));
 }
 
-TEST_CASE("mmi.service answers 200 or 404 and other mmi services 501") {
+TEST_CASE("mmi.service answers 200 or 404 and other mmi and zmesh services 501") {
     broker_fixture f;
     f.start();
     auto w = dealer(f.ctx, f.endpoint);
@@ -352,6 +352,8 @@ TEST_CASE("mmi.service answers 200 or 404 and other mmi services 501") {
     CHECK(expect_reply(c, "mmi.service") == std::vector<std::string>{"404"});
     client_request(c, "mmi.unknown", "x");
     CHECK(expect_reply(c, "mmi.unknown") == std::vector<std::string>{"501"});
+    client_request(c, "zmesh.unknown", "x");
+    CHECK(expect_reply(c, "zmesh.unknown") == std::vector<std::string>{"501"});
 }
 
 TEST_CASE("zmesh.services lists every service with workers, queue depth and in-flight count") {

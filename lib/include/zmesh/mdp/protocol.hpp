@@ -52,9 +52,13 @@ inline constexpr std::string_view zmesh_services = "zmesh.services";
 /// zmesh extension: reply = msgpack map of the broker's counters (requests, replies, malformed…).
 inline constexpr std::string_view zmesh_stats = "zmesh.stats";
 
-/// Whether the broker answers @p service itself, so no worker may register it.
+/// Services whose name starts with this are answered by a zmesh broker itself; an unknown one
+/// gets "501", as 8/MMI does for mmi.*.
+inline constexpr std::string_view zmesh_prefix = "zmesh.";
+
+/// Whether a broker answers @p service itself (mmi.* and zmesh.*), so no worker may register it.
 [[nodiscard]] constexpr bool is_broker_service(std::string_view service) noexcept {
-    return service.starts_with(mmi_prefix) || service == zmesh_services || service == zmesh_stats;
+    return service.starts_with(mmi_prefix) || service.starts_with(zmesh_prefix);
 }
 
 /// Decodes a command frame: exactly one byte naming a known command.
