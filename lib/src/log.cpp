@@ -55,7 +55,7 @@ bool log_limiter::allow() noexcept {
     auto now = std::chrono::steady_clock::now();
     if (now - window_start_ >= window_) {
         window_start_ = now;
-        reported_suppressed_ = suppressed_;
+        reported_suppressed_ += suppressed_;
         suppressed_ = 0;
         count_ = 0;
     }

@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <thread>
 
 TEST_SUITE("lib.endpoint") {
 
@@ -123,6 +124,16 @@ TEST_CASE("log levels parse and the limiter lets a burst through then counts") {
     int allowed = 0;
     for (int i = 0; i < 100; ++i) allowed += limiter.allow() ? 1 : 0;
     CHECK(allowed == 3);
+    CHECK(limiter.take_suppressed() == 0); // the window has not ended yet
+
+    // Each suppressed event is reported once, by the first allowed event of a later window.
+    zmesh::log_limiter quick(2, std::chrono::milliseconds(200));
+    for (int i = 0; i < 12; ++i) (void)quick.allow();
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    REQUIRE(quick.allow());
+    CHECK(quick.take_suppressed() == 10);
+    REQUIRE(quick.allow());
+    CHECK(quick.take_suppressed() == 0);
 }
 
 }

@@ -36,11 +36,15 @@ class ZMESH_EXPORT log_limiter {
   public:
     explicit log_limiter(int burst = 10, std::chrono::milliseconds window = std::chrono::seconds(1))
         : burst_(burst), window_(window) {}
-    /// True if this event may be logged. The first event of a new window also reports how many
-    /// were suppressed in the last one through suppressed().
+    /// True if this event may be logged.
     bool allow() noexcept;
-    /// Events suppressed in the previous window (valid right after allow() returned true).
-    [[nodiscard]] std::uint64_t suppressed() const noexcept { return reported_suppressed_; }
+    /// Events suppressed in windows that have ended and not been reported yet; reading resets
+    /// it, so each suppressed event is reported once. Call right after allow() returned true.
+    [[nodiscard]] std::uint64_t take_suppressed() noexcept {
+        const auto n = reported_suppressed_;
+        reported_suppressed_ = 0;
+        return n;
+    }
 
   private:
     int burst_;
