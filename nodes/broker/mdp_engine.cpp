@@ -90,7 +90,7 @@ void mdp_engine::release(request* r) noexcept {
 void mdp_engine::malformed(std::string_view what, std::string_view identity) {
     inc(stats_.malformed);
     if (malformed_log_.allow()) {
-        if (auto n = malformed_log_.suppressed())
+        if (auto n = malformed_log_.take_suppressed())
             log(log_level::warn, "%llu malformed messages not logged", static_cast<unsigned long long>(n));
         log(log_level::warn, "dropped malformed message from peer of %zu-byte id: %.*s",
             identity.size(), static_cast<int>(what.size()), what.data());
