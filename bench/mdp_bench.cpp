@@ -4,7 +4,8 @@
 //
 // broker mode:  client → zmesh broker (in-process, own thread) → N mdp::worker threads
 // direct mode:  client → a ROUTER that echoes each message back (the floor: no broker at all)
-// Everything runs over tcp://127.0.0.1, so the kernel's loopback path is part of the figure.
+// Everything runs over tcp://127.0.0.1, so the kernel's loopback path is part of the figure, and
+// each role has its own ZeroMQ context (its own I/O thread), as separate processes would.
 #include "mdp_bench.hpp"
 
 #include "latency.hpp"
@@ -27,7 +28,8 @@ namespace {
 
 constexpr std::string_view service = "bench.echo";
 
-void echo_worker(zmq::context_t& ctx, const std::string& endpoint, const std::atomic<bool>& stop) {
+void echo_worker(const std::string& endpoint, const std::atomic<bool>& stop) {
+    zmq::context_t ctx(1); // each role has its own context and I/O thread, as a process would
     mdp::worker w(ctx, endpoint, std::string(service));
     while (!stop.load(std::memory_order_relaxed)) {
         auto request = w.recv(std::chrono::milliseconds(100));
@@ -58,21 +60,21 @@ message make_body(std::size_t size) {
 mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
     if (cfg.size < sizeof(std::uint64_t)) throw error(errc::invalid_argument, "--size must be at least 8");
     if (cfg.window == 0) throw error(errc::invalid_argument, "--window must be positive");
-    zmq::context_t ctx;
+    zmq::context_t broker_ctx(1), client_ctx(1);
     std::atomic<bool> stop{false};
     std::vector<std::thread> threads;
     std::unique_ptr<nodes::broker> broker;
-    zmq::socket_t echo_router(ctx, zmq::socket_type::router);
+    zmq::socket_t echo_router(broker_ctx, zmq::socket_type::router);
     echo_router.set(zmq::sockopt::linger, 0);
     std::string endpoint;
     if (cfg.mode == "broker") {
         nodes::broker_config bc;
         bc.mdp_endpoint = "tcp://127.0.0.1:*";
-        broker = std::make_unique<nodes::broker>(ctx, bc);
+        broker = std::make_unique<nodes::broker>(broker_ctx, bc);
         endpoint = broker->endpoints().front();
         broker->start();
         for (int i = 0; i < cfg.workers; ++i)
-            threads.emplace_back([&] { echo_worker(ctx, endpoint, stop); });
+            threads.emplace_back([&] { echo_worker(endpoint, stop); });
     } else if (cfg.mode == "direct") {
         echo_router.set(zmq::sockopt::sndhwm, 100000);
         echo_router.set(zmq::sockopt::rcvhwm, 100000);
@@ -82,7 +84,7 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
         throw error(errc::invalid_argument, "--mode must be broker or direct");
     }
 
-    mdp::client client(ctx, endpoint,
+    mdp::client client(client_ctx, endpoint,
                        {.timeout = std::chrono::milliseconds(5000), .retries = 1, .window = cfg.window});
     latency_recorder latencies(20'000'000);
     mdp_bench_result result;

@@ -126,22 +126,35 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         on_internal(m, name);
         return;
     }
-    service& s = service_for(name, now);
     request* r = acquire();
     r->client = std::move(m[f_identity]);
     m.move_tail_to(f_client_body, r->body);
+    r->bytes = r->body.byte_size();
+    r->arrived = now;
+    if (services_.size() >= config_.max_services && services_.find(name) == services_.end()) {
+        reject(r, name, reject_reason::too_many_services);
+        return;
+    }
+    service& s = service_for(name, now);
     if (s.queue.size() >= config_.max_queue) {
         reject(r, s.name, reject_reason::queue_full);
         return;
     }
-    s.queue.push_back(r);
-    ++queued_;
+    if (queued_bytes_ + r->bytes > config_.max_queued_bytes) {
+        reject(r, s.name, reject_reason::memory_full);
+        return;
+    }
+    enqueue(s, r, false);
     s.last_active = now;
     dispatch(s);
 }
 
 void mdp_engine::add_internal_service(std::string name, internal_handler handler) {
     internal_.insert_or_assign(std::move(name), std::move(handler));
+}
+
+void mdp_engine::add_stats_source(std::function<void(broker_stats&)> fill) {
+    stats_sources_.push_back(std::move(fill));
 }
 
 void mdp_engine::on_internal(message& m, std::string_view name) {
@@ -191,6 +204,16 @@ void mdp_engine::on_internal(message& m, std::string_view name) {
             {"workers", st.workers},
             {"services", st.services},
             {"queued", st.queued},
+            {"queued_bytes", st.queued_bytes},
+            {"expired", st.expired},
+            {"forwarded", st.forwarded},
+            {"dropped", st.dropped},
+            {"subscriptions", st.subscriptions},
+            {"probes", st.probes},
+            {"stalls", st.stalls},
+            {"lvc_topics", st.lvc_topics},
+            {"lvc_evictions", st.lvc_evictions},
+            {"directory_entries", st.directory_entries},
         };
         msgpack::sbuffer buf;
         msgpack::packer<msgpack::sbuffer> pk(buf);
@@ -223,14 +246,33 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
     inc(stats_.rejected);
     message body;
     body.push_back(error_frame);
-    if (why == reject_reason::queue_full) {
+    switch (why) {
+    case reject_reason::queue_full:
         body.push_back(std::string_view("503"));
         body.push_back("queue full: service '" + std::string(service_name) + "' already holds " +
                        std::to_string(config_.max_queue) + " requests");
-    } else {
+        break;
+    case reject_reason::memory_full:
+        body.push_back(std::string_view("503"));
+        body.push_back("broker queues full: " + std::to_string(config_.max_queued_bytes) +
+                       " bytes of requests already wait for workers");
+        break;
+    case reject_reason::too_many_services:
+        body.push_back(std::string_view("503"));
+        body.push_back("too many services: the broker already tracks " +
+                       std::to_string(config_.max_services));
+        break;
+    case reject_reason::too_many_attempts:
         body.push_back(std::string_view("500"));
         body.push_back("request failed: its worker died " + std::to_string(r->attempts) +
                        " times");
+        break;
+    case reject_reason::expired:
+        inc(stats_.expired);
+        body.push_back(std::string_view("504"));
+        body.push_back("request expired: no worker took it within " +
+                       std::to_string(config_.request_ttl.count()) + " ms");
+        break;
     }
     zmq::message_t client = std::move(r->client);
     release(r);
@@ -379,12 +421,41 @@ void mdp_engine::unlink_idle(worker& w) noexcept {
     --s.idle_count;
 }
 
+void mdp_engine::enqueue(service& s, request* r, bool at_head) {
+    if (at_head) s.queue.push_front(r);
+    else s.queue.push_back(r);
+    ++queued_;
+    queued_bytes_ += r->bytes;
+    stats_.queued.store(queued_, std::memory_order_relaxed);
+    stats_.queued_bytes.store(queued_bytes_, std::memory_order_relaxed);
+}
+
+request* mdp_engine::dequeue(service& s) {
+    request* r = s.queue.pop_front();
+    if (r) {
+        --queued_;
+        queued_bytes_ -= r->bytes;
+        stats_.queued.store(queued_, std::memory_order_relaxed);
+        stats_.queued_bytes.store(queued_bytes_, std::memory_order_relaxed);
+    }
+    return r;
+}
+
+void mdp_engine::expire_requests(clock::time_point now) {
+    if (config_.request_ttl.count() <= 0) return;
+    for (auto& [name, s] : services_) {
+        // Queues are in arrival order, except that re-queued requests go to the head, and those
+        // arrived earlier still; so expired requests are always at the head.
+        while (!s.queue.empty() && now - s.queue.front()->arrived >= config_.request_ttl)
+            reject(dequeue(s), s.name, reject_reason::expired);
+    }
+}
+
 void mdp_engine::dispatch(service& s) {
     while (!s.queue.empty() && s.idle_head) {
         worker& w = *s.idle_head;
         unlink_idle(w);
-        request* r = s.queue.pop_front();
-        --queued_;
+        request* r = dequeue(s);
         out_.clear();
         out_.push_back(w.identity);
         out_.push_back(zmq::message_t());
@@ -397,8 +468,7 @@ void mdp_engine::dispatch(service& s) {
         if (status != send_status::sent) {
             // Unroutable: the worker's connection is gone. Would block: it is not reading. Either
             // way it cannot take work; put the request back and forget the worker.
-            s.queue.push_front(r);
-            ++queued_;
+            enqueue(s, r, true);
             remove_worker(w, status == send_status::would_block);
             continue;
         }
@@ -438,8 +508,7 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
             reject(r, s->name, reject_reason::too_many_attempts);
         } else {
             // At-least-once: the head of the queue, so it does not wait behind newer requests.
-            s->queue.push_front(r);
-            ++queued_;
+            enqueue(*s, r, true);
             inc(stats_.requeued);
             dispatch(*s);
         }
@@ -461,6 +530,7 @@ void mdp_engine::on_tick(clock::time_point now) {
     // Take every expired worker out of the idle lists first, so that a request re-queued by one
     // removal is never dispatched to another worker that is about to be removed.
     for (worker* w : scratch_) unlink_idle(*w);
+    expire_requests(now);
     for (worker* w : scratch_) {
         inc(stats_.workers_expired);
         log(log_level::info, "worker of service '%s' expired", w->svc ? w->svc->name.c_str() : "?");
@@ -499,6 +569,9 @@ broker_stats mdp_engine::stats() const noexcept {
     s.workers = g(stats_.workers);
     s.services = g(stats_.services);
     s.queued = g(stats_.queued);
+    s.queued_bytes = g(stats_.queued_bytes);
+    s.expired = g(stats_.expired);
+    for (const auto& fill : stats_sources_) fill(s);
     return s;
 }
 

@@ -40,6 +40,8 @@ struct request {
     zmq::message_t client;      // routing id of the client that sent it
     message body;               // kept until replied, so a dead worker's request can be sent again
     std::uint32_t attempts = 0; // deliveries to workers so far
+    std::size_t bytes = 0;      // body size, counted against max_queued_bytes while queued
+    clock::time_point arrived;  // for request_ttl
     request* next = nullptr;    // link in a service queue or in the free pool
 };
 
@@ -48,6 +50,7 @@ class request_queue {
   public:
     [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] request* front() const noexcept { return head_; }
     void push_back(request* r) noexcept;
     void push_front(request* r) noexcept;
     request* pop_front() noexcept;
@@ -92,7 +95,7 @@ struct string_hash {
 struct atomic_stats {
     std::atomic<std::uint64_t> requests{0}, replies{0}, dispatched{0}, requeued{0}, rejected{0},
         mmi{0}, malformed{0}, workers_registered{0}, workers_expired{0}, workers_disconnected{0},
-        undeliverable{0}, workers{0}, services{0}, queued{0};
+        undeliverable{0}, workers{0}, services{0}, queued{0}, expired{0}, queued_bytes{0};
 };
 
 class mdp_engine {
@@ -111,6 +114,11 @@ class mdp_engine {
     /// are consumed (moved out) where they are forwarded.
     void on_message(message& m, clock::time_point now);
 
+    /// Adds counters kept outside the engine (the forwarder's, the directory's) to stats() and
+    /// to the zmesh.stats reply. @p fill runs on any thread that asks for stats, so it may only
+    /// read atomics. Call before the loop starts.
+    void add_stats_source(std::function<void(broker_stats&)> fill);
+
     /// Heartbeats workers, forgets expired workers and unused services.
     void on_tick(clock::time_point now);
 
@@ -120,7 +128,7 @@ class mdp_engine {
     [[nodiscard]] broker_stats stats() const noexcept;
 
   private:
-    enum class reject_reason { queue_full, too_many_attempts };
+    enum class reject_reason { queue_full, memory_full, too_many_services, too_many_attempts, expired };
 
     void on_client(message& m, clock::time_point now);
     void on_worker(message& m, clock::time_point now);
@@ -138,6 +146,10 @@ class mdp_engine {
     void send_command(std::string_view identity, mdp::worker_command c);
     void reply_to_client(zmq::message_t&& client, std::string_view service_name, message& body);
     void reject(request* r, std::string_view service_name, reject_reason why);
+    /// Queue bookkeeping in one place: counts and bytes follow every push and pop.
+    void enqueue(service& s, request* r, bool at_head);
+    request* dequeue(service& s);
+    void expire_requests(clock::time_point now);
 
     request* acquire();
     void release(request* r) noexcept;
@@ -148,9 +160,11 @@ class mdp_engine {
     std::unordered_map<std::string, worker, string_hash, std::equal_to<>> workers_;
     std::unordered_map<std::string, service, string_hash, std::equal_to<>> services_;
     std::unordered_map<std::string, internal_handler, string_hash, std::equal_to<>> internal_;
+    std::vector<std::function<void(broker_stats&)>> stats_sources_; // fixed once the loop runs
     std::vector<std::unique_ptr<request>> request_storage_; // owns every request ever made
     request* free_ = nullptr;       // pool of released requests, reused to avoid allocation
     std::size_t queued_ = 0;        // requests in all queues
+    std::size_t queued_bytes_ = 0;  // their body bytes
     message out_;                   // reused for every outgoing message
     std::vector<worker*> scratch_;  // reused by on_tick
     log_limiter malformed_log_;

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 // broker_command.cpp — `zmesh broker`: maps flags to a broker_config and runs the broker node.
+//
+// The pub/sub forwarder is opt-in: it opens two more ports, so it runs only when --xsub, --xpub or
+// --pubsub is given; an endpoint not given takes its default (5556 XSUB, 5557 XPUB).
 #include "command.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -7,6 +10,8 @@
 #include <zmesh/nodes/broker.hpp>
 
 #include <cstdio>
+#include <string>
+#include <utility>
 
 namespace zmesh::cli {
 
@@ -17,6 +22,12 @@ int run_broker(const std::vector<std::string>& args) {
     std::string log_level = "info";
     std::size_t max_queue = cfg.max_queue;
     unsigned max_attempts = cfg.max_attempts;
+    long request_ttl_ms = static_cast<long>(cfg.request_ttl.count());
+    std::size_t max_queued_mb = cfg.max_queued_bytes >> 20;
+    const std::string default_xsub = "tcp://127.0.0.1:5556";
+    const std::string default_xpub = "tcp://127.0.0.1:5557";
+    bool pubsub = false;
+    std::size_t lvc_max_topics = cfg.lvc_max_topics;
     po::options_description options("options");
     options.add_options()
         ("mdp", po::value(&cfg.mdp_endpoint)->default_value(cfg.mdp_endpoint),
@@ -29,6 +40,27 @@ int run_broker(const std::vector<std::string>& args) {
          "requests a service may queue before new ones are rejected")
         ("max-attempts", po::value(&max_attempts)->default_value(max_attempts),
          "deliveries of a request to dying workers before it is rejected")
+        ("request-ttl-ms", po::value(&request_ttl_ms)->default_value(request_ttl_ms),
+         "reject a request no worker took within this many ms (0 = never)")
+        ("max-queued-mb", po::value(&max_queued_mb)->default_value(max_queued_mb),
+         "MiB of request bodies all queues may hold together")
+        ("max-services", po::value(&cfg.max_services)->default_value(cfg.max_services),
+         "services the broker tracks at most")
+        ("xsub", po::value(&cfg.xsub_endpoint),
+         ("run the pub/sub forwarder; XSUB endpoint publishers connect to (default " +
+          default_xsub + ")").c_str())
+        ("xpub", po::value(&cfg.xpub_endpoint),
+         ("run the pub/sub forwarder; XPUB endpoint subscribers connect to (default " +
+          default_xpub + ")").c_str())
+        ("pubsub", po::bool_switch(&pubsub), "run the pub/sub forwarder on the default endpoints")
+        ("lossless", po::bool_switch(&cfg.lossless),
+         "forwarder: hold publishers back instead of dropping for a full subscriber")
+        ("lvc", po::bool_switch(&cfg.lvc),
+         "forwarder: keep the last value of every topic (zmesh.lvc)")
+        ("lvc-max-topics", po::value(&lvc_max_topics)->default_value(lvc_max_topics),
+         "topics the last-value cache holds before evicting the least recently updated")
+        ("pubsub-hwm", po::value(&cfg.pubsub_hwm)->default_value(cfg.pubsub_hwm),
+         "messages queued per publisher and per subscriber by the forwarder (0 = no limit)")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
     po::variables_map vm;
     if (!parse("broker", "[options]", options, args, vm)) return ok;
@@ -39,18 +71,41 @@ int run_broker(const std::vector<std::string>& args) {
     if (cfg.liveness < 1) throw usage_error("--liveness must be at least 1");
     if (max_queue == 0) throw usage_error("--max-queue must be positive");
     if (max_attempts == 0) throw usage_error("--max-attempts must be positive");
+    if (request_ttl_ms < 0) throw usage_error("--request-ttl-ms must not be negative");
+    if (max_queued_mb == 0 || max_queued_mb > (std::size_t{1} << 20))
+        throw usage_error("--max-queued-mb must be in [1, 1048576]");
+    if (cfg.max_services == 0) throw usage_error("--max-services must be positive");
     std::error_code ec;
     std::string why;
     if (!parse_endpoint(cfg.mdp_endpoint, ec, &why))
         throw usage_error("invalid --mdp '" + cfg.mdp_endpoint + "': " + why);
+    pubsub = pubsub || vm.count("xsub") || vm.count("xpub");
+    if (pubsub) {
+        if (cfg.xsub_endpoint.empty()) cfg.xsub_endpoint = default_xsub;
+        if (cfg.xpub_endpoint.empty()) cfg.xpub_endpoint = default_xpub;
+        for (const auto& [flag, ep] : {std::pair{"--xsub", &cfg.xsub_endpoint},
+                                       std::pair{"--xpub", &cfg.xpub_endpoint}})
+            if (!parse_endpoint(*ep, ec, &why))
+                throw usage_error(std::string("invalid ") + flag + " '" + *ep + "': " + why);
+    } else if (cfg.lvc || cfg.lossless || !vm["lvc-max-topics"].defaulted() ||
+               !vm["pubsub-hwm"].defaulted()) {
+        throw usage_error("--lossless, --lvc, --lvc-max-topics and --pubsub-hwm need the "
+                          "forwarder: add --pubsub, --xsub or --xpub");
+    }
+    if (lvc_max_topics == 0) throw usage_error("--lvc-max-topics must be positive");
+    if (cfg.pubsub_hwm < 0) throw usage_error("--pubsub-hwm must not be negative");
+    cfg.lvc_max_topics = lvc_max_topics;
     set_log_level(*level);
     cfg.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
     cfg.max_queue = max_queue;
     cfg.max_attempts = max_attempts;
+    cfg.request_ttl = std::chrono::milliseconds(request_ttl_ms);
+    cfg.max_queued_bytes = max_queued_mb << 20;
 
     zmq::context_t ctx;
     nodes::broker broker(ctx, cfg);
-    // One line per bound endpoint, so a script can read ephemeral ports.
+    // One line per bound endpoint, so a script can read ephemeral ports: MDP, then XSUB and
+    // XPUB if the forwarder runs.
     for (const auto& ep : broker.endpoints()) std::printf("%s\n", ep.c_str());
     std::fflush(stdout);
     broker.run(true);

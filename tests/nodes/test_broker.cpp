@@ -397,6 +397,55 @@ TEST_CASE("a full service queue rejects with a clear error reply instead of drop
     CHECK(f.broker->stats().queued == 2);
 }
 
+TEST_CASE("a request no worker takes within the request ttl is rejected with 504") {
+    broker_fixture f(20ms);
+    f.config.request_ttl = 100ms;
+    f.start();
+    auto c = dealer(f.ctx, f.endpoint);
+    client_request(c, "absent", "stale");
+    auto body = expect_reply(c, "absent");
+    REQUIRE(body.size() == 3);
+    CHECK(body[0] == "zmesh.error");
+    CHECK(body[1] == "504");
+    CHECK(f.broker->stats().expired == 1);
+    CHECK(f.broker->stats().queued == 0);
+    CHECK(f.broker->stats().queued_bytes == 0);
+    // With its queue empty and no worker, the service is eventually forgotten too.
+}
+
+TEST_CASE("the bytes all queues may hold together are bounded") {
+    broker_fixture f;
+    f.config.max_queued_bytes = 1000;
+    f.start();
+    auto c = dealer(f.ctx, f.endpoint);
+    client_request(c, "a", std::string(600, 'x'));
+    REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 600; }));
+    client_request(c, "b", std::string(600, 'y')); // 1200 > 1000
+    auto body = expect_reply(c, "b");
+    REQUIRE(body.size() == 3);
+    CHECK(body[1] == "503");
+    CHECK(body[2].find("bytes") != std::string::npos);
+    client_request(c, "b", std::string(300, 'z')); // 900 fits
+    REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 900; }));
+}
+
+TEST_CASE("requests inventing new services are rejected once the service table is full") {
+    broker_fixture f;
+    f.config.max_services = 2;
+    f.start();
+    auto c = dealer(f.ctx, f.endpoint);
+    client_request(c, "one", "x");
+    client_request(c, "two", "x");
+    client_request(c, "three", "x");
+    auto body = expect_reply(c, "three");
+    REQUIRE(body.size() == 3);
+    CHECK(body[1] == "503");
+    CHECK(f.broker->stats().services == 2);
+    // Known services still queue.
+    client_request(c, "one", "y");
+    REQUIRE(eventually([&] { return f.broker->stats().queued == 3; }));
+}
+
 TEST_CASE("a request whose workers keep dying is rejected after the attempt limit") {
     broker_fixture f;
     f.config.max_attempts = 2;

@@ -6,7 +6,14 @@
 // and forgets those that fall silent. Unlike the reference broker of 7/MDP it tracks the request
 // each worker holds and puts it back at the head of its queue when that worker dies, so every
 // request is delivered at least once. Requests for a service with no worker wait in a bounded
-// queue. It answers 8/MMI `mmi.service` and the zmesh extension `zmesh.services` itself.
+// queue. It answers 8/MMI `mmi.service` and the zmesh extensions `zmesh.services` and
+// `zmesh.stats` itself.
+//
+// Optionally the same node runs a pub/sub forwarder (docs/pubsub.md, docs/broker.md): publishers
+// connect to an XSUB socket, subscribers to an XPUB socket. It answers readiness probes, counts
+// what slow subscribers lose (or, lossless, pushes back on publishers), and can keep a
+// last-value cache served as `zmesh.lvc`. The directory service `zmesh.directory` (name ->
+// endpoints, with expiry) is always on. All of it runs in the one loop thread of the broker.
 //
 // The broker is a class a program can embed: run() on the calling thread, or start() on a thread
 // of its own, stop() from anywhere, stats() at any time.
@@ -17,6 +24,7 @@
 #include <zmq.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,12 +45,41 @@ struct broker_config {
     /// Deliveries of one request to workers that then died, after which it is rejected instead of
     /// re-queued (a request that kills every worker it meets must not circulate forever).
     std::uint32_t max_attempts = 5;
+    /// A request still waiting for a worker this long after it arrived is rejected (504): its
+    /// client has given up long before, and a worker should not spend time on it. 0 = never.
+    std::chrono::milliseconds request_ttl{60000};
+    /// Bytes of request bodies all queues may hold together; past it new requests are rejected
+    /// (503), so clients that vanish after sending cannot exhaust the broker's memory.
+    std::size_t max_queued_bytes = std::size_t{256} << 20;
+    /// Services the broker keeps track of; a request that would create one more is rejected
+    /// (503), so a peer inventing service names cannot grow the table without bound.
+    std::size_t max_services = 10000;
     /// A service with no worker, no queued and no in-flight request is forgotten after this long.
     std::chrono::milliseconds service_ttl{30000};
     /// Largest frame accepted from any peer (ZMQ_MAXMSGSIZE); larger ones close that connection.
     std::int64_t max_frame_size = 64 << 20;
     /// Messages queued per peer on the ROUTER (both directions).
     int hwm = 100000;
+
+    /// Endpoint of the forwarder's XSUB socket, where publishers connect. The forwarder runs
+    /// only if both xsub_endpoint and xpub_endpoint are set; both empty turns it off.
+    std::string xsub_endpoint;
+    /// Endpoint of the forwarder's XPUB socket, where subscribers connect.
+    std::string xpub_endpoint;
+    /// Lossy (false, the default): a subscriber at its high-water mark misses messages, which
+    /// are counted in broker_stats::dropped, and never slows the others down. Lossless (true):
+    /// the forwarder stops reading publishers until every matching subscriber has room, so one
+    /// slow subscriber slows the whole stream down to its pace.
+    bool lossless = false;
+    /// Keep the newest message of every topic and serve snapshots as `zmesh.lvc`.
+    bool lvc = false;
+    /// Topics the last-value cache holds at most; a new topic then evicts the one updated least
+    /// recently.
+    std::size_t lvc_max_topics = 100000;
+    /// Messages queued per publisher and per subscriber on the forwarder's sockets (both
+    /// directions); 0 means no limit. What a slow subscriber may buffer before it loses messages
+    /// (lossy) or holds the stream back (lossless).
+    int pubsub_hwm = 10000;
 };
 
 /// Counters, read with stats(). All are totals since start.
@@ -51,7 +88,8 @@ struct broker_stats {
     std::uint64_t replies = 0;           ///< replies routed back to clients
     std::uint64_t dispatched = 0;        ///< requests sent to workers (re-deliveries included)
     std::uint64_t requeued = 0;          ///< in-flight requests put back after their worker died
-    std::uint64_t rejected = 0;          ///< requests refused (queue full, too many attempts)
+    std::uint64_t rejected = 0;          ///< requests refused (queue/memory/service limits, attempts, expiry)
+    std::uint64_t expired = 0;           ///< requests rejected for waiting longer than request_ttl
     std::uint64_t mmi = 0;               ///< requests answered by the broker itself
     std::uint64_t malformed = 0;         ///< messages dropped as malformed
     std::uint64_t workers_registered = 0;
@@ -61,6 +99,21 @@ struct broker_stats {
     std::uint64_t workers = 0;           ///< currently registered
     std::uint64_t services = 0;          ///< currently known
     std::uint64_t queued = 0;            ///< currently waiting for a worker
+    std::uint64_t queued_bytes = 0;      ///< body bytes of the requests waiting
+
+    // Pub/sub forwarder (all 0 when it is off).
+    std::uint64_t forwarded = 0;     ///< messages read from publishers and passed to subscribers
+    /// Lossy mode: messages at which a subscriber was found at its high-water mark and missed
+    /// them. This counts overflows, not every lost message: libzmq then skips that subscriber
+    /// silently until it has drained half its queue (docs/broker.md). Subscribers see the exact
+    /// loss as sequence gaps.
+    std::uint64_t dropped = 0;
+    std::uint64_t subscriptions = 0; ///< subscribe requests passed upstream (probes excluded)
+    std::uint64_t probes = 0;        ///< readiness probes answered
+    std::uint64_t stalls = 0;        ///< lossless: times a full subscriber stopped the stream
+    std::uint64_t lvc_topics = 0;    ///< topics in the last-value cache now
+    std::uint64_t lvc_evictions = 0; ///< topics evicted from the full last-value cache
+    std::uint64_t directory_entries = 0; ///< registrations in the directory now
 };
 
 /// The broker node.
@@ -74,15 +127,17 @@ struct broker_stats {
 /// zmq::context_t ctx;
 /// zmesh::nodes::broker_config cfg;
 /// cfg.mdp_endpoint = "tcp://127.0.0.1:*";
+/// cfg.xsub_endpoint = "tcp://127.0.0.1:*"; // optional: the pub/sub forwarder
+/// cfg.xpub_endpoint = "tcp://127.0.0.1:*";
 /// zmesh::nodes::broker b(ctx, cfg);    // binds here, so endpoints() is known at once
 /// b.start();                           // own thread
-/// std::string ep = b.endpoints().front();
+/// std::string ep = b.endpoints().front();   // MDP; [1] XSUB, [2] XPUB
 /// ...
 /// b.stop();                            // workers get DISCONNECT; the thread is joined
 /// @endcode
 class ZMESH_EXPORT broker {
   public:
-    /// Validates @p config and binds the broker's sockets.
+    /// Validates @p config and binds the broker's sockets (the forwarder's too, if configured).
     /// @throws zmesh::error (invalid endpoint or setting), zmq::error_t (bind failed).
     broker(zmq::context_t& ctx, broker_config config);
     /// Stops the broker if it is running.
@@ -90,7 +145,8 @@ class ZMESH_EXPORT broker {
     broker(const broker&) = delete;
     broker& operator=(const broker&) = delete;
 
-    /// The endpoints actually bound (ephemeral ports resolved), MDP first.
+    /// The endpoints actually bound (ephemeral ports resolved): MDP, then, if the forwarder
+    /// runs, XSUB and XPUB.
     [[nodiscard]] std::vector<std::string> endpoints() const;
 
     /// Runs the loop on the calling thread until stop() or, if @p handle_signals, SIGINT/SIGTERM.

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MPL-2.0
+// pubsub_bench.hpp — internal: pub/sub throughput, loss and latency, with zmesh's forwarder and
+// libzmq's own zmq_proxy measured side by side under the same load.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace zmesh::bench {
+
+struct pubsub_bench_config {
+    /// raw:    a plain PUB socket straight to SUB sockets (the floor for everything else)
+    /// broker: plain PUB → zmesh broker forwarder (XSUB/XPUB, lossless) → plain SUBs
+    /// proxy:  plain PUB → zmq_proxy(XSUB, XPUB with NODROP) → plain SUBs
+    std::string mode = "broker";
+    int subscribers = 1;
+    std::size_t size = 64;            ///< payload bytes (at least 8: the send timestamp)
+    std::chrono::milliseconds duration{5000};
+    std::uint64_t rate = 0;           ///< messages/s the publisher aims for; 0 = as fast as it can
+    int io_threads = 1;               ///< ZMQ_IO_THREADS of the forwarder's (or proxy's) context
+};
+
+struct pubsub_bench_result {
+    std::uint64_t sent = 0;
+    double seconds = 0;
+    double rate = 0;                  ///< messages/s received, averaged over subscribers
+    std::uint64_t lost = 0;           ///< sent × subscribers − received, after a drain
+    double p50_us = 0, p99_us = 0, p999_us = 0;
+};
+
+/// Runs the benchmark in this process over tcp loopback. Every role (publisher, forwarder or
+/// proxy, each subscriber) has its own thread and its own ZeroMQ context, as separate
+/// processes would. Every hop is lossless (NODROP), so a figure never hides dropped messages.
+pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& config);
+
+} // namespace zmesh::bench

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: MPL-2.0
+// forwarder.cpp — XSUB/XPUB forwarding, readiness probes, drop counting and back-pressure.
+#include "forwarder.hpp"
+
+#include <zmesh/endpoint.hpp>
+#include <zmesh/header.hpp>
+#include <zmesh/log.hpp>
+#include <zmesh/socket_options.hpp>
+
+#include <chrono>
+
+namespace zmesh::nodes::detail {
+namespace {
+
+using namespace std::string_view_literals;
+
+// Subscriptions to topics starting with this are readiness probes (docs/pubsub.md).
+constexpr std::string_view probe_prefix = "\0zmesh.probe."sv;
+constexpr std::string_view probe_type = "zmesh.probe"sv;
+
+// Subscription messages as XPUB hands them up and XSUB takes them: one byte, then the topic.
+constexpr char unsubscribe_byte = 0;
+constexpr char subscribe_byte = 1;
+
+// Messages handled per readiness callback. Bounded so that a flood on one socket cannot starve
+// the MDP socket or the timers sharing the loop; what is left is reported again at once.
+constexpr int batch = 1000;
+
+// Lossless back-pressure is polled with a timer, not with POLLOUT: libzmq's XPUB always reports
+// itself writable (its distributor has no notion of "all matching pipes full"), so POLLOUT would
+// spin. 1 ms keeps the added latency small and costs at most 1000 wake-ups a second, and only
+// while a subscriber is full.
+constexpr auto retry_interval = std::chrono::milliseconds(1);
+
+// Probe answers a lossless forwarder holds for full subscribers; past it they are dropped (the
+// prober probes again), so a subscriber cannot make the broker hoard memory by probing.
+constexpr std::size_t max_held_probes = 1024;
+
+void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
+
+} // namespace
+
+forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
+    : lossless_(config.lossless), xsub_(ctx, zmq::socket_type::xsub),
+      xpub_(ctx, zmq::socket_type::xpub) {
+    socket_options o;
+    o.send_hwm = config.pubsub_hwm;
+    o.recv_hwm = config.pubsub_hwm;
+    o.max_message_size = config.max_frame_size;
+    apply(xsub_, o);
+    apply(xpub_, o);
+    // Every subscribe and unsubscribe of every subscriber comes up, not only the first and last
+    // per topic. XSUB keeps a reference count per topic, so passing them all keeps its count
+    // right: a topic is unsubscribed upstream only when its last subscriber leaves. It also lets
+    // a subscriber's repeated subscription (after reconnecting) reach publishers again.
+    xpub_.set(zmq::sockopt::xpub_verboser, 1);
+    // A full subscriber makes send fail with EAGAIN instead of being skipped silently: the
+    // forwarder decides what to do (drop and count, or hold back). See forward().
+    xpub_.set(zmq::sockopt::xpub_nodrop, 1);
+    if (config.lvc) {
+        lvc_.emplace(config.lvc_max_topics);
+        // The cache must see every topic, not only those someone subscribes to now. XSUB passes
+        // this subscription to each publisher as it connects.
+        const char everything = subscribe_byte;
+        (void)xsub_.send(zmq::const_buffer(&everything, 1), zmq::send_flags::dontwait);
+    }
+    xsub_endpoint_ = zmesh::bind(xsub_, config.xsub_endpoint);
+    xpub_endpoint_ = zmesh::bind(xpub_, config.xpub_endpoint);
+}
+
+void forwarder::attach(reactor& r) {
+    reactor_ = &r;
+    r.add(xpub_, [this](zmq::socket_ref s) { on_downstream(s); });
+    if (paused_ || !held_probes_.empty()) arm_retry();
+    if (!paused_) r.add(xsub_, [this](zmq::socket_ref s) { on_upstream(s); });
+}
+
+void forwarder::detach() noexcept {
+    if (!reactor_) return;
+    if (retry_) reactor_->cancel(*retry_);
+    retry_.reset();
+    reactor_->remove(xsub_);
+    reactor_->remove(xpub_);
+    reactor_ = nullptr;
+}
+
+void forwarder::on_upstream(zmq::socket_ref s) {
+    for (int i = 0; i < batch && !paused_; ++i) {
+        if (!in_.recv(s, zmq::recv_flags::dontwait)) return;
+        if (!forward()) pause();
+    }
+}
+
+bool forwarder::forward() {
+    const bool cache = lvc_ && last_value_cache::cacheable(in_);
+    if (cache) {
+        // Shared by reference count before the send hands the frames to libzmq. The cache takes
+        // them only once the message is really forwarded, so a snapshot never holds a message
+        // the live stream has not carried yet.
+        staged_.clear();
+        for (auto& f : in_) {
+            zmq::message_t copy;
+            copy.copy(f);
+            staged_.push_back(std::move(copy));
+        }
+    }
+    auto status = in_.send(xpub_, zmq::send_flags::dontwait);
+    if (status == send_status::would_block) {
+        if (lossless_) {
+            staged_.clear();
+            return false;
+        }
+        status = send_dropping(in_);
+    }
+    if (status == send_status::sent) {
+        if (cache) lvc_->update(staged_);
+        // Last, and released: whoever reads the count (acquire, in fill()) sees the cache as
+        // updated for every message it counts.
+        forwarded_.fetch_add(1, std::memory_order_release);
+    } else {
+        // Context shutting down (or, not expected of a lossy XPUB, still refused): the message
+        // is lost, never held, so a lossy forwarder can never stall.
+        in_.clear();
+        staged_.clear();
+    }
+    return true;
+}
+
+send_status forwarder::send_dropping(message& m) {
+    // XPUB reads ZMQ_XPUB_NODROP at every send, so turning it off for this one send delivers the
+    // message to every matching subscriber with room and drops it for the full ones, then the
+    // next send is checked again. The cost is two setsockopt calls, paid only when dropping.
+    //
+    // libzmq then stops writing to a subscriber it dropped for until that subscriber has read
+    // down to its low-water mark (half its queue), and the messages it misses meanwhile are
+    // skipped without EAGAIN. So `dropped` counts each message at which the forwarder found a
+    // subscriber full: exact for isolated drops, a lower bound during a sustained overload, never
+    // zero while some subscriber is losing messages. Subscribers see the exact loss as sequence
+    // gaps (docs/pubsub.md).
+    inc(dropped_);
+    struct restore_nodrop {
+        zmq::socket_t& s;
+        ~restore_nodrop() {
+            try {
+                s.set(zmq::sockopt::xpub_nodrop, 1);
+            } catch (const zmq::error_t&) {
+                // Only ETERM can fail a setsockopt on a live socket; the loop is ending anyway.
+            }
+        }
+    } restore{xpub_};
+    xpub_.set(zmq::sockopt::xpub_nodrop, 0);
+    return m.send(xpub_, zmq::send_flags::dontwait);
+}
+
+void forwarder::pause() {
+    // Lossless: in_ stays held and XSUB unread, so publishers' pipes fill up and their sockets
+    // block (or drop, if they do not set NODROP themselves). MDP and probes keep being served.
+    paused_ = true;
+    inc(stalls_);
+    if (reactor_) reactor_->remove(xsub_);
+    arm_retry();
+}
+
+void forwarder::arm_retry() {
+    if (retry_ || !reactor_) return;
+    retry_ = reactor_->add_timer(retry_interval, [this] { on_retry(); });
+}
+
+void forwarder::on_retry() {
+    retry_.reset();
+    while (!held_probes_.empty()) {
+        if (held_probes_.front().send(xpub_, zmq::send_flags::dontwait) ==
+            send_status::would_block)
+            break;
+        held_probes_.pop_front();
+    }
+    if (paused_ && forward()) {
+        paused_ = false;
+        if (reactor_) reactor_->add(xsub_, [this](zmq::socket_ref s) { on_upstream(s); });
+    }
+    if (paused_ || !held_probes_.empty()) arm_retry();
+}
+
+void forwarder::on_downstream(zmq::socket_ref s) {
+    for (int i = 0; i < batch; ++i) {
+        if (!sub_.recv(s, zmq::recv_flags::dontwait)) return;
+        // A one-frame message is a (un)subscription. Anything else is a message an XSUB
+        // subscriber sent upstream; zmesh does not carry those to publishers, so that a
+        // subscriber cannot flood them through the broker.
+        if (sub_.size() == 1) on_subscription(sub_[0]);
+    }
+}
+
+void forwarder::on_subscription(zmq::message_t& frame) {
+    const auto bytes = view(frame);
+    if (bytes.empty() || (bytes[0] != subscribe_byte && bytes[0] != unsubscribe_byte)) return;
+    const auto topic = bytes.substr(1);
+    if (topic.starts_with(probe_prefix)) {
+        // Answered here and never passed upstream (docs/pubsub.md); its unsubscribe, explicit or
+        // from a subscriber that left, is swallowed with it.
+        if (bytes[0] == subscribe_byte) answer_probe(topic);
+        return;
+    }
+    if (bytes[0] == subscribe_byte) inc(subscriptions_);
+    // XSUB never blocks on a send: it passes the subscription to every publisher with room.
+    (void)xsub_.send(frame, zmq::send_flags::dontwait);
+}
+
+void forwarder::answer_probe(std::string_view topic) {
+    inc(probes_);
+    message answer;
+    answer.push_back(topic);
+    answer.push_back(encode(make_header(std::string(probe_type))));
+    // XPUB applied the probe subscription before handing it to us, so this reaches the prober,
+    // after every message forwarded so far, and the subscriptions it sent before the probe are
+    // in effect.
+    if (answer.send(xpub_, zmq::send_flags::dontwait) != send_status::would_block) return;
+    if (!lossless_) {
+        // Some subscriber matching the probe topic (the prober, or one taking everything) is
+        // full: the same rule as data.
+        (void)send_dropping(answer);
+        return;
+    }
+    // A lossless forwarder must not drop for anyone, and must not hold data behind a probe.
+    if (held_probes_.size() < max_held_probes) {
+        held_probes_.push_back(std::move(answer));
+        arm_retry();
+    } else {
+        log(log_level::warn, "forwarder: %zu probe answers held for full subscribers; dropped one",
+            held_probes_.size());
+    }
+}
+
+void forwarder::fill(broker_stats& s) const noexcept {
+    auto g = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    s.forwarded = forwarded_.load(std::memory_order_acquire); // first: see forward()
+    s.dropped = g(dropped_);
+    s.subscriptions = g(subscriptions_);
+    s.probes = g(probes_);
+    s.stalls = g(stalls_);
+    if (lvc_) {
+        s.lvc_topics = lvc_->topics();
+        s.lvc_evictions = lvc_->evictions();
+    }
+}
+
+} // namespace zmesh::nodes::detail
