@@ -102,12 +102,13 @@ enum key_index : std::size_t {
     k_correlation,
     k_attempt,
     k_sequence,
+    k_source,
     key_count
 };
-constexpr std::array<std::string_view, key_count> key_names{"id", "ty", "pr", "ts",
-                                                            "tl", "co", "at", "sq"};
+constexpr std::array<std::string_view, key_count> key_names{"id", "ty", "pr", "ts", "tl",
+                                                            "co", "at", "sq", "sr"};
 
-// A header map holds at most the 8 known keys plus extensions; ids are 16 bytes; nothing needs
+// A header map holds at most the 9 known keys plus extensions; ids are 16 bytes; nothing needs
 // deep nesting. Since the whole buffer is at most 64 KiB and the checking pass runs before any
 // allocation, a hostile header costs at most max_objects msgpack objects (about 100 KiB).
 const unpack_limits header_limits{
@@ -195,6 +196,7 @@ constexpr std::array<const char*, key_count> bad_value{
     "\"co\" is not a 16-byte bin or nil",
     "\"at\" is not an unsigned 32-bit integer",
     "\"sq\" is not an unsigned 64-bit integer",
+    "\"sr\" is not a 16-byte bin or nil",
 };
 
 bool read_field(std::size_t index, const msgpack::object& v, header& h) {
@@ -223,6 +225,13 @@ bool read_field(std::size_t index, const msgpack::object& v, header& h) {
         return read_unsigned(v, std::numeric_limits<std::uint32_t>::max(), h.attempt);
     case k_sequence:
         return read_unsigned(v, std::numeric_limits<std::uint64_t>::max(), h.sequence);
+    case k_source:
+        // nil means "none", as for "co".
+        if (v.type == msgpack::type::NIL) {
+            h.source.reset();
+            return true;
+        }
+        return read_id(v, h.source.emplace());
     default:
         return false;
     }
@@ -396,6 +405,7 @@ void encode(const header& h, std::string& out) {
     pairs += h.correlation_id ? 1U : 0U;
     pairs += h.attempt == 0 ? 0U : 1U;
     pairs += h.sequence == 0 ? 0U : 1U;
+    pairs += h.source ? 1U : 0U;
 
     header_writer w(out);
     auto& p = w.packer();
@@ -430,6 +440,10 @@ void encode(const header& h, std::string& out) {
     if (h.sequence != 0) {
         w.key(key_names[k_sequence]);
         p.pack_uint64(h.sequence);
+    }
+    if (h.source) {
+        w.key(key_names[k_source]);
+        w.id(*h.source);
     }
     for (const auto& [name, value] : h.extensions) {
         w.key(name);

@@ -19,6 +19,8 @@ const std::vector<command>& commands() {
         {"request", "send one request to a service and print the reply", run_request},
         {"services", "list the services a broker knows", run_services},
         {"stats", "print a broker's counters (requests, malformed, requeued...)", run_stats},
+        {"pub", "publish messages on a topic (peer to peer or via a broker)", run_pub},
+        {"sub", "print the messages published on topic prefixes", run_sub},
         {"version", "print the zmesh and libzmq versions", run_version},
 #ifdef ZMESH_HAVE_BENCH
         {"bench", "measure throughput and latency (zmesh bench mdp)", run_bench},

@@ -62,6 +62,7 @@ zmesh::header full_header() {
     h.correlation_id = zmesh::message_id::generate();
     h.attempt = 3;
     h.sequence = 123456789;
+    h.source = zmesh::message_id::generate();
     return h;
 }
 
@@ -129,7 +130,7 @@ TEST_CASE("a header with every field at its extremes round-trips exactly") {
                                                1, std::numeric_limits<std::int64_t>::max()};
     const std::vector<std::uint32_t> u32s{0, 1, std::numeric_limits<std::uint32_t>::max()};
     const std::vector<std::uint64_t> u64s{0, 1, std::numeric_limits<std::uint64_t>::max()};
-    const std::vector<std::optional<zmesh::message_id>> correlations{
+    const std::vector<std::optional<zmesh::message_id>> optional_ids{
         std::nullopt, zmesh::message_id{}, zmesh::message_id::generate()};
     const std::vector<zmesh::message_id> ids{
         zmesh::message_id{}, zmesh::message_id::generate(),
@@ -142,22 +143,24 @@ TEST_CASE("a header with every field at its extremes round-trips exactly") {
                 for (const auto ttl : u32s)
                     for (const auto attempt : {u32s.front(), u32s.back()})
                         for (const auto seq : {u64s.front(), u64s.back()})
-                            for (const auto& co : correlations) {
-                                zmesh::header h;
-                                h.id = ids[cases % ids.size()];
-                                h.type = type;
-                                h.priority = priority;
-                                h.timestamp_ns = ts;
-                                h.ttl_ms = ttl;
-                                h.attempt = attempt;
-                                h.sequence = seq;
-                                h.correlation_id = co;
-                                const zmq::message_t frame = zmesh::encode(h);
-                                const zmesh::header back = zmesh::decode_header(frame);
-                                CHECK(back == h);
-                                ++cases;
-                            }
-    CHECK(cases == 4 * 3 * 5 * 3 * 2 * 2 * 3);
+                            for (const auto& co : optional_ids)
+                                for (const auto& sr : optional_ids) {
+                                    zmesh::header h;
+                                    h.id = ids[cases % ids.size()];
+                                    h.type = type;
+                                    h.priority = priority;
+                                    h.timestamp_ns = ts;
+                                    h.ttl_ms = ttl;
+                                    h.attempt = attempt;
+                                    h.sequence = seq;
+                                    h.correlation_id = co;
+                                    h.source = sr;
+                                    const zmq::message_t frame = zmesh::encode(h);
+                                    const zmesh::header back = zmesh::decode_header(frame);
+                                    CHECK(back == h);
+                                    ++cases;
+                                }
+    CHECK(cases == 4 * 3 * 5 * 3 * 2 * 2 * 3 * 3);
 }
 
 TEST_CASE("a header at its defaults encodes to its id alone") {
@@ -167,6 +170,32 @@ TEST_CASE("a header at its defaults encodes to its id alone") {
     // fixmap(1), fixstr "id", bin8 of 16 bytes.
     CHECK(bytes.size() == 1 + 3 + 2 + 16);
     CHECK(zmesh::decode_header(bytes.data(), bytes.size()) == h);
+}
+
+TEST_CASE("a source is written as the bin 16 key sr only when present") {
+    zmesh::header h;
+    h.id = zmesh::message_id::generate();
+    const std::string without = encoded(h);
+    CHECK(without.find("\xa2sr") == std::string::npos);
+
+    h.source = zmesh::message_id::generate();
+    const std::string with = encoded(h);
+    // fixmap(2); "id" and its bin 8; fixstr "sr", bin 8 header (0xc4 0x10), 16 bytes.
+    CHECK(with.size() == without.size() + 3 + 2 + 16);
+    const auto at = with.find("\xa2sr");
+    REQUIRE(at != std::string::npos);
+    CHECK(with.substr(at + 3, 2) == std::string("\xc4\x10", 2));
+    CHECK(with.substr(at + 5, 16) ==
+          std::string(reinterpret_cast<const char*>(h.source->bytes().data()), 16));
+    CHECK(zmesh::decode_header(with.data(), with.size()) == h);
+
+    // nil reads as "no source", as for "co".
+    const std::string nil_source = build_map(2, [&](packer& p) {
+        pack_id(p, h.id);
+        pack_key(p, "sr");
+        p.pack_nil();
+    });
+    CHECK_FALSE(zmesh::decode_header(nil_source.data(), nil_source.size()).source);
 }
 
 TEST_CASE("make_header gives a fresh id, the type and the current time") {
@@ -184,6 +213,7 @@ TEST_CASE("make_header gives a fresh id, the type and the current time") {
     CHECK(a.timestamp_ns <= after);
     CHECK(a.priority == zmesh::default_priority);
     CHECK_FALSE(a.correlation_id);
+    CHECK_FALSE(a.source);
 }
 
 TEST_CASE("unknown keys are ignored whatever their value and kept for relays") {
@@ -382,6 +412,9 @@ TEST_CASE("a wrong type or range for a known key is rejected as malformed") {
         {"at", [](packer& p) { p.pack_nil(); }},
         {"sq", [](packer& p) { p.pack(-1); }},
         {"sq", [](packer& p) { p.pack(true); }},
+        {"sr", [](packer& p) { pack_bin(p, "12345678", 8); }},
+        {"sr", [](packer& p) { p.pack(std::string(16, 's')); }},
+        {"sr", [](packer& p) { p.pack(7); }},
     };
     for (const auto& c : cases) {
         const bool replaces_id = std::string_view(c.key) == "id";

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 // header.hpp — zmesh message metadata (id, type, priority, time, ttl, correlation, retries,
-// sequence) and its msgpack wire form.
+// sequence, source) and its msgpack wire form.
 //
 // A header travels as its own frame beside the payload, so brokers and relays can route, expire,
 // deduplicate and retry a message without decoding the payload. On the wire it is one msgpack map
@@ -10,6 +10,7 @@
 //   "ty" str      type                                 "at" uint    attempt
 //   "pr" uint     priority 0–9                         "sq" uint    sequence
 //   "ts" int      creation time, ns since the epoch    "tl" uint    ttl in ms
+//   "sr" bin 16   source (the publisher's id)
 //
 // Only "id" is required. Every other field is written only when it differs from its default, and
 // a missing key decodes to its default; a typical header (id, type, time) is about 50 bytes. The
@@ -117,6 +118,7 @@ struct header {
     std::optional<message_id> correlation_id; ///< in a reply: the id of the request it answers
     std::uint32_t attempt = 0;                ///< delivery attempt: 0 first, +1 on each retry
     std::uint64_t sequence = 0;               ///< per-publisher, per-topic counter (gap detection)
+    std::optional<message_id> source;         ///< pub/sub: the publishing instance (with sequence)
     /// Keys this version does not know, in wire order: the key and its value re-encoded as one
     /// msgpack object. Filled by decoding and written back by encoding, so that relays forward
     /// fields added by newer peers. Leave empty unless you are such a relay or a newer peer.

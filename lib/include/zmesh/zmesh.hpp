@@ -12,6 +12,9 @@
 #include <zmesh/mdp/protocol.hpp>
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/message.hpp>
+#include <zmesh/pubsub/directory.hpp>
+#include <zmesh/pubsub/publisher.hpp>
+#include <zmesh/pubsub/subscriber.hpp>
 #include <zmesh/reactor.hpp>
 #include <zmesh/socket_options.hpp>
 #include <zmesh/version.hpp>

@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: MPL-2.0
+// sub_command.cpp — `zmesh sub`: prints the messages published on topic prefixes, one per line,
+// with pubsub::subscriber (readiness probe, gap reports, lag limit, optional LVC snapshot).
+//
+// Output is line-oriented so scripts can consume it: text is "topic seq latency_us payload" with
+// control bytes escaped as \xNN; json is one object per line. Gaps go to stderr. Exit status: 0
+// after --count messages or on SIGINT/SIGTERM; 1 if the subscriber fell behind --max-lag-ms, or
+// if --timeout-ms passed without a message before --count (or any message, without --count).
+#include "command.hpp"
+#include "stop_signal.hpp"
+
+#include <zmesh/endpoint.hpp>
+#include <zmesh/pubsub/directory.hpp>
+#include <zmesh/pubsub/subscriber.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+
+namespace zmesh::cli {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+void check_endpoint(const std::string& ep, const char* flag, bool connecting) {
+    std::error_code ec;
+    std::string why;
+    const auto parts = parse_endpoint(ep, ec, &why);
+    if (!parts) throw usage_error(std::string("invalid ") + flag + " '" + ep + "': " + why);
+    if (connecting && parts->kind == transport::tcp && parts->port == "*")
+        throw usage_error(std::string("invalid ") + flag + " '" + ep +
+                          "': cannot connect to a wildcard port");
+}
+
+/// For text output: bytes as they are, except control bytes, which would break lines.
+void append_text(std::string& out, std::string_view bytes) {
+    static constexpr char hex[] = "0123456789abcdef";
+    for (const char c : bytes) {
+        const auto b = static_cast<unsigned char>(c);
+        if (b < 0x20 || b == 0x7f) {
+            out += "\\x";
+            out += hex[b >> 4];
+            out += hex[b & 0x0f];
+        } else {
+            out += c;
+        }
+    }
+}
+
+/// Length of the valid UTF-8 sequence at the start of @p s, or 0 if it is not one.
+std::size_t utf8_length(std::string_view s) noexcept {
+    const auto at = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    const unsigned char b = at(0);
+    std::size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xbf; // allowed range of the second byte
+    if (b >= 0xc2 && b <= 0xdf) {
+        n = 2;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        n = 3;
+        if (b == 0xe0) lo = 0xa0; // overlong
+        if (b == 0xed) hi = 0x9f; // surrogates
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        n = 4;
+        if (b == 0xf0) lo = 0x90; // overlong
+        if (b == 0xf4) hi = 0x8f; // above U+10FFFF
+    } else {
+        return 0;
+    }
+    if (s.size() < n || at(1) < lo || at(1) > hi) return 0;
+    for (std::size_t i = 2; i < n; ++i)
+        if (at(i) < 0x80 || at(i) > 0xbf) return 0;
+    return n;
+}
+
+/// Appends @p bytes as a JSON string. Valid UTF-8 is kept; a byte that is not part of valid
+/// UTF-8 is written as the code point of the same value (\u00XX), so nothing is dropped.
+void append_json(std::string& out, std::string_view bytes) {
+    static constexpr char hex[] = "0123456789abcdef";
+    out += '"';
+    for (std::size_t i = 0; i < bytes.size();) {
+        const auto b = static_cast<unsigned char>(bytes[i]);
+        if (b >= 0x80) {
+            if (const std::size_t n = utf8_length(bytes.substr(i))) {
+                out.append(bytes.substr(i, n));
+                i += n;
+                continue;
+            }
+        }
+        switch (b) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+            if (b < 0x20 || b >= 0x80) {
+                out += "\\u00";
+                out += hex[b >> 4];
+                out += hex[b & 0x0f];
+            } else {
+                out += static_cast<char>(b);
+            }
+        }
+        ++i;
+    }
+    out += '"';
+}
+
+std::string format_text(const pubsub::delivery& d) {
+    std::string line;
+    append_text(line, d.topic);
+    line += ' ' + std::to_string(d.header.sequence) + ' ' +
+            std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(d.lag).count());
+    line += ' ';
+    bool first = true;
+    for (const auto& frame : d.payload) {
+        if (!first) line += ' ';
+        append_text(line, view(frame));
+        first = false;
+    }
+    line += '\n';
+    return line;
+}
+
+std::string format_json(const pubsub::delivery& d) {
+    std::string line = "{\"topic\":";
+    append_json(line, d.topic);
+    line += ",\"seq\":" + std::to_string(d.header.sequence) + ",\"source\":\"" +
+            (d.header.source ? d.header.source->to_hex() : std::string()) + "\",\"latency_us\":" +
+            std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(d.lag).count()) +
+            ",\"payload\":";
+    // One frame (the usual case) is a string; any other number of frames an array of strings.
+    if (d.payload.size() == 1) {
+        append_json(line, view(d.payload[0]));
+    } else {
+        line += '[';
+        for (std::size_t i = 0; i < d.payload.size(); ++i) {
+            if (i > 0) line += ',';
+            append_json(line, view(d.payload[i]));
+        }
+        line += ']';
+    }
+    line += "}\n";
+    return line;
+}
+
+} // namespace
+
+int run_sub(const std::vector<std::string>& args) {
+    namespace po = boost::program_options;
+    std::vector<std::string> connect, bind, topics;
+    std::string resolve, broker = "tcp://127.0.0.1:5555", format = "text", snapshot_from;
+    long long count = 0, max_lag_ms = 0, timeout_ms = 0;
+    int hwm = 1000, ready_ms = 2000;
+    po::options_description options("options");
+    options.add_options()
+        ("connect", po::value(&connect)->composing(),
+         "publisher or broker XPUB endpoint to connect to (repeatable)")
+        ("bind", po::value(&bind)->composing(), "endpoint to bind, for publishers that connect")
+        ("resolve", po::value(&resolve),
+         "connect to every endpoint registered under NAME in the broker's directory")
+        ("broker", po::value(&broker)->default_value(broker), "broker MDP endpoint for --resolve")
+        ("topic", po::value(&topics)->composing()->required(),
+         "topic prefix to subscribe to (repeatable; '' = everything)")
+        ("count", po::value(&count)->default_value(count), "exit after N messages (0 = never)")
+        ("format", po::value(&format)->default_value(format),
+         "text: 'topic seq latency_us payload'; json: one object per line")
+        ("snapshot-from", po::value(&snapshot_from),
+         "broker MDP endpoint: first print the last cached message of each matching topic")
+        ("max-lag-ms", po::value(&max_lag_ms),
+         "give up (exit 1) when a message arrives more than N ms after it was published")
+        ("timeout-ms", po::value(&timeout_ms),
+         "give up when no message arrives for N ms (exit 1 unless --count, or without --count "
+         "any message, was received)")
+        ("ready-ms", po::value(&ready_ms)->default_value(ready_ms),
+         "wait up to N ms for a publisher or broker to confirm the subscriptions")
+        ("hwm", po::value(&hwm)->default_value(hwm), "messages queued per publisher");
+    po::variables_map vm;
+    if (!parse("sub",
+               "(--connect EP | --bind EP | --resolve NAME [--broker EP]) --topic PREFIX [options]",
+               options, args, vm))
+        return ok;
+
+    if (connect.empty() && bind.empty() && resolve.empty())
+        throw usage_error("give --connect, --bind or --resolve");
+    for (const auto& ep : connect) check_endpoint(ep, "--connect", true);
+    for (const auto& ep : bind) check_endpoint(ep, "--bind", false);
+    if (!resolve.empty()) check_endpoint(broker, "--broker", true);
+    if (!snapshot_from.empty()) check_endpoint(snapshot_from, "--snapshot-from", true);
+    if (format != "text" && format != "json")
+        throw usage_error("invalid --format '" + format + "' (text or json)");
+    if (count < 0) throw usage_error("--count must not be negative");
+    if (vm.count("max-lag-ms") && max_lag_ms <= 0)
+        throw usage_error("--max-lag-ms must be positive");
+    if (vm.count("timeout-ms") && timeout_ms <= 0)
+        throw usage_error("--timeout-ms must be positive");
+    if (ready_ms < 0) throw usage_error("--ready-ms must not be negative");
+    if (hwm < 0) throw usage_error("--hwm must not be negative");
+
+    install_stop_signals();
+    zmq::context_t ctx;
+    if (!resolve.empty()) {
+        pubsub::directory_client directory(ctx, broker);
+        const auto found = directory.resolve(resolve);
+        if (found.empty())
+            throw std::runtime_error("no endpoint is registered under '" + resolve + "' at " +
+                                     broker);
+        connect.insert(connect.end(), found.begin(), found.end());
+    }
+
+    pubsub::subscriber_options so;
+    so.connect = connect;
+    so.bind = bind;
+    so.topics = topics;
+    so.socket.recv_hwm = hwm;
+    if (max_lag_ms > 0) so.max_lag = milliseconds(max_lag_ms);
+    so.snapshot_from = snapshot_from;
+    pubsub::subscriber sub(ctx, so);
+    sub.on_gap([](const pubsub::gap& g) {
+        std::string topic;
+        append_text(topic, g.topic);
+        std::fprintf(stderr,
+                     "gap on topic %s from source %s: expected %llu got %llu (%llu missed)\n",
+                     topic.c_str(), g.source.to_hex().c_str(),
+                     static_cast<unsigned long long>(g.expected),
+                     static_cast<unsigned long long>(g.got),
+                     static_cast<unsigned long long>(g.missed()));
+    });
+    // Not being confirmed is no error: the publisher may start later, or not speak zmesh. The
+    // SUB socket subscribes on every connection anyway. With --snapshot-from, recv() goes on
+    // trying (the snapshot needs a confirmed subscription first).
+    static_cast<void>(sub.wait_ready(milliseconds(ready_ms)));
+
+    const milliseconds idle_limit(timeout_ms); // 0: wait for ever
+    auto idle_deadline = clock::now() + idle_limit;
+    std::uint64_t received = 0;
+    const auto wanted = static_cast<std::uint64_t>(count);
+    while (!stop_requested() && (wanted == 0 || received < wanted)) {
+        // Short slices, so a stop signal is seen even if it lands between two waits.
+        milliseconds slice(200);
+        if (idle_limit > milliseconds(0)) {
+            const auto left = std::chrono::ceil<milliseconds>(idle_deadline - clock::now());
+            if (left <= milliseconds(0)) {
+                if (received > 0 && wanted == 0) return ok;
+                std::fprintf(stderr, "zmesh: sub: no message within %lld ms\n", timeout_ms);
+                return failure;
+            }
+            slice = std::min(slice, left);
+        }
+        auto d = sub.recv(slice);
+        if (!d) continue;
+        const std::string line = format == "json" ? format_json(*d) : format_text(*d);
+        std::fwrite(line.data(), 1, line.size(), stdout);
+        std::fflush(stdout);
+        ++received;
+        idle_deadline = clock::now() + idle_limit;
+    }
+    return ok;
+}
+
+} // namespace zmesh::cli

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: MPL-2.0
+// test_pubsub_cli.cpp — `zmesh pub` and `zmesh sub` as a user drives them: through the broker's
+// forwarder, late joiners served from the last-value cache, and peers found by name through the
+// broker's directory. Every process is killed if the test fails.
+#include "support/process.hpp"
+#include "support/support.hpp"
+
+#include <doctest/doctest.h>
+
+#include <thread>
+
+using namespace std::chrono_literals;
+using support::child_process;
+
+namespace {
+
+std::vector<std::string> cli(std::vector<std::string> args) {
+    args.insert(args.begin(), support::zmesh_cli());
+    return args;
+}
+
+/// Every stdout line until the process closes it (bounded), then its exit code.
+std::pair<std::vector<std::string>, int> finish(child_process& p,
+                                                std::chrono::milliseconds timeout = 10000ms) {
+    std::vector<std::string> lines;
+    while (auto line = p.read_line(timeout)) lines.push_back(*line);
+    auto code = p.wait_for(timeout);
+    REQUIRE(code);
+    return {lines, *code};
+}
+
+/// A broker with the forwarder on ephemeral loopback ports: MDP, XSUB, XPUB.
+struct pubsub_broker {
+    child_process process;
+    std::string mdp, xsub, xpub;
+    explicit pubsub_broker(std::vector<std::string> extra = {})
+        : process([&] {
+              auto a = cli({"broker", "--mdp", "tcp://127.0.0.1:*", "--xsub", "tcp://127.0.0.1:*",
+                            "--xpub", "tcp://127.0.0.1:*", "--log-level", "warn"});
+              a.insert(a.end(), extra.begin(), extra.end());
+              return a;
+          }()) {
+        for (auto* ep : {&mdp, &xsub, &xpub}) {
+            auto line = process.read_line(5000ms);
+            REQUIRE(line);
+            *ep = *line;
+        }
+    }
+};
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+} // namespace
+
+TEST_SUITE("cli.pubsub") {
+
+TEST_CASE("messages published into the forwarder reach a subscriber in order") {
+    pubsub_broker broker;
+    child_process sub(cli({"sub", "--connect", broker.xpub, "--topic", "prices.", "--count", "3",
+                           "--format", "json"}));
+    // The subscription travels through the forwarder to the publisher before it publishes.
+    child_process pub(cli({"pub", "--connect", broker.xsub, "--topic", "prices.eur", "--count", "3",
+                           "--wait-subscribers", "1", "hello"}));
+    auto [lines, code] = finish(sub);
+    CHECK(code == 0);
+    REQUIRE(lines.size() == 3);
+    for (int i = 0; i < 3; ++i) {
+        CAPTURE(lines[static_cast<std::size_t>(i)]);
+        CHECK(contains(lines[static_cast<std::size_t>(i)], "\"topic\":\"prices.eur\""));
+        CHECK(contains(lines[static_cast<std::size_t>(i)], "\"seq\":" + std::to_string(i + 1)));
+        CHECK(contains(lines[static_cast<std::size_t>(i)], "\"payload\":\"hello\""));
+    }
+    CHECK(finish(pub).second == 0);
+}
+
+TEST_CASE("a late subscriber gets the last value of its topics from the cache") {
+    pubsub_broker broker({"--lvc"});
+    // With --lvc the forwarder subscribes to everything, so the publisher need not wait for us.
+    child_process pub(cli({"pub", "--connect", broker.xsub, "--topic", "fx.usd", "--count", "3",
+                           "--wait-subscribers", "1", "tick"}));
+    CHECK(finish(pub).second == 0);
+    // Wait until the forwarder has really passed all three (they are cached as they pass).
+    bool forwarded = false;
+    for (int i = 0; i < 100 && !forwarded; ++i) {
+        child_process stats(cli({"stats", "--broker", broker.mdp}));
+        for (const auto& line : finish(stats).first)
+            if (line.rfind("forwarded ", 0) == 0 && line.back() == '3') forwarded = true;
+        if (!forwarded) std::this_thread::sleep_for(20ms);
+    }
+    REQUIRE(forwarded);
+    child_process late(cli({"sub", "--connect", broker.xpub, "--topic", "fx.", "--snapshot-from",
+                            broker.mdp, "--count", "1", "--format", "json"}));
+    auto [lines, code] = finish(late);
+    CHECK(code == 0);
+    REQUIRE(lines.size() == 1);
+    CHECK(contains(lines[0], "\"topic\":\"fx.usd\""));
+    CHECK(contains(lines[0], "\"seq\":3"));
+}
+
+TEST_CASE("a subscriber finds a publisher by name in the directory and connects to it directly") {
+    pubsub_broker broker;
+    child_process pub(cli({"pub", "--bind", "tcp://127.0.0.1:*", "--register", "quotes", "--broker",
+                           broker.mdp, "--topic", "q", "--count", "20", "--rate", "20",
+                           "--wait-subscribers", "1", "--wait-ms", "15000", "direct"}));
+    auto bound = pub.read_line(5000ms);
+    REQUIRE(bound);
+    // The registration follows the bind; a subscriber that asks too early is told so (exit 1).
+    int code = -1;
+    std::vector<std::string> lines;
+    for (int attempt = 0; attempt < 50 && code != 0; ++attempt) {
+        child_process sub(cli({"sub", "--resolve", "quotes", "--broker", broker.mdp, "--topic", "q",
+                               "--count", "1"}));
+        std::tie(lines, code) = finish(sub);
+        if (code != 0) std::this_thread::sleep_for(50ms);
+    }
+    CHECK(code == 0);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].rfind("q ", 0) == 0);
+    CHECK(contains(lines[0], "direct"));
+}
+
+TEST_CASE("pub and sub refuse bad flags with exit 2") {
+    for (std::vector<std::string> bad :
+         {std::vector<std::string>{"pub", "--topic", "t"},                   // nowhere to publish
+          {"pub", "--connect", "tcp://127.0.0.1:*", "--topic", "t"},         // wildcard connect
+          {"pub", "--connect", "tcp://127.0.0.1:1", "--topic", "t", "--register", "x"},
+          {"sub", "--topic", "t"},
+          {"sub", "--connect", "tcp://127.0.0.1:1", "--topic", "t", "--format", "xml"}}) {
+        CAPTURE(bad[0] + " " + bad[1]);
+        child_process p(cli(bad));
+        CHECK(finish(p).second == 2);
+    }
+}
+
+}
