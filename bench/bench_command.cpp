@@ -71,7 +71,8 @@ int run_pubsub(const std::vector<std::string>& args) {
     po::options_description options("options");
     options.add_options()
         ("mode", po::value(&cfg.mode)->default_value(cfg.mode),
-         "raw (PUB→SUB), broker (zmesh forwarder) or proxy (zmq_proxy)")
+         "raw (PUB→SUB), direct (zmesh publisher→subscriber), broker (zmesh forwarder) or "
+         "proxy (zmq_proxy)")
         ("subs", po::value(&cfg.subscribers)->default_value(cfg.subscribers), "subscribers")
         ("size", po::value(&cfg.size)->default_value(cfg.size), "payload bytes (>= 8)")
         ("duration", po::value(&seconds)->default_value(seconds), "seconds to publish")
@@ -79,9 +80,10 @@ int run_pubsub(const std::vector<std::string>& args) {
         ("io-threads", po::value(&cfg.io_threads)->default_value(cfg.io_threads),
          "I/O threads of the forwarder's or proxy's context");
     po::variables_map vm;
-    if (!parse("bench pubsub", "[--mode raw|broker|proxy] [options]", options, args, vm)) return ok;
-    if (cfg.mode != "raw" && cfg.mode != "broker" && cfg.mode != "proxy")
-        throw usage_error("--mode must be raw, broker or proxy");
+    if (!parse("bench pubsub", "[--mode raw|direct|broker|proxy] [options]", options, args, vm))
+        return ok;
+    if (cfg.mode != "raw" && cfg.mode != "direct" && cfg.mode != "broker" && cfg.mode != "proxy")
+        throw usage_error("--mode must be raw, direct, broker or proxy");
     if (cfg.size < 8) throw usage_error("--size must be at least 8");
     if (cfg.subscribers < 1 || cfg.subscribers > 64) throw usage_error("--subs must be in [1, 64]");
     if (cfg.io_threads < 1 || cfg.io_threads > 16) throw usage_error("--io-threads must be in [1, 16]");

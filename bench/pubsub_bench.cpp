@@ -14,6 +14,8 @@
 #include <zmesh/error.hpp>
 #include <zmesh/message.hpp>
 #include <zmesh/nodes/broker.hpp>
+#include <zmesh/pubsub/publisher.hpp>
+#include <zmesh/pubsub/subscriber.hpp>
 
 #include <atomic>
 #include <cstring>
@@ -42,6 +44,18 @@ std::uint64_t stamp_of(const zmq::message_t& payload) {
     return t;
 }
 
+void record(subscriber_tally& tally, const zmq::message_t& payload) {
+    const std::uint64_t t = stamp_of(payload);
+    if (t == 0) {
+        tally.warmed.store(true, std::memory_order_relaxed);
+        return;
+    }
+    const std::uint64_t now = now_ns();
+    tally.latencies.record(now - t);
+    tally.last_ns.store(static_cast<std::int64_t>(now), std::memory_order_relaxed);
+    tally.received.fetch_add(1, std::memory_order_relaxed);
+}
+
 void run_subscriber(const std::string& endpoint, subscriber_tally& tally,
                     const std::atomic<bool>& stop) {
     zmq::context_t ctx(1);
@@ -53,18 +67,20 @@ void run_subscriber(const std::string& endpoint, subscriber_tally& tally,
     message m;
     while (!stop.load(std::memory_order_relaxed)) {
         if (zmq::poll(&item, 1, std::chrono::milliseconds(50)) <= 0) continue;
-        while (m.recv(sub, zmq::recv_flags::dontwait)) {
-            const std::uint64_t t = stamp_of(m.back());
-            if (t == 0) {
-                tally.warmed.store(true, std::memory_order_relaxed);
-                continue;
-            }
-            const std::uint64_t now = now_ns();
-            tally.latencies.record(now - t);
-            tally.last_ns.store(static_cast<std::int64_t>(now), std::memory_order_relaxed);
-            tally.received.fetch_add(1, std::memory_order_relaxed);
-        }
+        while (m.recv(sub, zmq::recv_flags::dontwait)) record(tally, m.back());
     }
+}
+
+void run_zmesh_subscriber(const std::string& endpoint, subscriber_tally& tally,
+                          const std::atomic<bool>& stop) {
+    zmq::context_t ctx(1);
+    pubsub::subscriber_options o;
+    o.connect = {endpoint};
+    o.topics = {std::string(topic)};
+    pubsub::subscriber sub(ctx, o);
+    while (!stop.load(std::memory_order_relaxed))
+        if (auto d = sub.recv(std::chrono::milliseconds(50)); d && !d->payload.empty())
+            record(tally, d->payload.back());
 }
 
 zmq::message_t payload(std::size_t size, std::uint64_t stamp) {
@@ -74,26 +90,41 @@ zmq::message_t payload(std::size_t size, std::uint64_t stamp) {
     return p;
 }
 
-void send_one(zmq::socket_t& pub, std::size_t size, std::uint64_t stamp) {
-    pub.send(zmq::message_t(topic.data(), topic.size()), zmq::send_flags::sndmore);
-    pub.send(payload(size, stamp), zmq::send_flags::none);
-}
-
-/// The stream's source: binds (raw) or connects to the forwarder's or proxy's XSUB side.
-class publisher_socket {
+/// The stream's source: a plain PUB socket, or zmesh's publisher in direct mode. It binds (raw,
+/// direct) or connects to the forwarder's or proxy's XSUB side.
+class stream_source {
   public:
-    publisher_socket() : pub_(ctx_, zmq::socket_type::pub) {
+    explicit stream_source(bool zmesh_format) : pub_(ctx_, zmq::socket_type::pub) {
         pub_.set(zmq::sockopt::linger, 0);
         // PUB drops at the high-water mark unless told not to; a benchmark must not hide loss.
         pub_.set(zmq::sockopt::xpub_nodrop, 1);
+        if (zmesh_format) {
+            pubsub::publisher_options o;
+            o.bind = {"tcp://127.0.0.1:*"};
+            o.lossless = true;
+            zmesh_ = std::make_unique<pubsub::publisher>(ctx_, o);
+        }
     }
-    std::string bind_loopback() { return bind(pub_, "tcp://127.0.0.1:*"); }
+    std::string bind_loopback() {
+        return zmesh_ ? zmesh_->endpoints().front() : bind(pub_, "tcp://127.0.0.1:*");
+    }
     void connect_to(const std::string& ep) { connect(pub_, ep); }
-    zmq::socket_t& socket() { return pub_; }
+    void send(std::size_t size, std::uint64_t stamp) {
+        if (zmesh_) {
+            // publish() empties body_ but keeps its frame storage, so nothing is allocated here.
+            body_.push_back(payload(size, stamp));
+            zmesh_->publish(topic, std::move(body_));
+            return;
+        }
+        pub_.send(zmq::message_t(topic.data(), topic.size()), zmq::send_flags::sndmore);
+        pub_.send(payload(size, stamp), zmq::send_flags::none);
+    }
 
   private:
     zmq::context_t ctx_{1};
     zmq::socket_t pub_;
+    std::unique_ptr<pubsub::publisher> zmesh_;
+    message body_;
 };
 
 } // namespace
@@ -101,7 +132,8 @@ class publisher_socket {
 pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
     if (cfg.size < sizeof(std::uint64_t)) throw error(errc::invalid_argument, "--size must be at least 8");
     if (cfg.subscribers < 1) throw error(errc::invalid_argument, "--subs must be at least 1");
-    publisher_socket pub;
+    const bool direct = cfg.mode == "direct";
+    stream_source pub(direct);
     std::string sub_endpoint;
 
     // The middle hop, if any, with its own context (a separate process, in effect).
@@ -110,7 +142,7 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
     std::thread proxy_thread;
     zmq::socket_t proxy_xsub(middle_ctx, zmq::socket_type::xsub);
     zmq::socket_t proxy_xpub(middle_ctx, zmq::socket_type::xpub);
-    if (cfg.mode == "raw") {
+    if (cfg.mode == "raw" || direct) {
         sub_endpoint = pub.bind_loopback();
     } else if (cfg.mode == "broker") {
         nodes::broker_config bc;
@@ -139,7 +171,7 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
             proxy_xpub.close();
         });
     } else {
-        throw error(errc::invalid_argument, "--mode must be raw, broker or proxy");
+        throw error(errc::invalid_argument, "--mode must be raw, direct, broker or proxy");
     }
 
     std::atomic<bool> stop{false};
@@ -148,8 +180,10 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
     const std::size_t capacity = 4'000'000;
     for (int i = 0; i < cfg.subscribers; ++i) {
         tallies.push_back(std::make_unique<subscriber_tally>(capacity));
-        subscribers.emplace_back(
-            [&, t = tallies.back().get()] { run_subscriber(sub_endpoint, *t, stop); });
+        subscribers.emplace_back([&, t = tallies.back().get()] {
+            if (direct) run_zmesh_subscriber(sub_endpoint, *t, stop);
+            else run_subscriber(sub_endpoint, *t, stop);
+        });
     }
 
     // Warm-up: until every subscriber has heard the stream (bounded).
@@ -165,7 +199,7 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
             for (auto& s : subscribers) s.join();
             throw error(errc::timeout, "subscribers never received the warm-up stream");
         }
-        send_one(pub.socket(), cfg.size, 0);
+        pub.send(cfg.size, 0);
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
 
@@ -182,7 +216,7 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
                 while (clock::now() < next) {}
                 next += interval;
             }
-            send_one(pub.socket(), cfg.size, now_ns());
+            pub.send(cfg.size, now_ns());
             ++result.sent;
         }
     }

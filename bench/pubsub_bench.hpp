@@ -12,6 +12,8 @@ namespace zmesh::bench {
 
 struct pubsub_bench_config {
     /// raw:    a plain PUB socket straight to SUB sockets (the floor for everything else)
+    /// direct: zmesh::pubsub::publisher straight to zmesh::pubsub::subscriber (zmesh's format:
+    ///         header with id, source, sequence and time on every message; gap checking)
     /// broker: plain PUB → zmesh broker forwarder (XSUB/XPUB, lossless) → plain SUBs
     /// proxy:  plain PUB → zmq_proxy(XSUB, XPUB with NODROP) → plain SUBs
     std::string mode = "broker";

@@ -31,6 +31,8 @@ constexpr int batch = 1000;
 // spin. 1 ms keeps the added latency small and costs at most 1000 wake-ups a second, and only
 // while a subscriber is full.
 constexpr auto retry_interval = std::chrono::milliseconds(1);
+// Lossless mode: how long one send may wait for a full subscriber before the forwarder pauses.
+constexpr auto lossless_wait = std::chrono::milliseconds(1);
 
 // Probe answers a lossless forwarder holds for full subscribers; past it they are dropped (the
 // prober probes again), so a subscriber cannot make the broker hoard memory by probing.
@@ -57,6 +59,11 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
     // A full subscriber makes send fail with EAGAIN instead of being skipped silently: the
     // forwarder decides what to do (drop and count, or hold back). See forward().
     xpub_.set(zmq::sockopt::xpub_nodrop, 1);
+    // Lossless: a full subscriber first gets a short blocking send. libzmq wakes it the moment
+    // the subscriber has read enough to take more, which keeps the stream moving at the
+    // subscriber's pace; only if that does not happen within the timeout does the forwarder
+    // pause (pause()) and serve MDP meanwhile. The wait bounds how long MDP can be held up.
+    if (lossless_) xpub_.set(zmq::sockopt::sndtimeo, static_cast<int>(lossless_wait.count()));
     if (config.lvc) {
         lvc_.emplace(config.lvc_max_topics);
         // The cache must see every topic, not only those someone subscribes to now. XSUB passes
@@ -105,6 +112,8 @@ bool forwarder::forward() {
         }
     }
     auto status = in_.send(xpub_, zmq::send_flags::dontwait);
+    if (status == send_status::would_block && lossless_)
+        status = in_.send(xpub_, zmq::send_flags::none); // waits up to lossless_wait
     if (status == send_status::would_block) {
         if (lossless_) {
             staged_.clear();
