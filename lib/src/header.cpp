@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
 // header.cpp — message ids, and the msgpack map form of zmesh::header.
 //
-// Decoding trusts nothing: the buffer is parsed by unpack_object() under header_limits, then
-// every known key is checked for type and range before it is stored. Encoding refuses what
-// decoding would refuse, so a header this library writes is always one it can read back.
+// Decoding trusts nothing: one pass of a small msgpack reader checks the bytes against the
+// header limits and stores each known key after checking its type and range. Encoding refuses
+// what decoding would refuse, so a header this library writes is always one it can read back.
 #include <zmesh/codec.hpp>
 #include <zmesh/error.hpp>
 #include <zmesh/header.hpp>
@@ -109,24 +109,49 @@ constexpr std::array<std::string_view, key_count> key_names{"id", "ty", "pr", "t
                                                             "co", "at", "sq", "sr"};
 
 // A header map holds at most the 9 known keys plus extensions; ids are 16 bytes; nothing needs
-// deep nesting. Since the whole buffer is at most 64 KiB and the checking pass runs before any
-// allocation, a hostile header costs at most max_objects msgpack objects (about 100 KiB).
-const unpack_limits header_limits{
-    .max_size = max_header_size,
-    .max_objects = 4096,
-    .max_array = 256,
-    .max_map = 256,
-    .max_str = max_header_size,
-    .max_bin = max_header_size,
-    .max_ext = max_header_size,
-    .max_depth = 8,
-};
+// deep nesting. The same limits as unpack_object() would apply with unpack_limits{.max_size =
+// max_header_size, .max_objects = 4096, .max_array = 256, .max_map = 256, .max_depth = 8}; a str,
+// bin or ext cannot exceed max_header_size since its bytes must be in the buffer.
+constexpr std::size_t max_values = 4096;   // msgpack values in one header, keys included
+constexpr std::uint64_t max_entries = 256; // elements of one array, pairs of one map
+constexpr std::size_t max_depth = 8;       // nesting of arrays and maps; the header map is 1
 
-std::optional<std::size_t> find_key(std::string_view name) noexcept {
-    for (std::size_t i = 0; i < key_count; ++i)
-        if (key_names[i] == name)
-            return i;
-    return std::nullopt;
+// Every zmesh key is two bytes, so a key is matched by its length and then one 16-bit compare,
+// instead of comparing it with each name in turn.
+constexpr std::uint16_t key_code(std::string_view name) noexcept {
+    return static_cast<std::uint16_t>(static_cast<unsigned char>(name[0]) << 8 |
+                                      static_cast<unsigned char>(name[1]));
+}
+static_assert(std::all_of(key_names.begin(), key_names.end(),
+                          [](std::string_view name) { return name.size() == 2; }));
+
+// The index of a known key, or key_count for any other name. Forced inline for the reason given
+// at msgpack_reader::next().
+[[gnu::always_inline]] inline std::size_t find_key(const char* name, std::size_t size) noexcept {
+    if (size != 2)
+        return key_count;
+    switch (key_code(std::string_view(name, 2))) {
+    case key_code(key_names[k_id]):
+        return k_id;
+    case key_code(key_names[k_type]):
+        return k_type;
+    case key_code(key_names[k_priority]):
+        return k_priority;
+    case key_code(key_names[k_timestamp]):
+        return k_timestamp;
+    case key_code(key_names[k_ttl]):
+        return k_ttl;
+    case key_code(key_names[k_correlation]):
+        return k_correlation;
+    case key_code(key_names[k_attempt]):
+        return k_attempt;
+    case key_code(key_names[k_sequence]):
+        return k_sequence;
+    case key_code(key_names[k_source]):
+        return k_source;
+    default:
+        return key_count;
+    }
 }
 
 // A msgpack stream that appends to a std::string (packer needs only write()).
@@ -157,30 +182,287 @@ class header_writer {
     msgpack::packer<string_sink> packer_;
 };
 
-bool read_id(const msgpack::object& o, message_id& out) noexcept {
-    if (o.type != msgpack::type::BIN || o.via.bin.size != message_id::size)
+// ---- decoding ----
+//
+// Decoding is one pass of a small msgpack reader straight into the header. The earlier decoder
+// made a counting pass, then built msgpack's object tree in a zone and searched it: two parses
+// and a malloc/free per header, the largest cost of a subscriber's receiving thread. One
+// msgpack::parse() with a custom visitor would also be a single pass, but it hands over keys
+// and values in separate callbacks (so pairing them needs a state machine), its stack is a
+// std::vector, and it cannot give the raw bytes of an unknown value. A header is a flat map of a
+// few scalar types, so a reader of the whole format in ~150 lines is simpler, and allocates
+// nothing.
+//
+// The reader applies unpack_object()'s rules in unpack_object()'s order (msgpack's parser checks
+// that a value's bytes are present before counting it, and a container's limits as soon as its
+// length is read), so every buffer gets the same error code and text as before. Defects of
+// meaning (a wrong type, a duplicate key) are held back until the whole buffer has proved to be
+// sound msgpack, as when the tree was built first.
+
+// A defect: its code and a static description. why == nullptr means none.
+struct defect {
+    errc code = errc::malformed;
+    const char* why = nullptr;
+    explicit operator bool() const noexcept { return why != nullptr; }
+};
+
+constexpr defect trailing_bytes{errc::malformed, "trailing bytes after the msgpack value"};
+
+enum class kind : std::uint8_t {
+    nil,
+    boolean,
+    uint,
+    nint,
+    float32,
+    float64,
+    str,
+    bin,
+    ext,
+    array,
+    map
+};
+
+// The head of one msgpack value: a scalar whole, a str/bin/ext with its bytes, an array or map
+// with its length only (its contents follow in the buffer).
+struct token {
+    kind type = kind::nil;
+    std::uint64_t u = 0;        // uint: the value; nint: the int64's bits; array/map: entries
+    const char* data = nullptr; // str/bin/ext: the bytes (for ext, the type byte first)
+    std::size_t size = 0;       // str/bin/ext: their count
+};
+
+class msgpack_reader {
+  public:
+    msgpack_reader(const char* data, std::size_t size) noexcept : at_(data), end_(data + size) {}
+
+    [[nodiscard]] const char* position() const noexcept { return at_; }
+    [[nodiscard]] bool at_end() const noexcept { return at_ == end_; }
+    [[nodiscard]] const defect& failure() const noexcept { return failure_; }
+
+    // Reads the head of the next value. @p depth is the nesting level an array or map read here
+    // would have (the outermost value is 1). False with failure() set on a defect.
+    // Forced inline (with find_key): g++ 12 judges them too big, but inlined into the decoding
+    // loop the token stays in registers; that took a typical header from about 80 to 68 ns.
+    [[gnu::always_inline]] bool next(token& t, std::size_t depth) noexcept {
+        if (at_ == end_)
+            return truncated();
+        const auto lead = static_cast<unsigned char>(*at_++);
+        if (lead <= 0x7f)
+            return scalar(t, kind::uint, lead);
+        if (lead >= 0xe0)
+            return integer(t, static_cast<std::int8_t>(lead));
+        if (lead <= 0x8f)
+            return container(t, kind::map, lead & 0x0fU, depth);
+        if (lead <= 0x9f)
+            return container(t, kind::array, lead & 0x0fU, depth);
+        if (lead <= 0xbf)
+            return bytes(t, kind::str, lead & 0x1fU);
+        std::uint64_t n = 0;
+        switch (lead) {
+        case 0xc0:
+            return scalar(t, kind::nil, 0);
+        case 0xc2:
+            return scalar(t, kind::boolean, 0);
+        case 0xc3:
+            return scalar(t, kind::boolean, 1);
+        case 0xc4:
+            return big_endian<1>(n) && bytes(t, kind::bin, n);
+        case 0xc5:
+            return big_endian<2>(n) && bytes(t, kind::bin, n);
+        case 0xc6:
+            return big_endian<4>(n) && bytes(t, kind::bin, n);
+        case 0xc7: // ext: a length, then a type byte and that many bytes
+            return big_endian<1>(n) && bytes(t, kind::ext, n + 1);
+        case 0xc8:
+            return big_endian<2>(n) && bytes(t, kind::ext, n + 1);
+        case 0xc9:
+            return big_endian<4>(n) && bytes(t, kind::ext, n + 1);
+        case 0xca:
+            return big_endian<4>(n) && scalar(t, kind::float32, n);
+        case 0xcb:
+            return big_endian<8>(n) && scalar(t, kind::float64, n);
+        case 0xcc:
+            return big_endian<1>(n) && scalar(t, kind::uint, n);
+        case 0xcd:
+            return big_endian<2>(n) && scalar(t, kind::uint, n);
+        case 0xce:
+            return big_endian<4>(n) && scalar(t, kind::uint, n);
+        case 0xcf:
+            return big_endian<8>(n) && scalar(t, kind::uint, n);
+        case 0xd0:
+            return big_endian<1>(n) && integer(t, sign_extend<1>(n));
+        case 0xd1:
+            return big_endian<2>(n) && integer(t, sign_extend<2>(n));
+        case 0xd2:
+            return big_endian<4>(n) && integer(t, sign_extend<4>(n));
+        case 0xd3:
+            return big_endian<8>(n) && integer(t, sign_extend<8>(n));
+        case 0xd4: // fixext 1, 2, 4, 8, 16: a type byte and that many bytes
+        case 0xd5:
+        case 0xd6:
+        case 0xd7:
+        case 0xd8:
+            return bytes(t, kind::ext, 1 + (std::uint64_t{1} << (lead - 0xd4U)));
+        case 0xd9:
+            return big_endian<1>(n) && bytes(t, kind::str, n);
+        case 0xda:
+            return big_endian<2>(n) && bytes(t, kind::str, n);
+        case 0xdb:
+            return big_endian<4>(n) && bytes(t, kind::str, n);
+        case 0xdc:
+            return big_endian<2>(n) && container(t, kind::array, n, depth);
+        case 0xdd:
+            return big_endian<4>(n) && container(t, kind::array, n, depth);
+        case 0xde:
+            return big_endian<2>(n) && container(t, kind::map, n, depth);
+        case 0xdf:
+            return big_endian<4>(n) && container(t, kind::map, n, depth);
+        default: // 0xc1, the one byte msgpack reserves
+            return fail(errc::malformed, "not msgpack (a reserved type byte)");
+        }
+    }
+
+    // Reads past the contents of @p t, read by next(t, depth): nothing for a scalar, every
+    // element for an array or map. Iterative, with one counter per open level: next() refuses
+    // a level beyond max_depth, so the fixed stack cannot overflow, and lengths are only ever
+    // counted down, never allocated for.
+    bool skip_contents(const token& t, std::size_t depth) noexcept {
+        if (!opens_level(t))
+            return true;
+        std::array<std::uint64_t, max_depth> pending{}; // values left to read at each open level
+        std::size_t top = 0;
+        pending[0] = entries(t);
+        for (;;) {
+            if (pending[top] == 0) {
+                if (top == 0)
+                    return true;
+                --top;
+                continue;
+            }
+            --pending[top];
+            token inner;
+            if (!next(inner, depth + top + 1))
+                return false;
+            if (opens_level(inner))
+                pending[++top] = entries(inner);
+        }
+    }
+
+  private:
+    static bool opens_level(const token& t) noexcept {
+        return (t.type == kind::array || t.type == kind::map) && t.u != 0;
+    }
+    // Values inside an array or map: a map's pairs are two each.
+    static std::uint64_t entries(const token& t) noexcept {
+        return t.type == kind::map ? 2 * t.u : t.u;
+    }
+
+    bool fail(errc code, const char* why) noexcept {
+        failure_ = {code, why};
+        return false;
+    }
+    bool truncated() noexcept {
+        return fail(errc::truncated, "the buffer ends inside a msgpack value");
+    }
+    bool counted() noexcept {
+        return ++values_ <= max_values ||
+               fail(errc::oversized, "more msgpack values than the limit");
+    }
+
+    // Moves past @p n bytes, which must be in the buffer.
+    bool take(std::uint64_t n, const char*& first) noexcept {
+        if (static_cast<std::uint64_t>(end_ - at_) < n)
+            return truncated();
+        first = at_;
+        at_ += n;
+        return true;
+    }
+    template <std::size_t N> bool big_endian(std::uint64_t& out) noexcept {
+        const char* b = nullptr;
+        if (!take(N, b))
+            return false;
+        std::uint64_t v = 0;
+        for (std::size_t i = 0; i < N; ++i)
+            v = v << 8 | static_cast<unsigned char>(b[i]);
+        out = v;
+        return true;
+    }
+    template <std::size_t N> static std::int64_t sign_extend(std::uint64_t v) noexcept {
+        constexpr unsigned shift = 64 - 8 * N;
+        return static_cast<std::int64_t>(v << shift) >> shift;
+    }
+
+    bool scalar(token& t, kind type, std::uint64_t u) noexcept {
+        t.type = type;
+        t.u = u;
+        return counted();
+    }
+    // msgpack's int formats are read by value, as msgpack does: a non-negative one is a uint.
+    bool integer(token& t, std::int64_t v) noexcept {
+        return scalar(t, v < 0 ? kind::nint : kind::uint, static_cast<std::uint64_t>(v));
+    }
+    bool bytes(token& t, kind type, std::uint64_t n) noexcept {
+        const char* first = nullptr;
+        if (!take(n, first))
+            return false;
+        t.type = type;
+        t.data = first;
+        t.size = static_cast<std::size_t>(n);
+        return counted();
+    }
+    bool container(token& t, kind type, std::uint64_t n, std::size_t depth) noexcept {
+        t.type = type;
+        t.u = n;
+        if (!counted())
+            return false;
+        if (n > max_entries)
+            return fail(errc::oversized, type == kind::map
+                                             ? "a map has more pairs than the limit"
+                                             : "an array has more elements than the limit");
+        return depth <= max_depth ||
+               fail(errc::oversized, "arrays or maps nested deeper than the limit");
+    }
+
+    const char* at_;
+    const char* end_;
+    std::size_t values_ = 0;
+    defect failure_;
+};
+
+// Checks that @p data holds exactly one msgpack value within the header limits.
+defect check_one_value(const char* data, std::size_t size) noexcept {
+    if (size > max_header_size)
+        return {errc::oversized, "the buffer is larger than the limit"};
+    if (size == 0)
+        return {errc::truncated, "the buffer is empty"};
+    msgpack_reader in(data, size);
+    token t;
+    if (!in.next(t, 1) || !in.skip_contents(t, 1))
+        return in.failure();
+    return in.at_end() ? defect{} : trailing_bytes;
+}
+
+bool read_id(const token& t, message_id& out) noexcept {
+    if (t.type != kind::bin || t.size != message_id::size)
         return false;
     message_id::bytes_type bytes;
-    std::memcpy(bytes.data(), o.via.bin.ptr, message_id::size);
+    std::memcpy(bytes.data(), t.data, message_id::size);
     out = message_id(bytes);
     return true;
 }
 
-template <class U> bool read_unsigned(const msgpack::object& o, U max, U& out) noexcept {
-    if (o.type != msgpack::type::POSITIVE_INTEGER || o.via.u64 > max)
+template <class U> bool read_unsigned(const token& t, U max, U& out) noexcept {
+    if (t.type != kind::uint || t.u > max)
         return false;
-    out = static_cast<U>(o.via.u64);
+    out = static_cast<U>(t.u);
     return true;
 }
 
-bool read_int64(const msgpack::object& o, std::int64_t& out) noexcept {
-    if (o.type == msgpack::type::NEGATIVE_INTEGER) {
-        out = o.via.i64;
-        return true;
-    }
-    if (o.type == msgpack::type::POSITIVE_INTEGER &&
-        o.via.u64 <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-        out = static_cast<std::int64_t>(o.via.u64);
+bool read_int64(const token& t, std::int64_t& out) noexcept {
+    if (t.type == kind::nint ||
+        (t.type == kind::uint &&
+         t.u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))) {
+        out = static_cast<std::int64_t>(t.u);
         return true;
     }
     return false;
@@ -199,14 +481,14 @@ constexpr std::array<const char*, key_count> bad_value{
     "\"sr\" is not a 16-byte bin or nil",
 };
 
-bool read_field(std::size_t index, const msgpack::object& v, header& h) {
+bool read_field(std::size_t index, const token& v, header& h) {
     switch (index) {
     case k_id:
         return read_id(v, h.id);
     case k_type:
-        if (v.type != msgpack::type::STR)
+        if (v.type != kind::str)
             return false;
-        h.type.assign(v.via.str.ptr, v.via.str.size);
+        h.type.assign(v.data, v.size);
         return true;
     case k_priority:
         return read_unsigned(v, max_priority, h.priority);
@@ -216,7 +498,7 @@ bool read_field(std::size_t index, const msgpack::object& v, header& h) {
         return read_unsigned(v, std::numeric_limits<std::uint32_t>::max(), h.ttl_ms);
     case k_correlation:
         // nil is accepted as "none" for peers that write absent values explicitly.
-        if (v.type == msgpack::type::NIL) {
+        if (v.type == kind::nil) {
             h.correlation_id.reset();
             return true;
         }
@@ -227,7 +509,7 @@ bool read_field(std::size_t index, const msgpack::object& v, header& h) {
         return read_unsigned(v, std::numeric_limits<std::uint64_t>::max(), h.sequence);
     case k_source:
         // nil means "none", as for "co".
-        if (v.type == msgpack::type::NIL) {
+        if (v.type == kind::nil) {
             h.source.reset();
             return true;
         }
@@ -237,54 +519,72 @@ bool read_field(std::size_t index, const msgpack::object& v, header& h) {
     }
 }
 
-void set_why(std::string* why, const char* text) {
-    if (why)
-        *why = text;
-}
+// The decoding proper. May throw std::bad_alloc only (from the type and extension strings);
+// both public overloads map it.
+defect decode_into(const char* data, std::size_t size, header& h) {
+    if (size > max_header_size)
+        return {errc::oversized, "the buffer is larger than the limit"};
+    if (size == 0)
+        return {errc::truncated, "the buffer is empty"};
 
-// The decoding proper. May throw std::bad_alloc only; both public overloads map it.
-std::error_code decode_into(const void* data, std::size_t size, header& h, std::string* why) {
-    std::error_code ec;
-    const msgpack::object_handle handle = unpack_object(data, size, header_limits, ec, why);
-    if (ec)
-        return ec;
-
-    const msgpack::object& root = handle.get();
-    if (root.type != msgpack::type::MAP) {
-        set_why(why, "a header is a msgpack map");
-        return errc::malformed;
+    msgpack_reader in(data, size);
+    token root;
+    if (!in.next(root, 1))
+        return in.failure();
+    if (root.type != kind::map) {
+        // Still read to the end: a defect in the msgpack itself is reported first, as before.
+        if (!in.skip_contents(root, 1))
+            return in.failure();
+        if (!in.at_end())
+            return trailing_bytes;
+        return {errc::malformed, "a header is a msgpack map"};
     }
-    std::array<bool, key_count> seen{};
-    for (std::uint32_t i = 0; i < root.via.map.size; ++i) {
-        const msgpack::object& k = root.via.map.ptr[i].key;
-        const msgpack::object& v = root.via.map.ptr[i].val;
-        // Keys of other types belong to no zmesh version; they are skipped, not kept.
-        if (k.type != msgpack::type::STR)
-            continue;
-        const std::string_view name(k.via.str.ptr, k.via.str.size);
-        const auto index = find_key(name);
-        if (!index) {
-            std::string value;
-            string_sink sink{&value};
-            msgpack::packer<string_sink>(sink).pack(v);
-            h.extensions.emplace_back(std::string(name), std::move(value));
+
+    defect held; // the first defect of meaning, reported once the msgpack has proved sound
+    std::uint32_t seen = 0; // bit i: known key i was read
+    for (std::uint64_t i = 0; i < root.u; ++i) {
+        token key;
+        token value;
+        if (!in.next(key, 2))
+            return in.failure();
+        if (key.type != kind::str) {
+            // Keys of other types belong to no zmesh version; they are skipped, not kept.
+            if (!in.skip_contents(key, 2) || !in.next(value, 2) || !in.skip_contents(value, 2))
+                return in.failure();
             continue;
         }
+        const std::size_t index = find_key(key.data, key.size);
+        const char* const value_begin = in.position();
+        // Arrays and maps are never a known key's value, but their contents must still be read
+        // (and counted) before the value's type is judged.
+        if (!in.next(value, 2) || !in.skip_contents(value, 2))
+            return in.failure();
+        if (held)
+            continue; // the header is lost; only the msgpack's soundness still matters
+        if (index == key_count) {
+            // The value's bytes as received: one msgpack value, checked above, that a relay
+            // writes back unchanged.
+            h.extensions.emplace_back(
+                std::string(key.data, key.size),
+                std::string(value_begin, static_cast<std::size_t>(in.position() - value_begin)));
+            continue;
+        }
+        const std::uint32_t bit = std::uint32_t{1} << index;
         // Two values for one key would let different decoders see different messages.
-        if (seen[*index]) {
-            set_why(why, "a known key appears twice");
-            return errc::malformed;
+        if (seen & bit) {
+            held = {errc::malformed, "a known key appears twice"};
+            continue;
         }
-        seen[*index] = true;
-        if (!read_field(*index, v, h)) {
-            set_why(why, bad_value[*index]);
-            return errc::malformed;
-        }
+        seen |= bit;
+        if (!read_field(index, value, h))
+            held = {errc::malformed, bad_value[index]};
     }
-    if (!seen[k_id]) {
-        set_why(why, "the \"id\" key is missing");
-        return errc::malformed;
-    }
+    if (!in.at_end())
+        return trailing_bytes;
+    if (held)
+        return held;
+    if ((seen & (std::uint32_t{1} << k_id)) == 0)
+        return {errc::malformed, "the \"id\" key is missing"};
     return {};
 }
 
@@ -383,16 +683,15 @@ void encode(const header& h, std::string& out) {
     // Checked before packing so a huge string is never copied, and so sizes fit uint32.
     if (h.type.size() > max_header_size)
         throw_encode(errc::oversized, "type is longer than 64 KiB");
-    if (h.extensions.size() > header_limits.max_map - key_count)
+    if (h.extensions.size() > max_entries - key_count)
         throw_encode(errc::oversized, "too many extensions");
     for (const auto& [name, value] : h.extensions) {
-        if (find_key(name))
+        if (find_key(name.data(), name.size()) != key_count)
             throw_encode(errc::invalid_argument, "an extension uses a zmesh key");
         if (name.size() > max_header_size || value.size() > max_header_size)
             throw_encode(errc::oversized, "an extension is larger than 64 KiB");
-        std::error_code ec;
-        static_cast<void>(unpack_object(value.data(), value.size(), header_limits, ec));
-        if (ec)
+        // The decoder's own reader: the same rules, and no msgpack zone to allocate.
+        if (check_one_value(value.data(), value.size()))
             throw_encode(errc::invalid_argument,
                          "an extension value is not one msgpack value within the header limits");
     }
@@ -456,9 +755,7 @@ void encode(const header& h, std::string& out) {
     }
     if (!h.extensions.empty()) {
         // Each value was checked alone; together they could still break the whole-map limits.
-        std::error_code ec;
-        static_cast<void>(unpack_object(out.data(), out.size(), header_limits, ec));
-        if (ec) {
+        if (check_one_value(out.data(), out.size())) {
             out.clear();
             throw_encode(errc::oversized, "the extensions together exceed the header limits");
         }
@@ -476,28 +773,42 @@ zmq::message_t encode(const header& h) {
 
 header decode_header(const void* data, std::size_t size) {
     header h;
-    std::string why;
-    std::error_code ec;
+    defect d;
     try {
-        ec = decode_into(data, size, h, &why);
+        d = decode_into(static_cast<const char*>(data), size, h);
     } catch (const std::bad_alloc&) {
-        ec = std::make_error_code(std::errc::not_enough_memory);
-        why = "out of memory";
+        throw error(std::make_error_code(std::errc::not_enough_memory),
+                    "zmesh::decode_header: out of memory");
     }
-    if (ec)
-        throw error(ec, "zmesh::decode_header: " + why);
+    if (d)
+        throw error(d.code, std::string("zmesh::decode_header: ") + d.why);
     return h;
 }
 
 std::optional<header> decode_header(const void* data, std::size_t size, std::error_code& ec,
                                     std::string* why) noexcept {
+    // Decoded into a default-initialised header and then moved: std::optional's in-place
+    // constructor value-initialises, which zeroes the whole struct first and costs more than
+    // the move.
+    header h;
+    defect d;
     try {
-        header h;
-        ec = decode_into(data, size, h, why);
-        if (!ec)
+        d = decode_into(static_cast<const char*>(data), size, h);
+        if (!d) {
+            ec.clear();
             return h;
+        }
+        ec = make_error_code(d.code);
     } catch (const std::bad_alloc&) {
         ec = std::make_error_code(std::errc::not_enough_memory);
+        d.why = "out of memory";
+    }
+    if (why) {
+        try {
+            *why = d.why;
+        } catch (const std::bad_alloc&) {
+            // The code alone still says what happened.
+        }
     }
     return std::nullopt;
 }

@@ -500,6 +500,147 @@ TEST_CASE("hostile lengths and nesting are refused before anything large is allo
     CHECK(ec == zmesh::errc::oversized);
 }
 
+TEST_CASE("the msgpack limits hold at exactly their boundaries") {
+    const auto id = zmesh::message_id::generate();
+    auto code_of = [](const std::string& bytes) {
+        std::error_code ec;
+        static_cast<void>(zmesh::decode_header(bytes.data(), bytes.size(), ec));
+        return ec;
+    };
+
+    // Values, keys included: the map, "id" and its bin (3), "x" and its array (2), 256 arrays
+    // of 14 nils (3840), "y" and its array (2), then m nils: 3847 + m.
+    auto with_values = [&](std::uint32_t m) {
+        return build_map(3, [&](packer& p) {
+            pack_id(p, id);
+            pack_key(p, "x");
+            p.pack_array(256);
+            for (int i = 0; i < 256; ++i) {
+                p.pack_array(14);
+                for (int j = 0; j < 14; ++j)
+                    p.pack_nil();
+            }
+            pack_key(p, "y");
+            p.pack_array(m);
+            for (std::uint32_t i = 0; i < m; ++i)
+                p.pack_nil();
+        });
+    };
+    CHECK_FALSE(code_of(with_values(249)));
+    CHECK(code_of(with_values(250)) == zmesh::errc::oversized);
+
+    // Nesting: the header map is level 1, so "z" can hold arrays down to level 8.
+    auto nested = [&](int levels, bool innermost_empty) {
+        return build_map(2, [&](packer& p) {
+            pack_id(p, id);
+            pack_key(p, "z");
+            for (int i = 0; i < levels; ++i)
+                p.pack_array(innermost_empty && i + 1 == levels ? 0 : 1);
+            if (!innermost_empty)
+                p.pack_nil();
+        });
+    };
+    CHECK_FALSE(code_of(nested(7, false)));
+    CHECK_FALSE(code_of(nested(7, true)));
+    CHECK(code_of(nested(8, false)) == zmesh::errc::oversized);
+    CHECK(code_of(nested(8, true)) == zmesh::errc::oversized); // even an empty one
+
+    // 256 elements per array and pairs per map.
+    auto array_of = [&](std::uint32_t n) {
+        return build_map(2, [&](packer& p) {
+            pack_id(p, id);
+            pack_key(p, "a");
+            p.pack_array(n);
+            for (std::uint32_t i = 0; i < n; ++i)
+                p.pack(i);
+        });
+    };
+    auto map_of = [&](std::uint32_t n) {
+        return build_map(n, [&](packer& p) {
+            pack_id(p, id);
+            for (std::uint32_t i = 1; i < n; ++i) {
+                pack_key(p, "k" + std::to_string(i));
+                p.pack(i);
+            }
+        });
+    };
+    CHECK_FALSE(code_of(array_of(256)));
+    CHECK(code_of(array_of(257)) == zmesh::errc::oversized);
+    const std::string widest = map_of(256);
+    CHECK_FALSE(code_of(widest));
+    CHECK(zmesh::decode_header(widest.data(), widest.size()).extensions.size() == 255);
+    CHECK(code_of(map_of(257)) == zmesh::errc::oversized);
+}
+
+TEST_CASE("integers are read by value whichever msgpack format carries them") {
+    const auto id = zmesh::message_id::generate();
+    const std::string bytes = build_map(5, [&](packer& p) {
+        pack_id(p, id);
+        pack_key(p, "pr");
+        p.pack_int8(5); // a signed format holding a non-negative value
+        pack_key(p, "at");
+        p.pack_int32(70000);
+        pack_key(p, "ts");
+        p.pack_uint64(12345); // an unsigned format for a signed field
+        pack_key(p, "sq");
+        p.pack_uint8(3);
+    });
+    const auto h = decode_both(bytes);
+    REQUIRE(h);
+    CHECK(h->priority == 5);
+    CHECK(h->attempt == 70000);
+    CHECK(h->timestamp_ns == 12345);
+    CHECK(h->sequence == 3);
+
+    const std::string negative = build_map(2, [&](packer& p) {
+        pack_id(p, id);
+        pack_key(p, "sq");
+        p.pack_int64(-1);
+    });
+    const auto thrown = throwing_decode_code(negative);
+    CHECK((thrown && *thrown == zmesh::errc::malformed));
+}
+
+TEST_CASE("a defect in the msgpack outranks an earlier defect of meaning") {
+    const auto id = zmesh::message_id::generate();
+    // A duplicate key, then the buffer ends early: truncated, not malformed.
+    const std::string duplicate_then_short = build_map(3, [&](packer& p) {
+        pack_id(p, id);
+        pack_id(p, id);
+        pack_key(p, "ty");
+    });
+    // A wrong type, then an array over the limit: oversized.
+    const std::string wrong_type_then_wide = build_map(3, [&](packer& p) {
+        pack_id(p, id);
+        pack_key(p, "pr");
+        p.pack(std::string("high"));
+        pack_key(p, "x");
+        p.pack_array(300);
+    });
+    // Not a map, and cut short: truncated.
+    const std::string short_array("\x93\x01\x02", 3);
+    std::error_code ec;
+    CHECK_FALSE(zmesh::decode_header(duplicate_then_short.data(), duplicate_then_short.size(), ec));
+    CHECK(ec == zmesh::errc::truncated);
+    CHECK_FALSE(zmesh::decode_header(wrong_type_then_wide.data(), wrong_type_then_wide.size(), ec));
+    CHECK(ec == zmesh::errc::oversized);
+    CHECK_FALSE(zmesh::decode_header(short_array.data(), short_array.size(), ec));
+    CHECK(ec == zmesh::errc::truncated);
+
+    // With the msgpack sound, the first defect of meaning is the one reported.
+    const std::string two_defects = build_map(3, [&](packer& p) {
+        pack_id(p, id);
+        pack_key(p, "tl");
+        p.pack(-5);
+        pack_key(p, "pr");
+        p.pack(10);
+    });
+    std::string why;
+    CHECK_FALSE(zmesh::decode_header(two_defects.data(), two_defects.size(), ec, &why));
+    CHECK(ec == zmesh::errc::malformed);
+    CHECK(why.find("\"tl\"") != std::string::npos);
+}
+
 TEST_CASE("encode refuses what decode would refuse") {
     auto code_of = [](const zmesh::header& h) -> std::optional<std::error_code> {
         try {

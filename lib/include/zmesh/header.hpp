@@ -119,8 +119,8 @@ struct header {
     std::uint32_t attempt = 0;                ///< delivery attempt: 0 first, +1 on each retry
     std::uint64_t sequence = 0;               ///< per-publisher, per-topic counter (gap detection)
     std::optional<message_id> source;         ///< pub/sub: the publishing instance (with sequence)
-    /// Keys this version does not know, in wire order: the key and its value re-encoded as one
-    /// msgpack object. Filled by decoding and written back by encoding, so that relays forward
+    /// Keys this version does not know, in wire order: the key and the msgpack bytes of its value
+    /// exactly as received (one msgpack object). Filled by decoding and written back by encoding, so that relays forward
     /// fields added by newer peers. Leave empty unless you are such a relay or a newer peer.
     std::vector<std::pair<std::string, std::string>> extensions;
 
