@@ -149,7 +149,7 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
         bc.mdp_endpoint = "tcp://127.0.0.1:*";
         bc.xsub_endpoint = "tcp://127.0.0.1:*";
         bc.xpub_endpoint = "tcp://127.0.0.1:*";
-        bc.lossless = true;
+        bc.lossless = !cfg.lossy;
         broker = std::make_unique<nodes::broker>(middle_ctx, bc);
         const auto eps = broker->endpoints();
         pub.connect_to(eps.at(1));

@@ -22,6 +22,9 @@ struct pubsub_bench_config {
     std::chrono::milliseconds duration{5000};
     std::uint64_t rate = 0;           ///< messages/s the publisher aims for; 0 = as fast as it can
     int io_threads = 1;               ///< ZMQ_IO_THREADS of the forwarder's (or proxy's) context
+    /// broker mode: run the forwarder in its default lossy policy (a full subscriber loses
+    /// messages, counted as lost here) instead of lossless.
+    bool lossy = false;
 };
 
 struct pubsub_bench_result {
@@ -34,7 +37,8 @@ struct pubsub_bench_result {
 
 /// Runs the benchmark in this process over tcp loopback. Every role (publisher, forwarder or
 /// proxy, each subscriber) has its own thread and its own ZeroMQ context, as separate
-/// processes would. Every hop is lossless (NODROP), so a figure never hides dropped messages.
+/// processes would. Every hop is lossless (NODROP) unless config.lossy, and messages that do not
+/// arrive are reported as lost, so a figure never hides dropped messages.
 pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& config);
 
 } // namespace zmesh::bench
