@@ -121,14 +121,7 @@ std::vector<std::string> expect_reply(zmq::socket_t& c, const std::string& servi
     return body;
 }
 
-template <class Pred> bool eventually(Pred p, std::chrono::milliseconds timeout = 3000ms) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (p()) return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return p();
-}
+using support::eventually;
 
 } // namespace
 

@@ -24,14 +24,7 @@ using zmesh::pubsub::directory_registration;
 
 namespace {
 
-template <class Pred> bool eventually(Pred p, std::chrono::milliseconds timeout = 3000ms) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (p()) return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return p();
-}
+using support::eventually;
 
 /// Whether @p p holds at every check during @p duration.
 template <class Pred> bool always_for(Pred p, std::chrono::milliseconds duration) {

@@ -50,14 +50,7 @@ message data_message(std::string_view topic, std::uint64_t seq, std::string type
 
 std::uint64_t seq_of(const message& m) { return zmesh::decode_header(m[1]).sequence; }
 
-template <class Pred> bool eventually(Pred p, std::chrono::milliseconds timeout = 3000ms) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (p()) return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return p();
-}
+using support::eventually;
 
 struct fixture {
     zmq::context_t ctx;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace support {
 
@@ -31,6 +32,19 @@ std::string inproc_endpoint(const std::string& stem);
 
 /// Receives one multipart message within @p timeout, or std::nullopt.
 std::optional<zmesh::message> recv_for(zmq::socket_t& s, std::chrono::milliseconds timeout = 2000ms);
+
+/// Polls @p condition every few milliseconds until it holds or @p timeout passes: for state
+/// that another thread (a broker, a worker) reaches with no event to wait on.
+/// @returns whether the condition held in time.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout = 3000ms) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return condition();
+}
 
 /// A directory under the system temp dir, removed with everything in it on destruction.
 class temp_dir {
