@@ -20,3 +20,5 @@ if(ZMESH_BUILD_CLI OR ZMESH_BUILD_BENCH)
     find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
 endif()
 find_package(Threads REQUIRED)
+# The Titanic node's store (nodes/titanic); CMake's FindSQLite3 gives SQLite::SQLite3.
+find_package(SQLite3 REQUIRED)
