@@ -49,6 +49,8 @@ int run_services(const std::vector<std::string>& args);
 int run_stats(const std::vector<std::string>& args);
 int run_pub(const std::vector<std::string>& args);
 int run_sub(const std::vector<std::string>& args);
+int run_titanic(const std::vector<std::string>& args);
+int run_dlq(const std::vector<std::string>& args);
 int run_version(const std::vector<std::string>& args);
 #ifdef ZMESH_HAVE_BENCH
 int run_bench(const std::vector<std::string>& args);

@@ -21,6 +21,8 @@ const std::vector<command>& commands() {
         {"stats", "print a broker's counters (requests, malformed, requeued...)", run_stats},
         {"pub", "publish messages on a topic (peer to peer or via a broker)", run_pub},
         {"sub", "print the messages published on topic prefixes", run_sub},
+        {"titanic", "durable request/reply node (rfc 9/TSP) on SQLite", run_titanic},
+        {"dlq", "list, show, replay or purge dead-lettered requests", run_dlq},
         {"version", "print the zmesh and libzmq versions", run_version},
 #ifdef ZMESH_HAVE_BENCH
         {"bench", "measure throughput and latency (zmesh bench mdp)", run_bench},

@@ -326,4 +326,8 @@ const std::string& client::endpoint() const noexcept {
     return impl_ ? impl_->endpoint_ : none;
 }
 
+zmq::socket_ref client::socket() const noexcept {
+    return impl_ ? zmq::socket_ref(impl_->socket_) : zmq::socket_ref();
+}
+
 } // namespace zmesh::mdp

@@ -334,4 +334,8 @@ const std::string& worker::service() const noexcept {
 
 worker_stats worker::stats() const noexcept { return impl_ ? impl_->stats_ : worker_stats{}; }
 
+zmq::socket_ref worker::socket() const noexcept {
+    return impl_ ? zmq::socket_ref(impl_->socket_) : zmq::socket_ref();
+}
+
 } // namespace zmesh::mdp

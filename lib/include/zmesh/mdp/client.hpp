@@ -151,6 +151,12 @@ class ZMESH_EXPORT client {
     /// The broker endpoint given at construction.
     [[nodiscard]] const std::string& endpoint() const noexcept;
 
+    /// The current socket, for multiplexing several clients (or other sockets) in one
+    /// zmq::poll in the asynchronous mode: readable means recv() with a zero timeout may return
+    /// a reply. Only poll it, never read or write it. request() replaces it on every resend
+    /// (fetch it again before every poll); null after a move.
+    [[nodiscard]] zmq::socket_ref socket() const noexcept;
+
   private:
     struct impl;
     std::unique_ptr<impl> impl_;

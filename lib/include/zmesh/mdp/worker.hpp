@@ -135,6 +135,13 @@ class ZMESH_EXPORT worker {
     /// The counters so far.
     [[nodiscard]] worker_stats stats() const noexcept;
 
+    /// The current socket, for multiplexing several workers (or other sockets) in one
+    /// zmq::poll: readable means recv() with a zero timeout may return a request. Only poll it,
+    /// never read or write it. The socket changes on reconnect (fetch it again before every
+    /// poll) and is null while the worker waits to reconnect or after close(); heartbeats are
+    /// sent only inside recv()/keepalive(), so call one of them at least every heartbeat.
+    [[nodiscard]] zmq::socket_ref socket() const noexcept;
+
   private:
     struct impl;
     std::unique_ptr<impl> impl_;

@@ -1,0 +1,565 @@
+// SPDX-License-Identifier: MPL-2.0
+// titanic.cpp — the Titanic node: TSP services, group commit of submissions, and the dispatcher.
+//
+// Everything runs on one thread, which is also the only user of the store (a store object is
+// used by one thread at a time). The loop polls the sockets of all worker connections and of the
+// busy dispatch clients together, then serves every submission that is readable at that moment
+// across the request connections as one add_requests() batch: this is what turns concurrent
+// submitters into one commit, and nothing is acknowledged before that commit returns.
+//
+// The dispatcher keeps one request per MDP client: MDP/0.1 replies carry no request id, so one
+// outstanding request per client is the only way to know which request a reply answers. Before
+// sending to a service it asks the broker (8/MMI `mmi.service`) whether the service has workers,
+// as rfc 9 suggests: a request for a service that is down then waits without burning its attempts
+// and without sitting in the broker's queue, where it would expire or be executed after we have
+// given up on it.
+#include <zmesh/nodes/titanic.hpp>
+
+#include "sqlite_store.hpp"
+
+#include <zmesh/error.hpp>
+#include <zmesh/log.hpp>
+#include <zmesh/mdp/client.hpp>
+#include <zmesh/mdp/worker.hpp>
+#include <zmesh/message.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace zmesh::nodes {
+namespace {
+
+using steady = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+namespace ts = titanic;
+
+constexpr std::string_view service_request = "titanic.request";
+constexpr std::string_view service_reply = "titanic.reply";
+constexpr std::string_view service_close = "titanic.close";
+/// First frame of a rejection by the zmesh broker or of a failing `zmesh worker --exec`.
+constexpr std::string_view error_frame = "zmesh.error";
+/// Longest wait in poll: bounds how late stop() and the worker heartbeats are seen.
+constexpr milliseconds poll_cap{20};
+/// How often the store is asked for due requests when nothing else prompts it.
+constexpr milliseconds scan_interval{50};
+/// Due requests looked at per scan beyond those that could be started: leaves room to skip
+/// requests whose service is down without starving the others.
+constexpr std::size_t scan_slack = 256;
+
+ts::time_point wall_now() {
+    return std::chrono::time_point_cast<milliseconds>(std::chrono::system_clock::now());
+}
+
+ts::frames to_frames(const message& m) {
+    ts::frames out;
+    out.reserve(m.size());
+    for (const auto& f : m) out.push_back(to_string(f));
+    return out;
+}
+
+message to_message(const ts::frames& f) {
+    message out;
+    for (const auto& s : f) out.push_back(std::string_view(s));
+    return out;
+}
+
+message status(std::string_view code, std::string_view detail = {}) {
+    message m;
+    m.push_back(code);
+    if (!detail.empty()) m.push_back(detail);
+    return m;
+}
+
+void inc(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.fetch_add(n, std::memory_order_relaxed);
+}
+
+} // namespace
+
+class titanic_node::impl {
+  public:
+    impl(zmq::context_t& ctx, titanic_config config) : ctx_(&ctx), config_(std::move(config)) {
+        if (config_.broker_endpoint.empty())
+            throw error(errc::invalid_argument, "titanic: empty broker endpoint");
+        if (config_.request_connections == 0)
+            throw error(errc::invalid_argument, "titanic: request connections must be positive");
+        if (config_.dispatch_concurrency == 0)
+            throw error(errc::invalid_argument, "titanic: dispatch concurrency must be positive");
+        if (config_.max_attempts == 0)
+            throw error(errc::invalid_argument, "titanic: max attempts must be positive");
+        if (config_.retry_initial <= milliseconds(0) || config_.retry_max < config_.retry_initial)
+            throw error(errc::invalid_argument, "titanic: retry backoff out of range");
+        if (config_.request_timeout <= milliseconds(0) || config_.service_poll <= milliseconds(0))
+            throw error(errc::invalid_argument, "titanic: timeouts must be positive");
+        if (config_.heartbeat <= milliseconds(0) || config_.liveness < 1)
+            throw error(errc::invalid_argument, "titanic: heartbeat or liveness out of range");
+        store_ = ts::open_sqlite_store(config_.store_path, config_.sync == titanic_sync::full
+                                                              ? ts::sync_mode::full
+                                                              : ts::sync_mode::normal);
+        std::random_device rd;
+        rng_.seed((std::uint64_t{rd()} << 32) ^ rd());
+    }
+
+    void run() {
+        {
+            std::lock_guard lock(mutex_);
+            if (running_) throw error(errc::invalid_argument, "titanic: already running");
+            if (stop_requested_) return;
+            running_ = true;
+        }
+        try {
+            loop();
+        } catch (...) {
+            finish();
+            throw;
+        }
+        finish();
+    }
+
+    void start() {
+        std::lock_guard lock(mutex_);
+        if (thread_.joinable() || running_)
+            throw error(errc::invalid_argument, "titanic: already running");
+        stop_requested_ = false;
+        stop_.store(false);
+        thread_ = std::thread([this] {
+            try {
+                run();
+            } catch (const std::exception& e) {
+                log(log_level::error, "titanic: loop ended: %s", e.what());
+            }
+        });
+    }
+
+    void stop() noexcept {
+        {
+            std::lock_guard lock(mutex_);
+            stop_requested_ = true;
+            stop_.store(true);
+        }
+        if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+    }
+
+    bool running() const noexcept {
+        std::lock_guard lock(mutex_);
+        return running_;
+    }
+
+    titanic_stats stats() const noexcept {
+        titanic_stats s;
+        s.stored = stats_.stored.load();
+        s.store_errors = stats_.store_errors.load();
+        s.batches = stats_.batches.load();
+        s.largest_batch = stats_.largest_batch.load();
+        s.dispatched = stats_.dispatched.load();
+        s.replied = stats_.replied.load();
+        s.failures = stats_.failures.load();
+        s.dead_lettered = stats_.dead_lettered.load();
+        s.malformed = stats_.malformed.load();
+        return s;
+    }
+
+  private:
+    /// One dispatch client and the request it holds.
+    struct slot {
+        enum class phase { idle, checking, busy };
+        std::optional<mdp::client> client;
+        phase state = phase::idle;
+        ts::request_record request;
+        steady::time_point deadline;
+    };
+
+    struct counters {
+        std::atomic<std::uint64_t> stored{0}, store_errors{0}, batches{0}, largest_batch{0},
+            dispatched{0}, replied{0}, failures{0}, dead_lettered{0}, malformed{0};
+    };
+
+    void finish() {
+        std::lock_guard lock(mutex_);
+        running_ = false;
+    }
+
+    mdp::worker make_worker(std::string_view service) {
+        return mdp::worker(*ctx_, config_.broker_endpoint, std::string(service),
+                           {.heartbeat = config_.heartbeat, .liveness = config_.liveness});
+    }
+
+    mdp::client make_client() {
+        return mdp::client(*ctx_, config_.broker_endpoint,
+                           {.timeout = config_.request_timeout, .retries = 1, .window = 1});
+    }
+
+    void loop() {
+        std::vector<mdp::worker> submit;
+        for (std::size_t i = 0; i < config_.request_connections; ++i)
+            submit.push_back(make_worker(service_request));
+        mdp::worker replies = make_worker(service_reply);
+        mdp::worker closes = make_worker(service_close);
+        std::vector<slot> slots(config_.dispatch_concurrency);
+        for (auto& s : slots) s.client.emplace(make_client());
+        log(log_level::info, "titanic: serving TSP through %s, store %s",
+            config_.broker_endpoint.c_str(), config_.store_path.string().c_str());
+
+        std::vector<zmq::pollitem_t> items;
+        bool again = true; // something happened: look again at once instead of sleeping
+        while (!stop_.load()) {
+            items.clear();
+            auto add = [&](zmq::socket_ref s) {
+                if (s) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+            };
+            for (auto& w : submit) add(w.socket());
+            add(replies.socket());
+            add(closes.socket());
+            for (auto& s : slots)
+                if (s.state != slot::phase::idle) add(s.client->socket());
+            try {
+                zmq::poll(items.data(), items.size(), again ? milliseconds(0) : poll_cap);
+            } catch (const zmq::error_t& e) {
+                if (e.num() == ETERM) break;
+                if (e.num() != EINTR) throw;
+            }
+            again = serve_submissions(submit);
+            again = serve(replies, [this](message& m) { return on_reply(m); }) || again;
+            again = serve(closes, [this](message& m) { return on_close(m); }) || again;
+            again = dispatch(slots) || again;
+        }
+        for (auto& w : submit) w.close();
+        replies.close();
+        closes.close();
+    }
+
+    // ---- TSP services ------------------------------------------------------------------------
+
+    /// Takes one request from each submission connection that has one, stores them all in one
+    /// transaction, and only then answers them.
+    bool serve_submissions(std::vector<mdp::worker>& submit) {
+        std::vector<ts::new_request> batch;
+        std::vector<mdp::worker*> waiting; // waiting[i] submitted batch[i]
+        const auto now = wall_now();
+        for (auto& w : submit) {
+            auto m = w.recv(milliseconds(0));
+            if (!m) continue;
+            if (m->empty() || m->front().size() == 0) {
+                inc(stats_.malformed);
+                w.reply(status("400", "titanic.request expects [service][body...]"));
+                continue;
+            }
+            std::string service = to_string(m->front());
+            if (service.starts_with("titanic.")) {
+                inc(stats_.malformed);
+                w.reply(status("400", "titanic.request cannot store a request for '" + service +
+                                          "'"));
+                continue;
+            }
+            (void)m->pop_front();
+            batch.push_back({.id = new_id(), .service = std::move(service),
+                             .body = to_frames(*m), .created = now, .ttl = std::nullopt});
+            waiting.push_back(&w);
+        }
+        if (batch.empty()) return false;
+        try {
+            store_->add_requests(batch);
+        } catch (const std::exception& e) {
+            log(log_level::error, "titanic: storing %zu requests failed: %s", batch.size(),
+                e.what());
+            inc(stats_.store_errors, batch.size());
+            for (auto* w : waiting) w->reply(status("500", std::string("not stored: ") + e.what()));
+            return true;
+        }
+        for (std::size_t i = 0; i < batch.size(); ++i) waiting[i]->reply(status("200", batch[i].id));
+        inc(stats_.stored, batch.size());
+        inc(stats_.batches);
+        auto largest = stats_.largest_batch.load();
+        while (largest < batch.size() &&
+               !stats_.largest_batch.compare_exchange_weak(largest, batch.size())) {
+        }
+        dirty_ = true;
+        return true;
+    }
+
+    template <class Handler> bool serve(mdp::worker& w, Handler handler) {
+        bool any = false;
+        for (int i = 0; i < 64; ++i) {
+            auto m = w.recv(milliseconds(0));
+            if (!m) break;
+            any = true;
+            message answer;
+            try {
+                answer = handler(*m);
+            } catch (const std::exception& e) {
+                answer = status("500", e.what());
+            }
+            w.reply(std::move(answer));
+        }
+        return any;
+    }
+
+    message on_reply(const message& m) {
+        if (m.size() != 1) {
+            inc(stats_.malformed);
+            return status("400", "titanic.reply expects [id]");
+        }
+        const auto id = view(m[0]);
+        auto r = store_->reply(id);
+        switch (r.state) {
+        case ts::reply_state::replied: {
+            message out = to_message(r.body);
+            out.push_front(std::string_view("200"));
+            return out;
+        }
+        case ts::reply_state::pending:
+            return status("300");
+        case ts::reply_state::dead: {
+            auto entry = store_->dlq_show(id);
+            return status("500", "dead-lettered: " + (entry ? entry->reason : std::string()));
+        }
+        case ts::reply_state::unknown:
+            break;
+        }
+        return status("400");
+    }
+
+    message on_close(const message& m) {
+        if (m.size() != 1) {
+            inc(stats_.malformed);
+            return status("400", "titanic.close expects [id]");
+        }
+        (void)store_->close(view(m[0]));
+        return status("200");
+    }
+
+    std::string new_id() {
+        static constexpr char hex[] = "0123456789abcdef";
+        std::string id(32, '0');
+        for (std::size_t half = 0; half < 2; ++half) {
+            auto bits = rng_();
+            for (std::size_t i = 0; i < 16; ++i, bits >>= 4) id[half * 16 + i] = hex[bits & 0xF];
+        }
+        return id;
+    }
+
+    // ---- dispatcher --------------------------------------------------------------------------
+
+    bool dispatch(std::vector<slot>& slots) {
+        bool any = false;
+        const auto now = steady::now();
+        std::vector<ts::reply_record> done;
+        std::vector<slot*> done_slots;
+        for (auto& s : slots) {
+            if (s.state == slot::phase::idle) continue;
+            std::optional<mdp::reply> r;
+            try {
+                r = s.client->recv(milliseconds(0));
+            } catch (const zmq::error_t& e) {
+                log(log_level::warn, "titanic: dispatch client failed: %s", e.what());
+            }
+            if (!r) {
+                if (now >= s.deadline) {
+                    any = true;
+                    timed_out(s);
+                }
+                continue;
+            }
+            any = true;
+            if (s.state == slot::phase::checking) {
+                const bool up = !r->body.empty() && view(r->body[0]) == "200";
+                (up ? service_up_until_ : service_down_until_)[s.request.service] =
+                    now + config_.service_poll;
+                if (up)
+                    send_request(s, now);
+                else
+                    release(s);
+            } else if (!r->body.empty() && view(r->body[0]) == error_frame) {
+                std::string reason;
+                for (std::size_t i = 1; i < r->body.size(); ++i)
+                    reason += (i > 1 ? " " : "") + to_string(r->body[i]);
+                fail(s, reason.empty() ? std::string(error_frame) : reason);
+            } else {
+                done.push_back({.id = s.request.id, .body = to_frames(r->body)});
+                done_slots.push_back(&s);
+            }
+        }
+        if (!done.empty()) {
+            try {
+                inc(stats_.replied, store_->store_replies(done, wall_now()));
+            } catch (const std::exception& e) {
+                // The requests stay pending and will be dispatched again: at least once.
+                log(log_level::error, "titanic: storing %zu replies failed: %s", done.size(),
+                    e.what());
+            }
+            for (auto* s : done_slots) release(*s);
+        }
+        return start_due(slots, now) || any;
+    }
+
+    /// Hands due requests to idle clients.
+    bool start_due(std::vector<slot>& slots, steady::time_point now) {
+        const auto idle = static_cast<std::size_t>(std::count_if(
+            slots.begin(), slots.end(), [](const slot& s) { return s.state == slot::phase::idle; }));
+        if (idle == 0 || (!dirty_ && now < next_scan_)) return false;
+        dirty_ = false;
+        next_scan_ = now + scan_interval;
+        const auto wall = wall_now();
+        std::vector<ts::request_record> due;
+        try {
+            due = store_->due(wall, in_flight_.size() + idle + scan_slack);
+        } catch (const std::exception& e) {
+            log(log_level::error, "titanic: reading due requests failed: %s", e.what());
+            return false;
+        }
+        bool any = false;
+        auto next = slots.begin();
+        for (auto& r : due) {
+            if (in_flight_.contains(r.id)) continue;
+            if (r.ttl && r.created + *r.ttl <= wall) {
+                dead_letter(r.id, "ttl of " + std::to_string(r.ttl->count()) + " ms expired");
+                continue;
+            }
+            if (auto down = service_down_until_.find(r.service);
+                down != service_down_until_.end() && now < down->second)
+                continue;
+            next = std::find_if(next, slots.end(),
+                                [](const slot& s) { return s.state == slot::phase::idle; });
+            if (next == slots.end()) break;
+            any = true;
+            begin(*next, std::move(r), now);
+        }
+        return any;
+    }
+
+    void begin(slot& s, ts::request_record r, steady::time_point now) {
+        s.request = std::move(r);
+        in_flight_.insert(s.request.id);
+        auto up = service_up_until_.find(s.request.service);
+        if (up != service_up_until_.end() && now < up->second) {
+            send_request(s, now);
+            return;
+        }
+        std::error_code ec;
+        if (!s.client->send("mmi.service", message{s.request.service}, ec)) {
+            renew(s);
+            release(s);
+            return;
+        }
+        s.state = slot::phase::checking;
+        s.deadline = now + config_.request_timeout;
+    }
+
+    void send_request(slot& s, steady::time_point now) {
+        std::error_code ec;
+        if (!s.client->send(s.request.service, to_message(s.request.body), ec)) {
+            // Not sent at all (broker unreachable and the pipe full): no attempt was made.
+            renew(s);
+            release(s);
+            return;
+        }
+        inc(stats_.dispatched);
+        s.state = slot::phase::busy;
+        s.deadline = now + config_.request_timeout;
+    }
+
+    void timed_out(slot& s) {
+        // A late reply would be taken for the answer to the next request: start afresh.
+        renew(s);
+        if (s.state == slot::phase::busy)
+            fail(s, "no reply within " + std::to_string(config_.request_timeout.count()) + " ms");
+        else
+            release(s);
+    }
+
+    /// Counts a failed attempt; the request is retried after a backoff that doubles per failure,
+    /// or dead-lettered after max_attempts or once its TTL would pass before the retry.
+    void fail(slot& s, const std::string& reason) {
+        inc(stats_.failures);
+        const auto& r = s.request;
+        const auto n = r.attempts + 1;
+        auto delay = config_.retry_initial;
+        for (std::uint32_t i = 1; i < n && delay < config_.retry_max; ++i) delay *= 2;
+        delay = std::min(delay, config_.retry_max);
+        const auto wall = wall_now();
+        try {
+            auto attempts = store_->record_failure(r.id, wall + delay);
+            if (attempts && *attempts >= config_.max_attempts)
+                dead_letter(r.id, "failed " + std::to_string(*attempts) + " attempts; last: " +
+                                      reason);
+            else if (attempts && r.ttl && r.created + *r.ttl <= wall + delay)
+                dead_letter(r.id, "ttl of " + std::to_string(r.ttl->count()) +
+                                      " ms expired; last attempt: " + reason);
+            else
+                log(log_level::debug, "titanic: request %s for '%s' failed (%s), retry in %lld ms",
+                    r.id.c_str(), r.service.c_str(), reason.c_str(),
+                    static_cast<long long>(delay.count()));
+        } catch (const std::exception& e) {
+            log(log_level::error, "titanic: recording a failure of %s failed: %s", r.id.c_str(),
+                e.what());
+        }
+        release(s);
+    }
+
+    void dead_letter(const std::string& id, const std::string& reason) {
+        try {
+            if (store_->move_to_dlq(id, reason, wall_now())) {
+                inc(stats_.dead_lettered);
+                log(log_level::warn, "titanic: request %s dead-lettered: %s", id.c_str(),
+                    reason.c_str());
+            }
+        } catch (const std::exception& e) {
+            log(log_level::error, "titanic: dead-lettering %s failed: %s", id.c_str(), e.what());
+        }
+    }
+
+    void renew(slot& s) {
+        s.client.reset();
+        s.client.emplace(make_client());
+    }
+
+    void release(slot& s) {
+        in_flight_.erase(s.request.id);
+        s.state = slot::phase::idle;
+        dirty_ = true;
+    }
+
+    zmq::context_t* ctx_;
+    titanic_config config_;
+    std::unique_ptr<ts::store> store_;
+    std::mt19937_64 rng_;
+    counters stats_;
+    // Loop thread only.
+    std::set<std::string, std::less<>> in_flight_;              // ids held by a dispatch client
+    std::map<std::string, steady::time_point, std::less<>> service_up_until_;
+    std::map<std::string, steady::time_point, std::less<>> service_down_until_;
+    bool dirty_ = true;                  // something changed: scan the store without waiting
+    steady::time_point next_scan_{};
+    // Shared.
+    std::atomic<bool> stop_{false};
+    mutable std::mutex mutex_;           // guards running_, stop_requested_ and thread_
+    bool running_ = false;
+    bool stop_requested_ = false;
+    std::thread thread_;
+};
+
+titanic_node::titanic_node(zmq::context_t& ctx, titanic_config config)
+    : impl_(std::make_unique<impl>(ctx, std::move(config))) {}
+
+titanic_node::~titanic_node() { stop(); }
+
+void titanic_node::run() { impl_->run(); }
+
+void titanic_node::start() { impl_->start(); }
+
+void titanic_node::stop() noexcept { impl_->stop(); }
+
+bool titanic_node::running() const noexcept { return impl_->running(); }
+
+titanic_stats titanic_node::stats() const noexcept { return impl_->stats(); }
+
+} // namespace zmesh::nodes
