@@ -13,6 +13,7 @@
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/nodes/broker.hpp>
 
+#include "support/process.hpp"
 #include "support/support.hpp"
 
 #include <doctest/doctest.h>
@@ -248,6 +249,33 @@ TEST_CASE("a service that always fails sends its request to the dead-letter queu
     CHECK(r[0] == "500");
     CHECK(r[1].find("dead-lettered") != std::string::npos);
     CHECK(r[1].find("boom") != std::string::npos);
+}
+
+TEST_CASE("dead-lettered requests are re-driven by zmesh dlq replay once the service is fixed") {
+    fixture f;
+    zn::titanic_node node(f.ctx, f.config());
+    node.start();
+    std::vector<std::string> ids;
+    {
+        service_thread broken(f.ctx, f.endpoint, "flaky", [](const strings&) {
+            return strings{"zmesh.error", "500", "not today"};
+        });
+        for (int i = 0; i < 3; ++i) ids.push_back(f.submit("flaky", {"job-" + std::to_string(i)}));
+        REQUIRE(support::eventually([&] { return node.stats().dead_lettered == 3; }, 10000ms));
+    } // the broken worker leaves
+    for (const auto& id : ids) CHECK(f.call("titanic.reply", {id})[0] == "500");
+
+    // The service is fixed; an operator replays the dead letters from the shell while the node
+    // runs (a second process on the same store).
+    service_thread fixed(f.ctx, f.endpoint, "flaky", echo);
+    support::child_process replay({support::zmesh_cli(), "dlq", "replay", "--all", "--store",
+                                   f.config().store_path.string()});
+    REQUIRE(replay.wait_for(10000ms) == std::optional<int>(0));
+    for (int i = 0; i < 3; ++i)
+        CHECK(f.wait_reply(ids[static_cast<std::size_t>(i)]) ==
+              strings{"200", "job-" + std::to_string(i)});
+    CHECK(fixed.served() == 3);
+    CHECK(zn::titanic::open_sqlite_store(f.config().store_path)->dlq_list(10).empty());
 }
 
 TEST_CASE("a stored request not yet executed is dispatched after a restart") {
