@@ -3,6 +3,7 @@
 #include "command.hpp"
 #include "mdp_bench.hpp"
 #include "pubsub_bench.hpp"
+#include "titanic_bench.hpp"
 
 #include <zmq.hpp>
 
@@ -104,16 +105,69 @@ int run_pubsub(const std::vector<std::string>& args) {
     return r.lost == 0 || cfg.lossy ? ok : failure;
 }
 
+int run_titanic_bench(const std::vector<std::string>& args) {
+    namespace po = boost::program_options;
+    bench::titanic_bench_config cfg;
+    double seconds = 5;
+    std::string sync = "full";
+    po::options_description options("options");
+    options.add_options()
+        ("sync", po::value(&sync)->default_value(sync), "the store's durability: full or normal")
+        ("size", po::value(&cfg.size)->default_value(cfg.size), "request body bytes (>= 8)")
+        ("clients", po::value(&cfg.clients)->default_value(cfg.clients),
+         "submitter threads, one submission in flight each")
+        ("workers", po::value(&cfg.workers)->default_value(cfg.workers), "echo workers of the target service")
+        ("connections", po::value(&cfg.connections)->default_value(cfg.connections),
+         "the node's titanic.request connections (largest group commit); 0 = node default")
+        ("rate", po::value(&cfg.rate)->default_value(cfg.rate),
+         "submissions/s shared by the submitters (latency at a fixed load); 0 = flat out")
+        ("duration", po::value(&seconds)->default_value(seconds), "seconds to measure");
+    po::variables_map vm;
+    if (!parse("bench titanic", "[--sync full|normal] [options]", options, args, vm)) return ok;
+    if (sync == "full") cfg.sync = nodes::titanic_sync::full;
+    else if (sync == "normal") cfg.sync = nodes::titanic_sync::normal;
+    else throw usage_error("--sync must be full or normal");
+    if (cfg.size < 8) throw usage_error("--size must be at least 8");
+    if (cfg.clients < 1 || cfg.clients > 1024) throw usage_error("--clients must be in [1, 1024]");
+    if (cfg.workers < 1 || cfg.workers > 256) throw usage_error("--workers must be in [1, 256]");
+    if (cfg.connections > 1024) throw usage_error("--connections must be in [0, 1024]");
+    if (seconds <= 0 || seconds > 3600) throw usage_error("--duration must be in (0, 3600]");
+    cfg.duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+
+    auto r = bench::run_titanic_bench(cfg);
+    std::printf("%s\n", machine_line().c_str());
+    std::printf("# acked/s: \"200\"+id answers (request committed) received within the interval, "
+                "%d submitters with one submission each in flight; ack = submit -> 200 (every "
+                "submission); e2e = submit -> reply fetched via titanic.reply (a probe polling every "
+                "0.5 ms, %llu samples); unreplied = acked requests without their echo reply after a "
+                "drain of %.1f s; node: %zu request connections, %d echo workers, store in a temp dir; "
+                "%llu acked in total, %llu submit errors; replies stored: %.0f/s\n",
+                cfg.clients, static_cast<unsigned long long>(r.e2e_samples), r.drain_seconds,
+                r.connections, cfg.workers, static_cast<unsigned long long>(r.acked_total),
+                static_cast<unsigned long long>(r.submit_errors), r.replied_rate);
+    std::printf("%-6s %-6s %-7s %-6s %10s %8s %6s %6s %8s %8s %8s %8s %8s %9s\n", "sync", "size",
+                "clients", "rate", "acked/s", "commits", "batch", "max", "ack p50", "ack p99", "e2e p50",
+                "e2e p99", "p99.9", "unreplied");
+    std::printf("%-6s %-6zu %-7d %-6s %10.0f %8llu %6.1f %6llu %8.2f %8.2f %8.2f %8.2f %8.2f %9llu\n",
+                sync.c_str(), cfg.size, cfg.clients,
+                cfg.rate ? std::to_string(cfg.rate).c_str() : "max", r.rate,
+                static_cast<unsigned long long>(r.commits), r.avg_batch,
+                static_cast<unsigned long long>(r.largest_batch), r.ack_p50_ms, r.ack_p99_ms,
+                r.e2e_p50_ms, r.e2e_p99_ms, r.e2e_p999_ms, static_cast<unsigned long long>(r.unreplied));
+    return r.unreplied == 0 ? ok : failure;
+}
+
 } // namespace
 
 int run_bench(const std::vector<std::string>& args) {
     if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-        std::printf("usage: zmesh bench (mdp | pubsub) [options]   ('zmesh bench mdp --help' for options)\n");
+        std::printf("usage: zmesh bench (mdp | pubsub | titanic) [options]   ('zmesh bench mdp --help' for options)\n");
         return args.empty() ? usage : ok;
     }
     if (args[0] == "mdp") return run_mdp({args.begin() + 1, args.end()});
     if (args[0] == "pubsub") return run_pubsub({args.begin() + 1, args.end()});
-    throw usage_error("unknown benchmark '" + args[0] + "' (available: mdp, pubsub)");
+    if (args[0] == "titanic") return run_titanic_bench({args.begin() + 1, args.end()});
+    throw usage_error("unknown benchmark '" + args[0] + "' (available: mdp, pubsub, titanic)");
 }
 
 } // namespace zmesh::cli
