@@ -210,13 +210,19 @@ class titanic_node::impl {
             config_.broker_endpoint.c_str(), config_.store_path.string().c_str());
 
         std::vector<zmq::pollitem_t> items;
+        std::vector<std::ptrdiff_t> submit_item(submit.size()); // its index in items, or -1
+        std::vector<bool> readable(submit.size());
+        auto next_sweep = steady::now();
         bool again = true; // something happened: look again at once instead of sleeping
         while (!stop_.load()) {
             items.clear();
             auto add = [&](zmq::socket_ref s) {
                 if (s) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
             };
-            for (auto& w : submit) add(w.socket());
+            for (std::size_t i = 0; i < submit.size(); ++i) {
+                submit_item[i] = submit[i].socket() ? static_cast<std::ptrdiff_t>(items.size()) : -1;
+                add(submit[i].socket());
+            }
             add(replies.socket());
             add(closes.socket());
             for (auto& s : slots)
@@ -227,7 +233,16 @@ class titanic_node::impl {
                 if (e.num() == ETERM) break;
                 if (e.num() != EINTR) throw;
             }
-            again = serve_submissions(submit);
+            // Only connections with input are read, except in a periodic sweep over all of them:
+            // an empty non-blocking read costs a system call, and with K connections that was
+            // most of the loop. The sweep keeps every connection heartbeating and reconnecting.
+            const auto now = steady::now();
+            const bool sweep = now >= next_sweep;
+            if (sweep) next_sweep = now + config_.heartbeat / 4;
+            for (std::size_t i = 0; i < submit.size(); ++i)
+                readable[i] = sweep || submit_item[i] < 0 ||
+                              (items[static_cast<std::size_t>(submit_item[i])].revents & ZMQ_POLLIN);
+            again = serve_submissions(submit, readable);
             again = serve(replies, [this](message& m) { return on_reply(m); }) || again;
             again = serve(closes, [this](message& m) { return on_close(m); }) || again;
             again = dispatch(slots) || again;
@@ -241,11 +256,13 @@ class titanic_node::impl {
 
     /// Takes one request from each submission connection that has one, stores them all in one
     /// transaction, and only then answers them.
-    bool serve_submissions(std::vector<mdp::worker>& submit) {
+    bool serve_submissions(std::vector<mdp::worker>& submit, const std::vector<bool>& readable) {
         std::vector<ts::new_request> batch;
         std::vector<mdp::worker*> waiting; // waiting[i] submitted batch[i]
         const auto now = wall_now();
-        for (auto& w : submit) {
+        for (std::size_t i = 0; i < submit.size(); ++i) {
+            if (!readable[i]) continue;
+            auto& w = submit[i];
             auto m = w.recv(milliseconds(0));
             if (!m) continue;
             if (m->empty() || m->front().size() == 0) {
