@@ -25,30 +25,7 @@ namespace ts = zmesh::nodes::titanic;
 
 namespace {
 
-struct run_result {
-    int code = -1;
-    std::string out;
-    std::string err;
-};
-
-/// Runs the CLI with @p args to completion (bounded) and collects its output.
-run_result run_cli(std::vector<std::string> args, std::chrono::milliseconds timeout = 10000ms) {
-    static support::temp_dir dir;
-    static int n = 0;
-    const auto err_path = (dir.path() / ("stderr-" + std::to_string(n++))).string();
-    args.insert(args.begin(), support::zmesh_cli());
-    support::child_process p(args, err_path);
-    run_result r;
-    while (auto line = p.read_line(timeout)) r.out += *line + "\n";
-    auto code = p.wait_for(timeout);
-    REQUIRE(code);
-    r.code = *code;
-    std::ifstream f(err_path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    r.err = ss.str();
-    return r;
-}
+using support::run_cli;
 
 int count_lines(const std::string& s) {
     int n = 0;

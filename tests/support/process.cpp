@@ -2,13 +2,18 @@
 // process.cpp — child processes for tests.
 #include "support/process.hpp"
 
+#include "support/support.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -21,6 +26,23 @@ std::string zmesh_cli() {
 #else
     throw std::runtime_error("tests built without ZMESH_CLI_PATH");
 #endif
+}
+
+cli_result run_cli(std::vector<std::string> args, std::chrono::milliseconds timeout) {
+    static temp_dir dir;
+    static std::atomic<int> n{0};
+    const auto err_path = (dir.path() / ("stderr-" + std::to_string(n++))).string();
+    args.insert(args.begin(), zmesh_cli());
+    child_process p(args, err_path);
+    cli_result r;
+    while (auto line = p.read_line(timeout)) r.out += *line + "\n";
+    if (auto code = p.wait_for(timeout)) r.code = *code;
+    p.kill();
+    std::ifstream f(err_path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    r.err = ss.str();
+    return r;
 }
 
 child_process::child_process(std::vector<std::string> argv, std::string stderr_path) {

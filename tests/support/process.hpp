@@ -15,6 +15,17 @@ namespace support {
 /// Path of the zmesh CLI built with the tests (from the ZMESH_CLI_PATH compile definition).
 std::string zmesh_cli();
 
+/// What a finished CLI run printed and returned.
+struct cli_result {
+    int code = -1;   ///< exit code (128 + signal if killed); -1 if it did not finish in time
+    std::string out; ///< stdout
+    std::string err; ///< stderr
+};
+
+/// Runs the zmesh CLI with @p args to completion, within @p timeout (then it is killed).
+cli_result run_cli(std::vector<std::string> args,
+                   std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
 class child_process {
   public:
     /// Starts @p argv[0] with @p argv. Its stdout is captured through a pipe (see read_line());
