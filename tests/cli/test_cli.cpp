@@ -7,8 +7,6 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
-#include <fstream>
-#include <sstream>
 
 using namespace std::chrono_literals;
 using support::child_process;
