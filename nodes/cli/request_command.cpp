@@ -41,11 +41,13 @@ constexpr std::chrono::milliseconds durable_call_timeout{2500};
 constexpr int durable_default_timeout_ms = 30000;
 
 int run_durable(zmq::context_t& ctx, const std::string& broker, const std::string& service,
-                message&& request, std::chrono::milliseconds timeout, int retries) {
+                message&& request, std::chrono::milliseconds timeout, int retries,
+                std::chrono::milliseconds ttl) {
     mdp::durable_client client(
         ctx, broker,
         {.mdp = {.timeout = std::min(timeout, durable_call_timeout), .retries = retries}});
-    const std::string id = client.submit(service, std::move(request));
+    const std::string id = ttl.count() > 0 ? client.submit(service, std::move(request), ttl)
+                                           : client.submit(service, std::move(request));
     std::fprintf(stderr, "durable request %s stored\n", id.c_str());
     message reply = client.wait(id, timeout);
     const int code = print_reply(service, reply);
@@ -67,6 +69,7 @@ int run_request(const std::vector<std::string>& args) {
     std::string broker, service, body;
     int timeout_ms = 2500, retries = 3;
     bool durable = false;
+    long ttl_ms = 0;
     po::options_description options("options");
     options.add_options()
         ("broker", po::value(&broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
@@ -78,7 +81,10 @@ int run_request(const std::vector<std::string>& args) {
         ("body", po::value(&body), "request body, or - to read it from stdin")
         ("durable", po::bool_switch(&durable),
          "store the request with a Titanic server (titanic.request) first, print its id on "
-         "stderr, wait for the reply, then close it");
+         "stderr, wait for the reply, then close it")
+        ("ttl-ms", po::value(&ttl_ms),
+         "with --durable: the server gives up (dead-letters the request) if the service has not "
+         "answered within this many ms");
     po::positional_options_description positional;
     positional.add("body", 1);
     po::variables_map vm;
@@ -88,6 +94,9 @@ int run_request(const std::vector<std::string>& args) {
     if (durable && vm["timeout-ms"].defaulted()) timeout_ms = durable_default_timeout_ms;
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
     if (retries < 1) throw usage_error("--retries must be at least 1");
+    if (vm.count("ttl-ms") && !durable) throw usage_error("--ttl-ms needs --durable");
+    if (vm.count("ttl-ms") && (ttl_ms <= 0 || ttl_ms > 4294967295L))
+        throw usage_error("--ttl-ms must be in [1, 4294967295]");
     std::error_code ec;
     std::string why;
     if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
@@ -98,7 +107,8 @@ int run_request(const std::vector<std::string>& args) {
         message request;
         request.push_back(body);
         return run_durable(ctx, broker, service, std::move(request),
-                           std::chrono::milliseconds(timeout_ms), retries);
+                           std::chrono::milliseconds(timeout_ms), retries,
+                           std::chrono::milliseconds(ttl_ms));
     }
     mdp::client client(ctx, broker, {.timeout = std::chrono::milliseconds(timeout_ms), .retries = retries});
     message request;

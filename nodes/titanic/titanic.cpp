@@ -18,8 +18,10 @@
 #include "sqlite_store.hpp"
 
 #include <zmesh/error.hpp>
+#include <zmesh/header.hpp>
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/client.hpp>
+#include <zmesh/mdp/durable_client.hpp>
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/message.hpp>
 
@@ -278,8 +280,24 @@ class titanic_node::impl {
                 continue;
             }
             (void)m->pop_front();
+            // zmesh extension (docs/titanic.md): a marker frame, then a zmesh header with the
+            // request's time to live. Plain TSP clients never send the marker.
+            std::optional<milliseconds> ttl;
+            if (!m->empty() && view(m->front()) == mdp::titanic_header_marker) {
+                std::error_code ec;
+                std::optional<header> h;
+                if (m->size() >= 2) h = decode_header((*m)[1], ec);
+                if (!h) {
+                    inc(stats_.malformed);
+                    w.reply(status("400", "titanic.request: invalid zmesh header after the marker"));
+                    continue;
+                }
+                if (h->ttl_ms > 0) ttl = milliseconds(h->ttl_ms);
+                (void)m->pop_front();
+                (void)m->pop_front();
+            }
             batch.push_back({.id = new_id(), .service = std::move(service),
-                             .body = to_frames(*m), .created = now, .ttl = std::nullopt});
+                             .body = to_frames(*m), .created = now, .ttl = ttl});
             waiting.push_back(&w);
         }
         if (batch.empty()) return false;

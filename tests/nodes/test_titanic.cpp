@@ -10,6 +10,7 @@
 
 #include <zmesh/error.hpp>
 #include <zmesh/mdp/client.hpp>
+#include <zmesh/mdp/durable_client.hpp>
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/nodes/broker.hpp>
 
@@ -276,6 +277,27 @@ TEST_CASE("dead-lettered requests are re-driven by zmesh dlq replay once the ser
               strings{"200", "job-" + std::to_string(i)});
     CHECK(fixed.served() == 3);
     CHECK(zn::titanic::open_sqlite_store(f.config().store_path)->dlq_list(10).empty());
+}
+
+TEST_CASE("a request whose ttl passes before its service answers is dead-lettered") {
+    fixture f;
+    zn::titanic_node node(f.ctx, f.config());
+    node.start();
+    mdp::durable_client client(f.ctx, f.endpoint, {.mdp = client_opts(3000ms)});
+    const auto id = client.submit("nobody-serves-this", to_message({"late"}), 200ms);
+    REQUIRE(support::eventually([&] { return node.stats().dead_lettered == 1; }, 8000ms));
+    auto dlq = zn::titanic::open_sqlite_store(f.config().store_path)->dlq_list(10);
+    REQUIRE(dlq.size() == 1);
+    CHECK(dlq[0].request.id == id);
+    CHECK(dlq[0].reason.find("ttl") != std::string::npos);
+    auto r = f.call("titanic.reply", {id});
+    REQUIRE(r.size() == 2);
+    CHECK(r[0] == "500");
+
+    // Without a ttl the same request would wait for its service; a garbled header is refused.
+    auto bad = f.call("titanic.request", {"svc", "zmesh.header", "not a header", "body"});
+    REQUIRE(bad.size() == 2);
+    CHECK(bad[0] == "400");
 }
 
 TEST_CASE("a stored request not yet executed is dispatched after a restart") {

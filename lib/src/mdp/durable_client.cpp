@@ -4,9 +4,11 @@
 // Every call is one mdp::client::request() to a titanic.* service; the answer's first frame is
 // the TSP status, checked here before anything else of the answer is trusted.
 #include <zmesh/error.hpp>
+#include <zmesh/header.hpp>
 #include <zmesh/mdp/durable_client.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <thread>
 #include <utility>
 
@@ -99,6 +101,17 @@ std::string durable_client::submit(std::string_view service, message&& body) {
                     std::string(titanic_request) +
                         ": malformed id in answer: " + reason_of(answer, 1));
     return to_string(answer[1]);
+}
+
+std::string durable_client::submit(std::string_view service, message&& body,
+                                   std::chrono::milliseconds ttl) {
+    if (ttl.count() <= 0 || ttl.count() > std::numeric_limits<std::uint32_t>::max())
+        throw error(errc::invalid_argument, "durable_client: ttl must be in [1 ms, 2^32 ms)");
+    header h;
+    h.ttl_ms = static_cast<std::uint32_t>(ttl.count());
+    body.push_front(encode(h));
+    body.push_front(titanic_header_marker);
+    return submit(service, std::move(body));
 }
 
 std::optional<message> durable_client::poll(std::string_view id) {

@@ -28,6 +28,10 @@ namespace zmesh::mdp {
 inline constexpr std::string_view titanic_request = "titanic.request";
 inline constexpr std::string_view titanic_reply = "titanic.reply";
 inline constexpr std::string_view titanic_close = "titanic.close";
+/// zmesh extension of titanic.request: when the frame after the service name is exactly this
+/// marker, the next frame is a zmesh header (header.hpp) whose ttl_ms bounds how long the server
+/// keeps trying; the body follows. Plain TSP clients never send it (docs/titanic.md).
+inline constexpr std::string_view titanic_header_marker = "zmesh.header";
 
 /// Settings of a zmesh::mdp::durable_client.
 struct durable_client_options {
@@ -99,6 +103,12 @@ class ZMESH_EXPORT durable_client {
     /// @throws zmesh::error (errc::not_running) if the context is terminated or the client moved.
     /// @throws zmq::error_t on any other socket error.
     std::string submit(std::string_view service, message&& body);
+
+    /// As submit(service, body), with a time to live: if the service has not answered within
+    /// @p ttl of the submission, the server stops trying and dead-letters the request. Sent as
+    /// the zmesh header extension of docs/titanic.md, which only a zmesh Titanic server reads.
+    /// @throws as submit(); zmesh::error (errc::invalid_argument) if @p ttl is not positive.
+    std::string submit(std::string_view service, message&& body, std::chrono::milliseconds ttl);
 
     /// Asks once for the reply to request @p id (`titanic.reply`).
     /// @returns the reply frames if the server has it ("200"); std::nullopt while it is pending
