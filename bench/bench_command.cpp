@@ -35,6 +35,12 @@ std::string machine_line() {
     return line;
 }
 
+/// Validates --duration (seconds) and converts it.
+std::chrono::milliseconds duration_flag(double seconds) {
+    if (!(seconds > 0) || seconds > 3600) throw usage_error("--duration must be in (0, 3600]");
+    return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+}
+
 int run_mdp(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     bench::mdp_bench_config cfg;
@@ -52,8 +58,7 @@ int run_mdp(const std::vector<std::string>& args) {
     if (cfg.size < 8) throw usage_error("--size must be at least 8");
     if (cfg.window == 0) throw usage_error("--window must be positive");
     if (cfg.workers < 1) throw usage_error("--workers must be at least 1");
-    if (seconds <= 0 || seconds > 3600) throw usage_error("--duration must be in (0, 3600]");
-    cfg.duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+    cfg.duration = duration_flag(seconds);
 
     auto r = bench::run_mdp_bench(cfg);
     std::printf("%s\n", machine_line().c_str());
@@ -89,8 +94,7 @@ int run_pubsub(const std::vector<std::string>& args) {
     if (cfg.size < 8) throw usage_error("--size must be at least 8");
     if (cfg.subscribers < 1 || cfg.subscribers > 64) throw usage_error("--subs must be in [1, 64]");
     if (cfg.io_threads < 1 || cfg.io_threads > 16) throw usage_error("--io-threads must be in [1, 16]");
-    if (seconds <= 0 || seconds > 3600) throw usage_error("--duration must be in (0, 3600]");
-    cfg.duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+    cfg.duration = duration_flag(seconds);
     cfg.lossy = vm.count("lossy") > 0;
     if (cfg.lossy && cfg.mode != "broker") throw usage_error("--lossy applies to --mode broker");
 
@@ -131,8 +135,7 @@ int run_titanic_bench(const std::vector<std::string>& args) {
     if (cfg.clients < 1 || cfg.clients > 1024) throw usage_error("--clients must be in [1, 1024]");
     if (cfg.workers < 1 || cfg.workers > 256) throw usage_error("--workers must be in [1, 256]");
     if (cfg.connections > 1024) throw usage_error("--connections must be in [0, 1024]");
-    if (seconds <= 0 || seconds > 3600) throw usage_error("--duration must be in (0, 3600]");
-    cfg.duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+    cfg.duration = duration_flag(seconds);
 
     auto r = bench::run_titanic_bench(cfg);
     std::printf("%s\n", machine_line().c_str());

@@ -15,11 +15,7 @@ namespace {
 
 using support::run_cli;
 
-int count_lines(const std::string& s) {
-    int n = 0;
-    for (char c : s) n += c == '\n';
-    return n;
-}
+using support::count_lines;
 
 /// A broker on an ephemeral loopback port, stopped with the fixture.
 struct broker_process {

@@ -27,11 +27,7 @@ namespace {
 
 using support::run_cli;
 
-int count_lines(const std::string& s) {
-    int n = 0;
-    for (char c : s) n += c == '\n';
-    return n;
-}
+using support::count_lines;
 
 bool contains(const std::string& s, const std::string& part) {
     return s.find(part) != std::string::npos;

@@ -26,6 +26,13 @@ struct cli_result {
 cli_result run_cli(std::vector<std::string> args,
                    std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
 
+/// Number of lines (newline characters) in @p text.
+inline int count_lines(const std::string& text) {
+    int n = 0;
+    for (char c : text) n += c == '\n';
+    return n;
+}
+
 class child_process {
   public:
     /// Starts @p argv[0] with @p argv. Its stdout is captured through a pipe (see read_line());

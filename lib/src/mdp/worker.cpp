@@ -58,6 +58,7 @@ struct worker::impl {
     clock::time_point reconnect_at_;   // when to open the next socket (socket_ empty)
     milliseconds backoff_;             // wait before the next silent reconnect
     std::deque<request> queue_;        // requests read by keepalive(), for recv()
+    message incoming_;                 // reused for every broker message: keeps its frame storage
     std::optional<zmq::message_t> reply_to_; // client of the request recv() last returned
     std::uint64_t reply_epoch_ = 0;    // epoch_ that request arrived in
     worker_stats stats_;
@@ -171,11 +172,10 @@ struct worker::impl {
 
     /// Reads everything that is waiting, without blocking.
     void drain() {
-        message m;
         for (;;) {
             if (!socket_) return;
-            if (!m.recv(socket_, zmq::recv_flags::dontwait)) return;
-            handle(m, clock::now());
+            if (!incoming_.recv(socket_, zmq::recv_flags::dontwait)) return;
+            handle(incoming_, clock::now());
         }
     }
 
