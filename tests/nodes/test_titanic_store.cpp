@@ -35,6 +35,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -670,6 +671,10 @@ TEST_CASE("another process works on the dead-letter queue while the store is ope
         std::vector<new_request> more{make_request(n++, now())};
         st->add_requests(more);
         status = child.try_wait();
+        // SQLite's busy handler retries by sleeping, so a writer that takes the lock again the
+        // instant it commits can starve the other process past its busy timeout (seen under CI
+        // load). A node commits in batches with gaps between them; so does this writer.
+        std::this_thread::sleep_for(1ms);
     }
     REQUIRE(status);
     REQUIRE(WIFEXITED(*status));
