@@ -5,6 +5,7 @@
 #include <msgpack.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 namespace zmesh::nodes::detail {
@@ -17,8 +18,9 @@ constexpr std::size_t max_service_name = 255;
 constexpr std::size_t f_identity = 0, f_empty = 1, f_header = 2;
 constexpr std::size_t f_service = 3, f_client_body = 4;        // client REQUEST
 constexpr std::size_t f_command = 3;                           // worker commands
-constexpr std::size_t f_ready_service = 4;                     // READY
-constexpr std::size_t f_reply_client = 4, f_reply_empty = 5, f_reply_body = 6; // REPLY
+constexpr std::size_t f_ready_service = 4, f_ready_credit = 5; // READY (credit: ZMWC01 only)
+constexpr std::size_t f_reply_client = 4, f_reply_empty = 5, f_reply_body = 6; // MDPW01 REPLY
+constexpr std::size_t f_tag = 4;                                // ZMWC01 REPLY: tag, then as above +1
 
 // A rejection is a normal 7/MDP reply whose body starts with this frame, then a status code and
 // a reason, so that plain MDP clients still get an answer and zmesh clients can raise an error.
@@ -29,6 +31,14 @@ void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_or
 bool valid_service_name(std::string_view name) {
     return !name.empty() && name.size() <= max_service_name;
 }
+
+// A ZMWC01 tag: the slot the request sits in and its generation, so that a late or forged REPLY
+// for a slot that has since been given another request is recognised as wrong.
+struct tag_bytes {
+    std::uint32_t slot;
+    std::uint32_t generation;
+};
+static_assert(sizeof(tag_bytes) == mdp::request_tag_size);
 
 zmq::message_t copy_frame(zmq::message_t& f) {
     // zmq_msg_copy shares large buffers by reference count: no byte is copied.
@@ -105,7 +115,7 @@ void mdp_engine::on_message(message& m, clock::time_point now) {
     }
     const auto header = view(m[f_header]);
     if (header == mdp::client_v1) on_client(m, now);
-    else if (header == mdp::worker_v1) on_worker(m, now);
+    else if (header == mdp::worker_v1 || header == mdp::worker_credit_v1) on_worker(m, now);
     else malformed("unknown protocol header", view(m[f_identity]));
 }
 
@@ -179,8 +189,8 @@ void mdp_engine::on_internal(message& m, std::string_view name) {
             pk.pack_map(4);
             pk.pack(std::string_view("workers"));
             pk.pack(static_cast<std::uint64_t>(s.workers));
-            pk.pack(std::string_view("idle"));
-            pk.pack(static_cast<std::uint64_t>(s.idle_count));
+            pk.pack(std::string_view("idle")); // workers with room for another request
+            pk.pack(static_cast<std::uint64_t>(s.ready_count));
             pk.pack(std::string_view("queued"));
             pk.pack(static_cast<std::uint64_t>(s.queue.size()));
             pk.pack(std::string_view("in_flight"));
@@ -283,12 +293,20 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
 
 void mdp_engine::on_worker(message& m, clock::time_point now) {
     const auto identity = view(m[f_identity]);
+    // The header as one of our constants (m's frames do not live long enough to be pointed at).
+    const std::string_view header =
+        view(m[f_header]) == mdp::worker_v1 ? mdp::worker_v1 : mdp::worker_credit_v1;
     auto command = m.size() > f_command ? mdp::parse_worker_command(m[f_command]) : std::nullopt;
     auto it = workers_.find(identity);
     worker* w = it == workers_.end() ? nullptr : &it->second;
     if (!command) {
         malformed("worker message without a valid command", identity);
         if (w) remove_worker(*w, true); // an invalid peer is not trusted with requests
+        return;
+    }
+    if (w && header != w->header) {
+        malformed("worker changed protocol header after READY", identity);
+        remove_worker(*w, true);
         return;
     }
     if (w) {
@@ -301,21 +319,21 @@ void mdp_engine::on_worker(message& m, clock::time_point now) {
             malformed("READY from a registered worker", identity);
             remove_worker(*w, true);
         } else {
-            on_ready(m, identity, now);
+            on_ready(m, identity, header, now);
         }
         return;
     case mdp::worker_command::reply:
-        if (!w || !w->in_flight) {
+        if (!w || w->holding() == 0) {
             malformed("REPLY from a worker that holds no request", identity);
             if (w) remove_worker(*w, true);
-            else send_command(identity, mdp::worker_command::disconnect);
+            else send_command(identity, header, mdp::worker_command::disconnect);
             return;
         }
         on_reply(*w, m, now);
         return;
     case mdp::worker_command::heartbeat:
         // A worker we do not know (broker restarted, or expired) is told to register again.
-        if (!w) send_command(identity, mdp::worker_command::disconnect);
+        if (!w) send_command(identity, header, mdp::worker_command::disconnect);
         return;
     case mdp::worker_command::disconnect:
         if (w) {
@@ -326,23 +344,38 @@ void mdp_engine::on_worker(message& m, clock::time_point now) {
     case mdp::worker_command::request:
         malformed("REQUEST sent by a worker", identity);
         if (w) remove_worker(*w, true);
-        else send_command(identity, mdp::worker_command::disconnect);
+        else send_command(identity, header, mdp::worker_command::disconnect);
         return;
     }
 }
 
-void mdp_engine::on_ready(message& m, std::string_view identity, clock::time_point now) {
-    if (m.size() != f_ready_service + 1 || !valid_service_name(view(m[f_ready_service]))) {
-        malformed("READY without exactly one valid service name", identity);
-        send_command(identity, mdp::worker_command::disconnect);
+void mdp_engine::on_ready(message& m, std::string_view identity, std::string_view header,
+                          clock::time_point now) {
+    const bool with_credit = header == mdp::worker_credit_v1;
+    const std::size_t frames = with_credit ? f_ready_credit + 1 : f_ready_service + 1;
+    if (m.size() != frames || !valid_service_name(view(m[f_ready_service]))) {
+        malformed(with_credit ? "READY without exactly a valid service name and a credit"
+                              : "READY without exactly one valid service name",
+                  identity);
+        send_command(identity, header, mdp::worker_command::disconnect);
         return;
+    }
+    std::uint32_t credit = 1;
+    if (with_credit) {
+        auto c = mdp::parse_worker_credit(m[f_ready_credit]);
+        if (!c) {
+            malformed("READY with a credit that is not 1..1024", identity);
+            send_command(identity, header, mdp::worker_command::disconnect);
+            return;
+        }
+        credit = *c;
     }
     const auto name = view(m[f_ready_service]);
     if (mdp::is_broker_service(name)) {
         // Reserved names are the broker's own (8/MMI); a worker may not take them over.
         malformed("READY for a reserved service", identity);
         inc(stats_.workers_disconnected);
-        send_command(identity, mdp::worker_command::disconnect);
+        send_command(identity, header, mdp::worker_command::disconnect);
         return;
     }
     service& s = service_for(name, now);
@@ -350,27 +383,54 @@ void mdp_engine::on_ready(message& m, std::string_view identity, clock::time_poi
     worker& w = it->second;
     w.identity = it->first;
     w.svc = &s;
+    w.header = header;
     w.expiry = now + expiry_;
+    // The slots are allocated once, here; dispatch and replies only move pointers and indexes.
+    w.slots.assign(credit, nullptr);
+    w.free_slots.resize(credit);
+    for (std::uint32_t i = 0; i < credit; ++i) w.free_slots[i] = credit - 1 - i; // slot 0 first
     ++s.workers;
     s.last_active = now;
     inc(stats_.workers_registered);
     stats_.workers.store(workers_.size(), std::memory_order_relaxed);
-    make_idle(w);
+    make_ready(w);
     dispatch(s);
 }
 
-void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
-    request* r = w.in_flight;
+std::optional<std::uint32_t> mdp_engine::reply_slot(const worker& w, const message& m) const {
     // A reply with no body frames is legal (7/MDP leaves the body opaque) and is forwarded as is.
-    if (m.size() < f_reply_body || m[f_reply_empty].size() != 0 ||
-        view(m[f_reply_client]) != view(r->client)) {
-        // The reply must name the client we gave it; anything else could misroute a reply.
-        malformed("REPLY with a wrong envelope", w.identity);
+    const std::size_t shift = w.header == mdp::worker_credit_v1 ? 1 : 0;
+    if (m.size() < f_reply_body + shift || m[f_reply_empty + shift].size() != 0) return std::nullopt;
+    std::uint32_t slot = 0;
+    const request* r = nullptr;
+    if (shift == 0) {
+        r = w.slots[0];
+    } else {
+        if (m[f_tag].size() != sizeof(tag_bytes)) return std::nullopt;
+        tag_bytes tag{};
+        std::memcpy(&tag, m[f_tag].data(), sizeof tag);
+        if (tag.slot >= w.slots.size()) return std::nullopt;
+        slot = tag.slot;
+        r = w.slots[slot];
+        if (r && r->generation != tag.generation) return std::nullopt;
+    }
+    // The reply must name the client we gave it; anything else could misroute a reply.
+    if (!r || view(m[f_reply_client + shift]) != view(r->client)) return std::nullopt;
+    return slot;
+}
+
+void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
+    const auto slot = reply_slot(w, m);
+    if (!slot) {
+        malformed("REPLY with a wrong envelope or tag", w.identity);
         remove_worker(w, true);
         return;
     }
+    const std::size_t body_at = f_reply_body + (w.header == mdp::worker_credit_v1 ? 1 : 0);
     service& s = *w.svc;
-    w.in_flight = nullptr;
+    request* r = w.slots[*slot];
+    w.slots[*slot] = nullptr;
+    w.free_slots.push_back(*slot); // within its reserved capacity: no allocation
     --s.in_flight;
     s.last_active = now;
     zmq::message_t client = std::move(r->client);
@@ -380,10 +440,10 @@ void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
     out_.push_back(zmq::message_t());
     out_.push_back(mdp::client_v1);
     out_.push_back(s.name);
-    m.move_tail_to(f_reply_body, out_);
+    m.move_tail_to(body_at, out_);
     if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
     else inc(stats_.undeliverable);
-    make_idle(w);
+    if (!w.ready) make_ready(w); // a worker that still had credit keeps its place in the line
     dispatch(s);
 }
 
@@ -398,27 +458,27 @@ service& mdp_engine::service_for(std::string_view name, clock::time_point now) {
     return it->second;
 }
 
-void mdp_engine::make_idle(worker& w) {
+void mdp_engine::make_ready(worker& w) {
     service& s = *w.svc;
-    w.idle = true;
+    w.ready = true;
     w.next = nullptr;
-    w.prev = s.idle_tail;
-    if (s.idle_tail) s.idle_tail->next = &w;
-    else s.idle_head = &w;
-    s.idle_tail = &w;
-    ++s.idle_count;
+    w.prev = s.ready_tail;
+    if (s.ready_tail) s.ready_tail->next = &w;
+    else s.ready_head = &w;
+    s.ready_tail = &w;
+    ++s.ready_count;
 }
 
-void mdp_engine::unlink_idle(worker& w) noexcept {
-    if (!w.idle) return;
+void mdp_engine::unlink_ready(worker& w) noexcept {
+    if (!w.ready) return;
     service& s = *w.svc;
     if (w.prev) w.prev->next = w.next;
-    else s.idle_head = w.next;
+    else s.ready_head = w.next;
     if (w.next) w.next->prev = w.prev;
-    else s.idle_tail = w.prev;
+    else s.ready_tail = w.prev;
     w.prev = w.next = nullptr;
-    w.idle = false;
-    --s.idle_count;
+    w.ready = false;
+    --s.ready_count;
 }
 
 void mdp_engine::enqueue(service& s, request* r, bool at_head) {
@@ -452,15 +512,21 @@ void mdp_engine::expire_requests(clock::time_point now) {
 }
 
 void mdp_engine::dispatch(service& s) {
-    while (!s.queue.empty() && s.idle_head) {
-        worker& w = *s.idle_head;
-        unlink_idle(w);
+    while (!s.queue.empty() && s.ready_head) {
+        worker& w = *s.ready_head;
+        unlink_ready(w);
         request* r = dequeue(s);
+        const std::uint32_t slot = w.free_slots.back();
         out_.clear();
         out_.push_back(w.identity);
         out_.push_back(zmq::message_t());
-        out_.push_back(mdp::worker_v1);
+        out_.push_back(w.header);
         out_.push_back(mdp::command_frame(mdp::worker_command::request));
+        if (w.header == mdp::worker_credit_v1) {
+            r->generation = next_generation_++;
+            const tag_bytes tag{slot, r->generation};
+            out_.push_back(zmq::message_t(&tag, sizeof tag));
+        }
         out_.push_back(copy_frame(r->client));
         out_.push_back(zmq::message_t());
         for (auto& f : r->body) out_.push_back(copy_frame(f));
@@ -472,20 +538,24 @@ void mdp_engine::dispatch(service& s) {
             remove_worker(w, status == send_status::would_block);
             continue;
         }
-        w.in_flight = r;
+        w.free_slots.pop_back();
+        w.slots[slot] = r;
         w.sent_since_tick = true;
         ++r->attempts;
         ++s.in_flight;
         inc(stats_.dispatched);
+        // With credit left it goes to the back of the line: requests spread over the workers.
+        if (!w.free_slots.empty()) make_ready(w);
     }
     stats_.queued.store(queued_, std::memory_order_relaxed);
 }
 
-void mdp_engine::send_command(std::string_view identity, mdp::worker_command c) {
+void mdp_engine::send_command(std::string_view identity, std::string_view header,
+                              mdp::worker_command c) {
     out_.clear();
     out_.push_back(identity);
     out_.push_back(zmq::message_t());
-    out_.push_back(mdp::worker_v1);
+    out_.push_back(header);
     out_.push_back(mdp::command_frame(c));
     (void)out_.send(router_, zmq::send_flags::dontwait); // best effort: the peer may be gone
 }
@@ -494,25 +564,34 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
     service* s = w.svc;
     if (send_disconnect) {
         inc(stats_.workers_disconnected);
-        send_command(w.identity, mdp::worker_command::disconnect);
+        send_command(w.identity, w.header, mdp::worker_command::disconnect);
     }
-    request* r = w.in_flight;
-    unlink_idle(w);
-    w.in_flight = nullptr;
+    unlink_ready(w);
+    // Its requests leave with it; scratch_requests_ keeps them while w is erased.
+    std::vector<request*> held;
+    held.swap(scratch_requests_);
+    held.clear();
+    for (request* r : w.slots)
+        if (r) held.push_back(r);
     if (s) --s->workers;
     workers_.erase(workers_.find(std::string_view(w.identity))); // w is gone from here on
     stats_.workers.store(workers_.size(), std::memory_order_relaxed);
-    if (r && s) {
-        --s->in_flight;
-        if (r->attempts >= config_.max_attempts) {
-            reject(r, s->name, reject_reason::too_many_attempts);
-        } else {
-            // At-least-once: the head of the queue, so it does not wait behind newer requests.
-            enqueue(*s, r, true);
-            inc(stats_.requeued);
-            dispatch(*s);
+    if (s && !held.empty()) {
+        // At-least-once: back to the head of the queue, so they do not wait behind newer
+        // requests; the oldest delivery ends up first.
+        for (auto r = held.rbegin(); r != held.rend(); ++r) {
+            --s->in_flight;
+            if ((*r)->attempts >= config_.max_attempts) {
+                reject(*r, s->name, reject_reason::too_many_attempts);
+            } else {
+                enqueue(*s, *r, true);
+                inc(stats_.requeued);
+            }
         }
+        dispatch(*s);
     }
+    held.clear();
+    scratch_requests_.swap(held); // keep the capacity for the next removal
     stats_.queued.store(queued_, std::memory_order_relaxed);
 }
 
@@ -523,13 +602,13 @@ void mdp_engine::on_tick(clock::time_point now) {
             scratch_.push_back(&w);
         } else if (!w.sent_since_tick) {
             // Busy workers are heartbeated too: they must know the broker is alive while they work.
-            send_command(w.identity, mdp::worker_command::heartbeat);
+            send_command(w.identity, w.header, mdp::worker_command::heartbeat);
         }
         w.sent_since_tick = false;
     }
-    // Take every expired worker out of the idle lists first, so that a request re-queued by one
+    // Take every expired worker out of the ready lists first, so that a request re-queued by one
     // removal is never dispatched to another worker that is about to be removed.
-    for (worker* w : scratch_) unlink_idle(*w);
+    for (worker* w : scratch_) unlink_ready(*w);
     expire_requests(now);
     for (worker* w : scratch_) {
         inc(stats_.workers_expired);
@@ -548,7 +627,7 @@ void mdp_engine::on_tick(clock::time_point now) {
 }
 
 void mdp_engine::disconnect_all() {
-    for (auto& [id, w] : workers_) send_command(w.identity, mdp::worker_command::disconnect);
+    for (auto& [id, w] : workers_) send_command(w.identity, w.header, mdp::worker_command::disconnect);
     stats_.workers_disconnected.fetch_add(workers_.size(), std::memory_order_relaxed);
 }
 

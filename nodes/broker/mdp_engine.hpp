@@ -7,10 +7,13 @@
 // expiry and re-queue testable step by step.
 //
 // State, per the 7/MDP roles:
-//   service  a name, a FIFO of requests waiting for a worker, and an LRU list of idle workers.
-//   worker   a routing id, its service, when it expires, and the request it holds (if any).
+//   service  a name, a FIFO of requests waiting for a worker, and an LRU list of the workers
+//            that can take one more (idle 7/MDP workers, workers with credit left).
+//   worker   a routing id, its service, when it expires, and the requests it holds: at most
+//            one for a 7/MDP worker (MDPW01), up to its credit for a zmesh worker with credit
+//            (ZMWC01, docs/broker.md), each in a numbered slot.
 //   request  the client's routing id, the body frames, and how many workers it was sent to.
-// A request lives in exactly one place: a service queue, a worker's hands, or the free pool.
+// A request lives in exactly one place: a service queue, a worker's slot, or the free pool.
 #pragma once
 
 #include <zmesh/log.hpp>
@@ -25,6 +28,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -42,6 +46,7 @@ struct request {
     std::uint32_t attempts = 0; // deliveries to workers so far
     std::size_t bytes = 0;      // body size, counted against max_queued_bytes while queued
     clock::time_point arrived;  // for request_ttl
+    std::uint32_t generation = 0; // with its slot, the tag a ZMWC01 worker echoes in its REPLY
     request* next = nullptr;    // link in a service queue or in the free pool
 };
 
@@ -64,20 +69,24 @@ class request_queue {
 struct worker {
     std::string identity;          // ROUTER routing id
     service* svc = nullptr;        // set by READY
+    std::string_view header;       // what it speaks: mdp::worker_v1 or mdp::worker_credit_v1
     clock::time_point expiry;      // forgotten if nothing is heard from it by then
     bool sent_since_tick = false;  // anything sent since the last tick makes a HEARTBEAT redundant
-    request* in_flight = nullptr;  // the request it holds, at most one (7/MDP)
-    worker* prev = nullptr;        // links in its service's idle list (LRU order)
+    std::vector<request*> slots;   // one per unit of credit (1 for 7/MDP); null = free
+    std::vector<std::uint32_t> free_slots; // indexes of the null slots
+    worker* prev = nullptr;        // links in its service's ready list (LRU order)
     worker* next = nullptr;
-    bool idle = false;             // whether it is in that list
+    bool ready = false;            // whether it is in that list, i.e. has a free slot
+
+    [[nodiscard]] std::size_t holding() const noexcept { return slots.size() - free_slots.size(); }
 };
 
 struct service {
     std::string name;
     request_queue queue;           // waiting for a worker, oldest first
-    worker* idle_head = nullptr;   // longest idle first: fair (LRU) dispatch
-    worker* idle_tail = nullptr;
-    std::size_t idle_count = 0;
+    worker* ready_head = nullptr;  // workers with a free slot, longest waiting first: fair (LRU)
+    worker* ready_tail = nullptr;
+    std::size_t ready_count = 0;
     std::size_t workers = 0;
     std::size_t in_flight = 0;
     clock::time_point last_active; // for forgetting services nobody uses any more
@@ -132,18 +141,22 @@ class mdp_engine {
 
     void on_client(message& m, clock::time_point now);
     void on_worker(message& m, clock::time_point now);
-    void on_ready(message& m, std::string_view identity, clock::time_point now);
+    void on_ready(message& m, std::string_view identity, std::string_view header,
+                  clock::time_point now);
     void on_reply(worker& w, message& m, clock::time_point now);
+    /// The slot a REPLY answers, from its tag (ZMWC01) or the one slot (MDPW01); nullopt if the
+    /// reply names no request the worker holds.
+    std::optional<std::uint32_t> reply_slot(const worker& w, const message& m) const;
     void on_internal(message& m, std::string_view service_name);
 
     void malformed(std::string_view what, std::string_view identity);
     service& service_for(std::string_view name, clock::time_point now);
     void dispatch(service& s);
-    void make_idle(worker& w);
-    void unlink_idle(worker& w) noexcept;
-    /// Forgets @p w; its request, if any, goes back to the head of its queue.
+    void make_ready(worker& w);
+    void unlink_ready(worker& w) noexcept;
+    /// Forgets @p w; the requests it held go back to the head of their queue.
     void remove_worker(worker& w, bool send_disconnect);
-    void send_command(std::string_view identity, mdp::worker_command c);
+    void send_command(std::string_view identity, std::string_view header, mdp::worker_command c);
     void reply_to_client(zmq::message_t&& client, std::string_view service_name, message& body);
     void reject(request* r, std::string_view service_name, reject_reason why);
     /// Queue bookkeeping in one place: counts and bytes follow every push and pop.
@@ -163,10 +176,12 @@ class mdp_engine {
     std::vector<std::function<void(broker_stats&)>> stats_sources_; // fixed once the loop runs
     std::vector<std::unique_ptr<request>> request_storage_; // owns every request ever made
     request* free_ = nullptr;       // pool of released requests, reused to avoid allocation
+    std::uint32_t next_generation_ = 0; // tags of ZMWC01 requests: never the same twice in a row
     std::size_t queued_ = 0;        // requests in all queues
     std::size_t queued_bytes_ = 0;  // their body bytes
     message out_;                   // reused for every outgoing message
     std::vector<worker*> scratch_;  // reused by on_tick
+    std::vector<request*> scratch_requests_; // reused by remove_worker
     log_limiter malformed_log_;
     atomic_stats stats_;
 };

@@ -10,6 +10,17 @@
 //   REPLY       0x03  client-address "" body...     (worker to broker)
 //   HEARTBEAT   0x04
 //   DISCONNECT  0x05
+//
+// zmesh extension, workers with credit (docs/broker.md, "Workers with credit"): the same commands
+// under their own header, so a plain MDP/0.1 peer never mistakes one for the other.
+//   "" "ZMWC01" command ...
+//   READY       0x01  service credit            (credit: decimal ASCII, 1..max_worker_credit)
+//   REQUEST     0x02  tag client-address "" body...   (tag: 8 opaque bytes chosen by the broker)
+//   REPLY       0x03  tag client-address "" body...   (the tag of the request it answers)
+//   HEARTBEAT   0x04
+//   DISCONNECT  0x05
+// The broker sends a worker up to `credit` REQUESTs before it has their REPLYs; each REPLY
+// returns one unit of credit. Replies may come in any order.
 #pragma once
 
 #include <zmesh/export.hpp>
@@ -27,6 +38,13 @@ namespace zmesh::mdp {
 inline constexpr std::string_view client_v1 = "MDPC01";
 /// Protocol header of every worker message, both directions.
 inline constexpr std::string_view worker_v1 = "MDPW01";
+
+/// Protocol header of every message of a worker with credit (zmesh extension), both directions.
+inline constexpr std::string_view worker_credit_v1 = "ZMWC01";
+/// Largest credit a worker may ask for in READY.
+inline constexpr std::uint32_t max_worker_credit = 1024;
+/// Size of the tag frame of a ZMWC01 REQUEST and REPLY.
+inline constexpr std::size_t request_tag_size = 8;
 
 /// Worker command byte (the frame after the header).
 enum class worker_command : std::uint8_t {
@@ -68,6 +86,20 @@ parse_worker_command(const zmq::message_t& frame) noexcept {
     const auto b = *static_cast<const std::uint8_t*>(frame.data());
     if (b < 0x01 || b > 0x05) return std::nullopt;
     return static_cast<worker_command>(b);
+}
+
+/// Decodes the credit frame of a ZMWC01 READY: 1 to 4 decimal digits, 1..max_worker_credit.
+[[nodiscard]] inline std::optional<std::uint32_t>
+parse_worker_credit(const zmq::message_t& frame) noexcept {
+    const auto* p = static_cast<const char*>(frame.data());
+    if (frame.size() == 0 || frame.size() > 4 || p[0] == '0') return std::nullopt;
+    std::uint32_t credit = 0;
+    for (std::size_t i = 0; i < frame.size(); ++i) {
+        if (p[i] < '0' || p[i] > '9') return std::nullopt;
+        credit = credit * 10 + static_cast<std::uint32_t>(p[i] - '0');
+    }
+    if (credit > max_worker_credit) return std::nullopt;
+    return credit;
 }
 
 /// A one-byte frame holding @p c.
