@@ -5,6 +5,8 @@
 #include "pubsub_bench.hpp"
 #include "titanic_bench.hpp"
 
+#include <zmesh/mdp/protocol.hpp>
+
 #include <zmq.hpp>
 
 #include <cstdio>
@@ -51,6 +53,8 @@ int run_mdp(const std::vector<std::string>& args) {
         ("workers", po::value(&cfg.workers)->default_value(cfg.workers), "echo workers (broker mode)")
         ("size", po::value(&cfg.size)->default_value(cfg.size), "request body bytes (>= 8)")
         ("window", po::value(&cfg.window)->default_value(cfg.window), "requests in flight")
+        ("credit", po::value(&cfg.credit)->default_value(cfg.credit),
+         "requests each worker may hold (1 = plain MDP/0.1; more = zmesh workers with credit)")
         ("duration", po::value(&seconds)->default_value(seconds), "seconds to measure");
     po::variables_map vm;
     if (!parse("bench mdp", "[--mode broker|direct] [options]", options, args, vm)) return ok;
@@ -58,14 +62,17 @@ int run_mdp(const std::vector<std::string>& args) {
     if (cfg.size < 8) throw usage_error("--size must be at least 8");
     if (cfg.window == 0) throw usage_error("--window must be positive");
     if (cfg.workers < 1) throw usage_error("--workers must be at least 1");
+    if (cfg.credit < 1 || cfg.credit > zmesh::mdp::max_worker_credit)
+        throw usage_error("--credit must be in 1.." + std::to_string(zmesh::mdp::max_worker_credit));
     cfg.duration = duration_flag(seconds);
 
     auto r = bench::run_mdp_bench(cfg);
     std::printf("%s\n", machine_line().c_str());
-    std::printf("%-7s %-8s %-6s %-7s %12s %10s %10s %10s %8s\n", "mode", "workers", "size", "window",
-                "req/s", "p50 us", "p99 us", "p99.9 us", "lost");
-    std::printf("%-7s %-8d %-6zu %-7zu %12.0f %10.1f %10.1f %10.1f %8llu\n", cfg.mode.c_str(),
-                cfg.mode == "broker" ? cfg.workers : 0, cfg.size, cfg.window, r.rate, r.p50_us,
+    std::printf("%-7s %-8s %-6s %-7s %-7s %12s %10s %10s %10s %8s\n", "mode", "workers", "size",
+                "window", "credit", "req/s", "p50 us", "p99 us", "p99.9 us", "lost");
+    std::printf("%-7s %-8d %-6zu %-7zu %-7u %12.0f %10.1f %10.1f %10.1f %8llu\n", cfg.mode.c_str(),
+                cfg.mode == "broker" ? cfg.workers : 0, cfg.size, cfg.window,
+                cfg.mode == "broker" ? cfg.credit : 0u, r.rate, r.p50_us,
                 r.p99_us, r.p999_us, static_cast<unsigned long long>(r.sent - r.received));
     return r.sent == r.received ? ok : failure;
 }
@@ -122,7 +129,9 @@ int run_titanic_bench(const std::vector<std::string>& args) {
          "submitter threads, one submission in flight each")
         ("workers", po::value(&cfg.workers)->default_value(cfg.workers), "echo workers of the target service")
         ("connections", po::value(&cfg.connections)->default_value(cfg.connections),
-         "the node's titanic.request connections (largest group commit); 0 = node default")
+         "the node's titanic.request connections; 0 = node default")
+        ("credit", po::value(&cfg.credit)->default_value(cfg.credit),
+         "the node's credit per connection (1 = plain MDP/0.1); 0 = node default")
         ("rate", po::value(&cfg.rate)->default_value(cfg.rate),
          "submissions/s shared by the submitters (latency at a fixed load); 0 = flat out")
         ("duration", po::value(&seconds)->default_value(seconds), "seconds to measure");
@@ -135,6 +144,8 @@ int run_titanic_bench(const std::vector<std::string>& args) {
     if (cfg.clients < 1 || cfg.clients > 1024) throw usage_error("--clients must be in [1, 1024]");
     if (cfg.workers < 1 || cfg.workers > 256) throw usage_error("--workers must be in [1, 256]");
     if (cfg.connections > 1024) throw usage_error("--connections must be in [0, 1024]");
+    if (cfg.credit > zmesh::mdp::max_worker_credit)
+        throw usage_error("--credit must be in [0, " + std::to_string(zmesh::mdp::max_worker_credit) + "]");
     cfg.duration = duration_flag(seconds);
 
     auto r = bench::run_titanic_bench(cfg);
@@ -143,10 +154,10 @@ int run_titanic_bench(const std::vector<std::string>& args) {
                 "%d submitters with one submission each in flight; ack = submit -> 200 (every "
                 "submission); e2e = submit -> reply fetched via titanic.reply (a probe polling every "
                 "0.5 ms, %llu samples); unreplied = acked requests without their echo reply after a "
-                "drain of %.1f s; node: %zu request connections, %d echo workers, store in a temp dir; "
+                "drain of %.1f s; node: %zu request connections with credit %u, %d echo workers, store in a temp dir; "
                 "%llu acked in total, %llu submit errors; replies stored: %.0f/s\n",
                 cfg.clients, static_cast<unsigned long long>(r.e2e_samples), r.drain_seconds,
-                r.connections, cfg.workers, static_cast<unsigned long long>(r.acked_total),
+                r.connections, r.credit, cfg.workers, static_cast<unsigned long long>(r.acked_total),
                 static_cast<unsigned long long>(r.submit_errors), r.replied_rate);
     std::printf("%-6s %-6s %-7s %-6s %10s %8s %6s %6s %8s %8s %8s %8s %8s %9s\n", "sync", "size",
                 "clients", "rate", "acked/s", "commits", "batch", "max", "ack p50", "ack p99", "e2e p50",

@@ -28,9 +28,9 @@ namespace {
 
 constexpr std::string_view service = "bench.echo";
 
-void echo_worker(const std::string& endpoint, const std::atomic<bool>& stop) {
+void echo_worker(const std::string& endpoint, std::uint32_t credit, const std::atomic<bool>& stop) {
     zmq::context_t ctx(1); // each role has its own context and I/O thread, as a process would
-    mdp::worker w(ctx, endpoint, std::string(service));
+    mdp::worker w(ctx, endpoint, std::string(service), {.credit = credit});
     while (!stop.load(std::memory_order_relaxed)) {
         auto request = w.recv(std::chrono::milliseconds(100));
         if (request) w.reply(std::move(*request));
@@ -74,7 +74,7 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
         endpoint = broker->endpoints().front();
         broker->start();
         for (int i = 0; i < cfg.workers; ++i)
-            threads.emplace_back([&] { echo_worker(endpoint, stop); });
+            threads.emplace_back([&] { echo_worker(endpoint, cfg.credit, stop); });
     } else if (cfg.mode == "direct") {
         echo_router.set(zmq::sockopt::sndhwm, 100000);
         echo_router.set(zmq::sockopt::rcvhwm, 100000);

@@ -13,6 +13,7 @@ struct mdp_bench_config {
     int workers = 2;              ///< echo workers (broker mode)
     std::size_t size = 64;        ///< request body bytes (at least 8: the send timestamp)
     std::size_t window = 256;     ///< requests in flight
+    std::uint32_t credit = 1;     ///< each worker's credit: 1 = plain MDP/0.1, more = ZMWC01
     std::chrono::milliseconds duration{5000};
 };
 

@@ -144,6 +144,8 @@ titanic_bench_result run_titanic_bench(const titanic_bench_config& cfg) {
     tc.sync = cfg.sync;
     if (cfg.connections > 0) tc.request_connections = cfg.connections;
     result.connections = tc.request_connections;
+    if (cfg.credit > 0) tc.request_credit = cfg.credit;
+    result.credit = tc.request_credit;
     auto node = std::make_unique<nodes::titanic_node>(node_ctx, tc);
     node->start();
 

@@ -16,6 +16,7 @@ struct titanic_bench_config {
     int clients = 32;             ///< submitter threads, each with one submission at a time
     int workers = 4;              ///< echo workers of the target service
     std::size_t connections = 0;  ///< the node's request_connections; 0 = the node's default
+    std::uint32_t credit = 0;     ///< the node's request_credit; 0 = the node's default
     std::uint64_t rate = 0;       ///< submissions/s shared by the submitters; 0 = flat out
     std::chrono::milliseconds duration{5000};
     std::chrono::milliseconds drain{60000}; ///< bound of the wait for every reply afterwards
@@ -32,6 +33,7 @@ struct titanic_bench_result {
     std::uint64_t largest_batch = 0;   ///< the node's largest commit
     double replied_rate = 0;           ///< replies the node stored per second, in the interval
     std::size_t connections = 0;       ///< the node's request_connections used
+    std::uint32_t credit = 0;          ///< the node's request_credit used
     double ack_p50_ms = 0, ack_p99_ms = 0;             ///< submit → "200" (every submission)
     std::uint64_t e2e_samples = 0;                      ///< probe requests measured end to end
     double e2e_p50_ms = 0, e2e_p99_ms = 0, e2e_p999_ms = 0; ///< submit → reply via titanic.reply

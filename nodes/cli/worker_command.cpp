@@ -7,6 +7,7 @@
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/log.hpp>
+#include <zmesh/mdp/protocol.hpp>
 #include <zmesh/mdp/worker.hpp>
 
 #include <cerrno>
@@ -26,6 +27,7 @@ int run_worker(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::string broker, service, exec, log_level = "info";
     int heartbeat_ms = 2500, liveness = 3;
+    std::uint32_t credit = 1;
     po::options_description options("options");
     options.add_options()
         ("broker", po::value(&broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
@@ -36,6 +38,9 @@ int run_worker(const std::vector<std::string>& args) {
          "heartbeat interval; must match the broker's")
         ("liveness", po::value(&liveness)->default_value(liveness),
          "missed heartbeats before the broker is taken for dead")
+        ("credit", po::value(&credit)->default_value(credit),
+         "requests the broker may queue at this worker: 1 = plain MDP/0.1 (any broker); more "
+         "= zmesh worker with credit (zmesh broker only), the next request waits here")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
     po::variables_map vm;
     if (!parse("worker", "--broker EP --service NAME (--echo | --exec 'CMD')", options, args, vm))
@@ -44,6 +49,8 @@ int run_worker(const std::vector<std::string>& args) {
     if (echo == (vm.count("exec") > 0)) throw usage_error("give exactly one of --echo or --exec");
     if (heartbeat_ms <= 0) throw usage_error("--heartbeat-ms must be positive");
     if (liveness < 1) throw usage_error("--liveness must be at least 1");
+    if (credit < 1 || credit > mdp::max_worker_credit)
+        throw usage_error("--credit must be in 1.." + std::to_string(mdp::max_worker_credit));
     auto level = parse_log_level(log_level);
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");
     std::error_code ec;
@@ -56,6 +63,7 @@ int run_worker(const std::vector<std::string>& args) {
     mdp::worker_options wo;
     wo.heartbeat = std::chrono::milliseconds(heartbeat_ms);
     wo.liveness = liveness;
+    wo.credit = credit;
     mdp::worker worker(ctx, broker, service, wo);
     log(log_level::info, "worker: serving '%s' via %s", service.c_str(), broker.c_str());
     std::uint64_t served = 0;

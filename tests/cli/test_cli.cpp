@@ -70,6 +70,8 @@ TEST_CASE("no command, an unknown command or a bad flag is a one-line error with
           {"broker", "--heartbeat-ms", "0"}, {"broker", "--log-level", "loud"},
           {"worker", "--broker", "tcp://127.0.0.1:1"}, // no --service
           {"worker", "--broker", "tcp://127.0.0.1:1", "--service", "s"}, // neither --echo nor --exec
+          {"worker", "--broker", "tcp://127.0.0.1:1", "--service", "s", "--echo", "--credit", "0"},
+          {"worker", "--broker", "tcp://127.0.0.1:1", "--service", "s", "--echo", "--credit", "1025"},
           {"request", "--service", "s"},                                 // no --broker
           {"request", "--broker", "udp://x:1", "--service", "s"},
           {"services", "--broker", "nonsense"}}) {
@@ -94,6 +96,20 @@ TEST_CASE("a broker, an echo worker and a request round-trip on loopback") {
     auto r = run_cli({"request", "--broker", broker.endpoint, "--service", "echo", "hello zmesh"});
     CHECK(r.code == 0);
     CHECK(r.out == "hello zmesh\n");
+}
+
+TEST_CASE("a worker with credit serves requests through the broker") {
+    broker_process broker;
+    auto worker = start_worker(broker.endpoint, "echo", {"--echo", "--credit", "8"});
+    for (const char* body : {"one", "two", "three"}) {
+        auto r = run_cli({"request", "--broker", broker.endpoint, "--service", "echo", body});
+        CHECK(r.code == 0);
+        CHECK(r.out == std::string(body) + "\n");
+    }
+    // The broker sees one worker for the service, with room for more requests (idle).
+    auto s = run_cli({"services", "--broker", broker.endpoint});
+    CHECK(s.code == 0);
+    CHECK(s.out.find("echo") != std::string::npos);
 }
 
 TEST_CASE("an exec worker pipes the body through the command and reports its failure") {
