@@ -9,6 +9,7 @@
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/log.hpp>
+#include <zmesh/mdp/protocol.hpp>
 #include <zmesh/nodes/titanic.hpp>
 
 #include <chrono>
@@ -23,6 +24,7 @@ int run_titanic(const std::vector<std::string>& args) {
     std::string store = cfg.store_path.string(), sync = "full", log_level = "info";
     unsigned max_attempts = cfg.max_attempts;
     std::size_t connections = cfg.request_connections, concurrency = cfg.dispatch_concurrency;
+    std::uint32_t credit = cfg.request_credit;
     long heartbeat_ms = static_cast<long>(cfg.heartbeat.count());
     long timeout_ms = static_cast<long>(cfg.request_timeout.count());
     po::options_description options("options");
@@ -35,7 +37,10 @@ int run_titanic(const std::vector<std::string>& args) {
         ("max-attempts", po::value(&max_attempts)->default_value(max_attempts),
          "failed dispatches before a request is dead-lettered")
         ("connections", po::value(&connections)->default_value(connections),
-         "worker connections for titanic.request: most requests one commit acknowledges")
+         "worker connections for titanic.request")
+        ("credit", po::value(&credit)->default_value(credit),
+         "submissions the broker may queue at each connection (connections × credit = most "
+         "requests one commit acknowledges); 1 = plain MDP/0.1, for a broker that is not zmesh's")
         ("concurrency", po::value(&concurrency)->default_value(concurrency),
          "requests dispatched to their services at once")
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
@@ -57,6 +62,8 @@ int run_titanic(const std::vector<std::string>& args) {
     if (max_attempts == 0) throw usage_error("--max-attempts must be positive");
     if (connections == 0 || connections > 1024)
         throw usage_error("--connections must be in [1, 1024]");
+    if (credit == 0 || credit > mdp::max_worker_credit)
+        throw usage_error("--credit must be in [1, " + std::to_string(mdp::max_worker_credit) + "]");
     if (concurrency == 0 || concurrency > 1024)
         throw usage_error("--concurrency must be in [1, 1024]");
     if (heartbeat_ms <= 0) throw usage_error("--heartbeat-ms must be positive");
@@ -70,6 +77,7 @@ int run_titanic(const std::vector<std::string>& args) {
     cfg.store_path = store;
     cfg.max_attempts = max_attempts;
     cfg.request_connections = connections;
+    cfg.request_credit = credit;
     cfg.dispatch_concurrency = concurrency;
     cfg.heartbeat = std::chrono::milliseconds(heartbeat_ms);
     cfg.request_timeout = std::chrono::milliseconds(timeout_ms);

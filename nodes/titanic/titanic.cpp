@@ -22,6 +22,7 @@
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/durable_client.hpp>
+#include <zmesh/mdp/protocol.hpp>
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/message.hpp>
 
@@ -94,6 +95,8 @@ class titanic_node::impl {
             throw error(errc::invalid_argument, "titanic: empty broker endpoint");
         if (config_.request_connections == 0)
             throw error(errc::invalid_argument, "titanic: request connections must be positive");
+        if (config_.request_credit == 0 || config_.request_credit > mdp::max_worker_credit)
+            throw error(errc::invalid_argument, "titanic: request credit must be in 1..1024");
         if (config_.dispatch_concurrency == 0)
             throw error(errc::invalid_argument, "titanic: dispatch concurrency must be positive");
         if (config_.max_attempts == 0)
@@ -192,7 +195,8 @@ class titanic_node::impl {
 
     mdp::worker make_worker(std::string_view service) {
         return mdp::worker(*ctx_, config_.broker_endpoint, std::string(service),
-                           {.heartbeat = config_.heartbeat, .liveness = config_.liveness});
+                           {.heartbeat = config_.heartbeat, .liveness = config_.liveness,
+                            .credit = config_.request_credit});
     }
 
     mdp::client make_client() {
@@ -256,69 +260,83 @@ class titanic_node::impl {
 
     // ---- TSP services ------------------------------------------------------------------------
 
-    /// Takes one request from each submission connection that has one, stores them all in one
-    /// transaction, and only then answers them.
+    /// Takes every submission waiting on the submission connections (one per connection with
+    /// credit 1, up to the credit with more), stores them all in one transaction, and only then
+    /// answers them.
     bool serve_submissions(std::vector<mdp::worker>& submit, const std::vector<bool>& readable) {
-        std::vector<ts::new_request> batch;
-        std::vector<mdp::worker*> waiting; // waiting[i] submitted batch[i]
+        batch_.clear();
+        waiting_.clear();
         const auto now = wall_now();
         for (std::size_t i = 0; i < submit.size(); ++i) {
             if (!readable[i]) continue;
             auto& w = submit[i];
-            auto m = w.recv(milliseconds(0));
-            if (!m) continue;
-            if (m->empty() || m->front().size() == 0) {
-                inc(stats_.malformed);
-                w.reply(status("400", "titanic.request expects [service][body...]"));
-                continue;
+            for (std::uint32_t n = 0; n < config_.request_credit; ++n) {
+                auto taken = w.take(milliseconds(0));
+                if (!taken) break;
+                take_submission(w, std::move(*taken), now);
             }
-            std::string service = to_string(m->front());
-            if (service.starts_with("titanic.")) {
-                inc(stats_.malformed);
-                w.reply(status("400", "titanic.request cannot store a request for '" + service +
-                                          "'"));
-                continue;
-            }
-            (void)m->pop_front();
-            // zmesh extension (docs/titanic.md): a marker frame, then a zmesh header with the
-            // request's time to live. Plain TSP clients never send the marker.
-            std::optional<milliseconds> ttl;
-            if (!m->empty() && view(m->front()) == mdp::titanic_header_marker) {
-                std::error_code ec;
-                std::optional<header> h;
-                if (m->size() >= 2) h = decode_header((*m)[1], ec);
-                if (!h) {
-                    inc(stats_.malformed);
-                    w.reply(status("400", "titanic.request: invalid zmesh header after the marker"));
-                    continue;
-                }
-                if (h->ttl_ms > 0) ttl = milliseconds(h->ttl_ms);
-                (void)m->pop_front();
-                (void)m->pop_front();
-            }
-            batch.push_back({.id = new_id(), .service = std::move(service),
-                             .body = to_frames(*m), .created = now, .ttl = ttl});
-            waiting.push_back(&w);
         }
-        if (batch.empty()) return false;
+        if (batch_.empty()) return false;
         try {
-            store_->add_requests(batch);
+            store_->add_requests(batch_);
         } catch (const std::exception& e) {
-            log(log_level::error, "titanic: storing %zu requests failed: %s", batch.size(),
+            log(log_level::error, "titanic: storing %zu requests failed: %s", batch_.size(),
                 e.what());
-            inc(stats_.store_errors, batch.size());
-            for (auto* w : waiting) w->reply(status("500", std::string("not stored: ") + e.what()));
+            inc(stats_.store_errors, batch_.size());
+            for (auto& [w, token] : waiting_)
+                w->reply(std::move(token), status("500", std::string("not stored: ") + e.what()));
             return true;
         }
-        for (std::size_t i = 0; i < batch.size(); ++i) waiting[i]->reply(status("200", batch[i].id));
-        inc(stats_.stored, batch.size());
+        for (std::size_t i = 0; i < batch_.size(); ++i)
+            waiting_[i].first->reply(std::move(waiting_[i].second), status("200", batch_[i].id));
+        inc(stats_.stored, batch_.size());
         inc(stats_.batches);
         auto largest = stats_.largest_batch.load();
-        while (largest < batch.size() &&
-               !stats_.largest_batch.compare_exchange_weak(largest, batch.size())) {
+        while (largest < batch_.size() &&
+               !stats_.largest_batch.compare_exchange_weak(largest, batch_.size())) {
         }
         dirty_ = true;
         return true;
+    }
+
+    /// Checks one titanic.request: a bad one is answered 400 at once, a good one joins batch_.
+    void take_submission(mdp::worker& w, mdp::held_request&& taken, ts::time_point now) {
+        message& m = taken.body;
+        if (m.empty() || m.front().size() == 0) {
+            inc(stats_.malformed);
+            w.reply(std::move(taken.token),
+                    status("400", "titanic.request expects [service][body...]"));
+            return;
+        }
+        std::string service = to_string(m.front());
+        if (service.starts_with("titanic.")) {
+            inc(stats_.malformed);
+            w.reply(std::move(taken.token),
+                    status("400", "titanic.request cannot store a request for '" + service +
+                                      "'"));
+            return;
+        }
+        (void)m.pop_front();
+        // zmesh extension (docs/titanic.md): a marker frame, then a zmesh header with the
+        // request's time to live. Plain TSP clients never send the marker.
+        std::optional<milliseconds> ttl;
+        if (!m.empty() && view(m.front()) == mdp::titanic_header_marker) {
+            std::error_code ec;
+            std::optional<header> h;
+            if (m.size() >= 2) h = decode_header(m[1], ec);
+            if (!h) {
+                inc(stats_.malformed);
+                w.reply(std::move(taken.token),
+                        status("400", "titanic.request: invalid zmesh header after the marker"));
+                return;
+            }
+            if (h->ttl_ms > 0) ttl = milliseconds(h->ttl_ms);
+            (void)m.pop_front();
+            (void)m.pop_front();
+        }
+        batch_.push_back({.id = new_id(), .service = std::move(service),
+                          .body = to_frames(m), .created = now, .ttl = ttl});
+        waiting_.emplace_back(&w, std::move(taken.token));
     }
 
     template <class Handler> bool serve(mdp::worker& w, Handler handler) {
@@ -573,6 +591,8 @@ class titanic_node::impl {
     std::map<std::string, steady::time_point, std::less<>> service_up_until_;
     std::map<std::string, steady::time_point, std::less<>> service_down_until_;
     bool dirty_ = true;                  // something changed: scan the store without waiting
+    std::vector<ts::new_request> batch_; // submissions of one commit; reused to keep its storage
+    std::vector<std::pair<mdp::worker*, mdp::reply_token>> waiting_; // who submitted batch_[i]
     steady::time_point next_scan_{};
     // Shared.
     std::atomic<bool> stop_{false};

@@ -200,7 +200,15 @@ TEST_CASE("a request for a service with no worker stays pending until a worker a
 
 TEST_CASE("concurrent submissions are acknowledged in shared commits") {
     fixture f;
-    zn::titanic_node node(f.ctx, f.config());
+    auto config = f.config();
+    SUBCASE("workers with credit (the default)") {
+        REQUIRE(config.request_credit > 1);
+    }
+    SUBCASE("plain MDP/0.1 connections, for brokers that are not zmesh's") {
+        config.request_credit = 1;
+        config.request_connections = 8;
+    }
+    zn::titanic_node node(f.ctx, config);
     node.start();
     constexpr int submitters = 8, each = 15;
     std::atomic<int> acknowledged{0};

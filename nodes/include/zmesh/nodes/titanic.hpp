@@ -16,10 +16,13 @@
 // acknowledged survives the node being killed, and every request without a reply is dispatched
 // again when the node starts.
 //
-// Group commit: a plain MDP/0.1 worker connection holds one request at a time, so the node opens
-// titanic_config::request_connections connections for `titanic.request`. Requests that arrive
-// together on them are stored in one transaction (one fsync) and acknowledged together. This
-// needs no protocol extension, so any MDP/0.1 broker and any TSP client work unchanged.
+// Group commit: requests that arrive together are stored in one transaction (one fsync) and
+// acknowledged together. That needs several submissions in hand at once. By default the node
+// registers for `titanic.request` as a zmesh worker with credit (ZMWC01, docs/broker.md): the
+// broker queues up to titanic_config::request_credit submissions at each of its
+// titanic_config::request_connections connections. With a broker that is not zmesh's, set the
+// credit to 1: each connection is then a plain MDP/0.1 worker holding one submission, and more
+// connections give the concurrency. TSP clients work unchanged either way.
 #pragma once
 
 #include <zmesh/export.hpp>
@@ -51,9 +54,13 @@ struct titanic_config {
     /// The SQLite store; created if missing. A file that is not a Titanic store is refused.
     std::filesystem::path store_path = "zmesh-titanic.db";
     titanic_sync sync = titanic_sync::full;
-    /// MDP worker connections registered for `titanic.request`: how many submissions the node
-    /// can hold at once, and so the largest group of requests one commit can acknowledge.
-    std::size_t request_connections = 16;
+    /// MDP worker connections registered for `titanic.request`. The node holds up to
+    /// request_connections × request_credit submissions at once: the largest group of requests
+    /// one commit can acknowledge.
+    std::size_t request_connections = 2;
+    /// Credit of each worker connection (for titanic.request, .reply and .close): 1 = plain
+    /// MDP/0.1, for any broker; more = zmesh workers with credit, zmesh broker only.
+    std::uint32_t request_credit = 64;
     /// Failed dispatches (error reply or timeout) after which a request is dead-lettered.
     std::uint32_t max_attempts = 5;
     /// Wait before the retry after the first failure; doubled per further failure.
@@ -64,7 +71,7 @@ struct titanic_config {
     std::chrono::milliseconds request_timeout{30000};
     /// MDP clients dispatching at once, each with one request outstanding (MDP/0.1 has no
     /// request id, so one outstanding request is what makes a reply unambiguous).
-    std::size_t dispatch_concurrency = 8;
+    std::size_t dispatch_concurrency = 32;
     /// How long the requests for a service that has no worker (8/MMI `mmi.service` says 404)
     /// wait before the service is asked about again. Such a wait is not a failed attempt.
     std::chrono::milliseconds service_poll{500};
