@@ -125,13 +125,17 @@ int run_titanic_bench(const std::vector<std::string>& args) {
     options.add_options()
         ("sync", po::value(&sync)->default_value(sync), "the store's durability: full or normal")
         ("size", po::value(&cfg.size)->default_value(cfg.size), "request body bytes (>= 8)")
-        ("clients", po::value(&cfg.clients)->default_value(cfg.clients),
-         "submitter threads, one submission in flight each")
+        ("clients", po::value(&cfg.clients)->default_value(cfg.clients), "submitter threads")
+        ("window", po::value(&cfg.window)->default_value(cfg.window),
+         "submissions each submitter keeps in flight (above 1: asynchronous, ack latency from the "
+         "probe only)")
         ("workers", po::value(&cfg.workers)->default_value(cfg.workers), "echo workers of the target service")
         ("connections", po::value(&cfg.connections)->default_value(cfg.connections),
          "the node's titanic.request connections; 0 = node default")
         ("credit", po::value(&cfg.credit)->default_value(cfg.credit),
          "the node's credit per connection (1 = plain MDP/0.1); 0 = node default")
+        ("concurrency", po::value(&cfg.concurrency)->default_value(cfg.concurrency),
+         "the node's dispatches in flight; 0 = node default")
         ("rate", po::value(&cfg.rate)->default_value(cfg.rate),
          "submissions/s shared by the submitters (latency at a fixed load); 0 = flat out")
         ("duration", po::value(&seconds)->default_value(seconds), "seconds to measure");
@@ -142,6 +146,9 @@ int run_titanic_bench(const std::vector<std::string>& args) {
     else throw usage_error("--sync must be full or normal");
     if (cfg.size < 8) throw usage_error("--size must be at least 8");
     if (cfg.clients < 1 || cfg.clients > 1024) throw usage_error("--clients must be in [1, 1024]");
+    if (cfg.concurrency > 1024) throw usage_error("--concurrency must be in [0, 1024]");
+    if (cfg.window < 1 || cfg.window > 4096) throw usage_error("--window must be in [1, 4096]");
+    if (cfg.window > 1 && cfg.rate > 0) throw usage_error("--rate needs --window 1");
     if (cfg.workers < 1 || cfg.workers > 256) throw usage_error("--workers must be in [1, 256]");
     if (cfg.connections > 1024) throw usage_error("--connections must be in [0, 1024]");
     if (cfg.credit > zmesh::mdp::max_worker_credit)
@@ -151,19 +158,22 @@ int run_titanic_bench(const std::vector<std::string>& args) {
     auto r = bench::run_titanic_bench(cfg);
     std::printf("%s\n", machine_line().c_str());
     std::printf("# acked/s: \"200\"+id answers (request committed) received within the interval, "
-                "%d submitters with one submission each in flight; ack = submit -> 200 (every "
-                "submission); e2e = submit -> reply fetched via titanic.reply (a probe polling every "
-                "0.5 ms, %llu samples); unreplied = acked requests without their echo reply after a "
-                "drain of %.1f s; node: %zu request connections with credit %u, %d echo workers, store in a temp dir; "
-                "%llu acked in total, %llu submit errors; replies stored: %.0f/s\n",
-                cfg.clients, static_cast<unsigned long long>(r.e2e_samples), r.drain_seconds,
-                r.connections, r.credit, cfg.workers, static_cast<unsigned long long>(r.acked_total),
+                "%d submitters with %zu submission(s) each in flight; ack = submit -> 200 (%s); "
+                "e2e = submit -> reply fetched via titanic.reply (a probe polling every 0.5 ms, "
+                "%llu samples); unreplied = acked requests without their echo reply after a drain "
+                "of %.1f s; node: %zu request connections with credit %u, %d echo workers, store "
+                "in a temp dir; %llu acked in total, %llu submit errors; replies stored: %.0f/s\n",
+                cfg.clients, cfg.window,
+                cfg.window > 1 ? "the probe's submissions only" : "every submission",
+                static_cast<unsigned long long>(r.e2e_samples), r.drain_seconds, r.connections,
+                r.credit, cfg.workers, static_cast<unsigned long long>(r.acked_total),
                 static_cast<unsigned long long>(r.submit_errors), r.replied_rate);
-    std::printf("%-6s %-6s %-7s %-6s %10s %8s %6s %6s %8s %8s %8s %8s %8s %9s\n", "sync", "size",
-                "clients", "rate", "acked/s", "commits", "batch", "max", "ack p50", "ack p99", "e2e p50",
-                "e2e p99", "p99.9", "unreplied");
-    std::printf("%-6s %-6zu %-7d %-6s %10.0f %8llu %6.1f %6llu %8.2f %8.2f %8.2f %8.2f %8.2f %9llu\n",
-                sync.c_str(), cfg.size, cfg.clients,
+    std::printf("%-6s %-6s %-7s %-6s %-6s %10s %8s %6s %6s %8s %8s %8s %8s %8s %9s\n", "sync",
+                "size", "clients", "window", "rate", "acked/s", "commits", "batch", "max", "ack p50",
+                "ack p99", "e2e p50", "e2e p99", "p99.9", "unreplied");
+    std::printf("%-6s %-6zu %-7d %-6zu %-6s %10.0f %8llu %6.1f %6llu %8.2f %8.2f %8.2f %8.2f %8.2f "
+                "%9llu\n",
+                sync.c_str(), cfg.size, cfg.clients, cfg.window,
                 cfg.rate ? std::to_string(cfg.rate).c_str() : "max", r.rate,
                 static_cast<unsigned long long>(r.commits), r.avg_batch,
                 static_cast<unsigned long long>(r.largest_batch), r.ack_p50_ms, r.ack_p99_ms,

@@ -11,6 +11,10 @@
 //     duration / duration. Every submission's ack latency (submit → "200") is recorded.
 //     With --rate R the submitters share R submissions/s on a fixed schedule instead (latency at
 //     a load the node sustains; flat out, the e2e figure is mostly the dispatch backlog).
+//     With --window W > 1 each submitter is an asynchronous mdp::client that keeps W
+//     `titanic.request`s in flight. A TSP acknowledgement names only the new id, and acks of one
+//     client may come back out of order, so these submissions have no latency of their own: the
+//     ack latency is then the probe's alone (one submission at a time, under that load).
 //   1 probe thread (durable_client): submit, then poll `titanic.reply` every 0.5 ms until "200",
 //     in a loop, under the submitters' load. Its samples are the end-to-end latency: submit →
 //     reply available. (Sampling with a dedicated probe keeps the submitters' loop pure; the
@@ -23,6 +27,7 @@
 #include "latency.hpp"
 
 #include <zmesh/error.hpp>
+#include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/durable_client.hpp>
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/message.hpp>
@@ -106,11 +111,12 @@ class temp_dir {
 
 struct acked_request {
     std::string id;
-    std::uint64_t tag = 0;
+    std::uint64_t tag = 0; ///< 0 = not known (window mode): any unused tag of its submitter
 };
 
 struct submitter_result {
     std::vector<acked_request> acked;
+    std::uint64_t sent = 0;                // submissions made (their tags are 0..sent-1)
     std::uint64_t acked_in_time = 0;
     std::uint64_t errors = 0;
     std::vector<std::uint64_t> ack_ns;
@@ -146,6 +152,7 @@ titanic_bench_result run_titanic_bench(const titanic_bench_config& cfg) {
     result.connections = tc.request_connections;
     if (cfg.credit > 0) tc.request_credit = cfg.credit;
     result.credit = tc.request_credit;
+    if (cfg.concurrency > 0) tc.dispatch_concurrency = cfg.concurrency;
     auto node = std::make_unique<nodes::titanic_node>(node_ctx, tc);
     node->start();
 
@@ -174,7 +181,42 @@ titanic_bench_result run_titanic_bench(const titanic_bench_config& cfg) {
         const auto start = std::chrono::steady_clock::now();
         const auto end = start + cfg.duration;
 
-        for (int c = 0; c < cfg.clients; ++c) {
+        for (int c = 0; c < cfg.clients && cfg.window > 1; ++c) {
+            threads.emplace_back([&, c] {
+                auto& r = results[static_cast<std::size_t>(c)];
+                mdp::client client(client_ctx, endpoint,
+                                   {.timeout = std::chrono::milliseconds(5000), .retries = 1,
+                                    .window = cfg.window});
+                auto take_ack = [&](mdp::reply& reply) {
+                    if (reply.body.size() == 2 && view(reply.body[0]) == "200") {
+                        if (std::chrono::steady_clock::now() <= end) ++r.acked_in_time;
+                        r.acked.push_back({to_string(reply.body[1]), 0});
+                    } else {
+                        ++r.errors;
+                    }
+                };
+                try {
+                    while (!stop.load(std::memory_order_relaxed)) {
+                        while (client.outstanding() < cfg.window) {
+                            message m = make_body(cfg.size, make_tag(c, r.sent++));
+                            m.push_front(service);
+                            client.send("titanic.request", std::move(m));
+                        }
+                        if (auto reply = client.recv(std::chrono::milliseconds(100))) take_ack(*reply);
+                    }
+                    // The acks still on their way count in the total, not in the rate.
+                    while (client.outstanding() > 0) {
+                        auto reply = client.recv(std::chrono::milliseconds(5000));
+                        if (!reply) break;
+                        take_ack(*reply);
+                    }
+                } catch (const std::exception&) {
+                    ++r.errors;
+                }
+                r.errors += client.outstanding(); // never acknowledged
+            });
+        }
+        for (int c = 0; c < cfg.clients && cfg.window == 1; ++c) {
             threads.emplace_back([&, c] {
                 auto& r = results[static_cast<std::size_t>(c)];
                 mdp::durable_client client(client_ctx, endpoint, client_options());
@@ -256,11 +298,22 @@ titanic_bench_result run_titanic_bench(const titanic_bench_config& cfg) {
         for (int c = 0; c < cfg.clients; ++c) {
             threads.emplace_back([&, c] {
                 mdp::durable_client client(client_ctx, endpoint, client_options());
-                for (const auto& a : results[static_cast<std::size_t>(c)].acked) {
+                const auto& r = results[static_cast<std::size_t>(c)];
+                std::vector<bool> seen(r.sent); // window mode: each tag answers one id at most
+                for (const auto& a : r.acked) {
                     bool ok = false;
                     try {
                         auto reply = client.poll(a.id);
-                        ok = reply && is_echo(*reply, cfg.size, a.tag);
+                        if (reply && a.tag != 0) {
+                            ok = is_echo(*reply, cfg.size, a.tag);
+                        } else if (reply && reply->size() == 1 &&
+                                   reply->front().size() == cfg.size) {
+                            std::uint64_t tag = 0;
+                            std::memcpy(&tag, reply->front().data(), sizeof tag);
+                            const std::uint64_t seq = tag & ((std::uint64_t{1} << 40) - 1);
+                            ok = tag == make_tag(c, seq) && seq < r.sent && !seen[seq];
+                            if (ok) seen[seq] = true;
+                        }
                     } catch (const std::exception&) {
                     }
                     if (!ok) unreplied.fetch_add(1, std::memory_order_relaxed);

@@ -13,10 +13,12 @@ namespace zmesh::bench {
 struct titanic_bench_config {
     nodes::titanic_sync sync = nodes::titanic_sync::full;
     std::size_t size = 64;        ///< request body bytes (at least 8: the request's tag)
-    int clients = 32;             ///< submitter threads, each with one submission at a time
+    int clients = 32;             ///< submitter threads
+    std::size_t window = 1;       ///< submissions each submitter keeps in flight (> 1: async, no --rate)
     int workers = 4;              ///< echo workers of the target service
     std::size_t connections = 0;  ///< the node's request_connections; 0 = the node's default
     std::uint32_t credit = 0;     ///< the node's request_credit; 0 = the node's default
+    std::size_t concurrency = 0;  ///< the node's dispatch_concurrency; 0 = the node's default
     std::uint64_t rate = 0;       ///< submissions/s shared by the submitters; 0 = flat out
     std::chrono::milliseconds duration{5000};
     std::chrono::milliseconds drain{60000}; ///< bound of the wait for every reply afterwards
