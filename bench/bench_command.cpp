@@ -161,19 +161,20 @@ int run_titanic_bench(const std::vector<std::string>& args) {
                 "%d submitters with %zu submission(s) each in flight; ack = submit -> 200 (%s); "
                 "e2e = submit -> reply fetched via titanic.reply (a probe polling every 0.5 ms, "
                 "%llu samples); unreplied = acked requests without their echo reply after a drain "
-                "of %.1f s; node: %zu request connections with credit %u, %d echo workers, store "
+                "of %.1f s; node = the node's request connections x credit; %d echo workers, store "
                 "in a temp dir; %llu acked in total, %llu submit errors; replies stored: %.0f/s\n",
                 cfg.clients, cfg.window,
                 cfg.window > 1 ? "the probe's submissions only" : "every submission",
-                static_cast<unsigned long long>(r.e2e_samples), r.drain_seconds, r.connections,
-                r.credit, cfg.workers, static_cast<unsigned long long>(r.acked_total),
+                static_cast<unsigned long long>(r.e2e_samples), r.drain_seconds, cfg.workers,
+                static_cast<unsigned long long>(r.acked_total),
                 static_cast<unsigned long long>(r.submit_errors), r.replied_rate);
-    std::printf("%-6s %-6s %-7s %-6s %-6s %10s %8s %6s %6s %8s %8s %8s %8s %8s %9s\n", "sync",
-                "size", "clients", "window", "rate", "acked/s", "commits", "batch", "max", "ack p50",
-                "ack p99", "e2e p50", "e2e p99", "p99.9", "unreplied");
-    std::printf("%-6s %-6zu %-7d %-6zu %-6s %10.0f %8llu %6.1f %6llu %8.2f %8.2f %8.2f %8.2f %8.2f "
-                "%9llu\n",
-                sync.c_str(), cfg.size, cfg.clients, cfg.window,
+    std::printf("%-6s %-6s %-7s %-6s %-7s %-6s %10s %8s %6s %6s %8s %8s %8s %8s %8s %9s\n",
+                "sync", "size", "clients", "window", "node", "rate", "acked/s", "commits", "batch",
+                "max", "ack p50", "ack p99", "e2e p50", "e2e p99", "p99.9", "unreplied");
+    const std::string node = std::to_string(r.connections) + "x" + std::to_string(r.credit);
+    std::printf("%-6s %-6zu %-7d %-6zu %-7s %-6s %10.0f %8llu %6.1f %6llu %8.2f %8.2f %8.2f %8.2f "
+                "%8.2f %9llu\n",
+                sync.c_str(), cfg.size, cfg.clients, cfg.window, node.c_str(),
                 cfg.rate ? std::to_string(cfg.rate).c_str() : "max", r.rate,
                 static_cast<unsigned long long>(r.commits), r.avg_batch,
                 static_cast<unsigned long long>(r.largest_batch), r.ack_p50_ms, r.ack_p99_ms,
