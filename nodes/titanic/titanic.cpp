@@ -433,8 +433,10 @@ class titanic_node::impl {
                     release(s);
             } else if (!r->body.empty() && view(r->body[0]) == error_frame) {
                 std::string reason;
-                for (std::size_t i = 1; i < r->body.size(); ++i)
-                    reason += (i > 1 ? " " : "") + to_string(r->body[i]);
+                for (std::size_t i = 1; i < r->body.size(); ++i) {
+                    if (i > 1) reason += ' ';
+                    reason += view(r->body[i]);
+                }
                 fail(s, reason.empty() ? std::string(error_frame) : reason);
             } else {
                 done.push_back({.id = s.request.id, .body = to_frames(r->body)});
