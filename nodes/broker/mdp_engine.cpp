@@ -17,6 +17,7 @@ constexpr std::size_t max_service_name = 255;
 // Frame positions of a message as read from the ROUTER (identity first).
 constexpr std::size_t f_identity = 0, f_empty = 1, f_header = 2;
 constexpr std::size_t f_service = 3, f_client_body = 4;        // client REQUEST
+constexpr std::size_t f_client_tag = 4;                         // ZMCT01 REQUEST: tag, then body
 constexpr std::size_t f_command = 3;                           // worker commands
 constexpr std::size_t f_ready_service = 4, f_ready_credit = 5; // READY (credit: ZMWC01 only)
 constexpr std::size_t f_reply_client = 4, f_reply_empty = 5, f_reply_body = 6; // MDPW01 REPLY
@@ -92,6 +93,7 @@ request* mdp_engine::acquire() {
 void mdp_engine::release(request* r) noexcept {
     r->body.clear(); // keeps the frame vector's capacity for the next request
     r->client.rebuild();
+    r->tag.rebuild();
     r->attempts = 0;
     r->next = free_;
     free_ = r;
@@ -114,7 +116,7 @@ void mdp_engine::on_message(message& m, clock::time_point now) {
         return;
     }
     const auto header = view(m[f_header]);
-    if (header == mdp::client_v1) on_client(m, now);
+    if (header == mdp::client_v1 || header == mdp::client_tagged_v1) on_client(m, now);
     else if (header == mdp::worker_v1 || header == mdp::worker_credit_v1) on_worker(m, now);
     else malformed("unknown protocol header", view(m[f_identity]));
 }
@@ -122,8 +124,16 @@ void mdp_engine::on_message(message& m, clock::time_point now) {
 // ---- clients ---------------------------------------------------------------------------------
 
 void mdp_engine::on_client(message& m, clock::time_point now) {
-    if (m.size() <= f_client_body) {
-        malformed("client request without service or body", view(m[f_identity]));
+    const bool tagged = view(m[f_header]) == mdp::client_tagged_v1;
+    const std::size_t body_at = tagged ? f_client_body + 1 : f_client_body;
+    if (m.size() <= body_at) {
+        malformed(tagged ? "tagged client request without service, tag or body"
+                         : "client request without service or body",
+                  view(m[f_identity]));
+        return;
+    }
+    if (tagged && (m[f_client_tag].size() == 0 || m[f_client_tag].size() > mdp::max_client_tag)) {
+        malformed("tagged client request with an empty or oversized tag", view(m[f_identity]));
         return;
     }
     const auto name = view(m[f_service]);
@@ -133,12 +143,13 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
     }
     inc(stats_.requests);
     if (mdp::is_broker_service(name)) {
-        on_internal(m, name);
+        on_internal(m, name, body_at);
         return;
     }
     request* r = acquire();
     r->client = std::move(m[f_identity]);
-    m.move_tail_to(f_client_body, r->body);
+    if (tagged) r->tag = std::move(m[f_client_tag]);
+    m.move_tail_to(body_at, r->body);
     r->bytes = r->body.byte_size();
     r->arrived = now;
     if (services_.size() >= config_.max_services && services_.find(name) == services_.end()) {
@@ -167,15 +178,15 @@ void mdp_engine::add_stats_source(std::function<void(broker_stats&)> fill) {
     stats_sources_.push_back(std::move(fill));
 }
 
-void mdp_engine::on_internal(message& m, std::string_view name) {
+void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body_at) {
     inc(stats_.mmi);
     message body;
     if (auto handler = internal_.find(name); handler != internal_.end()) {
         message request;
-        m.move_tail_to(f_client_body, request);
+        m.move_tail_to(body_at, request);
         handler->second(request, body);
     } else if (name == mdp::mmi_service) {
-        const auto target = view(m[f_client_body]);
+        const auto target = view(m[body_at]);
         auto it = services_.find(target);
         const bool up = it != services_.end() && it->second.workers > 0;
         body.push_back(up ? std::string_view("200") : std::string_view("404"));
@@ -236,17 +247,22 @@ void mdp_engine::on_internal(message& m, std::string_view name) {
     } else {
         body.push_back(std::string_view("501")); // 8/MMI: unknown management service
     }
-    // name views m[f_service], which stays in m while only the identity frame is moved out.
-    reply_to_client(std::move(m[f_identity]), name, body);
+    // name views m[f_service], which stays in m while only the identity (and tag) frames are
+    // moved out.
+    zmq::message_t tag;
+    if (body_at > f_client_body) tag = std::move(m[f_client_tag]);
+    reply_to_client(std::move(m[f_identity]), std::move(tag), name, body);
 }
 
-void mdp_engine::reply_to_client(zmq::message_t&& client, std::string_view service_name,
-                                 message& body) {
+void mdp_engine::reply_to_client(zmq::message_t&& client, zmq::message_t&& tag,
+                                 std::string_view service_name, message& body) {
     out_.clear();
     out_.push_back(std::move(client));
     out_.push_back(zmq::message_t());
-    out_.push_back(mdp::client_v1);
+    const bool tagged = tag.size() != 0;
+    out_.push_back(tagged ? mdp::client_tagged_v1 : mdp::client_v1);
     out_.push_back(service_name);
+    if (tagged) out_.push_back(std::move(tag));
     body.move_tail_to(0, out_);
     if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
     else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
@@ -285,8 +301,9 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
         break;
     }
     zmq::message_t client = std::move(r->client);
+    zmq::message_t tag = std::move(r->tag);
     release(r);
-    reply_to_client(std::move(client), service_name, body);
+    reply_to_client(std::move(client), std::move(tag), service_name, body);
 }
 
 // ---- workers ---------------------------------------------------------------------------------
@@ -433,13 +450,14 @@ void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
     w.free_slots.push_back(*slot); // within its reserved capacity: no allocation
     --s.in_flight;
     s.last_active = now;
-    zmq::message_t client = std::move(r->client);
-    release(r);
+    const bool tagged = r->tag.size() != 0;
     out_.clear();
-    out_.push_back(std::move(client));
+    out_.push_back(std::move(r->client));
     out_.push_back(zmq::message_t());
-    out_.push_back(mdp::client_v1);
+    out_.push_back(tagged ? mdp::client_tagged_v1 : mdp::client_v1);
     out_.push_back(s.name);
+    if (tagged) out_.push_back(std::move(r->tag));
+    release(r);
     m.move_tail_to(body_at, out_);
     if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
     else inc(stats_.undeliverable);

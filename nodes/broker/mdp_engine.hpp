@@ -42,6 +42,8 @@ struct service;
 
 struct request {
     zmq::message_t client;      // routing id of the client that sent it
+    zmq::message_t tag;         // a tagged client's tag (ZMCT01), returned in the reply; empty
+                                // for a plain MDP/0.1 client
     message body;               // kept until replied, so a dead worker's request can be sent again
     std::uint32_t attempts = 0; // deliveries to workers so far
     std::size_t bytes = 0;      // body size, counted against max_queued_bytes while queued
@@ -147,7 +149,7 @@ class mdp_engine {
     /// The slot a REPLY answers, from its tag (ZMWC01) or the one slot (MDPW01); nullopt if the
     /// reply names no request the worker holds.
     std::optional<std::uint32_t> reply_slot(const worker& w, const message& m) const;
-    void on_internal(message& m, std::string_view service_name);
+    void on_internal(message& m, std::string_view service_name, std::size_t body_at);
 
     void malformed(std::string_view what, std::string_view identity);
     service& service_for(std::string_view name, clock::time_point now);
@@ -157,7 +159,10 @@ class mdp_engine {
     /// Forgets @p w; the requests it held go back to the head of their queue.
     void remove_worker(worker& w, bool send_disconnect);
     void send_command(std::string_view identity, std::string_view header, mdp::worker_command c);
-    void reply_to_client(zmq::message_t&& client, std::string_view service_name, message& body);
+    /// Sends "" header service [tag] body... to @p client: ZMCT01 with the tag if @p tag is not
+    /// empty, else plain MDPC01.
+    void reply_to_client(zmq::message_t&& client, zmq::message_t&& tag,
+                         std::string_view service_name, message& body);
     void reject(request* r, std::string_view service_name, reject_reason why);
     /// Queue bookkeeping in one place: counts and bytes follow every push and pop.
     void enqueue(service& s, request* r, bool at_head);

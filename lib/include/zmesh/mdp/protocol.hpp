@@ -21,6 +21,11 @@
 //   DISCONNECT  0x05
 // The broker sends a worker up to `credit` REQUESTs before it has their REPLYs; each REPLY
 // returns one unit of credit. Replies may come in any order.
+//
+// zmesh extension, tagged clients (docs/broker.md, "Tagged clients"): an MDP/0.1 client request
+// with a tag frame the broker returns in the reply, so a client with several requests in flight
+// knows which one each reply answers.
+//   "" "ZMCT01" service tag body...    (both directions; tag: 1..max_client_tag bytes, opaque)
 #pragma once
 
 #include <zmesh/export.hpp>
@@ -38,6 +43,11 @@ namespace zmesh::mdp {
 inline constexpr std::string_view client_v1 = "MDPC01";
 /// Protocol header of every worker message, both directions.
 inline constexpr std::string_view worker_v1 = "MDPW01";
+
+/// Protocol header of a tagged client request and its reply (zmesh extension).
+inline constexpr std::string_view client_tagged_v1 = "ZMCT01";
+/// Largest tag frame of a tagged client request.
+inline constexpr std::size_t max_client_tag = 255;
 
 /// Protocol header of every message of a worker with credit (zmesh extension), both directions.
 inline constexpr std::string_view worker_credit_v1 = "ZMWC01";
