@@ -7,8 +7,11 @@
 // across the request connections as one add_requests() batch: this is what turns concurrent
 // submitters into one commit, and nothing is acknowledged before that commit returns.
 //
-// The dispatcher keeps one request per MDP client: MDP/0.1 replies carry no request id, so one
-// outstanding request per client is the only way to know which request a reply answers. Before
+// The dispatcher keeps up to dispatch_concurrency requests in flight. MDP/0.1 replies carry no
+// request id, so with a plain MDP/0.1 broker (request_credit 1) each has its own client: one
+// outstanding request per client is the only way to know which request a reply answers. With
+// the zmesh broker all of them share one tagged client (ZMCT01, docs/broker.md), whose replies
+// name their request. Before
 // sending to a service it asks the broker (8/MMI `mmi.service`) whether the service has workers,
 // as rfc 9 suggests: a request for a service that is down then waits without burning its attempts
 // and without sitting in the broker's queue, where it would expire or be executed after we have
@@ -174,10 +177,15 @@ class titanic_node::impl {
     }
 
   private:
-    /// One dispatch client and the request it holds.
+    /// One request being dispatched. Plain MDP/0.1 (credit 1): each slot has its own client,
+    /// since one outstanding request per client is what makes its reply unambiguous. With the
+    /// zmesh extensions all slots share one tagged client (ZMCT01) and a slot is known by the
+    /// tag of its current request.
     struct slot {
         enum class phase { idle, checking, busy };
-        std::optional<mdp::client> client;
+        std::optional<mdp::client> client; // plain mode only
+        std::uint64_t tag = 0;             // tagged mode: tag of what it sent last
+        std::size_t index = 0;             // its place in the slots: tag % slots == index
         phase state = phase::idle;
         ts::request_record request;
         steady::time_point deadline;
@@ -189,6 +197,7 @@ class titanic_node::impl {
     };
 
     void finish() {
+        tagged_.reset(); // its socket must be closed for the context to terminate
         std::lock_guard lock(mutex_);
         running_ = false;
     }
@@ -204,6 +213,10 @@ class titanic_node::impl {
                            {.timeout = config_.request_timeout, .retries = 1, .window = 1});
     }
 
+    /// The zmesh extensions (workers with credit, a tagged client) are used unless the node is
+    /// configured for a plain MDP/0.1 broker (request_credit 1).
+    [[nodiscard]] bool tagged_dispatch() const noexcept { return config_.request_credit > 1; }
+
     void loop() {
         std::vector<mdp::worker> submit;
         for (std::size_t i = 0; i < config_.request_connections; ++i)
@@ -211,7 +224,15 @@ class titanic_node::impl {
         mdp::worker replies = make_worker(service_reply);
         mdp::worker closes = make_worker(service_close);
         std::vector<slot> slots(config_.dispatch_concurrency);
-        for (auto& s : slots) s.client.emplace(make_client());
+        for (std::size_t i = 0; i < slots.size(); ++i) slots[i].index = i;
+        if (tagged_dispatch())
+            // A send never waits on the window: a slot only sends once its previous request was
+            // answered or abandoned, so at most one request per slot is outstanding.
+            tagged_.emplace(*ctx_, config_.broker_endpoint,
+                            mdp::client_options{.timeout = config_.request_timeout, .retries = 1,
+                                                .window = slots.size(), .tagged = true});
+        else
+            for (auto& s : slots) s.client.emplace(make_client());
         log(log_level::info, "titanic: serving TSP through %s, store %s",
             config_.broker_endpoint.c_str(), config_.store_path.string().c_str());
 
@@ -231,8 +252,11 @@ class titanic_node::impl {
             }
             add(replies.socket());
             add(closes.socket());
-            for (auto& s : slots)
-                if (s.state != slot::phase::idle) add(s.client->socket());
+            if (tagged_)
+                add(tagged_->socket());
+            else
+                for (auto& s : slots)
+                    if (s.state != slot::phase::idle) add(s.client->socket());
             try {
                 zmq::poll(items.data(), items.size(), again ? milliseconds(0) : poll_cap);
             } catch (const zmq::error_t& e) {
@@ -405,55 +429,91 @@ class titanic_node::impl {
     bool dispatch(std::vector<slot>& slots) {
         bool any = false;
         const auto now = steady::now();
-        std::vector<ts::reply_record> done;
-        std::vector<slot*> done_slots;
+        done_.clear();
+        done_slots_.clear();
+        if (tagged_) {
+            // One client for all slots: each reply names its slot by tag.
+            for (;;) {
+                std::optional<mdp::reply> r;
+                try {
+                    r = tagged_->recv(milliseconds(0));
+                } catch (const zmq::error_t& e) {
+                    log(log_level::warn, "titanic: dispatch client failed: %s", e.what());
+                }
+                if (!r) break;
+                any = true;
+                slot& s = slots[static_cast<std::size_t>(r->tag % slots.size())];
+                // The client only returns tags it still awaits, and a slot's tag changes only
+                // once its reply came or it was abandoned: a mismatch cannot happen.
+                if (s.state == slot::phase::idle || s.tag != r->tag) continue;
+                on_dispatch_reply(s, *r, now);
+            }
+        }
         for (auto& s : slots) {
             if (s.state == slot::phase::idle) continue;
-            std::optional<mdp::reply> r;
-            try {
-                r = s.client->recv(milliseconds(0));
-            } catch (const zmq::error_t& e) {
-                log(log_level::warn, "titanic: dispatch client failed: %s", e.what());
-            }
-            if (!r) {
-                if (now >= s.deadline) {
+            if (!tagged_) {
+                std::optional<mdp::reply> r;
+                try {
+                    r = s.client->recv(milliseconds(0));
+                } catch (const zmq::error_t& e) {
+                    log(log_level::warn, "titanic: dispatch client failed: %s", e.what());
+                }
+                if (r) {
                     any = true;
-                    timed_out(s);
+                    on_dispatch_reply(s, *r, now);
+                    continue;
                 }
-                continue;
             }
-            any = true;
-            if (s.state == slot::phase::checking) {
-                const bool up = !r->body.empty() && view(r->body[0]) == "200";
-                (up ? service_up_until_ : service_down_until_)[s.request.service] =
-                    now + config_.service_poll;
-                if (up)
-                    send_request(s, now);
-                else
-                    release(s);
-            } else if (!r->body.empty() && view(r->body[0]) == error_frame) {
-                std::string reason;
-                for (std::size_t i = 1; i < r->body.size(); ++i) {
-                    if (i > 1) reason += ' ';
-                    reason += view(r->body[i]);
-                }
-                fail(s, reason.empty() ? std::string(error_frame) : reason);
-            } else {
-                done.push_back({.id = s.request.id, .body = to_frames(r->body)});
-                done_slots.push_back(&s);
+            if (s.state != slot::phase::idle && now >= s.deadline) {
+                any = true;
+                timed_out(s);
             }
         }
-        if (!done.empty()) {
+        if (!done_.empty()) {
             try {
-                inc(stats_.replied, store_->store_replies(done, wall_now()));
+                inc(stats_.replied, store_->store_replies(done_, wall_now()));
             } catch (const std::exception& e) {
                 // The requests stay pending and will be dispatched again: at least once.
-                log(log_level::error, "titanic: storing %zu replies failed: %s", done.size(),
+                log(log_level::error, "titanic: storing %zu replies failed: %s", done_.size(),
                     e.what());
             }
-            for (auto* s : done_slots) release(*s);
+            for (auto* s : done_slots_) release(*s);
         }
         return start_due(slots, now) || any;
+    }
+
+    /// A reply for slot @p s: the service check's answer, an error, or the service's reply
+    /// (collected in done_, stored by dispatch() in one transaction).
+    void on_dispatch_reply(slot& s, mdp::reply& r, steady::time_point now) {
+        if (s.state == slot::phase::checking) {
+            const bool up = !r.body.empty() && view(r.body[0]) == "200";
+            (up ? service_up_until_ : service_down_until_)[s.request.service] =
+                now + config_.service_poll;
+            if (up)
+                send_request(s, now);
+            else
+                release(s);
+        } else if (!r.body.empty() && view(r.body[0]) == error_frame) {
+            std::string reason;
+            for (std::size_t i = 1; i < r.body.size(); ++i) {
+                if (i > 1) reason += ' ';
+                reason += view(r.body[i]);
+            }
+            fail(s, reason.empty() ? std::string(error_frame) : reason);
+        } else {
+            done_.push_back({.id = s.request.id, .body = to_frames(r.body)});
+            done_slots_.push_back(&s);
+            s.state = slot::phase::idle; // not dispatched again before release() after the commit
+        }
+    }
+
+    /// Sends for slot @p s on its own client or, tagged, on the shared one with a fresh tag
+    /// that names the slot (tag % slots = its index).
+    bool send_for(slot& s, std::string_view service, message&& body) {
+        std::error_code ec;
+        if (!tagged_) return s.client->send(service, std::move(body), ec);
+        s.tag = next_tag_++ * config_.dispatch_concurrency + s.index;
+        return tagged_->send(service, std::move(body), s.tag, ec);
     }
 
     /// Hands due requests to idle clients.
@@ -499,8 +559,7 @@ class titanic_node::impl {
             send_request(s, now);
             return;
         }
-        std::error_code ec;
-        if (!s.client->send("mmi.service", message{s.request.service}, ec)) {
+        if (!send_for(s, "mmi.service", message{s.request.service})) {
             renew(s);
             release(s);
             return;
@@ -510,8 +569,7 @@ class titanic_node::impl {
     }
 
     void send_request(slot& s, steady::time_point now) {
-        std::error_code ec;
-        if (!s.client->send(s.request.service, to_message(s.request.body), ec)) {
+        if (!send_for(s, s.request.service, to_message(s.request.body))) {
             // Not sent at all (broker unreachable and the pipe full): no attempt was made.
             renew(s);
             release(s);
@@ -572,7 +630,13 @@ class titanic_node::impl {
         }
     }
 
+    /// Forgets what @p s sent: a late reply must not be taken for the answer to its next
+    /// request. Tagged, the shared client drops it by its tag; plain, the slot gets a new socket.
     void renew(slot& s) {
+        if (tagged_) {
+            (void)tagged_->abandon(s.tag);
+            return;
+        }
         s.client.reset();
         s.client.emplace(make_client());
     }
@@ -589,7 +653,11 @@ class titanic_node::impl {
     std::mt19937_64 rng_;
     counters stats_;
     // Loop thread only.
-    std::set<std::string, std::less<>> in_flight_;              // ids held by a dispatch client
+    std::set<std::string, std::less<>> in_flight_;              // ids held by a dispatch slot
+    std::optional<mdp::client> tagged_;  // the shared dispatch client (tagged mode)
+    std::uint64_t next_tag_ = 1;         // tags are never reused, so a late reply is recognised
+    std::vector<ts::reply_record> done_; // replies of one dispatch() round, stored together
+    std::vector<slot*> done_slots_;      // their slots
     std::map<std::string, steady::time_point, std::less<>> service_up_until_;
     std::map<std::string, steady::time_point, std::less<>> service_down_until_;
     bool dirty_ = true;                  // something changed: scan the store without waiting

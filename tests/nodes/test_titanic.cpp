@@ -149,7 +149,14 @@ TEST_SUITE("nodes.titanic") {
 
 TEST_CASE("a submitted request is acknowledged with an id, executed, replied and closed") {
     fixture f;
-    zn::titanic_node node(f.ctx, f.config());
+    auto config = f.config();
+    SUBCASE("zmesh extensions: workers with credit, one tagged dispatch client (the default)") {
+        REQUIRE(config.request_credit > 1);
+    }
+    SUBCASE("plain MDP/0.1: one worker request and one dispatch client per request") {
+        config.request_credit = 1;
+    }
+    zn::titanic_node node(f.ctx, config);
     node.start();
     service_thread svc(f.ctx, f.endpoint, "echo", echo);
 
