@@ -39,8 +39,9 @@ bool append_line(int fd, std::string line) {
 } // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 6) {
-        std::fprintf(stderr, "usage: fault_worker BROKER SERVICE HEARTBEAT_MS LOG_FILE SEED\n");
+    if (argc != 6 && argc != 7) {
+        std::fprintf(stderr,
+                     "usage: fault_worker BROKER SERVICE HEARTBEAT_MS LOG_FILE SEED [CREDIT]\n");
         return 2;
     }
     struct sigaction sa {};
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
         zmq::context_t ctx;
         zmesh::mdp::worker_options options;
         options.heartbeat = std::chrono::milliseconds(std::atoi(argv[3]));
+        if (argc == 7) options.credit = static_cast<std::uint32_t>(std::strtoul(argv[6], nullptr, 10));
         zmesh::mdp::worker worker(ctx, argv[1], argv[2], options);
         // Tells the test that SIGTERM is now handled (a slow start must not die of it instead).
         std::printf("ready\n");

@@ -53,8 +53,9 @@ std::optional<int> parse_id(std::string_view s) {
 /// The worker slots, restarted by the killer thread: one fault_worker process each.
 class worker_pool {
   public:
-    worker_pool(std::string endpoint, std::filesystem::path dir, std::uint32_t seed)
-        : endpoint_(std::move(endpoint)), dir_(std::move(dir)), seed_(seed) {
+    worker_pool(std::string endpoint, std::filesystem::path dir, std::uint32_t seed,
+                std::uint32_t credit)
+        : endpoint_(std::move(endpoint)), dir_(std::move(dir)), seed_(seed), credit_(credit) {
         for (int i = 0; i < worker_count; ++i) slots_.push_back(start(i));
     }
 
@@ -87,13 +88,15 @@ class worker_pool {
         const auto name = "worker-" + std::to_string(slot) + "-" + std::to_string(n);
         return child_process({ZMESH_FAULT_WORKER_PATH, endpoint_, service,
                               std::to_string(heartbeat.count()), (dir_ / (name + ".log")).string(),
-                              std::to_string(seed_ + static_cast<std::uint32_t>(n))},
+                              std::to_string(seed_ + static_cast<std::uint32_t>(n)),
+                              std::to_string(credit_)},
                              (dir_ / (name + ".err")).string());
     }
 
     std::string endpoint_;
     std::filesystem::path dir_;
     std::uint32_t seed_;
+    std::uint32_t credit_;
     int started_ = 0;
     std::vector<child_process> slots_;
 };
@@ -103,6 +106,10 @@ class worker_pool {
 TEST_SUITE("stress.broker") {
 
 TEST_CASE("every request is answered with its own id while workers are SIGKILLed and restarted") {
+    std::uint32_t credit = 1;
+    SUBCASE("plain MDP/0.1 workers, one request each") {}
+    // A killed worker with credit takes several requests down with it: all must come back.
+    SUBCASE("workers with credit 8 (ZMWC01)") { credit = 8; }
     const auto seed = stress::seed();
     MESSAGE("seed " << seed << " (replay with ZMESH_STRESS_SEED=" << seed << ")");
     const auto started = std::chrono::steady_clock::now();
@@ -114,7 +121,7 @@ TEST_CASE("every request is answered with its own id while workers are SIGKILLed
                                    // not be rejected for that in this test.
                                    "--max-attempts", "50", "--log-level", "warn"});
     zmq::context_t ctx;
-    worker_pool pool(broker.endpoint, dir.path(), seed);
+    worker_pool pool(broker.endpoint, dir.path(), seed, credit);
     {
         // Start only once all three are registered, so the first kills hit working workers.
         auto q = stress::query_client(ctx, broker.endpoint);
