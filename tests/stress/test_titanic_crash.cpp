@@ -118,11 +118,21 @@ TEST_CASE("every acknowledged durable request gets exactly its reply across kill
         });
     }
 
-    // The killer: titanic 4 times, the broker once, at random moments while submissions run.
+    // The killer: titanic 4 times, the broker once, while submissions run. Each kill waits for a
+    // random share of the submissions to be acknowledged (rounds spread between 5% and 90%), not
+    // for a time: a node fast enough to finish early must still be killed mid-stream.
     int titanic_kills = 0, broker_kills = 0;
-    std::uniform_int_distribution<int> pause_ms(200, 700);
+    const std::size_t total = static_cast<std::size_t>(submitters * per_submitter);
+    std::uniform_int_distribution<std::size_t> jitter(0, total * 12 / 100);
+    auto acked_count = [&] {
+        std::lock_guard lock(acked_mutex);
+        return acked.size();
+    };
     for (int round = 0; round < 5 && done < submitters && !failed; ++round) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms(rng)));
+        const std::size_t at = total * (5 + 17 * static_cast<std::size_t>(round)) / 100 + jitter(rng);
+        while (acked_count() < at && done < submitters && !failed)
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        if (done >= submitters || failed) break;
         if (round == 2) {
             broker->kill();
             ++broker_kills;
