@@ -311,14 +311,15 @@ class titanic_node::impl {
                 w->reply(std::move(token), status("500", std::string("not stored: ") + e.what()));
             return true;
         }
-        for (std::size_t i = 0; i < batch_.size(); ++i)
-            waiting_[i].first->reply(std::move(waiting_[i].second), status("200", batch_[i].id));
+        // Counted before the answers go out, so a submitter that has its "200" sees it counted.
         inc(stats_.stored, batch_.size());
         inc(stats_.batches);
         auto largest = stats_.largest_batch.load();
         while (largest < batch_.size() &&
                !stats_.largest_batch.compare_exchange_weak(largest, batch_.size())) {
         }
+        for (std::size_t i = 0; i < batch_.size(); ++i)
+            waiting_[i].first->reply(std::move(waiting_[i].second), status("200", batch_[i].id));
         dirty_ = true;
         return true;
     }
