@@ -23,6 +23,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using strings = std::vector<std::string>;
+using support::texts;
+using support::frames;
 using clock_type = std::chrono::steady_clock;
 
 const std::string ready_cmd(1, '\x01');
@@ -30,18 +32,6 @@ const std::string request_cmd(1, '\x02');
 const std::string reply_cmd(1, '\x03');
 const std::string heartbeat_cmd(1, '\x04');
 const std::string disconnect_cmd(1, '\x05');
-
-strings texts(const zmesh::message& m) {
-    strings out;
-    for (const auto& f : m) out.push_back(zmesh::to_string(f));
-    return out;
-}
-
-zmesh::message frames(const strings& parts) {
-    zmesh::message m;
-    for (const auto& p : parts) m.push_back(std::string_view(p));
-    return m;
-}
 
 /// An 8-byte tag with a zero byte and a high byte in it, as a broker's binary tags may have.
 std::string tag(int i) {

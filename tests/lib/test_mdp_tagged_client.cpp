@@ -27,18 +27,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using strings = std::vector<std::string>;
-
-strings texts(const zmesh::message& m) {
-    strings out;
-    for (const auto& f : m) out.push_back(zmesh::to_string(f));
-    return out;
-}
-
-zmesh::message frames(const strings& parts) {
-    zmesh::message m;
-    for (const auto& p : parts) m.push_back(std::string_view(p));
-    return m;
-}
+using support::texts;
+using support::frames;
 
 /// A tag frame as the client writes it: the 8 bytes of the tag in host byte order.
 std::string tag_bytes(std::uint64_t tag) {

@@ -34,6 +34,7 @@ using namespace std::string_view_literals;
 using zmesh::pubsub::publisher;
 using zmesh::pubsub::subscriber;
 using strings = std::vector<std::string>;
+using support::texts;
 
 constexpr std::string_view probe_prefix = "\0zmesh.probe."sv;
 
@@ -80,13 +81,6 @@ strings recv_topics(subscriber& sub, std::size_t n) {
 }
 
 /// The payload of a delivery as text frames.
-strings texts(const zmesh::message& m) {
-    strings out;
-    for (const auto& f : m)
-        out.push_back(zmesh::to_string(f));
-    return out;
-}
-
 zmesh::header data_header(const zmesh::message_id& source, std::uint64_t seq,
                           std::int64_t ts = now_ns()) {
     zmesh::header h;

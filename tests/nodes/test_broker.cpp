@@ -40,13 +40,7 @@ struct broker_fixture {
     }
 };
 
-zmq::socket_t dealer(zmq::context_t& ctx, const std::string& ep, const std::string& id = {}) {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    if (!id.empty()) s.set(zmq::sockopt::routing_id, id);
-    s.connect(ep);
-    return s;
-}
+using support::dealer;
 
 void send_frames(zmq::socket_t& s, zmesh::message m) {
     REQUIRE(m.send(s) == zmesh::send_status::sent);

@@ -37,12 +37,7 @@ struct broker_fixture {
     [[nodiscard]] zmesh::nodes::broker_stats stats() const { return broker->stats(); }
 };
 
-zmq::socket_t dealer(zmq::context_t& ctx, const std::string& ep) {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    s.connect(ep);
-    return s;
-}
+using support::dealer;
 
 void send_frames(zmq::socket_t& s, zmesh::message m) {
     REQUIRE(m.send(s) == zmesh::send_status::sent);

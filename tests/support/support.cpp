@@ -35,6 +35,27 @@ std::optional<zmesh::message> recv_for(zmq::socket_t& s, std::chrono::millisecon
     return m;
 }
 
+std::vector<std::string> texts(const zmesh::message& m) {
+    std::vector<std::string> out;
+    for (const auto& f : m) out.push_back(zmesh::to_string(f));
+    return out;
+}
+
+zmesh::message frames(const std::vector<std::string>& parts) {
+    zmesh::message m;
+    for (const auto& p : parts) m.push_back(std::string_view(p));
+    return m;
+}
+
+zmq::socket_t dealer(zmq::context_t& ctx, const std::string& endpoint,
+                     const std::string& routing_id) {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    if (!routing_id.empty()) s.set(zmq::sockopt::routing_id, routing_id);
+    s.connect(endpoint);
+    return s;
+}
+
 temp_dir::temp_dir() {
     std::random_device rd;
     path_ = std::filesystem::temp_directory_path() /

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace support {
 
@@ -32,6 +33,17 @@ std::string inproc_endpoint(const std::string& stem);
 
 /// Receives one multipart message within @p timeout, or std::nullopt.
 std::optional<zmesh::message> recv_for(zmq::socket_t& s, std::chrono::milliseconds timeout = 2000ms);
+
+/// The frames of @p m as strings, for comparing whole messages in one CHECK.
+std::vector<std::string> texts(const zmesh::message& m);
+
+/// A message with one frame per string of @p parts.
+zmesh::message frames(const std::vector<std::string>& parts);
+
+/// A DEALER (linger 0, optionally with @p routing_id) connected to @p endpoint: a hand-written
+/// MDP peer.
+zmq::socket_t dealer(zmq::context_t& ctx, const std::string& endpoint,
+                     const std::string& routing_id = {});
 
 /// Polls @p condition every few milliseconds until it holds or @p timeout passes: for state
 /// that another thread (a broker, a worker) reaches with no event to wait on.
