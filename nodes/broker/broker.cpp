@@ -28,7 +28,7 @@ class broker::impl {
   public:
     impl(zmq::context_t& ctx, broker_config config)
         : config_(std::move(config)), router_(ctx, zmq::socket_type::router),
-          engine_(config_, router_) {
+          engine_(config_, router_), directory_(config_.max_directory_entries) {
         if (config_.heartbeat_interval.count() <= 0)
             throw error(errc::invalid_argument, "heartbeat interval must be positive");
         if (config_.liveness < 1) throw error(errc::invalid_argument, "liveness must be at least 1");
@@ -42,6 +42,10 @@ class broker::impl {
                         "lvc and lossless need the pub/sub forwarder (XSUB and XPUB endpoints)");
         if (config_.lvc_max_topics == 0)
             throw error(errc::invalid_argument, "lvc max topics must be positive");
+        if (config_.max_subscriptions == 0)
+            throw error(errc::invalid_argument, "max subscriptions must be positive");
+        if (config_.max_directory_entries == 0)
+            throw error(errc::invalid_argument, "max directory entries must be positive");
         if (config_.pubsub_hwm < 0)
             throw error(errc::invalid_argument, "pub/sub HWM must not be negative");
         socket_options o;

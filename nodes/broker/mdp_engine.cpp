@@ -230,6 +230,7 @@ void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body
             {"forwarded", st.forwarded},
             {"dropped", st.dropped},
             {"subscriptions", st.subscriptions},
+            {"subscriptions_refused", st.subscriptions_refused},
             {"probes", st.probes},
             {"stalls", st.stalls},
             {"lvc_topics", st.lvc_topics},

@@ -61,6 +61,12 @@ int run_broker(const std::vector<std::string>& args) {
          "topics the last-value cache holds before evicting the least recently updated")
         ("pubsub-hwm", po::value(&cfg.pubsub_hwm)->default_value(cfg.pubsub_hwm),
          "messages queued per publisher and per subscriber by the forwarder (0 = no limit)")
+        ("max-subscriptions",
+         po::value(&cfg.max_subscriptions)->default_value(cfg.max_subscriptions),
+         "forwarder: distinct subscriptions tracked before new ones are refused")
+        ("max-directory-entries",
+         po::value(&cfg.max_directory_entries)->default_value(cfg.max_directory_entries),
+         "registrations the zmesh.directory service holds at most")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
     po::variables_map vm;
     if (!parse("broker", "[options]", options, args, vm)) return ok;
@@ -88,12 +94,15 @@ int run_broker(const std::vector<std::string>& args) {
             if (!parse_endpoint(*ep, ec, &why))
                 throw usage_error(std::string("invalid ") + flag + " '" + *ep + "': " + why);
     } else if (cfg.lvc || cfg.lossless || !vm["lvc-max-topics"].defaulted() ||
-               !vm["pubsub-hwm"].defaulted()) {
-        throw usage_error("--lossless, --lvc, --lvc-max-topics and --pubsub-hwm need the "
-                          "forwarder: add --pubsub, --xsub or --xpub");
+               !vm["pubsub-hwm"].defaulted() || !vm["max-subscriptions"].defaulted()) {
+        throw usage_error("--lossless, --lvc, --lvc-max-topics, --pubsub-hwm and "
+                          "--max-subscriptions need the forwarder: add --pubsub, --xsub or --xpub");
     }
     if (lvc_max_topics == 0) throw usage_error("--lvc-max-topics must be positive");
     if (cfg.pubsub_hwm < 0) throw usage_error("--pubsub-hwm must not be negative");
+    if (cfg.max_subscriptions == 0) throw usage_error("--max-subscriptions must be positive");
+    if (cfg.max_directory_entries == 0)
+        throw usage_error("--max-directory-entries must be positive");
     cfg.lvc_max_topics = lvc_max_topics;
     set_log_level(*level);
     cfg.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);

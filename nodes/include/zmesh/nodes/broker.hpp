@@ -80,6 +80,14 @@ struct broker_config {
     /// directions); 0 means no limit. What a slow subscriber may buffer before it loses messages
     /// (lossy) or holds the stream back (lossless).
     int pubsub_hwm = 10000;
+    /// Distinct subscriptions (topic prefixes, all subscribers together) the forwarder tracks
+    /// and passes upstream at most; past it a new subscription is refused, counted in
+    /// broker_stats::subscriptions_refused and logged, so subscribers inventing topics cannot
+    /// grow the forwarder's tables without bound.
+    std::size_t max_subscriptions = 100000;
+
+    /// Registrations (name/endpoint pairs) the directory service `zmesh.directory` holds at most.
+    std::size_t max_directory_entries = 10000;
 };
 
 /// Counters, read with stats(). All are totals since start.
@@ -109,6 +117,7 @@ struct broker_stats {
     /// loss as sequence gaps.
     std::uint64_t dropped = 0;
     std::uint64_t subscriptions = 0; ///< subscribe requests passed upstream (probes excluded)
+    std::uint64_t subscriptions_refused = 0; ///< new subscriptions refused at max_subscriptions
     std::uint64_t probes = 0;        ///< readiness probes answered
     std::uint64_t stalls = 0;        ///< lossless: times a full subscriber stopped the stream
     std::uint64_t lvc_topics = 0;    ///< topics in the last-value cache now
