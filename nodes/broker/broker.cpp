@@ -7,6 +7,7 @@
 // what lets a subscriber merge it with the live stream without duplicates or gaps.
 #include <zmesh/nodes/broker.hpp>
 
+#include "client_handles.hpp"
 #include "directory.hpp"
 #include "forwarder.hpp"
 #include "mdp_engine.hpp"
@@ -17,7 +18,9 @@
 #include <zmesh/reactor.hpp>
 #include <zmesh/socket_options.hpp>
 
+#include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -27,12 +30,17 @@ namespace zmesh::nodes {
 class broker::impl {
   public:
     impl(zmq::context_t& ctx, broker_config config)
-        : config_(std::move(config)), router_(ctx, zmq::socket_type::router),
-          engine_(config_, router_), directory_(config_.max_directory_entries) {
+        : config_(std::move(config)), router_(detail::make_seeded_router(ctx)),
+          monitor_(ctx, zmq::socket_type::pair), engine_(config_, router_),
+          directory_(config_.max_directory_entries) {
         if (config_.heartbeat_interval.count() <= 0)
             throw error(errc::invalid_argument, "heartbeat interval must be positive");
         if (config_.liveness < 1) throw error(errc::invalid_argument, "liveness must be at least 1");
         if (config_.max_queue == 0) throw error(errc::invalid_argument, "max queue must be positive");
+        if (config_.max_clients == 0)
+            throw error(errc::invalid_argument, "max clients must be positive");
+        if (config_.max_client_requests == 0)
+            throw error(errc::invalid_argument, "max client requests must be positive");
         const bool pubsub = !config_.xsub_endpoint.empty() || !config_.xpub_endpoint.empty();
         if (pubsub && (config_.xsub_endpoint.empty() || config_.xpub_endpoint.empty()))
             throw error(errc::invalid_argument,
@@ -57,6 +65,17 @@ class broker::impl {
         // and its request kept, instead of being dropped silently by the ROUTER.
         router_.set(zmq::sockopt::router_mandatory, 1);
         endpoints_.push_back(zmesh::bind(router_, config_.mdp_endpoint));
+        // Closed connections are reported at once by libzmq's monitor, matched to peers by the
+        // descriptor their messages came on: a killed worker's requests move on within
+        // milliseconds instead of after heartbeat × liveness. The name is unique per broker.
+        const std::string monitor_endpoint =
+            "inproc://zmesh.broker.monitor." + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+        if (zmq_socket_monitor(router_.handle(), monitor_endpoint.c_str(),
+                               ZMQ_EVENT_DISCONNECTED) != 0)
+            throw zmq::error_t();
+        monitor_.set(zmq::sockopt::linger, 0);
+        monitor_.connect(monitor_endpoint);
+        engine_.set_disconnect_sync([this] { drain_monitor(); });
         if (pubsub) {
             forwarder_.emplace(ctx, config_);
             endpoints_.push_back(forwarder_->xsub_endpoint());
@@ -99,12 +118,22 @@ class broker::impl {
             for (int i = 0; i < 1000 && in_.recv(s, zmq::recv_flags::dontwait); ++i)
                 engine_.on_message(in_, reactor::clock::now());
         });
+        reactor_.add(monitor_, [this](zmq::socket_ref) { drain_monitor(); });
         if (forwarder_) forwarder_->attach(reactor_);
         auto tick = reactor_.add_repeating_timer(config_.heartbeat_interval, [this] {
             const auto now = reactor::clock::now();
             engine_.on_tick(now);
             directory_.expire(now);
         });
+        // Expiry runs more often than the heartbeat, so a request is rejected at most
+        // request_ttl / 20 (and at least 10 ms) after its deadline, whatever the heartbeat.
+        std::optional<reactor::timer_id> expiry;
+        if (config_.request_ttl.count() > 0) {
+            const auto period = std::clamp(config_.request_ttl / 20, std::chrono::milliseconds(10),
+                                           config_.heartbeat_interval);
+            expiry = reactor_.add_repeating_timer(
+                period, [this] { engine_.expire_requests(reactor::clock::now()); });
+        }
         log(log_level::info, "broker: MDP on %s", endpoints_.front().c_str());
         if (forwarder_)
             log(log_level::info, "broker: pub/sub XSUB on %s, XPUB on %s (%s%s)",
@@ -113,14 +142,31 @@ class broker::impl {
         try {
             reactor_.run();
         } catch (...) {
-            finish(tick);
+            finish(tick, expiry);
             throw;
         }
-        finish(tick);
+        finish(tick, expiry);
     }
 
-    void finish(reactor::timer_id tick) {
+    /// Hands every pending disconnect event to the engine. Event: 6 bytes (uint16 event, uint32
+    /// value = the descriptor), then the endpoint (libzmq 4.3's monitor format).
+    void drain_monitor() {
+        zmq::message_t event, address;
+        while (monitor_.recv(event, zmq::recv_flags::dontwait)) {
+            if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::dontwait);
+            if (event.size() < 6) continue;
+            std::uint16_t id = 0;
+            std::int32_t fd = -1;
+            std::memcpy(&id, event.data(), sizeof id);
+            std::memcpy(&fd, static_cast<const char*>(event.data()) + 2, sizeof fd);
+            if (id == ZMQ_EVENT_DISCONNECTED) engine_.on_disconnected(fd, reactor::clock::now());
+        }
+    }
+
+    void finish(reactor::timer_id tick, std::optional<reactor::timer_id> expiry) {
         reactor_.cancel(tick);
+        if (expiry) reactor_.cancel(*expiry);
+        reactor_.remove(monitor_);
         reactor_.remove(router_);
         if (forwarder_) forwarder_->detach();
         engine_.disconnect_all();
@@ -160,6 +206,7 @@ class broker::impl {
 
     broker_config config_;
     zmq::socket_t router_;
+    zmq::socket_t monitor_;           // PAIR: the ROUTER's disconnect events
     detail::mdp_engine engine_;
     std::optional<detail::forwarder> forwarder_; // only if XSUB/XPUB endpoints are configured
     detail::directory directory_;

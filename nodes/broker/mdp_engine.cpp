@@ -29,8 +29,13 @@ constexpr std::string_view error_frame = "zmesh.error";
 
 void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
 
+// Service names are labels people read in logs and on screens: 1..255 printable ASCII bytes
+// without spaces. Anything else would reach logs and tables as it is.
 bool valid_service_name(std::string_view name) {
-    return !name.empty() && name.size() <= max_service_name;
+    if (name.empty() || name.size() > max_service_name) return false;
+    for (char c : name)
+        if (c < '!' || c > '~') return false;
+    return true;
 }
 
 // A ZMWC01 tag: the slot the request sits in and its generation, so that a late or forged REPLY
@@ -40,6 +45,14 @@ struct tag_bytes {
     std::uint32_t generation;
 };
 static_assert(sizeof(tag_bytes) == mdp::request_tag_size);
+
+// The descriptor of the connection a message came on; -1 for inproc, which has none. Read from
+// the empty delimiter, a frame that came off the wire: the identity frame the ROUTER makes up
+// does not reliably carry it (libzmq 4.3 leaves its descriptor unset at times).
+int source_fd(message& m) noexcept {
+    const int fd = zmq_msg_get(m[f_empty].handle(), ZMQ_SRCFD);
+    return fd < 0 ? -1 : fd;
+}
 
 zmq::message_t copy_frame(zmq::message_t& f) {
     // zmq_msg_copy shares large buffers by reference count: no byte is copied.
@@ -92,7 +105,7 @@ request* mdp_engine::acquire() {
 
 void mdp_engine::release(request* r) noexcept {
     r->body.clear(); // keeps the frame vector's capacity for the next request
-    r->client.rebuild();
+    r->from = nullptr;
     r->tag.rebuild();
     r->attempts = 0;
     r->next = free_;
@@ -138,7 +151,14 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
     }
     const auto name = view(m[f_service]);
     if (!valid_service_name(name)) {
-        malformed("client request with an empty or oversized service name", view(m[f_identity]));
+        // Answered, not only dropped: the client learns at once that the name cannot work.
+        malformed("client request with an invalid service name", view(m[f_identity]));
+        zmq::message_t tag;
+        if (tagged) tag = std::move(m[f_client_tag]);
+        auto body = rejection("400", "invalid service name: it must be 1.." +
+                                         std::to_string(max_service_name) +
+                                         " printable ASCII bytes without spaces");
+        reply_to_client(view(m[f_identity]), std::move(tag), "", body);
         return;
     }
     inc(stats_.requests);
@@ -146,12 +166,28 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         on_internal(m, name, body_at);
         return;
     }
+    client* from = client_for(m, now);
     request* r = acquire();
-    r->client = std::move(m[f_identity]);
+    r->from = from;
     if (tagged) r->tag = std::move(m[f_client_tag]);
     m.move_tail_to(body_at, r->body);
     r->bytes = r->body.byte_size();
     r->arrived = now;
+    if (!from) {
+        // The identity frame is still in m: reply_to_client reads the routing id from there.
+        zmq::message_t tag = std::move(r->tag);
+        release(r);
+        inc(stats_.rejected);
+        auto body = rejection("503", "too many clients: the broker already tracks " +
+                                         std::to_string(config_.max_clients));
+        reply_to_client(view(m[f_identity]), std::move(tag), name, body);
+        return;
+    }
+    ++from->outstanding;
+    if (from->outstanding > config_.max_client_requests) {
+        reject(r, name, reject_reason::client_limit);
+        return;
+    }
     if (services_.size() >= config_.max_services && services_.find(name) == services_.end()) {
         reject(r, name, reject_reason::too_many_services);
         return;
@@ -168,6 +204,70 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
     enqueue(s, r, false);
     s.last_active = now;
     dispatch(s);
+}
+
+client* mdp_engine::client_for(message& m, clock::time_point now) {
+    const auto id = view(m[f_identity]);
+    auto it = clients_.find(id);
+    if (it == clients_.end()) {
+        if (clients_.size() >= config_.max_clients) return nullptr;
+        it = clients_.try_emplace(std::string(id)).first;
+        client& c = it->second;
+        c.id = it->first;
+        c.handle = handles_.next();
+        c.fd = track_fd(m, c.id);
+        stats_.clients.store(clients_.size(), std::memory_order_relaxed);
+    } else if (source_fd(m) != it->second.fd) {
+        // The same routing id on a new connection (a peer that set its own id reconnected).
+        it->second.fd = track_fd(m, it->second.id);
+        it->second.connected = true;
+    }
+    it->second.last_active = now;
+    return &it->second;
+}
+
+int mdp_engine::track_fd(message& m, std::string_view id) {
+    const int fd = source_fd(m);
+    if (fd < 0) return -1;
+    if (sync_disconnects_) sync_disconnects_();
+    peer_by_fd_.insert_or_assign(fd, std::string(id));
+    return fd;
+}
+
+void mdp_engine::finish(request* r) noexcept {
+    client* c = r->from;
+    release(r);
+    if (c) {
+        --c->outstanding;
+        if (!c->connected) forget_client_if_done(*c);
+    }
+}
+
+void mdp_engine::forget_client_if_done(client& c) noexcept {
+    if (c.outstanding != 0) return;
+    clients_.erase(clients_.find(std::string_view(c.id))); // c is gone from here on
+    stats_.clients.store(clients_.size(), std::memory_order_relaxed);
+}
+
+void mdp_engine::on_disconnected(int fd, clock::time_point now) {
+    auto p = peer_by_fd_.find(fd);
+    if (p == peer_by_fd_.end()) return;
+    const std::string id = std::move(p->second);
+    peer_by_fd_.erase(p);
+    inc(stats_.disconnects);
+    if (auto w = workers_.find(std::string_view(id)); w != workers_.end() && w->second.fd == fd) {
+        log(log_level::info, "worker of service '%s' disconnected; %zu requests move on",
+            w->second.svc ? w->second.svc->name.c_str() : "?", w->second.holding());
+        inc(stats_.workers_disconnected);
+        remove_worker(w->second, false);
+    }
+    if (auto c = clients_.find(std::string_view(id)); c != clients_.end() && c->second.fd == fd) {
+        // Its queued requests are dropped when they reach the head of their queue (dispatch);
+        // replies to those in flight are discarded.
+        c->second.connected = false;
+        c->second.last_active = now;
+        forget_client_if_done(c->second);
+    }
 }
 
 void mdp_engine::add_internal_service(std::string name, internal_handler handler) {
@@ -227,6 +327,9 @@ void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body
             {"queued", st.queued},
             {"queued_bytes", st.queued_bytes},
             {"expired", st.expired},
+            {"clients", st.clients},
+            {"disconnects", st.disconnects},
+            {"abandoned", st.abandoned},
             {"forwarded", st.forwarded},
             {"dropped", st.dropped},
             {"subscriptions", st.subscriptions},
@@ -252,13 +355,13 @@ void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body
     // moved out.
     zmq::message_t tag;
     if (body_at > f_client_body) tag = std::move(m[f_client_tag]);
-    reply_to_client(std::move(m[f_identity]), std::move(tag), name, body);
+    reply_to_client(view(m[f_identity]), std::move(tag), name, body);
 }
 
-void mdp_engine::reply_to_client(zmq::message_t&& client, zmq::message_t&& tag,
+void mdp_engine::reply_to_client(std::string_view client_id, zmq::message_t&& tag,
                                  std::string_view service_name, message& body) {
     out_.clear();
-    out_.push_back(std::move(client));
+    out_.push_back(client_id);
     out_.push_back(zmq::message_t());
     const bool tagged = tag.size() != 0;
     out_.push_back(tagged ? mdp::client_tagged_v1 : mdp::client_v1);
@@ -269,42 +372,52 @@ void mdp_engine::reply_to_client(zmq::message_t&& client, zmq::message_t&& tag,
     else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
 }
 
+message mdp_engine::rejection(std::string_view code, std::string reason) {
+    message body;
+    body.push_back(error_frame);
+    body.push_back(code);
+    body.push_back(reason);
+    return body;
+}
+
 void mdp_engine::reject(request* r, std::string_view service_name, reject_reason why) {
     inc(stats_.rejected);
     message body;
-    body.push_back(error_frame);
     switch (why) {
     case reject_reason::queue_full:
-        body.push_back(std::string_view("503"));
-        body.push_back("queue full: service '" + std::string(service_name) + "' already holds " +
-                       std::to_string(config_.max_queue) + " requests");
+        body = rejection("503", "queue full: service '" + std::string(service_name) +
+                                    "' already holds " + std::to_string(config_.max_queue) +
+                                    " requests");
         break;
     case reject_reason::memory_full:
-        body.push_back(std::string_view("503"));
-        body.push_back("broker queues full: " + std::to_string(config_.max_queued_bytes) +
-                       " bytes of requests already wait for workers");
+        body = rejection("503", "broker queues full: " +
+                                    std::to_string(config_.max_queued_bytes) +
+                                    " bytes of requests already wait for workers");
         break;
     case reject_reason::too_many_services:
-        body.push_back(std::string_view("503"));
-        body.push_back("too many services: the broker already tracks " +
-                       std::to_string(config_.max_services));
+        body = rejection("503", "too many services: the broker already tracks " +
+                                    std::to_string(config_.max_services));
+        break;
+    case reject_reason::client_limit:
+        body = rejection("503", "too many requests outstanding: this client already has " +
+                                    std::to_string(config_.max_client_requests) +
+                                    " queued or in flight");
         break;
     case reject_reason::too_many_attempts:
-        body.push_back(std::string_view("500"));
-        body.push_back("request failed: its worker died " + std::to_string(r->attempts) +
-                       " times");
+        body = rejection("500", "request failed: its worker died " +
+                                    std::to_string(r->attempts) + " times");
         break;
     case reject_reason::expired:
         inc(stats_.expired);
-        body.push_back(std::string_view("504"));
-        body.push_back("request expired: no worker took it within " +
-                       std::to_string(config_.request_ttl.count()) + " ms");
+        body = rejection("504", "request expired: no worker took it within " +
+                                    std::to_string(config_.request_ttl.count()) + " ms");
         break;
     }
-    zmq::message_t client = std::move(r->client);
+    client* c = r->from;
     zmq::message_t tag = std::move(r->tag);
-    release(r);
-    reply_to_client(std::move(client), std::move(tag), service_name, body);
+    if (c->connected) reply_to_client(c->id, std::move(tag), service_name, body);
+    else inc(stats_.undeliverable);
+    finish(r); // may forget c: after the reply, which reads c->id
 }
 
 // ---- workers ---------------------------------------------------------------------------------
@@ -389,9 +502,14 @@ void mdp_engine::on_ready(message& m, std::string_view identity, std::string_vie
         credit = *c;
     }
     const auto name = view(m[f_ready_service]);
-    if (mdp::is_broker_service(name)) {
-        // Reserved names are the broker's own (8/MMI); a worker may not take them over.
-        malformed("READY for a reserved service", identity);
+    const char* refusal = nullptr;
+    if (mdp::is_broker_service(name))
+        refusal = "READY for a reserved service"; // the broker's own (8/MMI): not to be taken over
+    else if (services_.size() >= config_.max_services && services_.find(name) == services_.end())
+        refusal = "READY for a new service past max_services";
+    if (refusal) {
+        // One DISCONNECT and nothing else: a zmesh worker takes that as a refusal and stops.
+        malformed(refusal, identity);
         inc(stats_.workers_disconnected);
         send_command(identity, header, mdp::worker_command::disconnect);
         return;
@@ -400,6 +518,7 @@ void mdp_engine::on_ready(message& m, std::string_view identity, std::string_vie
     auto [it, inserted] = workers_.try_emplace(std::string(identity));
     worker& w = it->second;
     w.identity = it->first;
+    w.fd = track_fd(m, w.identity);
     w.svc = &s;
     w.header = header;
     w.expiry = now + expiry_;
@@ -411,12 +530,18 @@ void mdp_engine::on_ready(message& m, std::string_view identity, std::string_vie
     s.last_active = now;
     inc(stats_.workers_registered);
     stats_.workers.store(workers_.size(), std::memory_order_relaxed);
+    // An immediate HEARTBEAT acknowledges the READY (7/MDP allows one at any time): a ZMWC01
+    // worker learns at once that this broker speaks its protocol, where a broker that does not
+    // would stay silent, and a refused READY is the only one answered by a bare DISCONNECT.
+    send_command(w.identity, w.header, mdp::worker_command::heartbeat);
+    w.sent_since_tick = true;
     make_ready(w);
     dispatch(s);
 }
 
 std::optional<std::uint32_t> mdp_engine::reply_slot(const worker& w, const message& m) const {
-    // A reply with no body frames is legal (7/MDP leaves the body opaque) and is forwarded as is.
+    // A reply with no body frames breaks 7/MDP ("6 or more frames"), but the worker did the work:
+    // on_reply gives it an empty body frame rather than lose the reply.
     const std::size_t shift = w.header == mdp::worker_credit_v1 ? 1 : 0;
     if (m.size() < f_reply_body + shift || m[f_reply_empty + shift].size() != 0) return std::nullopt;
     std::uint32_t slot = 0;
@@ -432,8 +557,8 @@ std::optional<std::uint32_t> mdp_engine::reply_slot(const worker& w, const messa
         r = w.slots[slot];
         if (r && r->generation != tag.generation) return std::nullopt;
     }
-    // The reply must name the client we gave it; anything else could misroute a reply.
-    if (!r || view(m[f_reply_client + shift]) != view(r->client)) return std::nullopt;
+    // The reply must name the client handle we gave it; anything else could misroute a reply.
+    if (!r || view(m[f_reply_client + shift]) != r->from->handle) return std::nullopt;
     return slot;
 }
 
@@ -451,17 +576,22 @@ void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
     w.free_slots.push_back(*slot); // within its reserved capacity: no allocation
     --s.in_flight;
     s.last_active = now;
-    const bool tagged = r->tag.size() != 0;
-    out_.clear();
-    out_.push_back(std::move(r->client));
-    out_.push_back(zmq::message_t());
-    out_.push_back(tagged ? mdp::client_tagged_v1 : mdp::client_v1);
-    out_.push_back(s.name);
-    if (tagged) out_.push_back(std::move(r->tag));
-    release(r);
-    m.move_tail_to(body_at, out_);
-    if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
-    else inc(stats_.undeliverable);
+    if (r->from->connected) {
+        const bool tagged = r->tag.size() != 0;
+        out_.clear();
+        out_.push_back(r->from->id);
+        out_.push_back(zmq::message_t());
+        out_.push_back(tagged ? mdp::client_tagged_v1 : mdp::client_v1);
+        out_.push_back(s.name);
+        if (tagged) out_.push_back(std::move(r->tag));
+        if (m.size() == body_at) out_.push_back(zmq::message_t());
+        else m.move_tail_to(body_at, out_);
+        if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
+        else inc(stats_.undeliverable);
+    } else {
+        inc(stats_.undeliverable); // its connection closed: nobody would read the reply
+    }
+    finish(r);
     if (!w.ready) make_ready(w); // a worker that still had credit keeps its place in the line
     dispatch(s);
 }
@@ -532,9 +662,15 @@ void mdp_engine::expire_requests(clock::time_point now) {
 
 void mdp_engine::dispatch(service& s) {
     while (!s.queue.empty() && s.ready_head) {
+        request* r = dequeue(s);
+        if (!r->from->connected) {
+            // Its client is gone: no worker should spend time on it.
+            inc(stats_.abandoned);
+            finish(r);
+            continue;
+        }
         worker& w = *s.ready_head;
         unlink_ready(w);
-        request* r = dequeue(s);
         const std::uint32_t slot = w.free_slots.back();
         out_.clear();
         out_.push_back(w.identity);
@@ -546,7 +682,7 @@ void mdp_engine::dispatch(service& s) {
             const tag_bytes tag{slot, r->generation};
             out_.push_back(zmq::message_t(&tag, sizeof tag));
         }
-        out_.push_back(copy_frame(r->client));
+        out_.push_back(r->from->handle);
         out_.push_back(zmq::message_t());
         for (auto& f : r->body) out_.push_back(copy_frame(f));
         const auto status = out_.send(router_, zmq::send_flags::dontwait);
@@ -560,6 +696,7 @@ void mdp_engine::dispatch(service& s) {
         w.free_slots.pop_back();
         w.slots[slot] = r;
         w.sent_since_tick = true;
+        r->sent = next_sent_++;
         ++r->attempts;
         ++s.in_flight;
         inc(stats_.dispatched);
@@ -592,6 +729,9 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
     held.clear();
     for (request* r : w.slots)
         if (r) held.push_back(r);
+    // Slots are reused, so slot order is not sending order; the docs promise the latter.
+    std::sort(held.begin(), held.end(),
+              [](const request* a, const request* b) { return a->sent < b->sent; });
     if (s) --s->workers;
     workers_.erase(workers_.find(std::string_view(w.identity))); // w is gone from here on
     stats_.workers.store(workers_.size(), std::memory_order_relaxed);
@@ -634,6 +774,21 @@ void mdp_engine::on_tick(clock::time_point now) {
         log(log_level::info, "worker of service '%s' expired", w->svc ? w->svc->name.c_str() : "?");
         remove_worker(*w, true);
     }
+    for (auto it = clients_.begin(); it != clients_.end();) {
+        // An idle client is forgotten like an idle service; it gets a new handle if it returns.
+        const client& c = it->second;
+        if (c.outstanding == 0 && now - c.last_active >= config_.service_ttl) {
+            if (c.fd >= 0) {
+                auto p = peer_by_fd_.find(c.fd);
+                if (p != peer_by_fd_.end() && p->second == c.id && !workers_.count(c.id))
+                    peer_by_fd_.erase(p);
+            }
+            it = clients_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    stats_.clients.store(clients_.size(), std::memory_order_relaxed);
     for (auto it = services_.begin(); it != services_.end();) {
         const service& s = it->second;
         if (s.workers == 0 && s.queue.empty() && s.in_flight == 0 &&
@@ -669,6 +824,9 @@ broker_stats mdp_engine::stats() const noexcept {
     s.queued = g(stats_.queued);
     s.queued_bytes = g(stats_.queued_bytes);
     s.expired = g(stats_.expired);
+    s.clients = g(stats_.clients);
+    s.disconnects = g(stats_.disconnects);
+    s.abandoned = g(stats_.abandoned);
     for (const auto& fill : stats_sources_) fill(s);
     return s;
 }

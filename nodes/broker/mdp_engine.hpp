@@ -12,9 +12,17 @@
 //   worker   a routing id, its service, when it expires, and the requests it holds: at most
 //            one for a 7/MDP worker (MDPW01), up to its credit for a zmesh worker with credit
 //            (ZMWC01, docs/broker.md), each in a numbered slot.
-//   request  the client's routing id, the body frames, and how many workers it was sent to.
+//   client   a routing id, the opaque handle workers see instead of it (client_handles.hpp), its
+//            connection's descriptor, and how many of its requests the broker holds.
+//   request  its client, the body frames, and how many workers it was sent to.
 // A request lives in exactly one place: a service queue, a worker's slot, or the free pool.
+//
+// Connections that close (a peer killed, a socket closed) are reported by the broker glue from
+// libzmq's socket monitor, matched to peers by the descriptor each message came on (ZMQ_SRCFD):
+// a dead worker's requests move on at once instead of after heartbeat expiry.
 #pragma once
+
+#include "client_handles.hpp"
 
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/protocol.hpp>
@@ -40,8 +48,17 @@ using clock = std::chrono::steady_clock;
 
 struct service;
 
+struct client {
+    std::string id;             // ROUTER routing id: never shown to any other peer
+    std::string handle;         // what workers see as its address (client_handles.hpp)
+    int fd = -1;                // descriptor of its connection; -1 for inproc (no events)
+    bool connected = true;      // false once its connection closed: its replies go nowhere
+    std::size_t outstanding = 0; // its requests queued or in flight
+    clock::time_point last_active; // for forgetting idle clients
+};
+
 struct request {
-    zmq::message_t client;      // routing id of the client that sent it
+    client* from = nullptr;     // who sent it; held (outstanding) until the request is done
     zmq::message_t tag;         // a tagged client's tag (ZMCT01), returned in the reply; empty
                                 // for a plain MDP/0.1 client
     message body;               // kept until replied, so a dead worker's request can be sent again
@@ -49,6 +66,7 @@ struct request {
     std::size_t bytes = 0;      // body size, counted against max_queued_bytes while queued
     clock::time_point arrived;  // for request_ttl
     std::uint32_t generation = 0; // with its slot, the tag a ZMWC01 worker echoes in its REPLY
+    std::uint64_t sent = 0;     // dispatch order, so a dead worker's requests re-queue in it
     request* next = nullptr;    // link in a service queue or in the free pool
 };
 
@@ -70,6 +88,7 @@ class request_queue {
 
 struct worker {
     std::string identity;          // ROUTER routing id
+    int fd = -1;                   // descriptor of its connection; -1 for inproc
     service* svc = nullptr;        // set by READY
     std::string_view header;       // what it speaks: mdp::worker_v1 or mdp::worker_credit_v1
     clock::time_point expiry;      // forgotten if nothing is heard from it by then
@@ -106,7 +125,8 @@ struct string_hash {
 struct atomic_stats {
     std::atomic<std::uint64_t> requests{0}, replies{0}, dispatched{0}, requeued{0}, rejected{0},
         mmi{0}, malformed{0}, workers_registered{0}, workers_expired{0}, workers_disconnected{0},
-        undeliverable{0}, workers{0}, services{0}, queued{0}, expired{0}, queued_bytes{0};
+        undeliverable{0}, workers{0}, services{0}, queued{0}, expired{0}, queued_bytes{0},
+        clients{0}, disconnects{0}, abandoned{0};
 };
 
 class mdp_engine {
@@ -130,8 +150,22 @@ class mdp_engine {
     /// read atomics. Call before the loop starts.
     void add_stats_source(std::function<void(broker_stats&)> fill);
 
-    /// Heartbeats workers, forgets expired workers and unused services.
+    /// Heartbeats workers, forgets expired workers, idle clients and unused services.
     void on_tick(clock::time_point now);
+
+    /// Rejects every request that waited for a worker longer than request_ttl. The broker calls
+    /// it more often than on_tick, so that expiry is at most request_ttl / 20 late.
+    void expire_requests(clock::time_point now);
+
+    /// The connection on descriptor @p fd closed (libzmq socket monitor). A worker on it is
+    /// forgotten and its requests go to the next worker; a client on it loses its queued
+    /// requests (nobody would read their replies).
+    void on_disconnected(int fd, clock::time_point now);
+
+    /// Called before a peer's descriptor is recorded, to deliver every pending disconnect
+    /// event first: a descriptor closed and then reused by a new connection must be reported
+    /// closed before the new peer is tied to it. Call before the loop starts.
+    void set_disconnect_sync(std::function<void()> sync) { sync_disconnects_ = std::move(sync); }
 
     /// Sends DISCONNECT to every worker and forgets them (broker shutdown).
     void disconnect_all();
@@ -139,7 +173,14 @@ class mdp_engine {
     [[nodiscard]] broker_stats stats() const noexcept;
 
   private:
-    enum class reject_reason { queue_full, memory_full, too_many_services, too_many_attempts, expired };
+    enum class reject_reason {
+        queue_full,
+        memory_full,
+        too_many_services,
+        client_limit,
+        too_many_attempts,
+        expired,
+    };
 
     void on_client(message& m, clock::time_point now);
     void on_worker(message& m, clock::time_point now);
@@ -159,15 +200,23 @@ class mdp_engine {
     /// Forgets @p w; the requests it held go back to the head of their queue.
     void remove_worker(worker& w, bool send_disconnect);
     void send_command(std::string_view identity, std::string_view header, mdp::worker_command c);
-    /// Sends "" header service [tag] body... to @p client: ZMCT01 with the tag if @p tag is not
-    /// empty, else plain MDPC01.
-    void reply_to_client(zmq::message_t&& client, zmq::message_t&& tag,
+    /// Sends "" header service [tag] body... to the peer @p client_id: ZMCT01 with the tag if
+    /// @p tag is not empty, else plain MDPC01.
+    void reply_to_client(std::string_view client_id, zmq::message_t&& tag,
                          std::string_view service_name, message& body);
+    /// A rejection body: "zmesh.error" code reason (docs/broker.md).
+    static message rejection(std::string_view code, std::string reason);
     void reject(request* r, std::string_view service_name, reject_reason why);
+    /// The client of routing id @p m[0], made on its first request; nullptr if the table is full.
+    client* client_for(message& m, clock::time_point now);
+    /// Records the descriptor @p m came on for the peer @p id, after pending disconnects.
+    int track_fd(message& m, std::string_view id);
+    /// Ends @p r's life: its client holds one request fewer, and r goes back to the pool.
+    void finish(request* r) noexcept;
+    void forget_client_if_done(client& c) noexcept;
     /// Queue bookkeeping in one place: counts and bytes follow every push and pop.
     void enqueue(service& s, request* r, bool at_head);
     request* dequeue(service& s);
-    void expire_requests(clock::time_point now);
 
     request* acquire();
     void release(request* r) noexcept;
@@ -176,12 +225,17 @@ class mdp_engine {
     zmq::socket_ref router_;
     clock::duration expiry_;        // heartbeat_interval × liveness
     std::unordered_map<std::string, worker, string_hash, std::equal_to<>> workers_;
+    std::unordered_map<std::string, client, string_hash, std::equal_to<>> clients_; // by routing id
+    std::unordered_map<int, std::string> peer_by_fd_; // descriptor -> routing id of its peer
+    handle_source handles_;
+    std::function<void()> sync_disconnects_;
     std::unordered_map<std::string, service, string_hash, std::equal_to<>> services_;
     std::unordered_map<std::string, internal_handler, string_hash, std::equal_to<>> internal_;
     std::vector<std::function<void(broker_stats&)>> stats_sources_; // fixed once the loop runs
     std::vector<std::unique_ptr<request>> request_storage_; // owns every request ever made
     request* free_ = nullptr;       // pool of released requests, reused to avoid allocation
     std::uint32_t next_generation_ = 0; // tags of ZMWC01 requests: never the same twice in a row
+    std::uint64_t next_sent_ = 0;       // dispatch counter (request::sent)
     std::size_t queued_ = 0;        // requests in all queues
     std::size_t queued_bytes_ = 0;  // their body bytes
     message out_;                   // reused for every outgoing message

@@ -177,7 +177,8 @@ TEST_CASE("multi-frame bodies pass through in order both ways") {
     CHECK(expect_reply(c, "multi") == std::vector<std::string>{"x", "y"});
 }
 
-TEST_CASE("a reply with no body frames is forwarded, not treated as a dead worker") {
+TEST_CASE("a reply with no body frames reaches the client with one empty body frame, as 7/MDP "
+          "requires, and is not treated as a dead worker") {
     broker_fixture f;
     f.start();
     auto w = dealer(f.ctx, f.endpoint);
@@ -190,7 +191,8 @@ TEST_CASE("a reply with no body frames is forwarded, not treated as a dead worke
     r.push_back(client);
     r.push_back(std::string_view());
     send_frames(w, std::move(r));
-    CHECK(expect_reply(c, "quiet").empty());
+    // 7/MDP: a client REPLY has "4 or more frames"; the zguide's C client asserts on fewer.
+    CHECK(expect_reply(c, "quiet") == std::vector<std::string>{""});
     CHECK(f.broker->stats().requeued == 0);
     CHECK(f.broker->stats().malformed == 0);
 }
@@ -466,6 +468,13 @@ TEST_CASE("malformed messages are counted and dropped and the broker keeps servi
     send_frames(bad, zmesh::message{"", mdp::worker_v1, "\x01"});   // READY without service
     send_frames(bad, zmesh::message{"", mdp::worker_v1, "\x01\x01", "svc"});
     REQUIRE(eventually([&] { return f.broker->stats().malformed == 10; }));
+    // A request for an invalid service name is answered (400), so the client knows at once.
+    for (int i = 0; i < 2; ++i) {
+        auto body = expect_reply(bad, "");
+        REQUIRE(body.size() == 3);
+        CHECK(body[0] == "zmesh.error");
+        CHECK(body[1] == "400");
+    }
     auto w = dealer(f.ctx, f.endpoint);
     ready(w, "ok");
     auto c = dealer(f.ctx, f.endpoint);
@@ -481,7 +490,7 @@ TEST_CASE("malformed messages are counted and dropped and the broker keeps servi
     auto oh = msgpack::unpack(stats_body[0].data(), stats_body[0].size());
     auto counters = oh.get().as<std::map<std::string, std::uint64_t>>();
     CHECK(counters["malformed"] == 10);
-    CHECK(counters["replies"] == 1);
+    CHECK(counters["replies"] == 3); // the two 400s and the echo
     CHECK(counters["workers"] == 1);
 }
 

@@ -54,6 +54,13 @@ struct broker_config {
     /// Services the broker keeps track of; a request that would create one more is rejected
     /// (503), so a peer inventing service names cannot grow the table without bound.
     std::size_t max_services = 10000;
+    /// Clients the broker tracks at most (a client is a connection that sent a request and
+    /// still has one outstanding, or sent one within service_ttl); a request from one more is
+    /// rejected (503).
+    std::size_t max_clients = 100000;
+    /// Requests one client may have outstanding (queued or with a worker); past it its new
+    /// requests are rejected (503), so one client cannot fill the queues alone.
+    std::size_t max_client_requests = 10000;
     /// A service with no worker, no queued and no in-flight request is forgotten after this long.
     std::chrono::milliseconds service_ttl{30000};
     /// Largest frame accepted from any peer (ZMQ_MAXMSGSIZE); larger ones close that connection.
@@ -108,6 +115,10 @@ struct broker_stats {
     std::uint64_t services = 0;          ///< currently known
     std::uint64_t queued = 0;            ///< currently waiting for a worker
     std::uint64_t queued_bytes = 0;      ///< body bytes of the requests waiting
+    std::uint64_t clients = 0;           ///< clients currently tracked
+    std::uint64_t disconnects = 0;       ///< peer connections seen closing (TCP and IPC)
+    std::uint64_t abandoned = 0;         ///< queued requests dropped because their client's
+                                         ///< connection closed
 
     // Pub/sub forwarder (all 0 when it is off).
     std::uint64_t forwarded = 0;     ///< messages read from publishers and passed to subscribers
