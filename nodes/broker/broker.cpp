@@ -37,6 +37,11 @@ class broker::impl {
             throw error(errc::invalid_argument, "heartbeat interval must be positive");
         if (config_.liveness < 1) throw error(errc::invalid_argument, "liveness must be at least 1");
         if (config_.max_queue == 0) throw error(errc::invalid_argument, "max queue must be positive");
+        if (config_.max_memory == 0)
+            throw error(errc::invalid_argument, "max memory must be positive");
+        if (config_.max_client_backlog == 0 || config_.max_client_backlog > config_.max_memory)
+            throw error(errc::invalid_argument,
+                        "max client backlog must be positive and at most max memory");
         if (config_.max_clients == 0)
             throw error(errc::invalid_argument, "max clients must be positive");
         if (config_.max_client_requests == 0)
@@ -134,7 +139,8 @@ class broker::impl {
             expiry = reactor_.add_repeating_timer(
                 period, [this] { engine_.expire_requests(reactor::clock::now()); });
         }
-        log(log_level::info, "broker: MDP on %s", endpoints_.front().c_str());
+        log(log_level::info, "broker: MDP on %s; memory bound %zu bytes (%zu per unread client)",
+            endpoints_.front().c_str(), config_.max_memory, config_.max_client_backlog);
         if (forwarder_)
             log(log_level::info, "broker: pub/sub XSUB on %s, XPUB on %s (%s%s)",
                 forwarder_->xsub_endpoint().c_str(), forwarder_->xpub_endpoint().c_str(),

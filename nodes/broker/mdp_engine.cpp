@@ -54,6 +54,19 @@ int source_fd(message& m) noexcept {
     return fd < 0 ? -1 : fd;
 }
 
+// The first 4 bytes of a client's handle in hex: enough to tell clients apart in a log, and
+// never its routing id, which no log shows.
+std::string short_handle(const client& c) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string s;
+    for (std::size_t i = 0; i < 4 && i < c.handle.size(); ++i) {
+        const auto b = static_cast<unsigned char>(c.handle[i]);
+        s += hex[b >> 4];
+        s += hex[b & 15];
+    }
+    return s;
+}
+
 zmq::message_t copy_frame(zmq::message_t& f) {
     // zmq_msg_copy shares large buffers by reference count: no byte is copied.
     zmq::message_t c;
@@ -90,7 +103,12 @@ request* request_queue::pop_front() noexcept {
 
 mdp_engine::mdp_engine(const broker_config& config, zmq::socket_ref router)
     : config_(config), router_(router),
-      expiry_(config.heartbeat_interval * std::max(config.liveness, 1)), malformed_log_(10) {}
+      expiry_(config.heartbeat_interval * std::max(config.liveness, 1)),
+      memory_(config.max_memory), malformed_log_(10) {}
+
+mdp_engine::~mdp_engine() {
+    for (auto& [id, c] : clients_) reply_account::release(c.replies);
+}
 
 request* mdp_engine::acquire() {
     if (free_) {
@@ -108,6 +126,9 @@ void mdp_engine::release(request* r) noexcept {
     r->from = nullptr;
     r->tag.rebuild();
     r->attempts = 0;
+    r->cost = 0;
+    r->in_lane = nullptr;
+    r->older = r->newer = nullptr;
     r->next = free_;
     free_ = r;
 }
@@ -150,6 +171,7 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         return;
     }
     const auto name = view(m[f_service]);
+    client* from = client_for(m, now);
     if (!valid_service_name(name)) {
         // Answered, not only dropped: the client learns at once that the name cannot work.
         malformed("client request with an invalid service name", view(m[f_identity]));
@@ -158,15 +180,14 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         auto body = rejection("400", "invalid service name: it must be 1.." +
                                          std::to_string(max_service_name) +
                                          " printable ASCII bytes without spaces");
-        reply_to_client(view(m[f_identity]), std::move(tag), "", body);
+        reply_to_client(view(m[f_identity]), from, std::move(tag), "", body);
         return;
     }
     inc(stats_.requests);
     if (mdp::is_broker_service(name)) {
-        on_internal(m, name, body_at);
+        on_internal(m, from, name, body_at);
         return;
     }
-    client* from = client_for(m, now);
     request* r = acquire();
     r->from = from;
     if (tagged) r->tag = std::move(m[f_client_tag]);
@@ -180,7 +201,7 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         inc(stats_.rejected);
         auto body = rejection("503", "too many clients: the broker already tracks " +
                                          std::to_string(config_.max_clients));
-        reply_to_client(view(m[f_identity]), std::move(tag), name, body);
+        reply_to_client(view(m[f_identity]), nullptr, std::move(tag), name, body);
         return;
     }
     ++from->outstanding;
@@ -193,15 +214,25 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         return;
     }
     service& s = service_for(name, now);
-    if (s.queue.size() >= config_.max_queue) {
+    if (s.queued >= config_.max_queue) {
         reject(r, s.name, reject_reason::queue_full);
         return;
     }
-    if (queued_bytes_ + r->bytes > config_.max_queued_bytes) {
+    // What the request will hold until it is answered, in real bytes (memory_meter.hpp).
+    std::size_t cost = sizeof(request) + r->body.size() * frame_slot_cost +
+                       frame_heap_cost(r->tag.size());
+    for (auto& f : r->body) {
+        compact(f);
+        cost += frame_heap_cost(f.size());
+    }
+    if (!memory_.fits(cost)) {
         reject(r, s.name, reject_reason::memory_full);
         return;
     }
-    enqueue(s, r, false);
+    memory_.hold(cost);
+    r->cost = cost;
+    note_memory();
+    enqueue(s, r);
     s.last_active = now;
     dispatch(s);
 }
@@ -215,6 +246,7 @@ client* mdp_engine::client_for(message& m, clock::time_point now) {
         client& c = it->second;
         c.id = it->first;
         c.handle = handles_.next();
+        c.replies = new reply_account;
         c.fd = track_fd(m, c.id);
         stats_.clients.store(clients_.size(), std::memory_order_relaxed);
     } else if (source_fd(m) != it->second.fd) {
@@ -236,6 +268,10 @@ int mdp_engine::track_fd(message& m, std::string_view id) {
 
 void mdp_engine::finish(request* r) noexcept {
     client* c = r->from;
+    if (r->cost) {
+        memory_.unhold(r->cost);
+        note_memory();
+    }
     release(r);
     if (c) {
         --c->outstanding;
@@ -245,6 +281,7 @@ void mdp_engine::finish(request* r) noexcept {
 
 void mdp_engine::forget_client_if_done(client& c) noexcept {
     if (c.outstanding != 0) return;
+    reply_account::release(c.replies); // replies still in transit keep it alive
     clients_.erase(clients_.find(std::string_view(c.id))); // c is gone from here on
     stats_.clients.store(clients_.size(), std::memory_order_relaxed);
 }
@@ -262,8 +299,9 @@ void mdp_engine::on_disconnected(int fd, clock::time_point now) {
         remove_worker(w->second, false);
     }
     if (auto c = clients_.find(std::string_view(id)); c != clients_.end() && c->second.fd == fd) {
-        // Its queued requests are dropped when they reach the head of their queue (dispatch);
-        // replies to those in flight are discarded.
+        // Nobody will read replies to its waiting requests: drop them now. Replies to those in
+        // flight are discarded when they come.
+        drop_waiting(c->second); // first: while it counts as connected, finish() keeps it
         c->second.connected = false;
         c->second.last_active = now;
         forget_client_if_done(c->second);
@@ -278,7 +316,7 @@ void mdp_engine::add_stats_source(std::function<void(broker_stats&)> fill) {
     stats_sources_.push_back(std::move(fill));
 }
 
-void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body_at) {
+void mdp_engine::on_internal(message& m, client* c, std::string_view name, std::size_t body_at) {
     inc(stats_.mmi);
     message body;
     if (auto handler = internal_.find(name); handler != internal_.end()) {
@@ -303,7 +341,7 @@ void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body
             pk.pack(std::string_view("idle")); // workers with room for another request
             pk.pack(static_cast<std::uint64_t>(s.ready_count));
             pk.pack(std::string_view("queued"));
-            pk.pack(static_cast<std::uint64_t>(s.queue.size()));
+            pk.pack(static_cast<std::uint64_t>(s.queued));
             pk.pack(std::string_view("in_flight"));
             pk.pack(static_cast<std::uint64_t>(s.in_flight));
         }
@@ -330,6 +368,8 @@ void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body
             {"clients", st.clients},
             {"disconnects", st.disconnects},
             {"abandoned", st.abandoned},
+            {"memory", st.memory},
+            {"replies_dropped", st.replies_dropped},
             {"forwarded", st.forwarded},
             {"dropped", st.dropped},
             {"subscriptions", st.subscriptions},
@@ -355,10 +395,10 @@ void mdp_engine::on_internal(message& m, std::string_view name, std::size_t body
     // moved out.
     zmq::message_t tag;
     if (body_at > f_client_body) tag = std::move(m[f_client_tag]);
-    reply_to_client(view(m[f_identity]), std::move(tag), name, body);
+    reply_to_client(view(m[f_identity]), c, std::move(tag), name, body);
 }
 
-void mdp_engine::reply_to_client(std::string_view client_id, zmq::message_t&& tag,
+void mdp_engine::reply_to_client(std::string_view client_id, client* c, zmq::message_t&& tag,
                                  std::string_view service_name, message& body) {
     out_.clear();
     out_.push_back(client_id);
@@ -368,8 +408,37 @@ void mdp_engine::reply_to_client(std::string_view client_id, zmq::message_t&& ta
     out_.push_back(service_name);
     if (tagged) out_.push_back(std::move(tag));
     body.move_tail_to(0, out_);
+    send_to_client(c);
+}
+
+void mdp_engine::send_to_client(client* c) {
+    std::size_t cost = 64; // the transit record (memory_meter.cpp)
+    for (const auto& f : out_) cost += frame_slot_cost + frame_heap_cost(f.size());
+    const char* why = nullptr;
+    if (c && static_cast<std::size_t>(std::max<std::int64_t>(c->replies->bytes(), 0)) + cost >
+                 config_.max_client_backlog)
+        why = "it does not read: its unread replies would exceed max_client_backlog";
+    else if (!memory_.fits(cost))
+        why = "broker memory full (max_memory)";
+    if (why) {
+        inc(stats_.replies_dropped);
+        if (c) {
+            ++c->dropped;
+            if (c->drop_log.allow())
+                log(log_level::warn, "dropped reply %llu to client %s: %s",
+                    static_cast<unsigned long long>(c->dropped), short_handle(*c).c_str(), why);
+        } else if (malformed_log_.allow()) {
+            log(log_level::warn, "dropped a reply to an untracked client: %s", why);
+        }
+        return;
+    }
+    out_.back() = memory_.track(std::move(out_.back()), cost, c ? c->replies : nullptr);
     if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
     else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
+}
+
+void mdp_engine::note_memory() noexcept {
+    stats_.memory.store(memory_.held(), std::memory_order_relaxed);
 }
 
 message mdp_engine::rejection(std::string_view code, std::string reason) {
@@ -390,9 +459,9 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
                                     " requests");
         break;
     case reject_reason::memory_full:
-        body = rejection("503", "broker queues full: " +
-                                    std::to_string(config_.max_queued_bytes) +
-                                    " bytes of requests already wait for workers");
+        body = rejection("503", "broker memory full: " + std::to_string(memory_.used()) +
+                                    " of " + std::to_string(memory_.limit()) +
+                                    " bytes (max_memory) in use");
         break;
     case reject_reason::too_many_services:
         body = rejection("503", "too many services: the broker already tracks " +
@@ -415,7 +484,7 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
     }
     client* c = r->from;
     zmq::message_t tag = std::move(r->tag);
-    if (c->connected) reply_to_client(c->id, std::move(tag), service_name, body);
+    if (c->connected) reply_to_client(c->id, c, std::move(tag), service_name, body);
     else inc(stats_.undeliverable);
     finish(r); // may forget c: after the reply, which reads c->id
 }
@@ -586,8 +655,7 @@ void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
         if (tagged) out_.push_back(std::move(r->tag));
         if (m.size() == body_at) out_.push_back(zmq::message_t());
         else m.move_tail_to(body_at, out_);
-        if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
-        else inc(stats_.undeliverable);
+        send_to_client(r->from);
     } else {
         inc(stats_.undeliverable); // its connection closed: nobody would read the reply
     }
@@ -630,45 +698,145 @@ void mdp_engine::unlink_ready(worker& w) noexcept {
     --s.ready_count;
 }
 
-void mdp_engine::enqueue(service& s, request* r, bool at_head) {
-    if (at_head) s.queue.push_front(r);
-    else s.queue.push_back(r);
+void mdp_engine::enqueue(service& s, request* r) {
+    lane* l = lane_for(*r->from, s);
+    l->queue.push_back(r);
+    r->in_lane = l;
+    // Arrival order across all lanes: new requests are always the newest.
+    r->older = newest_;
+    r->newer = nullptr;
+    if (newest_) newest_->newer = r;
+    else oldest_ = r;
+    newest_ = r;
+    ++s.queued;
     ++queued_;
     queued_bytes_ += r->bytes;
     stats_.queued.store(queued_, std::memory_order_relaxed);
     stats_.queued_bytes.store(queued_bytes_, std::memory_order_relaxed);
 }
 
-request* mdp_engine::dequeue(service& s) {
-    request* r = s.queue.pop_front();
-    if (r) {
-        --queued_;
-        queued_bytes_ -= r->bytes;
-        stats_.queued.store(queued_, std::memory_order_relaxed);
-        stats_.queued_bytes.store(queued_bytes_, std::memory_order_relaxed);
+void mdp_engine::requeue(service& s, request* r) {
+    s.retry.push_front(r);
+    r->in_lane = nullptr;
+    ++retrying_;
+    ++s.queued;
+    ++queued_;
+    queued_bytes_ += r->bytes;
+    stats_.queued.store(queued_, std::memory_order_relaxed);
+    stats_.queued_bytes.store(queued_bytes_, std::memory_order_relaxed);
+}
+
+lane* mdp_engine::lane_for(client& c, service& s) {
+    for (lane* l : c.lanes)
+        if (l->svc == &s) return l;
+    lane* l = free_lanes_;
+    if (l) {
+        free_lanes_ = l->next;
+    } else {
+        lane_storage_.push_back(std::make_unique<lane>());
+        l = lane_storage_.back().get();
     }
+    l->owner = &c;
+    l->svc = &s;
+    // Into the ring at the tail: it is served after every lane already waiting.
+    l->next = nullptr;
+    l->prev = s.lanes_tail;
+    if (s.lanes_tail) s.lanes_tail->next = l;
+    else s.lanes_head = l;
+    s.lanes_tail = l;
+    c.lanes.push_back(l);
+    return l;
+}
+
+void mdp_engine::release_lane(lane* l) noexcept {
+    service& s = *l->svc;
+    if (l->prev) l->prev->next = l->next;
+    else s.lanes_head = l->next;
+    if (l->next) l->next->prev = l->prev;
+    else s.lanes_tail = l->prev;
+    auto& lanes = l->owner->lanes;
+    lanes.erase(std::find(lanes.begin(), lanes.end(), l)); // a handful at most
+    l->owner = nullptr;
+    l->svc = nullptr;
+    l->prev = nullptr;
+    l->next = free_lanes_;
+    free_lanes_ = l;
+}
+
+request* mdp_engine::pop_lane(lane& l) {
+    request* r = l.queue.pop_front();
+    if (r->older) r->older->newer = r->newer;
+    else oldest_ = r->newer;
+    if (r->newer) r->newer->older = r->older;
+    else newest_ = r->older;
+    r->older = r->newer = nullptr;
+    r->in_lane = nullptr;
+    service& s = *l.svc;
+    if (l.queue.empty()) {
+        release_lane(&l);
+    } else if (s.lanes_tail != &l) {
+        // Served once: to the back of the ring, so the other clients' lanes go first.
+        if (l.prev) l.prev->next = l.next;
+        else s.lanes_head = l.next;
+        l.next->prev = l.prev;
+        l.prev = s.lanes_tail;
+        l.next = nullptr;
+        s.lanes_tail->next = &l;
+        s.lanes_tail = &l;
+    }
+    count_dequeued(s, r);
     return r;
+}
+
+void mdp_engine::count_dequeued(service& s, request* r) {
+    --s.queued;
+    --queued_;
+    queued_bytes_ -= r->bytes;
+    stats_.queued.store(queued_, std::memory_order_relaxed);
+    stats_.queued_bytes.store(queued_bytes_, std::memory_order_relaxed);
+}
+
+request* mdp_engine::dequeue(service& s) {
+    if (request* r = s.retry.pop_front()) {
+        --retrying_;
+        count_dequeued(s, r);
+        return r;
+    }
+    return s.lanes_head ? pop_lane(*s.lanes_head) : nullptr;
+}
+
+void mdp_engine::drop_waiting(client& c) {
+    while (!c.lanes.empty()) {
+        request* r = pop_lane(*c.lanes.back()); // releases the lane with its last request
+        inc(stats_.abandoned);
+        finish(r);
+    }
 }
 
 void mdp_engine::expire_requests(clock::time_point now) {
     if (config_.request_ttl.count() <= 0) return;
+    // The oldest waiting request in all lanes is the front of its own lane (each lane is in
+    // arrival order), so expiry pops from the head of the arrival list.
+    while (oldest_ && now - oldest_->arrived >= config_.request_ttl) {
+        lane& l = *oldest_->in_lane;
+        service& s = *l.svc;
+        reject(pop_lane(l), s.name, reject_reason::expired);
+    }
+    if (retrying_ == 0) return;
     for (auto& [name, s] : services_) {
-        // Queues are in arrival order, except that re-queued requests go to the head, and those
-        // arrived earlier still; so expired requests are always at the head.
-        while (!s.queue.empty() && now - s.queue.front()->arrived >= config_.request_ttl)
-            reject(dequeue(s), s.name, reject_reason::expired);
+        // Retry queues hold requests that already reached a worker, oldest delivery first.
+        while (!s.retry.empty() && now - s.retry.front()->arrived >= config_.request_ttl) {
+            request* r = s.retry.pop_front();
+            --retrying_;
+            count_dequeued(s, r);
+            reject(r, s.name, reject_reason::expired);
+        }
     }
 }
 
 void mdp_engine::dispatch(service& s) {
-    while (!s.queue.empty() && s.ready_head) {
+    while (s.queued > 0 && s.ready_head) {
         request* r = dequeue(s);
-        if (!r->from->connected) {
-            // Its client is gone: no worker should spend time on it.
-            inc(stats_.abandoned);
-            finish(r);
-            continue;
-        }
         worker& w = *s.ready_head;
         unlink_ready(w);
         const std::uint32_t slot = w.free_slots.back();
@@ -689,7 +857,7 @@ void mdp_engine::dispatch(service& s) {
         if (status != send_status::sent) {
             // Unroutable: the worker's connection is gone. Would block: it is not reading. Either
             // way it cannot take work; put the request back and forget the worker.
-            enqueue(s, r, true);
+            requeue(s, r);
             remove_worker(w, status == send_status::would_block);
             continue;
         }
@@ -743,7 +911,7 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
             if ((*r)->attempts >= config_.max_attempts) {
                 reject(*r, s->name, reject_reason::too_many_attempts);
             } else {
-                enqueue(*s, *r, true);
+                requeue(*s, *r);
                 inc(stats_.requeued);
             }
         }
@@ -783,6 +951,7 @@ void mdp_engine::on_tick(clock::time_point now) {
                 if (p != peer_by_fd_.end() && p->second == c.id && !workers_.count(c.id))
                     peer_by_fd_.erase(p);
             }
+            reply_account::release(c.replies);
             it = clients_.erase(it);
         } else {
             ++it;
@@ -791,7 +960,7 @@ void mdp_engine::on_tick(clock::time_point now) {
     stats_.clients.store(clients_.size(), std::memory_order_relaxed);
     for (auto it = services_.begin(); it != services_.end();) {
         const service& s = it->second;
-        if (s.workers == 0 && s.queue.empty() && s.in_flight == 0 &&
+        if (s.workers == 0 && s.queued == 0 && s.in_flight == 0 &&
             now - s.last_active >= config_.service_ttl)
             it = services_.erase(it);
         else
@@ -827,6 +996,8 @@ broker_stats mdp_engine::stats() const noexcept {
     s.clients = g(stats_.clients);
     s.disconnects = g(stats_.disconnects);
     s.abandoned = g(stats_.abandoned);
+    s.memory = g(stats_.memory) + memory_.in_transit();
+    s.replies_dropped = g(stats_.replies_dropped);
     for (const auto& fill : stats_sources_) fill(s);
     return s;
 }

@@ -23,6 +23,7 @@
 #pragma once
 
 #include "client_handles.hpp"
+#include "memory_meter.hpp"
 
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/protocol.hpp>
@@ -47,6 +48,7 @@ namespace zmesh::nodes::detail {
 using clock = std::chrono::steady_clock;
 
 struct service;
+struct lane;
 
 struct client {
     std::string id;             // ROUTER routing id: never shown to any other peer
@@ -55,6 +57,10 @@ struct client {
     bool connected = true;      // false once its connection closed: its replies go nowhere
     std::size_t outstanding = 0; // its requests queued or in flight
     clock::time_point last_active; // for forgetting idle clients
+    std::vector<lane*> lanes;   // its requests waiting, one lane per service (usually one)
+    reply_account* replies = nullptr; // its replies still inside libzmq (memory_meter.hpp)
+    std::uint64_t dropped = 0;  // replies dropped for it (memory bound)
+    log_limiter drop_log{1, std::chrono::seconds(10)}; // one line per 10 s about its drops
 };
 
 struct request {
@@ -63,11 +69,15 @@ struct request {
                                 // for a plain MDP/0.1 client
     message body;               // kept until replied, so a dead worker's request can be sent again
     std::uint32_t attempts = 0; // deliveries to workers so far
-    std::size_t bytes = 0;      // body size, counted against max_queued_bytes while queued
+    std::size_t bytes = 0;      // body size (queued_bytes while it waits)
+    std::size_t cost = 0;       // what it holds of broker memory (memory_meter.hpp)
     clock::time_point arrived;  // for request_ttl
     std::uint32_t generation = 0; // with its slot, the tag a ZMWC01 worker echoes in its REPLY
     std::uint64_t sent = 0;     // dispatch order, so a dead worker's requests re-queue in it
-    request* next = nullptr;    // link in a service queue or in the free pool
+    lane* in_lane = nullptr;    // the lane it waits in; null in a retry queue or with a worker
+    request* next = nullptr;    // link in a lane, a retry queue or the free pool
+    request* older = nullptr;   // links in the arrival-ordered list of waiting lane requests
+    request* newer = nullptr;
 };
 
 /// Intrusive FIFO of requests: O(1) at both ends, no allocation.
@@ -84,6 +94,17 @@ class request_queue {
     request* head_ = nullptr;
     request* tail_ = nullptr;
     std::size_t size_ = 0;
+};
+
+/// One client's requests waiting for one service, oldest first. A service serves its lanes in
+/// turn, one request each, so a client with thousands queued delays another's request by at
+/// most one request per busy client (fair queueing), not by its whole backlog.
+struct lane {
+    request_queue queue;
+    client* owner = nullptr;
+    service* svc = nullptr;
+    lane* prev = nullptr;       // links in svc's ring of lanes with waiting requests
+    lane* next = nullptr;       // (also the free-pool link)
 };
 
 struct worker {
@@ -104,7 +125,10 @@ struct worker {
 
 struct service {
     std::string name;
-    request_queue queue;           // waiting for a worker, oldest first
+    request_queue retry;           // requests whose worker died: served before any lane
+    lane* lanes_head = nullptr;    // lanes with waiting requests, served round robin
+    lane* lanes_tail = nullptr;
+    std::size_t queued = 0;        // waiting requests, retry queue and lanes together
     worker* ready_head = nullptr;  // workers with a free slot, longest waiting first: fair (LRU)
     worker* ready_tail = nullptr;
     std::size_t ready_count = 0;
@@ -126,7 +150,7 @@ struct atomic_stats {
     std::atomic<std::uint64_t> requests{0}, replies{0}, dispatched{0}, requeued{0}, rejected{0},
         mmi{0}, malformed{0}, workers_registered{0}, workers_expired{0}, workers_disconnected{0},
         undeliverable{0}, workers{0}, services{0}, queued{0}, expired{0}, queued_bytes{0},
-        clients{0}, disconnects{0}, abandoned{0};
+        clients{0}, disconnects{0}, abandoned{0}, memory{0}, replies_dropped{0};
 };
 
 class mdp_engine {
@@ -170,6 +194,10 @@ class mdp_engine {
     /// Sends DISCONNECT to every worker and forgets them (broker shutdown).
     void disconnect_all();
 
+    ~mdp_engine();
+    mdp_engine(const mdp_engine&) = delete;
+    mdp_engine& operator=(const mdp_engine&) = delete;
+
     [[nodiscard]] broker_stats stats() const noexcept;
 
   private:
@@ -190,7 +218,7 @@ class mdp_engine {
     /// The slot a REPLY answers, from its tag (ZMWC01) or the one slot (MDPW01); nullopt if the
     /// reply names no request the worker holds.
     std::optional<std::uint32_t> reply_slot(const worker& w, const message& m) const;
-    void on_internal(message& m, std::string_view service_name, std::size_t body_at);
+    void on_internal(message& m, client* c, std::string_view service_name, std::size_t body_at);
 
     void malformed(std::string_view what, std::string_view identity);
     service& service_for(std::string_view name, clock::time_point now);
@@ -202,7 +230,7 @@ class mdp_engine {
     void send_command(std::string_view identity, std::string_view header, mdp::worker_command c);
     /// Sends "" header service [tag] body... to the peer @p client_id: ZMCT01 with the tag if
     /// @p tag is not empty, else plain MDPC01.
-    void reply_to_client(std::string_view client_id, zmq::message_t&& tag,
+    void reply_to_client(std::string_view client_id, client* c, zmq::message_t&& tag,
                          std::string_view service_name, message& body);
     /// A rejection body: "zmesh.error" code reason (docs/broker.md).
     static message rejection(std::string_view code, std::string reason);
@@ -215,8 +243,24 @@ class mdp_engine {
     void finish(request* r) noexcept;
     void forget_client_if_done(client& c) noexcept;
     /// Queue bookkeeping in one place: counts and bytes follow every push and pop.
-    void enqueue(service& s, request* r, bool at_head);
+    /// A new request joins its client's lane for @p s.
+    void enqueue(service& s, request* r);
+    /// A request back from a dead worker joins @p s's retry queue at its head.
+    void requeue(service& s, request* r);
+    /// The next request for @p s: the retry queue first, then the lanes in turn.
     request* dequeue(service& s);
+    /// Takes the front request of @p l out of it (and out of the arrival list).
+    request* pop_lane(lane& l);
+    void count_dequeued(service& s, request* r);
+    lane* lane_for(client& c, service& s);
+    void release_lane(lane* l) noexcept;
+    /// Drops every waiting request of @p c (its connection closed).
+    void drop_waiting(client& c);
+    /// Sends out_ (a reply to @p c, or to an unknown client if null) within the memory
+    /// bound: a reply that would exceed it, or pile up past max_client_backlog for a client
+    /// that does not read, is dropped, counted and logged.
+    void send_to_client(client* c);
+    void note_memory() noexcept;
 
     request* acquire();
     void release(request* r) noexcept;
@@ -238,6 +282,12 @@ class mdp_engine {
     std::uint64_t next_sent_ = 0;       // dispatch counter (request::sent)
     std::size_t queued_ = 0;        // requests in all queues
     std::size_t queued_bytes_ = 0;  // their body bytes
+    request* oldest_ = nullptr;     // waiting lane requests in arrival order, for expiry
+    request* newest_ = nullptr;
+    std::size_t retrying_ = 0;      // requests in retry queues (expired by scanning services)
+    std::vector<std::unique_ptr<lane>> lane_storage_; // owns every lane ever made
+    lane* free_lanes_ = nullptr;
+    memory_meter memory_;
     message out_;                   // reused for every outgoing message
     std::vector<worker*> scratch_;  // reused by on_tick
     std::vector<request*> scratch_requests_; // reused by remove_worker

@@ -23,7 +23,8 @@ int run_broker(const std::vector<std::string>& args) {
     std::size_t max_queue = cfg.max_queue;
     unsigned max_attempts = cfg.max_attempts;
     long request_ttl_ms = static_cast<long>(cfg.request_ttl.count());
-    std::size_t max_queued_mb = cfg.max_queued_bytes >> 20;
+    std::string max_memory = std::to_string(cfg.max_memory >> 20) + "M";
+    std::string max_client_backlog = std::to_string(cfg.max_client_backlog >> 20) + "M";
     const std::string default_xsub = "tcp://127.0.0.1:5556";
     const std::string default_xpub = "tcp://127.0.0.1:5557";
     bool pubsub = false;
@@ -42,8 +43,16 @@ int run_broker(const std::vector<std::string>& args) {
          "deliveries of a request to dying workers before it is rejected")
         ("request-ttl-ms", po::value(&request_ttl_ms)->default_value(request_ttl_ms),
          "reject a request no worker took within this many ms (0 = never)")
-        ("max-queued-mb", po::value(&max_queued_mb)->default_value(max_queued_mb),
-         "MiB of request bodies all queues may hold together")
+        ("max-memory", po::value(&max_memory)->default_value(max_memory),
+         "bytes the broker may hold for its peers: queued and in-flight requests, replies not "
+         "yet written (suffix k, M or G)")
+        ("max-client-backlog", po::value(&max_client_backlog)->default_value(max_client_backlog),
+         "bytes of unread replies per client before more are dropped (suffix k, M or G)")
+        ("max-clients", po::value(&cfg.max_clients)->default_value(cfg.max_clients),
+         "clients the broker tracks at most")
+        ("max-client-requests",
+         po::value(&cfg.max_client_requests)->default_value(cfg.max_client_requests),
+         "requests one client may have queued or in flight")
         ("max-services", po::value(&cfg.max_services)->default_value(cfg.max_services),
          "services the broker tracks at most")
         ("xsub", po::value(&cfg.xsub_endpoint),
@@ -78,8 +87,16 @@ int run_broker(const std::vector<std::string>& args) {
     if (max_queue == 0) throw usage_error("--max-queue must be positive");
     if (max_attempts == 0) throw usage_error("--max-attempts must be positive");
     if (request_ttl_ms < 0) throw usage_error("--request-ttl-ms must not be negative");
-    if (max_queued_mb == 0 || max_queued_mb > (std::size_t{1} << 20))
-        throw usage_error("--max-queued-mb must be in [1, 1048576]");
+    const auto memory = parse_byte_size(max_memory);
+    if (!memory || *memory == 0)
+        throw usage_error("invalid --max-memory '" + max_memory +
+                          "': give a positive byte count, optionally with k, M or G");
+    const auto backlog = parse_byte_size(max_client_backlog);
+    if (!backlog || *backlog == 0 || *backlog > *memory)
+        throw usage_error("invalid --max-client-backlog '" + max_client_backlog +
+                          "': give a positive byte count (k, M or G) no larger than --max-memory");
+    if (cfg.max_clients == 0) throw usage_error("--max-clients must be positive");
+    if (cfg.max_client_requests == 0) throw usage_error("--max-client-requests must be positive");
     if (cfg.max_services == 0) throw usage_error("--max-services must be positive");
     std::error_code ec;
     std::string why;
@@ -109,7 +126,8 @@ int run_broker(const std::vector<std::string>& args) {
     cfg.max_queue = max_queue;
     cfg.max_attempts = max_attempts;
     cfg.request_ttl = std::chrono::milliseconds(request_ttl_ms);
-    cfg.max_queued_bytes = max_queued_mb << 20;
+    cfg.max_memory = *memory;
+    cfg.max_client_backlog = *backlog;
 
     zmq::context_t ctx;
     nodes::broker broker(ctx, cfg);

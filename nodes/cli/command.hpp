@@ -8,7 +8,9 @@
 
 #include <boost/program_options.hpp>
 
+#include <cstddef>
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,6 +42,31 @@ bool parse(const std::string& name, const std::string& synopsis,
            boost::program_options::options_description& options,
            const std::vector<std::string>& args, boost::program_options::variables_map& vm,
            const boost::program_options::positional_options_description* positional = nullptr);
+
+/// A byte count as flags take it: digits, then optionally k, M or G (powers of 1024; k and K
+/// alike). @returns std::nullopt for anything else, or on overflow.
+inline std::optional<std::size_t> parse_byte_size(const std::string& text) {
+    std::size_t i = 0, value = 0;
+    for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+        const auto digit = static_cast<std::size_t>(text[i] - '0');
+        if (value > (static_cast<std::size_t>(-1) - digit) / 10) return std::nullopt;
+        value = value * 10 + digit;
+    }
+    if (i == 0) return std::nullopt;
+    unsigned shift = 0;
+    if (i + 1 == text.size()) {
+        switch (text[i]) {
+        case 'k': case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        default: return std::nullopt;
+        }
+    } else if (i != text.size()) {
+        return std::nullopt;
+    }
+    if (shift && value > (static_cast<std::size_t>(-1) >> shift)) return std::nullopt;
+    return value << shift;
+}
 
 // Subcommand entry points, one per <name>_command.cpp.
 int run_broker(const std::vector<std::string>& args);

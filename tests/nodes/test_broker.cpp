@@ -402,20 +402,26 @@ TEST_CASE("a request no worker takes within the request ttl is rejected with 504
     // With its queue empty and no worker, the service is eventually forgotten too.
 }
 
-TEST_CASE("the bytes all queues may hold together are bounded") {
+TEST_CASE("the memory all requests hold together is bounded") {
     broker_fixture f;
-    f.config.max_queued_bytes = 1000;
+    f.config.max_memory = 8000;
+    f.config.max_client_backlog = 4000;
     f.start();
     auto c = dealer(f.ctx, f.endpoint);
-    client_request(c, "a", std::string(600, 'x'));
-    REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 600; }));
-    client_request(c, "b", std::string(600, 'y')); // 1200 > 1000
+    client_request(c, "a", std::string(3000, 'x'));
+    REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 3000; }));
+    const auto held = f.broker->stats().memory;
+    CHECK(held > 3000); // the body, its frame slot, the request record
+    CHECK(held < 3500);
+    client_request(c, "b", std::string(3000, 'y'));
+    REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 6000; }));
+    client_request(c, "b", std::string(3000, 'z')); // past 8000 with the others
     auto body = expect_reply(c, "b");
     REQUIRE(body.size() == 3);
     CHECK(body[1] == "503");
-    CHECK(body[2].find("bytes") != std::string::npos);
-    client_request(c, "b", std::string(300, 'z')); // 900 fits
-    REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 900; }));
+    CHECK(body[2].find("memory") != std::string::npos);
+    client_request(c, "b", std::string(100, 'z')); // fits
+    REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 6100; }));
 }
 
 TEST_CASE("requests inventing new services are rejected once the service table is full") {

@@ -230,6 +230,7 @@ TEST_CASE("a client past max_client_requests is refused 503 while other clients 
     }
     auto other = dealer(f.ctx, f.endpoint);
     request(other, "nobody-yet", "mine");
+    REQUIRE(eventually([&] { return f.stats().queued == 4; }));
     auto w = dealer(f.ctx, f.endpoint);
     ready(w, "nobody-yet");
     std::vector<std::string> served;
@@ -238,7 +239,9 @@ TEST_CASE("a client past max_client_requests is refused 503 while other clients 
         served.push_back(body);
         reply(w, client, body);
     }
-    CHECK(served == std::vector<std::string>{"0", "1", "2", "mine"});
+    // Fair queueing: the other client's request is served in the first round, not after the
+    // greedy client's backlog.
+    CHECK(served == std::vector<std::string>{"0", "mine", "1", "2"});
     CHECK(expect_reply(other) == std::vector<std::string>{"mine"});
 }
 

@@ -48,9 +48,15 @@ struct broker_config {
     /// A request still waiting for a worker this long after it arrived is rejected (504): its
     /// client has given up long before, and a worker should not spend time on it. 0 = never.
     std::chrono::milliseconds request_ttl{60000};
-    /// Bytes of request bodies all queues may hold together; past it new requests are rejected
-    /// (503), so clients that vanish after sending cannot exhaust the broker's memory.
-    std::size_t max_queued_bytes = std::size_t{256} << 20;
+    /// The one memory bound: bytes the broker may hold for its peers, all together. It counts
+    /// requests queued and in flight, and replies on their way to clients until libzmq has
+    /// written them, in real bytes (docs/broker.md, "Memory"). Past it, new requests are
+    /// rejected (503) at once and a reply that does not fit is dropped.
+    std::size_t max_memory = std::size_t{512} << 20;
+    /// Bytes of replies one client may have waiting unread; past it, more replies to that client
+    /// are dropped, counted (broker_stats::replies_dropped) and logged, so a client that sends
+    /// and never reads cannot take the memory others need. At most max_memory.
+    std::size_t max_client_backlog = std::size_t{16} << 20;
     /// Services the broker keeps track of; a request that would create one more is rejected
     /// (503), so a peer inventing service names cannot grow the table without bound.
     std::size_t max_services = 10000;
@@ -119,6 +125,9 @@ struct broker_stats {
     std::uint64_t disconnects = 0;       ///< peer connections seen closing (TCP and IPC)
     std::uint64_t abandoned = 0;         ///< queued requests dropped because their client's
                                          ///< connection closed
+    std::uint64_t memory = 0;            ///< bytes counted against max_memory now
+    std::uint64_t replies_dropped = 0;   ///< replies dropped: past max_memory or the client's
+                                         ///< max_client_backlog
 
     // Pub/sub forwarder (all 0 when it is off).
     std::uint64_t forwarded = 0;     ///< messages read from publishers and passed to subscribers
