@@ -39,7 +39,7 @@ class broker::impl {
         if (config_.max_queue == 0) throw error(errc::invalid_argument, "max queue must be positive");
         if (config_.max_memory == 0)
             throw error(errc::invalid_argument, "max memory must be positive");
-        if (config_.max_client_backlog == 0 || config_.max_client_backlog > config_.max_memory)
+        if (config_.max_client_memory == 0 || config_.max_client_memory > config_.max_memory)
             throw error(errc::invalid_argument,
                         "max client backlog must be positive and at most max memory");
         if (config_.max_clients == 0)
@@ -59,11 +59,13 @@ class broker::impl {
             throw error(errc::invalid_argument, "max subscriptions must be positive");
         if (config_.max_directory_entries == 0)
             throw error(errc::invalid_argument, "max directory entries must be positive");
+        if (config_.hwm < 0 || config_.recv_hwm < 0)
+            throw error(errc::invalid_argument, "HWMs must not be negative");
         if (config_.pubsub_hwm < 0)
             throw error(errc::invalid_argument, "pub/sub HWM must not be negative");
         socket_options o;
         o.send_hwm = config_.hwm;
-        o.recv_hwm = config_.hwm;
+        o.recv_hwm = config_.recv_hwm;
         o.max_message_size = config_.max_frame_size;
         apply(router_, o);
         // Unroutable sends must fail loudly (EHOSTUNREACH) so a vanished worker is noticed at once
@@ -139,8 +141,8 @@ class broker::impl {
             expiry = reactor_.add_repeating_timer(
                 period, [this] { engine_.expire_requests(reactor::clock::now()); });
         }
-        log(log_level::info, "broker: MDP on %s; memory bound %zu bytes (%zu per unread client)",
-            endpoints_.front().c_str(), config_.max_memory, config_.max_client_backlog);
+        log(log_level::info, "broker: MDP on %s; memory bound %zu bytes, %zu per client",
+            endpoints_.front().c_str(), config_.max_memory, config_.max_client_memory);
         if (forwarder_)
             log(log_level::info, "broker: pub/sub XSUB on %s, XPUB on %s (%s%s)",
                 forwarder_->xsub_endpoint().c_str(), forwarder_->xpub_endpoint().c_str(),

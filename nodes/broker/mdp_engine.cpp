@@ -229,7 +229,12 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
         reject(r, s.name, reject_reason::memory_full);
         return;
     }
+    if (client_bytes(*from) + cost > config_.max_client_memory) {
+        reject(r, s.name, reject_reason::client_memory);
+        return;
+    }
     memory_.hold(cost);
+    from->held += cost;
     r->cost = cost;
     note_memory();
     enqueue(s, r);
@@ -270,6 +275,7 @@ void mdp_engine::finish(request* r) noexcept {
     client* c = r->from;
     if (r->cost) {
         memory_.unhold(r->cost);
+        c->held -= r->cost;
         note_memory();
     }
     release(r);
@@ -399,7 +405,8 @@ void mdp_engine::on_internal(message& m, client* c, std::string_view name, std::
 }
 
 void mdp_engine::reply_to_client(std::string_view client_id, client* c, zmq::message_t&& tag,
-                                 std::string_view service_name, message& body) {
+                                 std::string_view service_name, message& body,
+                                 std::size_t releasing) {
     out_.clear();
     out_.push_back(client_id);
     out_.push_back(zmq::message_t());
@@ -408,17 +415,19 @@ void mdp_engine::reply_to_client(std::string_view client_id, client* c, zmq::mes
     out_.push_back(service_name);
     if (tagged) out_.push_back(std::move(tag));
     body.move_tail_to(0, out_);
-    send_to_client(c);
+    send_to_client(c, releasing);
 }
 
-void mdp_engine::send_to_client(client* c) {
+void mdp_engine::send_to_client(client* c, std::size_t releasing) {
     std::size_t cost = 64; // the transit record (memory_meter.cpp)
     for (const auto& f : out_) cost += frame_slot_cost + frame_heap_cost(f.size());
+    // Only unread replies count against the client here: a client that reads gets every reply,
+    // however many requests it has waiting. The request answered frees @p releasing bytes.
     const char* why = nullptr;
-    if (c && static_cast<std::size_t>(std::max<std::int64_t>(c->replies->bytes(), 0)) + cost >
-                 config_.max_client_backlog)
-        why = "it does not read: its unread replies would exceed max_client_backlog";
-    else if (!memory_.fits(cost))
+    const auto unread = c ? std::max<std::int64_t>(c->replies->bytes(), 0) : 0;
+    if (c && static_cast<std::size_t>(unread) + cost > config_.max_client_memory)
+        why = "it does not read: its unread replies would exceed max_client_memory";
+    else if (!memory_.fits(cost > releasing ? cost - releasing : 0))
         why = "broker memory full (max_memory)";
     if (why) {
         inc(stats_.replies_dropped);
@@ -435,6 +444,11 @@ void mdp_engine::send_to_client(client* c) {
     out_.back() = memory_.track(std::move(out_.back()), cost, c ? c->replies : nullptr);
     if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
     else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
+}
+
+std::size_t mdp_engine::client_bytes(const client& c) const noexcept {
+    const auto unread = c.replies->bytes();
+    return c.held + static_cast<std::size_t>(unread > 0 ? unread : 0);
 }
 
 void mdp_engine::note_memory() noexcept {
@@ -472,6 +486,12 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
                                     std::to_string(config_.max_client_requests) +
                                     " queued or in flight");
         break;
+    case reject_reason::client_memory:
+        body = rejection("503", "client over its memory share: its requests and unread replies "
+                                "hold " + std::to_string(client_bytes(*r->from)) + " of " +
+                                    std::to_string(config_.max_client_memory) +
+                                    " bytes (max_client_memory)");
+        break;
     case reject_reason::too_many_attempts:
         body = rejection("500", "request failed: its worker died " +
                                     std::to_string(r->attempts) + " times");
@@ -484,7 +504,7 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
     }
     client* c = r->from;
     zmq::message_t tag = std::move(r->tag);
-    if (c->connected) reply_to_client(c->id, c, std::move(tag), service_name, body);
+    if (c->connected) reply_to_client(c->id, c, std::move(tag), service_name, body, r->cost);
     else inc(stats_.undeliverable);
     finish(r); // may forget c: after the reply, which reads c->id
 }
@@ -655,7 +675,7 @@ void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
         if (tagged) out_.push_back(std::move(r->tag));
         if (m.size() == body_at) out_.push_back(zmq::message_t());
         else m.move_tail_to(body_at, out_);
-        send_to_client(r->from);
+        send_to_client(r->from, r->cost);
     } else {
         inc(stats_.undeliverable); // its connection closed: nobody would read the reply
     }

@@ -60,6 +60,7 @@ struct client {
     std::vector<lane*> lanes;   // its requests waiting, one lane per service (usually one)
     reply_account* replies = nullptr; // its replies still inside libzmq (memory_meter.hpp)
     std::uint64_t dropped = 0;  // replies dropped for it (memory bound)
+    std::size_t held = 0;       // bytes its requests hold (memory_meter.hpp)
     log_limiter drop_log{1, std::chrono::seconds(10)}; // one line per 10 s about its drops
 };
 
@@ -206,6 +207,7 @@ class mdp_engine {
         memory_full,
         too_many_services,
         client_limit,
+        client_memory,
         too_many_attempts,
         expired,
     };
@@ -231,7 +233,7 @@ class mdp_engine {
     /// Sends "" header service [tag] body... to the peer @p client_id: ZMCT01 with the tag if
     /// @p tag is not empty, else plain MDPC01.
     void reply_to_client(std::string_view client_id, client* c, zmq::message_t&& tag,
-                         std::string_view service_name, message& body);
+                         std::string_view service_name, message& body, std::size_t releasing = 0);
     /// A rejection body: "zmesh.error" code reason (docs/broker.md).
     static message rejection(std::string_view code, std::string reason);
     void reject(request* r, std::string_view service_name, reject_reason why);
@@ -257,10 +259,13 @@ class mdp_engine {
     /// Drops every waiting request of @p c (its connection closed).
     void drop_waiting(client& c);
     /// Sends out_ (a reply to @p c, or to an unknown client if null) within the memory
-    /// bound: a reply that would exceed it, or pile up past max_client_backlog for a client
+    /// bound: a reply that would exceed it, or pile up past max_client_memory for a client
     /// that does not read, is dropped, counted and logged.
-    void send_to_client(client* c);
+    /// @p releasing: bytes the answered request frees once this is sent.
+    void send_to_client(client* c, std::size_t releasing = 0);
     void note_memory() noexcept;
+    /// What @p c holds of broker memory: its requests and its unread replies.
+    [[nodiscard]] std::size_t client_bytes(const client& c) const noexcept;
 
     request* acquire();
     void release(request* r) noexcept;

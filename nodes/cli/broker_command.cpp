@@ -24,7 +24,7 @@ int run_broker(const std::vector<std::string>& args) {
     unsigned max_attempts = cfg.max_attempts;
     long request_ttl_ms = static_cast<long>(cfg.request_ttl.count());
     std::string max_memory = std::to_string(cfg.max_memory >> 20) + "M";
-    std::string max_client_backlog = std::to_string(cfg.max_client_backlog >> 20) + "M";
+    std::string max_client_memory = std::to_string(cfg.max_client_memory >> 20) + "M";
     const std::string default_xsub = "tcp://127.0.0.1:5556";
     const std::string default_xpub = "tcp://127.0.0.1:5557";
     bool pubsub = false;
@@ -46,8 +46,8 @@ int run_broker(const std::vector<std::string>& args) {
         ("max-memory", po::value(&max_memory)->default_value(max_memory),
          "bytes the broker may hold for its peers: queued and in-flight requests, replies not "
          "yet written (suffix k, M or G)")
-        ("max-client-backlog", po::value(&max_client_backlog)->default_value(max_client_backlog),
-         "bytes of unread replies per client before more are dropped (suffix k, M or G)")
+        ("max-client-memory", po::value(&max_client_memory)->default_value(max_client_memory),
+         "bytes one client may hold: its requests and unread replies (suffix k, M or G)")
         ("max-clients", po::value(&cfg.max_clients)->default_value(cfg.max_clients),
          "clients the broker tracks at most")
         ("max-client-requests",
@@ -91,9 +91,9 @@ int run_broker(const std::vector<std::string>& args) {
     if (!memory || *memory == 0)
         throw usage_error("invalid --max-memory '" + max_memory +
                           "': give a positive byte count, optionally with k, M or G");
-    const auto backlog = parse_byte_size(max_client_backlog);
+    const auto backlog = parse_byte_size(max_client_memory);
     if (!backlog || *backlog == 0 || *backlog > *memory)
-        throw usage_error("invalid --max-client-backlog '" + max_client_backlog +
+        throw usage_error("invalid --max-client-memory '" + max_client_memory +
                           "': give a positive byte count (k, M or G) no larger than --max-memory");
     if (cfg.max_clients == 0) throw usage_error("--max-clients must be positive");
     if (cfg.max_client_requests == 0) throw usage_error("--max-client-requests must be positive");
@@ -127,7 +127,7 @@ int run_broker(const std::vector<std::string>& args) {
     cfg.max_attempts = max_attempts;
     cfg.request_ttl = std::chrono::milliseconds(request_ttl_ms);
     cfg.max_memory = *memory;
-    cfg.max_client_backlog = *backlog;
+    cfg.max_client_memory = *backlog;
 
     zmq::context_t ctx;
     nodes::broker broker(ctx, cfg);

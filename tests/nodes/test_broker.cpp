@@ -405,7 +405,7 @@ TEST_CASE("a request no worker takes within the request ttl is rejected with 504
 TEST_CASE("the memory all requests hold together is bounded") {
     broker_fixture f;
     f.config.max_memory = 8000;
-    f.config.max_client_backlog = 4000;
+    f.config.max_client_memory = 8000;
     f.start();
     auto c = dealer(f.ctx, f.endpoint);
     client_request(c, "a", std::string(3000, 'x'));

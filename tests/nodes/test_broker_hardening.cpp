@@ -245,6 +245,43 @@ TEST_CASE("a client past max_client_requests is refused 503 while other clients 
     CHECK(expect_reply(other) == std::vector<std::string>{"mine"});
 }
 
+TEST_CASE("a client over its memory share is refused 503 while another client still fits") {
+    tcp_broker f;
+    f.config.max_memory = 64 * 1024;
+    f.config.max_client_memory = 16 * 1024;
+    f.start();
+    auto greedy = dealer(f.ctx, f.endpoint);
+    for (int i = 0; i < 4; ++i) request(greedy, "later", std::string(5000, 'g'));
+    auto body = expect_reply(greedy);
+    REQUIRE(body.size() == 3);
+    CHECK(body[1] == "503");
+    CHECK(body[2].find("memory share") != std::string::npos);
+    auto other = dealer(f.ctx, f.endpoint);
+    request(other, "later", std::string(5000, 'o'));
+    REQUIRE(eventually([&] { return f.stats().queued == 4; }));
+    CHECK_FALSE(support::recv_for(other, 100ms));
+}
+
+TEST_CASE("replies to a client that does not read are dropped past its share, and counted") {
+    tcp_broker f;
+    f.config.max_client_memory = 64 * 1024;
+    f.start();
+    auto w = dealer(f.ctx, f.endpoint);
+    ready(w, "big");
+    auto c = dealer(f.ctx, f.endpoint);
+    c.set(zmq::sockopt::rcvhwm, 1); // reads nothing: replies pile up at the broker
+    c.set(zmq::sockopt::rcvbuf, 4096);
+    // More than the kernel's socket buffers on loopback can take (they grow to a few MiB).
+    for (int i = 0; i < 1000; ++i) {
+        request(c, "big", "x");
+        auto [client, body] = expect_request(w);
+        reply(w, client, std::string(16000, 'r'));
+    }
+    REQUIRE(eventually([&] { return f.stats().replies_dropped > 0; }));
+    // What is still counted for it stays within its share.
+    CHECK(f.stats().memory <= 64 * 1024);
+}
+
 TEST_CASE("clients past max_clients are refused 503 and the table does not grow") {
     tcp_broker f;
     f.config.max_clients = 2;

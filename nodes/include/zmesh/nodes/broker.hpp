@@ -53,10 +53,11 @@ struct broker_config {
     /// written them, in real bytes (docs/broker.md, "Memory"). Past it, new requests are
     /// rejected (503) at once and a reply that does not fit is dropped.
     std::size_t max_memory = std::size_t{512} << 20;
-    /// Bytes of replies one client may have waiting unread; past it, more replies to that client
-    /// are dropped, counted (broker_stats::replies_dropped) and logged, so a client that sends
-    /// and never reads cannot take the memory others need. At most max_memory.
-    std::size_t max_client_backlog = std::size_t{16} << 20;
+    /// Bytes one client may hold of max_memory: its requests held plus its replies not yet
+    /// read. Past it, its new requests are rejected (503) and further replies to it dropped,
+    /// counted (broker_stats::replies_dropped) and logged, so one client that floods, or sends
+    /// and never reads, cannot take the memory the others need. At most max_memory.
+    std::size_t max_client_memory = std::size_t{64} << 20;
     /// Services the broker keeps track of; a request that would create one more is rejected
     /// (503), so a peer inventing service names cannot grow the table without bound.
     std::size_t max_services = 10000;
@@ -71,8 +72,14 @@ struct broker_config {
     std::chrono::milliseconds service_ttl{30000};
     /// Largest frame accepted from any peer (ZMQ_MAXMSGSIZE); larger ones close that connection.
     std::int64_t max_frame_size = 64 << 20;
-    /// Messages queued per peer on the ROUTER (both directions).
+    /// Messages queued per peer on the ROUTER towards it (replies, requests to workers). What
+    /// they hold is counted against max_memory as well.
     int hwm = 100000;
+    /// Messages libzmq reads ahead per peer before the broker takes them. This is the one
+    /// buffer outside max_memory: a peer that sends faster than the broker reads can make it
+    /// hold up to recv_hwm of its messages (each in a slice of an 8 KiB receive buffer, or its
+    /// own size if larger). The broker drains up to 1000 messages per turn of its loop.
+    int recv_hwm = 1000;
 
     /// Endpoint of the forwarder's XSUB socket, where publishers connect. The forwarder runs
     /// only if both xsub_endpoint and xpub_endpoint are set; both empty turns it off.
@@ -127,7 +134,7 @@ struct broker_stats {
                                          ///< connection closed
     std::uint64_t memory = 0;            ///< bytes counted against max_memory now
     std::uint64_t replies_dropped = 0;   ///< replies dropped: past max_memory or the client's
-                                         ///< max_client_backlog
+                                         ///< max_client_memory
 
     // Pub/sub forwarder (all 0 when it is off).
     std::uint64_t forwarded = 0;     ///< messages read from publishers and passed to subscribers
