@@ -2,6 +2,8 @@
 // mdp_engine.cpp — the Majordomo state machine: routing, heartbeats, expiry and re-queue.
 #include "mdp_engine.hpp"
 
+#include "codec/decode.hpp"
+
 #include <msgpack.hpp>
 
 #include <algorithm>
@@ -11,40 +13,16 @@
 namespace zmesh::nodes::detail {
 namespace {
 
-// Service names are short labels; a bound keeps a hostile peer from creating huge map keys.
-constexpr std::size_t max_service_name = 255;
-
-// Frame positions of a message as read from the ROUTER (identity first).
-constexpr std::size_t f_identity = 0, f_empty = 1, f_header = 2;
-constexpr std::size_t f_service = 3, f_client_body = 4;        // client REQUEST
-constexpr std::size_t f_client_tag = 4;                         // ZMCT01 REQUEST: tag, then body
-constexpr std::size_t f_command = 3;                           // worker commands
-constexpr std::size_t f_ready_service = 4, f_ready_credit = 5; // READY (credit: ZMWC01 only)
-constexpr std::size_t f_reply_client = 4, f_reply_empty = 5, f_reply_body = 6; // MDPW01 REPLY
-constexpr std::size_t f_tag = 4;                                // ZMWC01 REPLY: tag, then as above +1
+using codec::f_empty;
+using codec::f_identity;
+using codec::max_service_name;
+using codec::request_tag;
 
 // A rejection is a normal 7/MDP reply whose body starts with this frame, then a status code and
 // a reason, so that plain MDP clients still get an answer and zmesh clients can raise an error.
 constexpr std::string_view error_frame = "zmesh.error";
 
 void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
-
-// Service names are labels people read in logs and on screens: 1..255 printable ASCII bytes
-// without spaces. Anything else would reach logs and tables as it is.
-bool valid_service_name(std::string_view name) {
-    if (name.empty() || name.size() > max_service_name) return false;
-    for (char c : name)
-        if (c < '!' || c > '~') return false;
-    return true;
-}
-
-// A ZMWC01 tag: the slot the request sits in and its generation, so that a late or forged REPLY
-// for a slot that has since been given another request is recognised as wrong.
-struct tag_bytes {
-    std::uint32_t slot;
-    std::uint32_t generation;
-};
-static_assert(sizeof(tag_bytes) == mdp::request_tag_size);
 
 // The descriptor of the connection a message came on; -1 for inproc, which has none. Read from
 // the empty delimiter, a frame that came off the wire: the identity frame the ROUTER makes up
@@ -144,39 +122,29 @@ void mdp_engine::malformed(std::string_view what, std::string_view identity) {
 }
 
 void mdp_engine::on_message(message& m, clock::time_point now) {
-    if (m.size() < 3 || m[f_empty].size() != 0) {
-        malformed("missing empty delimiter or protocol header",
+    const codec::decoded d = codec::decode(m);
+    if (auto* request = std::get_if<codec::client_request>(&d.cmd)) {
+        on_client(m, *request, now);
+    } else if (codec::is_worker(d.proto)) {
+        on_worker(m, d, now);
+    } else {
+        // Clients have no state to break: 7/MDP "SHOULD respond to invalid messages by dropping
+        // them".
+        malformed(std::get<codec::malformed>(d.cmd).why,
                   m.empty() ? std::string_view() : view(m[f_identity]));
-        return;
     }
-    const auto header = view(m[f_header]);
-    if (header == mdp::client_v1 || header == mdp::client_tagged_v1) on_client(m, now);
-    else if (header == mdp::worker_v1 || header == mdp::worker_credit_v1) on_worker(m, now);
-    else malformed("unknown protocol header", view(m[f_identity]));
 }
 
 // ---- clients ---------------------------------------------------------------------------------
 
-void mdp_engine::on_client(message& m, clock::time_point now) {
-    const bool tagged = view(m[f_header]) == mdp::client_tagged_v1;
-    const std::size_t body_at = tagged ? f_client_body + 1 : f_client_body;
-    if (m.size() <= body_at) {
-        malformed(tagged ? "tagged client request without service, tag or body"
-                         : "client request without service or body",
-                  view(m[f_identity]));
-        return;
-    }
-    if (tagged && (m[f_client_tag].size() == 0 || m[f_client_tag].size() > mdp::max_client_tag)) {
-        malformed("tagged client request with an empty or oversized tag", view(m[f_identity]));
-        return;
-    }
-    const auto name = view(m[f_service]);
+void mdp_engine::on_client(message& m, const codec::client_request& req, clock::time_point now) {
+    const auto name = req.service; // views the service frame, which stays in m
     client* from = client_for(m, now);
-    if (!valid_service_name(name)) {
+    if (!req.service_ok) {
         // Answered, not only dropped: the client learns at once that the name cannot work.
         malformed("client request with an invalid service name", view(m[f_identity]));
         zmq::message_t tag;
-        if (tagged) tag = std::move(m[f_client_tag]);
+        if (req.tag_at) tag = std::move(m[req.tag_at]);
         auto body = rejection("400", "invalid service name: it must be 1.." +
                                          std::to_string(max_service_name) +
                                          " printable ASCII bytes without spaces");
@@ -185,13 +153,13 @@ void mdp_engine::on_client(message& m, clock::time_point now) {
     }
     inc(stats_.requests);
     if (mdp::is_broker_service(name)) {
-        on_internal(m, from, name, body_at);
+        on_internal(m, from, req);
         return;
     }
     request* r = acquire();
     r->from = from;
-    if (tagged) r->tag = std::move(m[f_client_tag]);
-    m.move_tail_to(body_at, r->body);
+    if (req.tag_at) r->tag = std::move(m[req.tag_at]);
+    m.move_tail_to(req.body_at, r->body);
     r->bytes = r->body.byte_size();
     r->arrived = now;
     if (!from) {
@@ -322,7 +290,9 @@ void mdp_engine::add_stats_source(std::function<void(broker_stats&)> fill) {
     stats_sources_.push_back(std::move(fill));
 }
 
-void mdp_engine::on_internal(message& m, client* c, std::string_view name, std::size_t body_at) {
+void mdp_engine::on_internal(message& m, client* c, const codec::client_request& req) {
+    const auto name = req.service;
+    const auto body_at = req.body_at;
     inc(stats_.mmi);
     message body;
     if (auto handler = internal_.find(name); handler != internal_.end()) {
@@ -397,10 +367,9 @@ void mdp_engine::on_internal(message& m, client* c, std::string_view name, std::
     } else {
         body.push_back(std::string_view("501")); // 8/MMI: unknown management service
     }
-    // name views m[f_service], which stays in m while only the identity (and tag) frames are
-    // moved out.
+    // name views the service frame, which stays in m while only the tag frame is moved out.
     zmq::message_t tag;
-    if (body_at > f_client_body) tag = std::move(m[f_client_tag]);
+    if (req.tag_at) tag = std::move(m[req.tag_at]);
     reply_to_client(view(m[f_identity]), c, std::move(tag), name, body);
 }
 
@@ -408,12 +377,7 @@ void mdp_engine::reply_to_client(std::string_view client_id, client* c, zmq::mes
                                  std::string_view service_name, message& body,
                                  std::size_t releasing) {
     out_.clear();
-    out_.push_back(client_id);
-    out_.push_back(zmq::message_t());
-    const bool tagged = tag.size() != 0;
-    out_.push_back(tagged ? mdp::client_tagged_v1 : mdp::client_v1);
-    out_.push_back(service_name);
-    if (tagged) out_.push_back(std::move(tag));
+    codec::reply_envelope(out_, client_id, service_name, std::move(tag));
     body.move_tail_to(0, out_);
     send_to_client(c, releasing);
 }
@@ -511,88 +475,86 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
 
 // ---- workers ---------------------------------------------------------------------------------
 
-void mdp_engine::on_worker(message& m, clock::time_point now) {
+namespace {
+
+worker_event event_of(const codec::command& c) {
+    struct visitor {
+        worker_event operator()(const codec::malformed& m) const {
+            return m.command ? worker_event::malformed_command : worker_event::malformed_frames;
+        }
+        worker_event operator()(const codec::client_request&) const {
+            return worker_event::malformed_frames; // not reached: on_message routes clients
+        }
+        worker_event operator()(const codec::worker_ready&) const { return worker_event::ready; }
+        worker_event operator()(const codec::worker_reply&) const { return worker_event::reply; }
+        worker_event operator()(const codec::worker_heartbeat&) const {
+            return worker_event::heartbeat;
+        }
+        worker_event operator()(const codec::worker_disconnect&) const {
+            return worker_event::disconnect;
+        }
+        worker_event operator()(const codec::worker_request&) const {
+            return worker_event::request;
+        }
+    };
+    return std::visit(visitor{}, c);
+}
+
+std::string_view what_of(const codec::command& c, worker_event e) {
+    if (auto* m = std::get_if<codec::malformed>(&c)) return m->why;
+    switch (e) {
+    case worker_event::ready: return "READY from a registered worker";
+    case worker_event::reply: return "REPLY from a worker that is not registered";
+    case worker_event::request: return "REQUEST sent by a worker";
+    case worker_event::other_protocol: return "worker changed protocol header after READY";
+    default: return "unexpected worker command";
+    }
+}
+
+} // namespace
+
+void mdp_engine::on_worker(message& m, const codec::decoded& d, clock::time_point now) {
     const auto identity = view(m[f_identity]);
-    // The header as one of our constants (m's frames do not live long enough to be pointed at).
-    const std::string_view header =
-        view(m[f_header]) == mdp::worker_v1 ? mdp::worker_v1 : mdp::worker_credit_v1;
-    auto command = m.size() > f_command ? mdp::parse_worker_command(m[f_command]) : std::nullopt;
     auto it = workers_.find(identity);
     worker* w = it == workers_.end() ? nullptr : &it->second;
-    if (!command) {
-        malformed("worker message without a valid command", identity);
-        if (w) remove_worker(*w, true); // an invalid peer is not trusted with requests
+    worker_event event = event_of(d.cmd);
+    if (w && d.proto != w->proto) event = worker_event::other_protocol;
+    const worker_transition& t =
+        worker_transition_for(w ? worker_state::registered : worker_state::unknown, event);
+    if (t.protocol_error) malformed(what_of(d.cmd, event), identity);
+    if (w && event != worker_event::disconnect) w->expiry = now + expiry_; // a sign of life
+    switch (t.action) {
+    case worker_action::register_worker:
+        on_ready(m, std::get<codec::worker_ready>(d.cmd), d.proto, now);
         return;
-    }
-    if (w && header != w->header) {
-        malformed("worker changed protocol header after READY", identity);
+    case worker_action::refuse:
+        send_command(identity, d.proto, mdp::worker_command::disconnect);
+        return;
+    case worker_action::deliver_reply:
+        on_reply(*w, m, std::get<codec::worker_reply>(d.cmd), now);
+        return;
+    case worker_action::forget:
+        inc(stats_.workers_disconnected);
+        remove_worker(*w, false);
+        return;
+    case worker_action::disconnect_worker:
         remove_worker(*w, true);
         return;
-    }
-    if (w) {
-        w->expiry = now + expiry_; // any command from a worker is a sign of life
-    }
-    switch (*command) {
-    case mdp::worker_command::ready:
-        if (w) {
-            // A second READY is a protocol error (7/MDP): DISCONNECT, then nothing more.
-            malformed("READY from a registered worker", identity);
-            remove_worker(*w, true);
-        } else {
-            on_ready(m, identity, header, now);
-        }
-        return;
-    case mdp::worker_command::reply:
-        if (!w || w->holding() == 0) {
-            malformed("REPLY from a worker that holds no request", identity);
-            if (w) remove_worker(*w, true);
-            else send_command(identity, header, mdp::worker_command::disconnect);
-            return;
-        }
-        on_reply(*w, m, now);
-        return;
-    case mdp::worker_command::heartbeat:
-        // A worker we do not know (broker restarted, or expired) is told to register again.
-        if (!w) send_command(identity, header, mdp::worker_command::disconnect);
-        return;
-    case mdp::worker_command::disconnect:
-        if (w) {
-            inc(stats_.workers_disconnected);
-            remove_worker(*w, false);
-        }
-        return;
-    case mdp::worker_command::request:
-        malformed("REQUEST sent by a worker", identity);
-        if (w) remove_worker(*w, true);
-        else send_command(identity, header, mdp::worker_command::disconnect);
+    case worker_action::refresh:
+    case worker_action::ignore:
+    case worker_action::drop:
         return;
     }
 }
 
-void mdp_engine::on_ready(message& m, std::string_view identity, std::string_view header,
+void mdp_engine::on_ready(message& m, const codec::worker_ready& ready, codec::protocol proto,
                           clock::time_point now) {
-    const bool with_credit = header == mdp::worker_credit_v1;
-    const std::size_t frames = with_credit ? f_ready_credit + 1 : f_ready_service + 1;
-    if (m.size() != frames || !valid_service_name(view(m[f_ready_service]))) {
-        malformed(with_credit ? "READY without exactly a valid service name and a credit"
-                              : "READY without exactly one valid service name",
-                  identity);
-        send_command(identity, header, mdp::worker_command::disconnect);
-        return;
-    }
-    std::uint32_t credit = 1;
-    if (with_credit) {
-        auto c = mdp::parse_worker_credit(m[f_ready_credit]);
-        if (!c) {
-            malformed("READY with a credit that is not 1..1024", identity);
-            send_command(identity, header, mdp::worker_command::disconnect);
-            return;
-        }
-        credit = *c;
-    }
-    const auto name = view(m[f_ready_service]);
+    const auto identity = view(m[f_identity]);
+    const auto name = ready.service;
     const char* refusal = nullptr;
-    if (mdp::is_broker_service(name))
+    if (!ready.service_ok)
+        refusal = "READY for an invalid service name";
+    else if (mdp::is_broker_service(name))
         refusal = "READY for a reserved service"; // the broker's own (8/MMI): not to be taken over
     else if (services_.size() >= config_.max_services && services_.find(name) == services_.end())
         refusal = "READY for a new service past max_services";
@@ -600,16 +562,17 @@ void mdp_engine::on_ready(message& m, std::string_view identity, std::string_vie
         // One DISCONNECT and nothing else: a zmesh worker takes that as a refusal and stops.
         malformed(refusal, identity);
         inc(stats_.workers_disconnected);
-        send_command(identity, header, mdp::worker_command::disconnect);
+        send_command(identity, proto, mdp::worker_command::disconnect);
         return;
     }
+    const std::uint32_t credit = ready.credit;
     service& s = service_for(name, now);
     auto [it, inserted] = workers_.try_emplace(std::string(identity));
     worker& w = it->second;
     w.identity = it->first;
     w.fd = track_fd(m, w.identity);
     w.svc = &s;
-    w.header = header;
+    w.proto = proto;
     w.expiry = now + expiry_;
     // The slots are allocated once, here; dispatch and replies only move pointers and indexes.
     w.slots.assign(credit, nullptr);
@@ -619,46 +582,41 @@ void mdp_engine::on_ready(message& m, std::string_view identity, std::string_vie
     s.last_active = now;
     inc(stats_.workers_registered);
     stats_.workers.store(workers_.size(), std::memory_order_relaxed);
-    // An immediate HEARTBEAT acknowledges the READY (7/MDP allows one at any time): a ZMWC01
-    // worker learns at once that this broker speaks its protocol, where a broker that does not
-    // would stay silent, and a refused READY is the only one answered by a bare DISCONNECT.
-    send_command(w.identity, w.header, mdp::worker_command::heartbeat);
+    // An immediate HEARTBEAT acknowledges the READY (7/MDP allows one at any time after READY):
+    // a ZMWC01 worker learns at once that this broker speaks its protocol, where a broker that
+    // does not would stay silent, and a refused READY is the only one answered by a bare
+    // DISCONNECT.
+    send_command(w.identity, w.proto, mdp::worker_command::heartbeat);
     w.sent_since_tick = true;
     make_ready(w);
     dispatch(s);
 }
 
-std::optional<std::uint32_t> mdp_engine::reply_slot(const worker& w, const message& m) const {
-    // A reply with no body frames breaks 7/MDP ("6 or more frames"), but the worker did the work:
-    // on_reply gives it an empty body frame rather than lose the reply.
-    const std::size_t shift = w.header == mdp::worker_credit_v1 ? 1 : 0;
-    if (m.size() < f_reply_body + shift || m[f_reply_empty + shift].size() != 0) return std::nullopt;
+std::optional<std::uint32_t> mdp_engine::reply_slot(const worker& w,
+                                                    const codec::worker_reply& reply) const {
     std::uint32_t slot = 0;
     const request* r = nullptr;
-    if (shift == 0) {
+    if (w.proto == codec::protocol::mdpw01) {
         r = w.slots[0];
     } else {
-        if (m[f_tag].size() != sizeof(tag_bytes)) return std::nullopt;
-        tag_bytes tag{};
-        std::memcpy(&tag, m[f_tag].data(), sizeof tag);
-        if (tag.slot >= w.slots.size()) return std::nullopt;
-        slot = tag.slot;
+        if (reply.tag.slot >= w.slots.size()) return std::nullopt;
+        slot = reply.tag.slot;
         r = w.slots[slot];
-        if (r && r->generation != tag.generation) return std::nullopt;
+        if (r && r->generation != reply.tag.generation) return std::nullopt;
     }
     // The reply must name the client handle we gave it; anything else could misroute a reply.
-    if (!r || view(m[f_reply_client + shift]) != r->from->handle) return std::nullopt;
+    if (!r || reply.client != r->from->handle) return std::nullopt;
     return slot;
 }
 
-void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
-    const auto slot = reply_slot(w, m);
+void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& reply,
+                          clock::time_point now) {
+    const auto slot = reply_slot(w, reply);
     if (!slot) {
-        malformed("REPLY with a wrong envelope or tag", w.identity);
+        malformed("REPLY naming no request the worker holds", w.identity);
         remove_worker(w, true);
         return;
     }
-    const std::size_t body_at = f_reply_body + (w.header == mdp::worker_credit_v1 ? 1 : 0);
     service& s = *w.svc;
     request* r = w.slots[*slot];
     w.slots[*slot] = nullptr;
@@ -666,15 +624,11 @@ void mdp_engine::on_reply(worker& w, message& m, clock::time_point now) {
     --s.in_flight;
     s.last_active = now;
     if (r->from->connected) {
-        const bool tagged = r->tag.size() != 0;
         out_.clear();
-        out_.push_back(r->from->id);
-        out_.push_back(zmq::message_t());
-        out_.push_back(tagged ? mdp::client_tagged_v1 : mdp::client_v1);
-        out_.push_back(s.name);
-        if (tagged) out_.push_back(std::move(r->tag));
-        if (m.size() == body_at) out_.push_back(zmq::message_t());
-        else m.move_tail_to(body_at, out_);
+        codec::reply_envelope(out_, r->from->id, s.name, std::move(r->tag));
+        // 7/MDP wants a body frame in every reply; a worker that sent none still did the work.
+        if (m.size() == reply.body_at) out_.push_back(zmq::message_t());
+        else m.move_tail_to(reply.body_at, out_);
         send_to_client(r->from, r->cost);
     } else {
         inc(stats_.undeliverable); // its connection closed: nobody would read the reply
@@ -860,18 +814,10 @@ void mdp_engine::dispatch(service& s) {
         worker& w = *s.ready_head;
         unlink_ready(w);
         const std::uint32_t slot = w.free_slots.back();
+        r->generation = next_generation_++;
         out_.clear();
-        out_.push_back(w.identity);
-        out_.push_back(zmq::message_t());
-        out_.push_back(w.header);
-        out_.push_back(mdp::command_frame(mdp::worker_command::request));
-        if (w.header == mdp::worker_credit_v1) {
-            r->generation = next_generation_++;
-            const tag_bytes tag{slot, r->generation};
-            out_.push_back(zmq::message_t(&tag, sizeof tag));
-        }
-        out_.push_back(r->from->handle);
-        out_.push_back(zmq::message_t());
+        codec::request_envelope(out_, w.proto, w.identity, request_tag{slot, r->generation},
+                                r->from->handle);
         for (auto& f : r->body) out_.push_back(copy_frame(f));
         const auto status = out_.send(router_, zmq::send_flags::dontwait);
         if (status != send_status::sent) {
@@ -894,13 +840,10 @@ void mdp_engine::dispatch(service& s) {
     stats_.queued.store(queued_, std::memory_order_relaxed);
 }
 
-void mdp_engine::send_command(std::string_view identity, std::string_view header,
+void mdp_engine::send_command(std::string_view identity, codec::protocol proto,
                               mdp::worker_command c) {
     out_.clear();
-    out_.push_back(identity);
-    out_.push_back(zmq::message_t());
-    out_.push_back(header);
-    out_.push_back(mdp::command_frame(c));
+    codec::command_message(out_, proto, identity, c);
     (void)out_.send(router_, zmq::send_flags::dontwait); // best effort: the peer may be gone
 }
 
@@ -908,7 +851,7 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
     service* s = w.svc;
     if (send_disconnect) {
         inc(stats_.workers_disconnected);
-        send_command(w.identity, w.header, mdp::worker_command::disconnect);
+        send_command(w.identity, w.proto, mdp::worker_command::disconnect);
     }
     unlink_ready(w);
     // Its requests leave with it; scratch_requests_ keeps them while w is erased.
@@ -949,7 +892,7 @@ void mdp_engine::on_tick(clock::time_point now) {
             scratch_.push_back(&w);
         } else if (!w.sent_since_tick) {
             // Busy workers are heartbeated too: they must know the broker is alive while they work.
-            send_command(w.identity, w.header, mdp::worker_command::heartbeat);
+            send_command(w.identity, w.proto, mdp::worker_command::heartbeat);
         }
         w.sent_since_tick = false;
     }
@@ -990,7 +933,7 @@ void mdp_engine::on_tick(clock::time_point now) {
 }
 
 void mdp_engine::disconnect_all() {
-    for (auto& [id, w] : workers_) send_command(w.identity, w.header, mdp::worker_command::disconnect);
+    for (auto& [id, w] : workers_) send_command(w.identity, w.proto, mdp::worker_command::disconnect);
     stats_.workers_disconnected.fetch_add(workers_.size(), std::memory_order_relaxed);
 }
 

@@ -23,7 +23,9 @@
 #pragma once
 
 #include "client_handles.hpp"
+#include "codec/commands.hpp"
 #include "memory_meter.hpp"
+#include "worker_table.hpp"
 
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/protocol.hpp>
@@ -112,7 +114,7 @@ struct worker {
     std::string identity;          // ROUTER routing id
     int fd = -1;                   // descriptor of its connection; -1 for inproc
     service* svc = nullptr;        // set by READY
-    std::string_view header;       // what it speaks: mdp::worker_v1 or mdp::worker_credit_v1
+    codec::protocol proto = codec::protocol::mdpw01; // what it speaks: MDPW01 or ZMWC01
     clock::time_point expiry;      // forgotten if nothing is heard from it by then
     bool sent_since_tick = false;  // anything sent since the last tick makes a HEARTBEAT redundant
     std::vector<request*> slots;   // one per unit of credit (1 for 7/MDP); null = free
@@ -212,15 +214,16 @@ class mdp_engine {
         expired,
     };
 
-    void on_client(message& m, clock::time_point now);
-    void on_worker(message& m, clock::time_point now);
-    void on_ready(message& m, std::string_view identity, std::string_view header,
+    void on_client(message& m, const codec::client_request& req, clock::time_point now);
+    /// Looks up the worker_table row for the sender's state and the command, and performs it.
+    void on_worker(message& m, const codec::decoded& d, clock::time_point now);
+    void on_ready(message& m, const codec::worker_ready& ready, codec::protocol proto,
                   clock::time_point now);
-    void on_reply(worker& w, message& m, clock::time_point now);
+    void on_reply(worker& w, message& m, const codec::worker_reply& reply, clock::time_point now);
     /// The slot a REPLY answers, from its tag (ZMWC01) or the one slot (MDPW01); nullopt if the
     /// reply names no request the worker holds.
-    std::optional<std::uint32_t> reply_slot(const worker& w, const message& m) const;
-    void on_internal(message& m, client* c, std::string_view service_name, std::size_t body_at);
+    std::optional<std::uint32_t> reply_slot(const worker& w, const codec::worker_reply& reply) const;
+    void on_internal(message& m, client* c, const codec::client_request& req);
 
     void malformed(std::string_view what, std::string_view identity);
     service& service_for(std::string_view name, clock::time_point now);
@@ -229,7 +232,7 @@ class mdp_engine {
     void unlink_ready(worker& w) noexcept;
     /// Forgets @p w; the requests it held go back to the head of their queue.
     void remove_worker(worker& w, bool send_disconnect);
-    void send_command(std::string_view identity, std::string_view header, mdp::worker_command c);
+    void send_command(std::string_view identity, codec::protocol proto, mdp::worker_command c);
     /// Sends "" header service [tag] body... to the peer @p client_id: ZMCT01 with the tag if
     /// @p tag is not empty, else plain MDPC01.
     void reply_to_client(std::string_view client_id, client* c, zmq::message_t&& tag,
