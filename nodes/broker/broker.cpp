@@ -31,7 +31,8 @@ class broker::impl {
   public:
     impl(zmq::context_t& ctx, broker_config config)
         : config_(std::move(config)), router_(detail::make_seeded_router(ctx)),
-          monitor_(ctx, zmq::socket_type::pair), engine_(config_, router_),
+          monitor_(ctx, zmq::socket_type::pair), router_out_(router_),
+          engine_(config_, router_out_),
           directory_(config_.max_directory_entries) {
         if (config_.heartbeat_interval.count() <= 0)
             throw error(errc::invalid_argument, "heartbeat interval must be positive");
@@ -215,6 +216,7 @@ class broker::impl {
     broker_config config_;
     zmq::socket_t router_;
     zmq::socket_t monitor_;           // PAIR: the ROUTER's disconnect events
+    detail::socket_outbox router_out_; // what the engine sends goes to the ROUTER
     detail::mdp_engine engine_;
     std::optional<detail::forwarder> forwarder_; // only if XSUB/XPUB endpoints are configured
     detail::directory directory_;

@@ -79,8 +79,8 @@ request* request_queue::pop_front() noexcept {
     return r;
 }
 
-mdp_engine::mdp_engine(const broker_config& config, zmq::socket_ref router)
-    : config_(config), router_(router),
+mdp_engine::mdp_engine(const broker_config& config, outbox& out)
+    : config_(config), outbox_(out),
       expiry_(config.heartbeat_interval * std::max(config.liveness, 1)),
       memory_(config.max_memory), malformed_log_(10) {}
 
@@ -406,7 +406,7 @@ void mdp_engine::send_to_client(client* c, std::size_t releasing) {
         return;
     }
     out_.back() = memory_.track(std::move(out_.back()), cost, c ? c->replies : nullptr);
-    if (out_.send(router_, zmq::send_flags::dontwait) == send_status::sent) inc(stats_.replies);
+    if (outbox_.send(out_) == send_status::sent) inc(stats_.replies);
     else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
 }
 
@@ -819,7 +819,7 @@ void mdp_engine::dispatch(service& s) {
         codec::request_envelope(out_, w.proto, w.identity, request_tag{slot, r->generation},
                                 r->from->handle);
         for (auto& f : r->body) out_.push_back(copy_frame(f));
-        const auto status = out_.send(router_, zmq::send_flags::dontwait);
+        const auto status = outbox_.send(out_);
         if (status != send_status::sent) {
             // Unroutable: the worker's connection is gone. Would block: it is not reading. Either
             // way it cannot take work; put the request back and forget the worker.
@@ -844,7 +844,7 @@ void mdp_engine::send_command(std::string_view identity, codec::protocol proto,
                               mdp::worker_command c) {
     out_.clear();
     codec::command_message(out_, proto, identity, c);
-    (void)out_.send(router_, zmq::send_flags::dontwait); // best effort: the peer may be gone
+    (void)outbox_.send(out_); // best effort: the peer may be gone
 }
 
 void mdp_engine::remove_worker(worker& w, bool send_disconnect) {

@@ -156,12 +156,33 @@ struct atomic_stats {
         clients{0}, disconnects{0}, abandoned{0}, memory{0}, replies_dropped{0};
 };
 
+/// Where the engine's messages go (routing id first): the broker's ROUTER socket, or, in tests
+/// and the whole-broker fuzz harness, whatever records them. Sends never block.
+class outbox {
+  public:
+    virtual ~outbox() = default;
+    /// Sends @p m (consuming its frames if sent). would_block: the peer is at its high-water
+    /// mark; unroutable: no such peer (ROUTER_MANDATORY).
+    virtual send_status send(message& m) = 0;
+};
+
+/// The outbox of a ROUTER socket with ROUTER_MANDATORY set.
+class socket_outbox final : public outbox {
+  public:
+    explicit socket_outbox(zmq::socket_ref router) noexcept : router_(router) {}
+    send_status send(message& m) override { return m.send(router_, zmq::send_flags::dontwait); }
+
+  private:
+    zmq::socket_ref router_;
+};
+
 class mdp_engine {
   public:
     /// Answers a broker-side service: reads the request body, fills the reply body.
     using internal_handler = std::function<void(message& request, message& reply)>;
 
-    mdp_engine(const broker_config& config, zmq::socket_ref router);
+    /// @p out must outlive the engine.
+    mdp_engine(const broker_config& config, outbox& out);
 
     /// Makes the broker answer @p name (which must start with "zmesh.") itself, as it answers
     /// zmesh.services. Used by other parts of the node (the forwarder's last-value cache, the
@@ -274,7 +295,7 @@ class mdp_engine {
     void release(request* r) noexcept;
 
     broker_config config_;
-    zmq::socket_ref router_;
+    outbox& outbox_;
     clock::duration expiry_;        // heartbeat_interval × liveness
     std::unordered_map<std::string, worker, string_hash, std::equal_to<>> workers_;
     std::unordered_map<std::string, client, string_hash, std::equal_to<>> clients_; // by routing id
