@@ -35,6 +35,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace zmesh::mdp {
@@ -87,6 +88,57 @@ inline constexpr std::string_view zmesh_prefix = "zmesh.";
 /// Whether a broker answers @p service itself (mmi.* and zmesh.*), so no worker may register it.
 [[nodiscard]] constexpr bool is_broker_service(std::string_view service) noexcept {
     return service.starts_with(mmi_prefix) || service.starts_with(zmesh_prefix);
+}
+
+/// Longest service name, in bytes, that zmesh's broker, worker and CLI accept. 7/MDP sets no
+/// limit; names are labels that people read in logs and tables, and a bound keeps a hostile peer
+/// from creating huge map keys in a broker.
+inline constexpr std::size_t max_service_name = 255;
+
+/// Why @p name cannot name a service at all, or an empty view if it can: a service name is 1 to
+/// max_service_name bytes of printable ASCII without spaces (0x21..0x7E), so that no name can
+/// carry control bytes into a log or a terminal. Space is excluded too: names are typed on
+/// command lines and printed in space-separated tables. zmesh's broker applies the same rule to
+/// requests and READYs. Reserved names pass (clients call mmi.service); see
+/// worker_service_name_problem() for registration.
+[[nodiscard]] constexpr std::string_view service_name_problem(std::string_view name) noexcept {
+    if (name.empty()) return "is empty";
+    if (name.size() > max_service_name) return "is longer than 255 bytes";
+    for (char c : name)
+        if (c < '!' || c > '~')
+            return "has a byte that is not printable ASCII (0x21..0x7E; no spaces or control "
+                   "characters)";
+    return {};
+}
+
+/// Why a worker cannot register @p name, or an empty view if it can: service_name_problem(), and
+/// not a name the broker answers itself (is_broker_service(): mmi.*, zmesh.*).
+[[nodiscard]] constexpr std::string_view worker_service_name_problem(std::string_view name) noexcept {
+    if (auto problem = service_name_problem(name); !problem.empty()) return problem;
+    if (is_broker_service(name))
+        return "is reserved: mmi.* and zmesh.* are answered by the broker itself";
+    return {};
+}
+
+/// @p name as it may be shown on one line of a message or log: printable ASCII as is, any
+/// other byte (and the backslash) as \xNN, and no more than 64 bytes of it, with the length
+/// after a longer one.
+[[nodiscard]] inline std::string printable_service_name(std::string_view name) {
+    static constexpr char hex[] = "0123456789abcdef";
+    constexpr std::size_t shown = 64;
+    std::string out;
+    for (std::size_t i = 0; i < name.size() && i < shown; ++i) {
+        const auto c = static_cast<unsigned char>(name[i]);
+        if (c >= 0x20 && c <= 0x7e && c != '\\') {
+            out += static_cast<char>(c);
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 0xf];
+        }
+    }
+    if (name.size() > shown) out += "... (" + std::to_string(name.size()) + " bytes)";
+    return out;
 }
 
 /// Decodes a command frame: exactly one byte naming a known command.
