@@ -450,6 +450,9 @@ TEST_CASE("worker reconnects and re-registers at once after DISCONNECT") {
     auto ready = broker.recv();
     REQUIRE(ready.size() == 5);
 
+    // The broker speaks first (it accepted the READY): a DISCONNECT that answers READY before
+    // anything else is a refusal, after which the worker stops instead (test_mdp_worker_hardening).
+    broker.send({ready[0], "", "MDPW01", heartbeat_cmd});
     const auto start = clock_type::now();
     broker.send({ready[0], "", "MDPW01", disconnect_cmd});
     strings again;

@@ -11,7 +11,14 @@
 // With credit (mdp/protocol.hpp) the commands are MDP/0.1's plus an 8-byte tag before the client
 // address of REQUEST and REPLY; the broker matches a REPLY to its request by that tag, so the
 // worker only carries it from one to the other, untouched, inside the reply_token.
+//
+// Departures from a bare reading of the spec, each so that the worker works behind any MDP/0.1
+// broker: silence is not counted while a request is held (brokers need not heartbeat a busy
+// worker); a DISCONNECT that answers READY before anything else is a refusal, not a reason to
+// register again; a ZMWC01 READY nobody answers within a heartbeat means a broker without the
+// extension, and the worker falls back to MDPW01.
 #include <zmesh/error.hpp>
+#include <zmesh/log.hpp>
 #include <zmesh/mdp/protocol.hpp>
 #include <zmesh/mdp/worker.hpp>
 
@@ -51,12 +58,20 @@ struct worker::impl {
     std::string endpoint_;
     std::string service_;
     worker_options opts_;
+    milliseconds allowance_;           // heartbeat × liveness: broker silence taken for death
     bool with_credit_;                 // speaks ZMWC01 (credit > 1) rather than MDPW01
+    std::uint32_t credit_;             // in effect: opts_.credit, or 1 after the fallback
     std::string_view header_;          // mdp::worker_v1 or mdp::worker_credit_v1
     std::string credit_text_;          // the READY credit frame (ZMWC01)
     zmq::socket_t socket_;             // empty while waiting to reconnect, and after close
     bool open_ = true;
+    std::string refusal_;              // why the broker refused READY; non-empty = refused
     std::uint64_t epoch_ = 0;          // new per socket; requests belong to the one they came on
+    std::shared_ptr<const void> hold_; // new per socket; each request handed out holds a copy
+    bool ready_pending_ = false;       // READY not yet out: the connection is not up yet
+    bool heard_ = false;               // a valid command came on this socket since READY
+    bool spoke_ = false;               // something went out on this socket after READY
+    clock::time_point ready_at_;       // when READY went out on this socket
     clock::time_point heartbeat_at_;   // next HEARTBEAT, unless something else is sent first
     clock::time_point expires_at_;     // broker declared dead if silent until then
     clock::time_point reconnect_at_;   // when to open the next socket (socket_ empty)
@@ -69,14 +84,16 @@ struct worker::impl {
 
     impl(zmq::context_t& ctx, std::string endpoint, std::string service, worker_options opts)
         : ctx_(&ctx), endpoint_(std::move(endpoint)), service_(std::move(service)), opts_(opts),
-          with_credit_(opts.credit > 1), header_(with_credit_ ? worker_credit_v1 : worker_v1),
+          with_credit_(opts.credit > 1), credit_(opts.credit),
+          header_(with_credit_ ? worker_credit_v1 : worker_v1),
           credit_text_(std::to_string(opts.credit)), backoff_(opts.reconnect_initial) {
         auto positive = [](milliseconds d) { return d > milliseconds(0) && d <= max_duration; };
-        if (service_.empty())
-            throw error(errc::invalid_argument, "mdp::worker: empty service name");
-        if (is_broker_service(service_))
-            throw error(errc::invalid_argument,
-                        "mdp::worker: service '" + service_ + "' is answered by the broker itself");
+        // Checked here so that a bad name never reaches the wire, where a broker could only
+        // refuse it (or, a lenient one, accept a name no zmesh tool can type or print).
+        if (auto problem = worker_service_name_problem(service_); !problem.empty())
+            throw error(errc::invalid_argument, "mdp::worker: service name '" +
+                                                    printable_service_name(service_) + "' " +
+                                                    std::string(problem));
         if (!positive(opts_.heartbeat) || opts_.liveness < 1 ||
             opts_.heartbeat * opts_.liveness > max_duration)
             throw error(errc::invalid_argument, "mdp::worker: heartbeat or liveness out of range");
@@ -89,6 +106,7 @@ struct worker::impl {
             throw error(errc::invalid_argument,
                         "mdp::worker: credit " + credit_text_ + " out of range 1.." +
                             std::to_string(max_worker_credit));
+        allowance_ = opts_.heartbeat * opts_.liveness;
         try {
             connect();
         } catch (const context_terminated&) {
@@ -101,6 +119,8 @@ struct worker::impl {
     impl& operator=(const impl&) = delete;
 
     void check_open() const {
+        // A refusal is reported by every call, not once, so that no caller can miss it.
+        if (!refusal_.empty()) throw error(errc::invalid_argument, refusal_);
         if (!open_) throw error(errc::not_running, "mdp::worker: closed");
     }
 
@@ -116,24 +136,45 @@ struct worker::impl {
     /// New socket, new identity: the broker sees a new worker, which is what re-registering is.
     void connect() {
         zmq::socket_t s(*ctx_, zmq::socket_type::dealer);
-        // A socket being replaced holds nothing worth delivering (a dead broker's session).
+        // A socket being replaced holds nothing worth delivering (a dead broker's session);
+        // restart() raises the linger just before close to flush its DISCONNECT.
         s.set(zmq::sockopt::linger, 0);
-        // ZMQ_IMMEDIATE stays 0 so READY is queued until the connection is up; with 1 a READY
-        // sent before the broker accepts would fail instead of waiting for it.
+        // A worker with credit must know when its READY reached a broker: one heartbeat of
+        // silence after that means a broker without ZMWC01, while silence before it (a worker
+        // started before its broker) means nothing. With ZMQ_IMMEDIATE the socket takes a
+        // message only once a connection is up (ZMTP handshake done), so READY waits in
+        // send_ready() until then. Over inproc the pipe exists from connect() on. A plain worker
+        // queues READY at once (ZMQ_IMMEDIATE 0), so that it goes out the moment the connection
+        // comes up, whether or not the caller is inside recv() then.
+        if (with_credit_) s.set(zmq::sockopt::immediate, 1);
         s.connect(endpoint_);
         socket_ = std::move(s);
         epoch_ = next_epoch();
+        hold_ = std::make_shared<char>(0);
         queue_.clear();
+        ready_pending_ = true;
+        heard_ = false;
+        spoke_ = false;
         const auto now = clock::now();
         // A fresh registration gets the full liveness allowance to hear from the broker.
-        expires_at_ = now + opts_.heartbeat * opts_.liveness;
+        expires_at_ = now + allowance_;
         heartbeat_at_ = now + opts_.heartbeat;
+        send_ready(now);
+    }
+
+    /// Sends READY if the connection is up; otherwise it stays pending, for tick() to retry.
+    void send_ready(clock::time_point now) {
         // The credit is granted anew with each registration: the broker forgot the old socket's
         // requests, so none of them still holds a unit.
         message& ready = command(worker_command::ready);
         ready.push_back(service_);
         if (with_credit_) ready.push_back(credit_text_);
-        send(now);
+        if (!send(now)) return;
+        ready_pending_ = false;
+        ready_at_ = now;
+        // From here the broker has the full allowance to speak (the time before the connection
+        // came up was not the broker's silence).
+        expires_at_ = now + allowance_;
     }
 
     /// Sends outgoing_ without blocking; anything sent postpones the next HEARTBEAT (spec: no
@@ -143,15 +184,51 @@ struct worker::impl {
         if (st != send_status::sent) outgoing_.clear(); // refused: nothing of it is kept
         if (st == send_status::terminated) throw context_terminated{};
         if (st != send_status::sent) return false;
-        heartbeat_at_ = now + opts_.heartbeat;
+        sent(now);
         return true;
+    }
+
+    void sent(clock::time_point now) noexcept {
+        heartbeat_at_ = now + opts_.heartbeat;
+        if (!ready_pending_) spoke_ = true;
+    }
+
+    /// Whether a request of the current connection is held: handed out by recv() or take()
+    /// and neither answered nor abandoned. The worker owns one reference to hold_, each such
+    /// request's token another. A token destroyed on another thread at this very moment may
+    /// still be counted; that only moves the end of its hold to the next tick.
+    [[nodiscard]] bool holding() const noexcept { return hold_ && hold_.use_count() > 1; }
+
+    /// A hold has just ended or been seen (a reply, an abandoned request): the broker, which
+    /// may not have spoken while the request was held, gets the full allowance from now.
+    void held_until(clock::time_point now) noexcept {
+        expires_at_ = std::max(expires_at_, now + allowance_);
+    }
+
+    /// Closes the socket, after DISCONNECT if @p say_disconnect (the broker then forgets this
+    /// worker at once instead of after its own expiry). DISCONNECT is best effort: at the
+    /// high-water mark it cannot be queued, and closing the connection is the only signal left.
+    void drop_socket(bool say_disconnect) noexcept {
+        if (!socket_) return;
+        if (say_disconnect && !ready_pending_) {
+            try {
+                socket_.set(zmq::sockopt::linger,
+                            static_cast<int>(opts_.disconnect_linger.count()));
+                (void)command(worker_command::disconnect)
+                    .send(socket_, zmq::send_flags::dontwait);
+            } catch (const zmq::error_t&) {
+                // Best effort: a broker that is gone does not need to be told.
+            }
+            outgoing_.clear();
+        }
+        socket_.close();
     }
 
     /// Drops the socket and everything received on it. After DISCONNECT the spec says to
     /// re-register at once; after silence we back off exponentially so that a broker that is
     /// down is not hammered, and so that many workers do not reconnect in lockstep.
-    void restart(clock::time_point now, bool immediately) {
-        socket_.close();
+    void restart(clock::time_point now, bool immediately, bool say_disconnect) {
+        drop_socket(say_disconnect);
         queue_.clear();
         ++stats_.reconnects;
         if (immediately) {
@@ -162,8 +239,40 @@ struct worker::impl {
         backoff_ = std::min(backoff_ * 2, opts_.reconnect_max);
     }
 
+    /// The broker did not answer a ZMWC01 READY: it does not speak the extension (a plain
+    /// MDP/0.1 broker drops an unknown header without a word). Serve as a plain worker.
+    void fall_back() {
+        log(log_level::warn,
+            "mdp::worker: the broker at %s did not answer READY for '%s' with credit %u "
+            "(zmesh ZMWC01) within %lld ms: credit is unsupported there; serving with credit 1 "
+            "(plain MDP/0.1)",
+            endpoint_.c_str(), service_.c_str(), static_cast<unsigned>(credit_),
+            static_cast<long long>(opts_.heartbeat.count()));
+        // DISCONNECT under ZMWC01 first: a zmesh broker that was merely slow forgets the
+        // registration; one without the extension drops it like the READY.
+        drop_socket(true);
+        with_credit_ = false;
+        credit_ = 1;
+        header_ = worker_v1;
+        ++stats_.reconnects;
+        connect();
+    }
+
+    /// The broker answered READY with DISCONNECT and nothing else: it will not have this
+    /// service from this worker, and asking again would only be refused again.
+    void refused() {
+        refusal_ = "mdp::worker: the broker at " + endpoint_ + " refused to register service '" +
+                   service_ +
+                   "' (it answered READY with DISCONNECT); likely reasons: the name is reserved "
+                   "there (mmi.*, zmesh.*), too long or not printable for that broker, or the "
+                   "broker is at its service limit (zmesh broker: --max-services)";
+        socket_.close(); // no DISCONNECT: the broker has already forgotten this worker
+        terminate();
+    }
+
     void heard(clock::time_point now) {
-        expires_at_ = now + opts_.heartbeat * opts_.liveness;
+        heard_ = true;
+        expires_at_ = now + allowance_;
         backoff_ = opts_.reconnect_initial;
     }
 
@@ -200,8 +309,18 @@ struct worker::impl {
             heard(now);
         } else if (cmd == worker_command::disconnect && m.size() == 3) {
             ++stats_.disconnects;
+            // A refusal answers READY itself. A DISCONNECT after the broker has spoken, or
+            // after the worker has (a HEARTBEAT reaching a broker that restarted and does not
+            // know it), is the broker forgetting the worker: register again. (A plain worker
+            // whose READY and first HEARTBEAT were both queued while its broker was still down
+            // takes a refusal for such a DISCONNECT once: it registers again, and the refusal
+            // of that READY, which now reaches a running broker at once, stops it.)
+            if (!ready_pending_ && !heard_ && !spoke_) {
+                refused();
+                return;
+            }
             backoff_ = opts_.reconnect_initial;
-            restart(now, true);
+            restart(now, true, false);
         } else {
             // Unknown command, READY/REPLY (worker-to-broker only) or wrong frame count.
             ++stats_.malformed;
@@ -219,14 +338,32 @@ struct worker::impl {
         }
     }
 
-    /// Heartbeat, expiry and reconnect duties that are due at @p now.
+    /// Heartbeat, registration, expiry and reconnect duties that are due at @p now.
     void tick(clock::time_point now) {
         if (!socket_) {
-            if (now >= reconnect_at_) connect();
+            if (open_ && now >= reconnect_at_) connect();
             return;
         }
-        if (now >= expires_at_) {
-            restart(now, false);
+        if (ready_pending_) {
+            send_ready(now);
+            if (ready_pending_) {
+                // Still no connection: the broker is unreachable, which is silence too.
+                if (now >= expires_at_) restart(now, false, false);
+                return;
+            }
+        }
+        // One heartbeat interval is what a zmesh broker needs at most to answer READY (it
+        // answers at once); a plain MDP/0.1 broker never answers a ZMWC01 READY.
+        if (with_credit_ && !heard_ && now >= ready_at_ + opts_.heartbeat) {
+            fall_back();
+            return;
+        }
+        if (holding()) {
+            // Silence while a request is held is normal: a broker need not heartbeat a busy
+            // worker (the zguide's does not), and reconnecting would lose the reply.
+            held_until(now);
+        } else if (now >= expires_at_) {
+            restart(now, false, true);
             return;
         }
         if (now >= heartbeat_at_) {
@@ -238,9 +375,21 @@ struct worker::impl {
         }
     }
 
+    /// When tick() next has something to do, if no message arrives first.
+    [[nodiscard]] clock::time_point next_duty() const noexcept {
+        if (!socket_) return reconnect_at_;
+        if (ready_pending_) return expires_at_; // or earlier, when the socket becomes writable
+        auto next = std::min(heartbeat_at_, expires_at_);
+        if (with_credit_ && !heard_) next = std::min(next, ready_at_ + opts_.heartbeat);
+        return next;
+    }
+
     std::optional<message> recv(milliseconds timeout) {
         check_open();
-        last_ = reply_token();
+        if (last_) {
+            last_ = reply_token(); // abandoned: the hold ends now
+            held_until(clock::now());
+        }
         auto r = take(timeout);
         if (!r) return std::nullopt;
         last_ = std::move(r->token);
@@ -256,35 +405,42 @@ struct worker::impl {
                 if (!queue_.empty()) {
                     std::optional<held_request> r(std::move(queue_.front()));
                     queue_.pop_front();
+                    r->token.hold_ = hold_;
+                    held_until(clock::now());
                     ++stats_.requests;
                     return r;
                 }
                 auto now = clock::now();
                 tick(now);
+                check_open(); // a refusal read by drain() closed the worker
                 now = clock::now();
                 if (now >= deadline) return std::nullopt;
-                // Sleep until the first of: the caller's deadline, the next heartbeat, the
-                // broker's expiry, or (socket closed) the end of the reconnect backoff.
-                const auto next =
-                    socket_ ? std::min({deadline, heartbeat_at_, expires_at_})
-                            : std::min(deadline, reconnect_at_);
+                // Sleep until the first of: the caller's deadline, the next duty (heartbeat,
+                // expiry, ZMWC01 probe, end of the reconnect backoff) or a message; while READY
+                // waits for the connection, until the socket can take it.
+                const auto next = std::min(deadline, next_duty());
                 const auto wait = std::chrono::ceil<milliseconds>(next - now);
                 if (wait <= milliseconds(0)) continue;
                 if (!socket_) {
                     std::this_thread::sleep_for(wait);
                     continue;
                 }
-                zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-                try {
-                    zmq::poll(&item, 1, wait);
-                } catch (const zmq::error_t& e) {
-                    if (e.num() == ETERM) throw context_terminated{};
-                    if (e.num() != EINTR) throw;
-                }
+                const short events = ready_pending_ ? ZMQ_POLLIN | ZMQ_POLLOUT : ZMQ_POLLIN;
+                zmq::pollitem_t item{socket_.handle(), 0, events, 0};
+                poll(item, wait);
             }
         } catch (const context_terminated&) {
             terminate();
             return std::nullopt;
+        }
+    }
+
+    static void poll(zmq::pollitem_t& item, milliseconds wait) {
+        try {
+            zmq::poll(&item, 1, wait);
+        } catch (const zmq::error_t& e) {
+            if (e.num() == ETERM) throw context_terminated{};
+            if (e.num() != EINTR) throw;
         }
     }
 
@@ -308,20 +464,73 @@ struct worker::impl {
         out.push_back(zmq::message_t());
         body.move_tail_to(0, out);
         try {
-            if (send(clock::now()))
+            if (send_reply(token))
                 ++stats_.replies;
             else
                 ++stats_.replies_dropped;
         } catch (const context_terminated&) {
             terminate();
+            return;
         }
+        token = reply_token(); // the hold ends with the reply
+        held_until(clock::now());
+    }
+
+    /// Sends the REPLY in outgoing_. At the high-water mark it waits for room, reading broker
+    /// traffic meanwhile so that heartbeats and DISCONNECT are still seen. @p token is the
+    /// request's, still holding it, so that its wait counts as holding a request.
+    /// @returns whether it was sent; false if the connection changed or was stuck.
+    bool send_reply(const reply_token& token) {
+        auto now = clock::now();
+        auto st = outgoing_.send(socket_, zmq::send_flags::dontwait);
+        if (st == send_status::sent) {
+            sent(now);
+            return true;
+        }
+        if (st == send_status::terminated) throw context_terminated{};
+        ++stats_.reply_waits;
+        // handle() may reuse outgoing_ (a DISCONNECT makes it register again), so the reply
+        // waits in a message of its own.
+        message pending(std::move(outgoing_));
+        outgoing_.clear();
+        // heartbeat × liveness: a broker that has taken nothing from us for that long would
+        // have expired us by its own rule had it been reading our heartbeats, so it is not
+        // merely slow. Waiting longer would only keep its unit of credit, and the request,
+        // stuck at a broker that will never see the reply.
+        const auto give_up = now + allowance_;
+        for (;;) {
+            const auto wait = std::chrono::ceil<milliseconds>(
+                std::min(give_up, now + opts_.heartbeat) - now);
+            zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN | ZMQ_POLLOUT, 0};
+            if (wait > milliseconds(0)) poll(item, wait);
+            drain(false);
+            if (!socket_ || token.epoch_ != epoch_) return false; // DISCONNECT: started over
+            now = clock::now();
+            st = pending.send(socket_, zmq::send_flags::dontwait);
+            if (st == send_status::sent) {
+                sent(now);
+                return true;
+            }
+            if (st == send_status::terminated) throw context_terminated{};
+            if (now >= give_up) break;
+        }
+        log(log_level::warn,
+            "mdp::worker: the connection to the broker at %s took no message for %lld ms (a "
+            "reply for '%s' waited for room): dropping the reply and starting over on a new "
+            "connection",
+            endpoint_.c_str(), static_cast<long long>(allowance_.count()), service_.c_str());
+        restart(now, false, true);
+        return false;
     }
 
     void keepalive() {
+        // A refusal seen here is reported by the next recv(), take() or reply(): a handler's
+        // keepalive needs no error path.
+        if (!refusal_.empty()) return;
         check_open();
         try {
             drain(false);
-            tick(clock::now());
+            if (refusal_.empty()) tick(clock::now());
         } catch (const context_terminated&) {
             terminate();
         }
@@ -337,14 +546,7 @@ struct worker::impl {
 
     void close() noexcept {
         if (!open_) return;
-        if (socket_) {
-            try {
-                socket_.set(zmq::sockopt::linger, static_cast<int>(opts_.disconnect_linger.count()));
-                (void)command(worker_command::disconnect).send(socket_, zmq::send_flags::dontwait);
-            } catch (const zmq::error_t&) {
-                // Best effort: the broker will expire us after heartbeat × liveness anyway.
-            }
-        }
+        drop_socket(true);
         terminate();
     }
 };
@@ -392,7 +594,7 @@ const std::string& worker::service() const noexcept {
     return impl_ ? impl_->service_ : none;
 }
 
-std::uint32_t worker::credit() const noexcept { return impl_ ? impl_->opts_.credit : 0; }
+std::uint32_t worker::credit() const noexcept { return impl_ ? impl_->credit_ : 0; }
 
 worker_stats worker::stats() const noexcept { return impl_ ? impl_->stats_ : worker_stats{}; }
 

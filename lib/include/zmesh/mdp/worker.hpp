@@ -4,12 +4,15 @@
 //
 // Worker side of 7/MDP, https://rfc.zeromq.org/spec/7/. A worker registers one service with a
 // broker (READY), receives REQUESTs, answers each with a REPLY, and keeps the link alive with
-// HEARTBEATs both ways. When the broker falls silent for heartbeat × liveness, or says DISCONNECT,
-// the worker starts over on a new socket and registers again (zguide mdwrkapi, with exponential
-// reconnect backoff). With the default credit of 1 it works with any conforming MDP/0.1 broker,
-// not only zmesh's. With a larger credit it speaks zmesh's ZMWC01 extension (mdp/protocol.hpp,
-// docs/broker.md "Workers with credit"): the broker keeps up to that many requests at the worker,
-// each tagged, and the worker may answer them in any order.
+// HEARTBEATs both ways. When the broker falls silent for heartbeat × liveness while the worker
+// holds no request, or says DISCONNECT, the worker starts over on a new socket and registers again
+// (zguide mdwrkapi, with exponential reconnect backoff). It works behind any conforming MDP/0.1
+// broker, not only zmesh's: silence while a request is held is normal (the zguide broker sends no
+// HEARTBEAT to a busy worker), so a reply is delivered however long the work took. With a larger
+// credit it speaks zmesh's ZMWC01 extension (mdp/protocol.hpp, docs/broker.md "Workers with
+// credit"): the broker keeps up to that many requests at the worker, each tagged, and the worker
+// may answer them in any order; a broker that does not answer ZMWC01 makes it fall back to plain
+// MDP/0.1 with one warning.
 #pragma once
 
 #include <zmesh/export.hpp>
@@ -48,12 +51,17 @@ struct worker_options {
     /// How many requests the broker may hand this worker before it has their replies.
     ///
     /// 1 is plain MDP/0.1: header "MDPW01", works with any MDP broker, one request at a time.
-    /// 2..mdp::max_worker_credit speaks zmesh's ZMWC01 extension, whose READY carries the credit
-    /// (it needs a zmesh broker; an MDP/0.1 broker ignores or rejects the unknown header). The
-    /// broker then keeps up to `credit` requests queued at the worker, so the next request is
+    /// 2..mdp::max_worker_credit speaks zmesh's ZMWC01 extension, whose READY carries the credit.
+    /// The broker then keeps up to `credit` requests queued at the worker, so the next request is
     /// already local when the handler finishes, and take() can gather several to batch them.
     /// Each REPLY returns one unit of credit: with credit > 1 every request must be answered,
     /// since an unanswered one holds its unit until the next reconnect.
+    ///
+    /// A zmesh broker answers an accepted ZMWC01 READY at once (a HEARTBEAT); a plain MDP/0.1
+    /// broker drops the unknown header and says nothing. So if no ZMWC01 message arrives within
+    /// one heartbeat interval of the READY reaching a connected broker, the worker sends
+    /// DISCONNECT, falls back to MDPW01 (credit 1) on a new socket for the rest of its life, and
+    /// logs one warning naming the broker. worker::credit() tells which credit is in effect.
     std::uint32_t credit{1};
 };
 
@@ -67,7 +75,9 @@ struct worker_stats {
     std::uint64_t malformed = 0;       ///< broker messages dropped as invalid commands of the
                                        ///< worker's protocol (MDPW01 or ZMWC01)
     std::uint64_t replies_dropped = 0; ///< replies not sent: request from an earlier connection,
-                                       ///< or the socket at its high-water mark
+                                       ///< or the connection stuck (see reply())
+    std::uint64_t reply_waits = 0;     ///< replies that found the socket at its high-water mark
+                                       ///< and had to wait for the broker to read
 };
 
 class worker;
@@ -77,17 +87,20 @@ class worker;
 ///
 /// A token is empty when default-constructed or moved from; it is valid for the worker that
 /// issued it until that worker starts over on a new socket, after which replying with it drops
-/// the reply (the broker that sent the request has forgotten it).
+/// the reply (the broker that sent the request has forgotten it). While a valid token exists the
+/// worker counts its request as held (see worker); destroying a token without replying abandons
+/// the request. A token may be moved to and destroyed on another thread.
 class reply_token {
   public:
     /// An empty token; reply() rejects it.
     reply_token() noexcept = default;
     reply_token(reply_token&& other) noexcept
         : client_(std::move(other.client_)), tag_(std::move(other.tag_)),
-          epoch_(std::exchange(other.epoch_, 0)) {}
+          hold_(std::move(other.hold_)), epoch_(std::exchange(other.epoch_, 0)) {}
     reply_token& operator=(reply_token&& other) noexcept {
         client_ = std::move(other.client_);
         tag_ = std::move(other.tag_);
+        hold_ = std::move(other.hold_);
         epoch_ = std::exchange(other.epoch_, 0);
         return *this;
     }
@@ -102,6 +115,8 @@ class reply_token {
     friend class worker;
     zmq::message_t client_;   // client address frame, for the REPLY
     zmq::message_t tag_;      // the broker's tag (ZMWC01); empty frame in MDPW01 mode
+    std::shared_ptr<const void> hold_; // shared by the held requests of one connection: its
+                                       // use count tells the worker whether any is still held
     std::uint64_t epoch_ = 0; // connection it came on, unique in the process; 0 = empty
 };
 
@@ -115,9 +130,30 @@ struct held_request {
 ///
 /// The worker owns a DEALER socket connected to the broker. It only does I/O inside recv(),
 /// take(), reply() and keepalive(): while a request is handled nothing is heartbeated. A handler
-/// that runs longer than heartbeat × liveness without calling keepalive() is seen as dead by the
-/// broker, which may re-queue its requests to another worker (work must be idempotent, as 7/MDP
-/// assumes).
+/// that runs longer than heartbeat × liveness without calling keepalive() is seen as dead by a
+/// broker that expects heartbeats from busy workers (zmesh's does), which may re-queue its
+/// requests to another worker (work must be idempotent, as 7/MDP assumes).
+///
+/// Broker silence. While the worker holds a request (returned by recv() and not yet replied to,
+/// or taken with take() and its token neither used nor destroyed), silence from the broker is
+/// normal and never makes the worker reconnect: 7/MDP does not require a broker to heartbeat a
+/// busy worker, and the zguide's reference broker does not. Once nothing is held, the broker gets
+/// a fresh heartbeat × liveness to speak before it is taken for dead. A broker that dies while a
+/// request is held is therefore noticed only after the reply (or when the broker's DISCONNECT or
+/// a new connection's traffic arrives).
+///
+/// Registration. A plain worker queues READY at once; a worker with credit sends it once the
+/// connection to the broker is up (ZMQ_IMMEDIATE), from inside recv(), take() or keepalive(), so
+/// that its one-heartbeat wait for a ZMWC01 answer never counts time when no broker was there to
+/// answer. A DISCONNECT that is the first thing the broker says after READY,
+/// before the worker has sent anything else, means the broker refused the registration (zmesh's
+/// broker does this for a reserved or invalid name, or past its service limit): the worker does
+/// not retry; it closes, and recv(), take() and reply() throw zmesh::error with
+/// errc::invalid_argument and a message naming the broker, the service and the likely reasons,
+/// every time they are called from then on. keepalive() notices a refusal without throwing (so a
+/// handler calling it needs no error path); the next recv(), take() or reply() reports it. Any
+/// later DISCONNECT is the broker forgetting the worker: it registers again at once. Over inproc,
+/// a broker that binds after the worker connected counts as reached as soon as it binds.
 ///
 /// Two ways to serve: recv() + reply(message&&) answers one request at a time; take() +
 /// reply(reply_token&&, message&&) holds several at once and answers them in any order (to batch
@@ -127,10 +163,12 @@ struct held_request {
 /// every request must be answered: an unanswered one holds a unit of the worker's credit until
 /// the next reconnect, and a worker that leaves `credit` requests unanswered gets no more work.
 ///
-/// When the worker starts over on a new socket (broker silence or DISCONNECT), requests received
-/// on the old one are abandoned: the broker has forgotten them and the client's retry covers them.
-/// A reply to such a request is dropped (counted in worker_stats::replies_dropped), so a
-/// restarted broker never gets a REPLY it did not ask for; the credit starts afresh.
+/// When the worker starts over on a new socket (broker silence, DISCONNECT, a connection stuck at
+/// its high-water mark, or the fallback from credit), it first sends DISCONNECT on the old one,
+/// unless the broker itself said DISCONNECT, so that the broker forgets it at once. Requests
+/// received on the old socket are abandoned: the broker has forgotten them and the client's retry
+/// covers them. A reply to such a request is dropped (counted in worker_stats::replies_dropped),
+/// so a restarted broker never gets a REPLY it did not ask for; the credit starts afresh.
 ///
 /// Not thread-safe: use a worker from one thread at a time. The socket is owned internally;
 /// @p ctx must outlive the worker.
@@ -165,10 +203,15 @@ struct held_request {
 class ZMESH_EXPORT worker {
   public:
     /// Connects to @p broker_endpoint and sends READY for @p service (with the credit, if
-    /// worker_options::credit > 1).
-    /// @throws zmesh::error (errc::invalid_argument) if @p service is empty or reserved
-    ///         (8/MMI "mmi." prefix), or an option is out of range (credit 0 or above
-    ///         mdp::max_worker_credit included).
+    /// worker_options::credit > 1) as soon as the connection is up.
+    ///
+    /// The name is checked here so that a bad one never reaches the wire: 1 to
+    /// mdp::max_service_name bytes of printable ASCII (0x21..0x7E: no space, no control or
+    /// non-ASCII bytes), and not reserved (mmi.*, zmesh.*: the broker answers those itself). See
+    /// mdp::worker_service_name_problem().
+    /// @throws zmesh::error (errc::invalid_argument) naming the service if it breaks those rules,
+    ///         or if an option is out of range (credit 0 or above mdp::max_worker_credit
+    ///         included).
     /// @throws zmq::error_t if libzmq rejects the endpoint.
     worker(zmq::context_t& ctx, std::string broker_endpoint, std::string service,
            worker_options options = {});
@@ -183,11 +226,14 @@ class ZMESH_EXPORT worker {
     ///
     /// While waiting, sends HEARTBEAT whenever nothing else was sent for one heartbeat interval,
     /// takes every valid broker command as a sign of life, and reconnects (new socket, READY) after
-    /// heartbeat × liveness of silence or at once on DISCONNECT. Malformed broker messages are
-    /// counted and dropped. A previous request from recv() not yet replied to is abandoned (with
-    /// credit > 1 it keeps its unit of credit until the next reconnect; see take()).
+    /// heartbeat × liveness of silence while no request is held, or at once on DISCONNECT.
+    /// Malformed broker messages are counted and dropped. A previous request from recv() not yet
+    /// replied to is abandoned (with credit > 1 it keeps its unit of credit until the next
+    /// reconnect; see take()).
     /// @returns the request body; std::nullopt if none arrived within @p timeout, or if the
     ///          context is terminating (the worker is then closed).
+    /// @throws zmesh::error (errc::invalid_argument) if the broker refused the registration
+    ///         (see the class description); the worker is then closed.
     /// @throws zmesh::error (errc::not_running) after close() or a move.
     /// @throws zmq::error_t on a socket error other than context termination.
     std::optional<message> recv(std::chrono::milliseconds timeout);
@@ -197,32 +243,42 @@ class ZMESH_EXPORT worker {
     /// message&&). Does not change which request reply(message&&) answers.
     /// @returns the request body and its token; std::nullopt if none arrived within @p timeout,
     ///          or if the context is terminating (the worker is then closed).
+    /// @throws zmesh::error (errc::invalid_argument) if the broker refused the registration
+    ///         (see the class description); the worker is then closed.
     /// @throws zmesh::error (errc::not_running) after close() or a move.
     /// @throws zmq::error_t on a socket error other than context termination.
     std::optional<held_request> take(std::chrono::milliseconds timeout);
 
     /// Sends REPLY for the request recv() last returned: "" "MDPW01" 0x03 client "" body..., or
-    /// "" "ZMWC01" 0x03 tag client "" body... with credit. Never blocks: a reply the socket
-    /// cannot take at once, or that answers a request from before a reconnect, is dropped and
-    /// counted.
-    /// @throws zmesh::error (errc::invalid_argument) if there is no pending request.
+    /// "" "ZMWC01" 0x03 tag client "" body... with credit. A reply to a request from before a
+    /// reconnect is dropped and counted. Otherwise the reply is never dropped while the
+    /// connection lives: if the socket is at its high-water mark (the broker reads more slowly
+    /// than the worker replies) it waits for room, reading broker traffic meanwhile, for up to
+    /// heartbeat × liveness, the time after which a broker that heard nothing from the worker
+    /// would have expired it. If the socket is still full then, the connection is stuck: the
+    /// reply is dropped and counted, and the worker starts over on a new socket, which frees
+    /// whatever the broker still holds for it (zmesh's broker notices the closed connection).
+    /// @throws zmesh::error (errc::invalid_argument) if there is no pending request, or if the
+    ///         broker refused the registration (see the class description).
     /// @throws zmesh::error (errc::not_running) after close() or a move.
     /// @throws zmq::error_t on a socket error other than context termination.
     void reply(message&& body);
 
     /// Sends REPLY for the request @p token came with (from take()); requests may be answered
-    /// in any order. Never blocks: a reply the socket cannot take at once (high-water mark), or
-    /// whose token is from before a reconnect, is dropped and counted in
-    /// worker_stats::replies_dropped. The token is consumed either way. With credit, a reply
-    /// dropped at the high-water mark leaves its unit of credit held until the next reconnect.
+    /// in any order. As reply(message&&): a reply whose token is from before a reconnect is
+    /// dropped and counted in worker_stats::replies_dropped; at the high-water mark it waits up
+    /// to heartbeat × liveness for room, then starts over on a new socket. The token is consumed
+    /// either way.
     /// @throws zmesh::error (errc::invalid_argument) if @p token is empty (default-constructed
-    ///         or already used).
+    ///         or already used), or if the broker refused the registration.
     /// @throws zmesh::error (errc::not_running) after close() or a move.
     /// @throws zmq::error_t on a socket error other than context termination.
     void reply(reply_token&& token, message&& body);
 
     /// For long handlers: reads incoming traffic (queueing requests for recv() and take()), sends a
-    /// HEARTBEAT if one is due and reconnects if the broker is dead. Never waits.
+    /// HEARTBEAT if one is due and reconnects if the broker is dead. Never waits. A refusal of a
+    /// re-registration is noted without throwing (the worker closes); the next recv(), take() or
+    /// reply() reports it.
     /// @throws zmesh::error (errc::not_running) after close() or a move.
     /// @throws zmq::error_t on a socket error other than context termination.
     void keepalive();
@@ -237,7 +293,8 @@ class ZMESH_EXPORT worker {
     /// The service this worker registers.
     [[nodiscard]] const std::string& service() const noexcept;
 
-    /// worker_options::credit: 1 for plain MDP/0.1, more for ZMWC01 (0 after a move).
+    /// The credit in effect: worker_options::credit, or 1 once the worker fell back to plain
+    /// MDP/0.1 because the broker did not answer ZMWC01 (0 after a move).
     [[nodiscard]] std::uint32_t credit() const noexcept;
 
     /// The counters so far.
@@ -249,7 +306,9 @@ class ZMESH_EXPORT worker {
     /// every poll) and is null while the worker waits to reconnect or after close(); heartbeats
     /// are sent only inside recv()/take()/keepalive(), so call one of them at least every
     /// heartbeat. Requests already read by keepalive() do not make it readable: call recv() or
-    /// take() with a zero timeout after keepalive() too.
+    /// take() with a zero timeout after keepalive() too. With credit, READY waits for the
+    /// connection and goes out from recv()/take()/keepalive(), so registration may lag by up to
+    /// the interval at which the caller calls them.
     [[nodiscard]] zmq::socket_ref socket() const noexcept;
 
   private:
