@@ -10,6 +10,7 @@
 #include <zmesh/error.hpp>
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/durable_client.hpp>
+#include <zmesh/mdp/protocol.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -92,6 +93,11 @@ int run_request(const std::vector<std::string>& args) {
                &positional))
         return ok;
     if (durable && vm["timeout-ms"].defaulted()) timeout_ms = durable_default_timeout_ms;
+    // Reserved names are fine here (mmi.service, zmesh.services... are real services); a name
+    // no broker can route is refused before anything is sent.
+    if (auto problem = mdp::service_name_problem(service); !problem.empty())
+        throw usage_error("invalid --service '" + mdp::printable_service_name(service) +
+                          "': the name " + std::string(problem));
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
     if (retries < 1) throw usage_error("--retries must be at least 1");
     if (vm.count("ttl-ms") && !durable) throw usage_error("--ttl-ms needs --durable");

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 // worker_command.cpp — `zmesh worker`: serves one MDP service with the library's mdp::worker,
 // echoing each request or running a shell command per request (body on stdin, reply = stdout).
+//
+// A service name the worker may not register is a usage error (exit 2) found before connecting;
+// a broker that refuses the registration ends the command with mdp::worker's error (exit 1),
+// which names the broker, the service and the likely reasons.
 #include "command.hpp"
 #include "stop_signal.hpp"
 #include "subprocess.hpp"
@@ -40,13 +44,17 @@ int run_worker(const std::vector<std::string>& args) {
          "missed heartbeats before the broker is taken for dead")
         ("credit", po::value(&credit)->default_value(credit),
          "requests the broker may queue at this worker: 1 = plain MDP/0.1 (any broker); more "
-         "= zmesh worker with credit (zmesh broker only), the next request waits here")
+         "= zmesh worker with credit, the next request waits here (a broker without the "
+         "extension makes it fall back to 1, with a warning)")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
     po::variables_map vm;
     if (!parse("worker", "--broker EP --service NAME (--echo | --exec 'CMD')", options, args, vm))
         return ok;
     const bool echo = vm.count("echo") > 0;
     if (echo == (vm.count("exec") > 0)) throw usage_error("give exactly one of --echo or --exec");
+    if (auto problem = mdp::worker_service_name_problem(service); !problem.empty())
+        throw usage_error("invalid --service '" + mdp::printable_service_name(service) +
+                          "': the name " + std::string(problem));
     if (heartbeat_ms <= 0) throw usage_error("--heartbeat-ms must be positive");
     if (liveness < 1) throw usage_error("--liveness must be at least 1");
     if (credit < 1 || credit > mdp::max_worker_credit)
