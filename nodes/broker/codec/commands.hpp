@@ -41,16 +41,13 @@ enum class protocol : std::uint8_t { mdpc01, zmct01, mdpw01, zmwc01 };
     return {};
 }
 
-/// Longest service name; names are labels people read in logs and tables.
-inline constexpr std::size_t max_service_name = 255;
+/// Longest service name (mdp/protocol.hpp).
+using mdp::max_service_name;
 
-/// A service name the broker accepts: 1..255 printable ASCII bytes without spaces (0x21..0x7E),
-/// so that no name can carry control bytes into a log or a terminal.
+/// A service name the broker accepts: the rule of mdp::service_name_problem(), 1..255 printable
+/// ASCII bytes without spaces, so that no name can carry control bytes into a log or a terminal.
 [[nodiscard]] constexpr bool valid_service_name(std::string_view name) noexcept {
-    if (name.empty() || name.size() > max_service_name) return false;
-    for (char c : name)
-        if (c < '!' || c > '~') return false;
-    return true;
+    return mdp::service_name_problem(name).empty();
 }
 
 /// The 8-byte tag of a ZMWC01 REQUEST and REPLY: the slot the request sits in at its worker and
