@@ -128,6 +128,12 @@ TEST_CASE("a client that sends 300,000 requests of 1 KiB and reads nothing canno
     CHECK((*counters)["rejected"] + (*counters)["replies_dropped"] > 0);
     CHECK((*counters)["memory"] <= max_memory);
     CHECK_FALSE(broker.process.wait_for(0ms).has_value());
+    // The drops are logged, by client handle and never by routing id, at most once per 10 s
+    // per client, with the running count.
+    const auto log = stress::read_file(broker.stderr_path);
+    CHECK(stress::count_of(log, "dropped reply") >= 1);
+    CHECK(stress::count_of(log, "dropped reply") <= 6);
+    CHECK(log.find("does not read") != std::string::npos);
 }
 
 } // TEST_SUITE
