@@ -2,20 +2,26 @@
 // mdp_engine.hpp — internal: the Majordomo (7/MDP 0.1) state machine of the broker node.
 //
 // The engine owns no socket and no clock. The broker glue hands it each message read from the
-// ROUTER socket and a periodic tick with the current time; the engine answers by sending on the
-// ROUTER socket it was given (non-blocking, ROUTER_MANDATORY). Keeping time and I/O out makes
-// expiry and re-queue testable step by step.
+// ROUTER socket, periodic ticks with the current time, and the connections libzmq reports
+// closed; the engine answers through an outbox (the ROUTER socket: non-blocking,
+// ROUTER_MANDATORY). Keeping time and I/O out makes expiry and re-queue testable step by step,
+// and lets a fuzz harness drive the whole engine (tests/fuzz/fuzz_broker.cpp).
+//
+// Layers: codec/ turns frames into typed commands (one codec per protocol header);
+// worker_table.hpp says what each worker command does in each worker state, citing 7/MDP;
+// this engine performs it.
 //
 // State, per the 7/MDP roles:
-//   service  a name, a FIFO of requests waiting for a worker, and an LRU list of the workers
-//            that can take one more (idle 7/MDP workers, workers with credit left).
+//   service  a name, its waiting requests (a retry queue, then one lane per client served in
+//            turn), and an LRU list of the workers that can take one more (idle 7/MDP workers,
+//            workers with credit left).
 //   worker   a routing id, its service, when it expires, and the requests it holds: at most
 //            one for a 7/MDP worker (MDPW01), up to its credit for a zmesh worker with credit
 //            (ZMWC01, docs/broker.md), each in a numbered slot.
 //   client   a routing id, the opaque handle workers see instead of it (client_handles.hpp), its
-//            connection's descriptor, and how many of its requests the broker holds.
+//            connection's descriptor, its lanes, and what it holds of broker memory.
 //   request  its client, the body frames, and how many workers it was sent to.
-// A request lives in exactly one place: a service queue, a worker's slot, or the free pool.
+// A request lives in exactly one place: a lane, a retry queue, a worker's slot, or the free pool.
 //
 // Connections that close (a peer killed, a socket closed) are reported by the broker glue from
 // libzmq's socket monitor, matched to peers by the descriptor each message came on (ZMQ_SRCFD):
@@ -251,7 +257,7 @@ class mdp_engine {
     void dispatch(service& s);
     void make_ready(worker& w);
     void unlink_ready(worker& w) noexcept;
-    /// Forgets @p w; the requests it held go back to the head of their queue.
+    /// Forgets @p w; the requests it held go to its service's retry queue, first sent first.
     void remove_worker(worker& w, bool send_disconnect);
     void send_command(std::string_view identity, codec::protocol proto, mdp::worker_command c);
     /// Sends "" header service [tag] body... to the peer @p client_id: ZMCT01 with the tag if
