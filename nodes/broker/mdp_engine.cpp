@@ -167,8 +167,10 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
         zmq::message_t tag = std::move(r->tag);
         release(r);
         inc(stats_.rejected);
-        auto body = rejection("503", "too many clients: the broker already tracks " +
-                                         std::to_string(config_.max_clients));
+        auto body = rejection("503", clients_.size() >= config_.max_clients
+                                         ? "too many clients: the broker already tracks " +
+                                               std::to_string(config_.max_clients)
+                                         : "broker memory full: no room for another client");
         reply_to_client(view(m[f_identity]), nullptr, std::move(tag), name, body);
         return;
     }
@@ -214,7 +216,10 @@ client* mdp_engine::client_for(message& m, clock::time_point now) {
     const auto id = view(m[f_identity]);
     auto it = clients_.find(id);
     if (it == clients_.end()) {
-        if (clients_.size() >= config_.max_clients) return nullptr;
+        if (clients_.size() >= config_.max_clients || !memory_.fits(client_entry_cost))
+            return nullptr;
+        memory_.hold(client_entry_cost);
+        note_memory();
         it = clients_.try_emplace(std::string(id)).first;
         client& c = it->second;
         c.id = it->first;
@@ -254,10 +259,16 @@ void mdp_engine::finish(request* r) noexcept {
 }
 
 void mdp_engine::forget_client_if_done(client& c) noexcept {
-    if (c.outstanding != 0) return;
-    reply_account::release(c.replies); // replies still in transit keep it alive
-    clients_.erase(clients_.find(std::string_view(c.id))); // c is gone from here on
+    if (c.outstanding == 0) erase_client(clients_.find(std::string_view(c.id)));
+}
+
+mdp_engine::client_map::iterator mdp_engine::erase_client(client_map::iterator it) noexcept {
+    reply_account::release(it->second.replies); // replies still in transit keep it alive
+    memory_.unhold(client_entry_cost);
+    note_memory();
+    it = clients_.erase(it);
     stats_.clients.store(clients_.size(), std::memory_order_relaxed);
+    return it;
 }
 
 void mdp_engine::on_disconnected(int fd, clock::time_point now) {
@@ -410,6 +421,11 @@ void mdp_engine::send_to_client(client* c, std::size_t releasing) {
     else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
 }
 
+std::size_t mdp_engine::worker_entry_cost(std::uint32_t credit) noexcept {
+    // The entry and its map node, and a slot plus a free-slot index per unit of credit.
+    return sizeof(worker) + 128 + credit * (sizeof(request*) + sizeof(std::uint32_t));
+}
+
 std::size_t mdp_engine::client_bytes(const client& c) const noexcept {
     const auto unread = c.replies->bytes();
     return c.held + static_cast<std::size_t>(unread > 0 ? unread : 0);
@@ -558,6 +574,8 @@ void mdp_engine::on_ready(message& m, const codec::worker_ready& ready, codec::p
         refusal = "READY for a reserved service"; // the broker's own (8/MMI): not to be taken over
     else if (services_.size() >= config_.max_services && services_.find(name) == services_.end())
         refusal = "READY for a new service past max_services";
+    else if (!memory_.fits(worker_entry_cost(ready.credit)))
+        refusal = "READY past max_memory";
     if (refusal) {
         // One DISCONNECT and nothing else: a zmesh worker takes that as a refusal and stops.
         malformed(refusal, identity);
@@ -566,6 +584,8 @@ void mdp_engine::on_ready(message& m, const codec::worker_ready& ready, codec::p
         return;
     }
     const std::uint32_t credit = ready.credit;
+    memory_.hold(worker_entry_cost(credit));
+    note_memory();
     service& s = service_for(name, now);
     auto [it, inserted] = workers_.try_emplace(std::string(identity));
     worker& w = it->second;
@@ -864,6 +884,8 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
     std::sort(held.begin(), held.end(),
               [](const request* a, const request* b) { return a->sent < b->sent; });
     if (s) --s->workers;
+    memory_.unhold(worker_entry_cost(static_cast<std::uint32_t>(w.slots.size())));
+    note_memory();
     workers_.erase(workers_.find(std::string_view(w.identity))); // w is gone from here on
     stats_.workers.store(workers_.size(), std::memory_order_relaxed);
     if (s && !held.empty()) {
@@ -914,13 +936,11 @@ void mdp_engine::on_tick(clock::time_point now) {
                 if (p != peer_by_fd_.end() && p->second == c.id && !workers_.count(c.id))
                     peer_by_fd_.erase(p);
             }
-            reply_account::release(c.replies);
-            it = clients_.erase(it);
+            it = erase_client(it);
         } else {
             ++it;
         }
     }
-    stats_.clients.store(clients_.size(), std::memory_order_relaxed);
     for (auto it = services_.begin(); it != services_.end();) {
         const service& s = it->second;
         if (s.workers == 0 && s.queued == 0 && s.in_flight == 0 &&

@@ -274,6 +274,13 @@ class mdp_engine {
     /// Ends @p r's life: its client holds one request fewer, and r goes back to the pool.
     void finish(request* r) noexcept;
     void forget_client_if_done(client& c) noexcept;
+    using client_map = std::unordered_map<std::string, client, string_hash, std::equal_to<>>;
+    /// Forgets a client: its entry, its reply account (transit keeps it alive), its memory.
+    client_map::iterator erase_client(client_map::iterator it) noexcept;
+    /// What a client's entry holds of broker memory: the entry, its map node and reply account.
+    static constexpr std::size_t client_entry_cost = sizeof(client) + 192;
+    /// What a worker's entry holds of broker memory, with @p credit slots.
+    static std::size_t worker_entry_cost(std::uint32_t credit) noexcept;
     /// Queue bookkeeping in one place: counts and bytes follow every push and pop.
     /// A new request joins its client's lane for @p s.
     void enqueue(service& s, request* r);
@@ -304,7 +311,7 @@ class mdp_engine {
     outbox& outbox_;
     clock::duration expiry_;        // heartbeat_interval × liveness
     std::unordered_map<std::string, worker, string_hash, std::equal_to<>> workers_;
-    std::unordered_map<std::string, client, string_hash, std::equal_to<>> clients_; // by routing id
+    client_map clients_; // by routing id
     std::unordered_map<int, std::string> peer_by_fd_; // descriptor -> routing id of its peer
     handle_source handles_;
     std::function<void()> sync_disconnects_;
