@@ -730,8 +730,8 @@ TEST_CASE("a reply stuck at the high-water mark for heartbeat x liveness makes t
     CHECK(s.replies + s.replies_dropped == static_cast<std::uint64_t>(requests_past_hwm));
 
     // The worker registers again on a new socket.
-    auto log = drive(w, broker, [&](const strings& m) { return is_ready(m, "MDPW01") && m[0] != id; },
-                     5s);
+    auto log = drive(
+        w, broker, [&](const strings& m) { return is_ready(m, "MDPW01") && m[0] != id; }, 5s);
     REQUIRE_FALSE(log.empty());
     CHECK(is_ready(log.back().message, "MDPW01"));
     CHECK(log.back().message[0] != id);

@@ -113,7 +113,8 @@ inline constexpr std::size_t max_service_name = 255;
 
 /// Why a worker cannot register @p name, or an empty view if it can: service_name_problem(), and
 /// not a name the broker answers itself (is_broker_service(): mmi.*, zmesh.*).
-[[nodiscard]] constexpr std::string_view worker_service_name_problem(std::string_view name) noexcept {
+[[nodiscard]] constexpr std::string_view
+worker_service_name_problem(std::string_view name) noexcept {
     if (auto problem = service_name_problem(name); !problem.empty()) return problem;
     if (is_broker_service(name))
         return "is reserved: mmi.* and zmesh.* are answered by the broker itself";
