@@ -1,15 +1,39 @@
 // SPDX-License-Identifier: MPL-2.0
 // endpoint.cpp — endpoint validation.
+//
+// Endpoints come from flags, config files and, through the broker's directory, from remote
+// peers. So the reasons given for refusing one quote its bytes only in printable form: they end
+// up in logs, on terminals and in replies to those peers.
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
 
 #include <sys/un.h>
 
 #include <cctype>
+#include <cstdio>
 #include <string>
 
 namespace zmesh {
 namespace {
+
+/// @p bytes for a reason text: printable ASCII as is, any other byte as \xNN, and at most 64
+/// bytes of input, so that untrusted text cannot forge log lines or drive a terminal.
+std::string quote(std::string_view bytes) {
+    constexpr std::size_t max = 64;
+    std::string out;
+    for (char c : bytes.substr(0, max)) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u < 0x7f && c != '\\') {
+            out += c;
+        } else {
+            char hex[5];
+            std::snprintf(hex, sizeof hex, "\\x%02x", u);
+            out += hex;
+        }
+    }
+    if (bytes.size() > max) out += "...";
+    return out;
+}
 
 bool fail(std::error_code& ec, std::string* why, std::string text) {
     ec = make_error_code(errc::invalid_endpoint);
@@ -51,10 +75,10 @@ bool parse_tcp(std::string_view address, endpoint_parts& out, std::error_code& e
     if (host.empty()) return fail(ec, why, "missing host");
     for (char c : host)
         if (!valid_host_char(c))
-            return fail(ec, why, std::string("invalid character '") + c + "' in host");
+            return fail(ec, why, "invalid character '" + quote({&c, 1}) + "' in host");
     if (port != "*") {
         if (!all_digits(port) || port.size() > 5)
-            return fail(ec, why, "port '" + std::string(port) + "' is not a number or *");
+            return fail(ec, why, "port '" + quote(port) + "' is not a number or *");
         if (std::stoul(std::string(port)) > 65535)
             return fail(ec, why, "port " + std::string(port) + " is out of range");
     }
@@ -68,6 +92,12 @@ bool parse_tcp(std::string_view address, endpoint_parts& out, std::error_code& e
 std::optional<endpoint_parts> parse_endpoint(std::string_view endpoint, std::error_code& ec,
                                              std::string* why) {
     ec.clear();
+    // libzmq takes the endpoint as a C string: it would bind or connect to what precedes a NUL,
+    // not to what was checked here.
+    if (endpoint.find('\0') != std::string_view::npos) {
+        fail(ec, why, "a NUL byte in the endpoint");
+        return std::nullopt;
+    }
     auto sep = endpoint.find("://");
     if (sep == std::string_view::npos) {
         fail(ec, why, "expected scheme://address (tcp, ipc or inproc)");
@@ -94,7 +124,7 @@ std::optional<endpoint_parts> parse_endpoint(std::string_view endpoint, std::err
     } else if (scheme == "inproc") {
         parts.kind = transport::inproc;
     } else {
-        fail(ec, why, "unsupported transport '" + std::string(scheme) + "' (use tcp, ipc or inproc)");
+        fail(ec, why, "unsupported transport '" + quote(scheme) + "' (use tcp, ipc or inproc)");
         return std::nullopt;
     }
     return parts;
@@ -104,7 +134,7 @@ endpoint_parts parse_endpoint(std::string_view endpoint) {
     std::error_code ec;
     std::string why;
     auto parts = parse_endpoint(endpoint, ec, &why);
-    if (!parts) throw error(ec, "invalid endpoint '" + std::string(endpoint) + "': " + why);
+    if (!parts) throw error(ec, "invalid endpoint '" + quote(endpoint) + "': " + why);
     return *parts;
 }
 

@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <string_view>
 #include <thread>
 
 TEST_SUITE("lib.endpoint") {
@@ -53,6 +54,59 @@ TEST_CASE("invalid endpoints are rejected with a reason") {
     const std::string long_ipc = "ipc:///" + std::string(200, 'p');
     std::error_code ec;
     CHECK_FALSE(zmesh::parse_endpoint(long_ipc, ec));
+}
+
+TEST_CASE("an endpoint with a NUL byte is refused: libzmq would see only what precedes it") {
+    // Found by tests/fuzz (fuzz_endpoint): "inproc://a\0b" was accepted and then bound as
+    // "inproc://a"; through the broker's directory, a peer could register an endpoint that
+    // resolvers would connect to under another name.
+    using namespace std::string_view_literals;
+    for (auto ep : {"inproc://a\0b"sv, "ipc:///tmp/x\0y"sv, "tcp://127.0.0.1:5555\0"sv}) {
+        CAPTURE(ep);
+        std::error_code ec;
+        std::string why;
+        CHECK_FALSE(zmesh::parse_endpoint(ep, ec, &why));
+        CHECK(ec == zmesh::errc::invalid_endpoint);
+        CHECK(why.find("NUL") != std::string::npos);
+    }
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::pair);
+    s.set(zmq::sockopt::linger, 0);
+    CHECK_THROWS_AS(zmesh::bind(s, "inproc://a\0b"sv), zmesh::error);
+}
+
+TEST_CASE("a refusal quotes the endpoint's bytes only in printable form, and briefly") {
+    // Found by tests/fuzz (fuzz_endpoint): reasons held the offending bytes raw (control
+    // characters, escape sequences, a whole oversized port), and the broker's directory sends
+    // them back to peers and into logs.
+    using namespace std::string_view_literals;
+    auto printable = [](const std::string& s) {
+        for (char c : s) {
+            const auto u = static_cast<unsigned char>(c);
+            if (u < 0x20 || u >= 0x7f) return false;
+        }
+        return true;
+    };
+    const std::string long_port = "tcp://h:" + std::string(500, '\x1b');
+    for (auto ep : {"tcp://ho\x1bst:80"sv, "tcp://host:8\n0"sv, "in\x9fproc://x"sv,
+                    std::string_view(long_port)}) {
+        CAPTURE(ep);
+        std::error_code ec;
+        std::string why;
+        CHECK_FALSE(zmesh::parse_endpoint(ep, ec, &why));
+        CHECK(printable(why));
+        CHECK(why.size() < 400);
+        try {
+            (void)zmesh::parse_endpoint(ep);
+            FAIL("expected an exception");
+        } catch (const zmesh::error& e) {
+            CHECK(printable(e.what()));
+        }
+    }
+    std::error_code ec;
+    std::string why;
+    CHECK_FALSE(zmesh::parse_endpoint("tcp://ho\x1bst:80", ec, &why));
+    CHECK(why == "invalid character '\\x1b' in host");
 }
 
 TEST_CASE("the thrown error names the endpoint and the problem") {
