@@ -14,3 +14,26 @@ function(zmesh_add_test_suite name)
         TEST_PREFIX "${name}."
         PROPERTIES TIMEOUT ${ARG_TIMEOUT})
 endfunction()
+
+# zmesh_add_fuzz_target(<name> SOURCES ... [LIBS ...]): the libFuzzer executable fuzz_<name>
+# (ASan and UBSan, see tests/fuzz/README.md), linked with zmesh_fuzz_support (the frame scheme of
+# fuzz_input.hpp, zmesh::nodes, and nodes/ on the include path for node internals), and the ctest
+# entry fuzz.<name> (label fuzz), which runs it on a copy of corpus/<name>/ next to the caller's
+# CMakeLists.txt for $ZMESH_FUZZ_SECONDS and fails on any finding.
+# UBSan does not recover, so any undefined behaviour is a finding like a crash.
+set(ZMESH_FUZZ_SANITIZERS -fsanitize=address,undefined -fno-sanitize-recover=undefined
+    -fno-omit-frame-pointer)
+function(zmesh_add_fuzz_target name)
+    cmake_parse_arguments(ARG "" "" "SOURCES;LIBS" ${ARGN})
+    set(tgt fuzz_${name})
+    add_executable(${tgt} ${ARG_SOURCES})
+    zmesh_target_defaults(${tgt})
+    target_compile_options(${tgt} PRIVATE ${ZMESH_FUZZ_SANITIZERS} -fsanitize=fuzzer)
+    target_link_options(${tgt} PRIVATE ${ZMESH_FUZZ_SANITIZERS} -fsanitize=fuzzer)
+    target_link_libraries(${tgt} PRIVATE zmesh_fuzz_support ${ARG_LIBS})
+    add_test(NAME fuzz.${name}
+             COMMAND "${PROJECT_SOURCE_DIR}/tests/fuzz/run_target.sh" "$<TARGET_FILE:${tgt}>"
+                     "${CMAKE_CURRENT_SOURCE_DIR}/corpus/${name}"
+                     "${CMAKE_CURRENT_BINARY_DIR}/runs/${name}")
+    set_tests_properties(fuzz.${name} PROPERTIES LABELS fuzz)
+endfunction()

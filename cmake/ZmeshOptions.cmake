@@ -8,3 +8,8 @@ option(ZMESH_WERROR "Treat compiler warnings as errors" OFF)
 
 set(ZMESH_SANITIZE "none" CACHE STRING "Sanitizers for zmesh's own targets")
 set_property(CACHE ZMESH_SANITIZE PROPERTY STRINGS none address undefined thread "address,undefined")
+
+# libFuzzer targets of tests/fuzz (clang only; see tests/fuzz/README.md). Turning it on also
+# instruments zmesh's own libraries for coverage and builds everything with ASan and UBSan, so
+# it belongs in a build directory of its own (scripts/fuzz uses build-fuzz/).
+option(ZMESH_BUILD_FUZZ "Build the libFuzzer targets (needs clang)" OFF)
