@@ -224,6 +224,50 @@ void endpoint_seeds() {
 
 } // namespace
 
+// The whole-broker harness (fuzz_broker.cpp): each message starts with a control frame, whose
+// first byte is the peer (bits 0-2), what the outbox answers (bits 3-4) and the time that
+// passes first (bits 5-7, x 400 ms). "$" stands for the handle (and tag) of the peer's last
+// REQUEST.
+void broker_seeds() {
+    write("broker", "plain_round_trip",
+          frames({{"\x00"sv, "", "MDPW01", "\x01", "echo"},
+                  {"\x01"sv, "", "MDPC01", "echo", "hello"},
+                  {"\x00"sv, "", "MDPW01", "\x03", "$", "", "hello"}}));
+    write("broker", "credit_round_trip",
+          frames({{"\x02"sv, "", "ZMWC01", "\x01", "echo", "4"},
+                  {"\x03"sv, "", "ZMCT01", "echo", "t1", "a"},
+                  {"\x03"sv, "", "ZMCT01", "echo", "t2", "b"},
+                  {"\x02"sv, "", "ZMWC01", "\x03", "$", "", "b"},
+                  {"\x02"sv, "", "ZMWC01", "\x04"}}));
+    write("broker", "worker_dies_and_requests_move_on",
+          frames({{"\x00"sv, "", "MDPW01", "\x01", "job"},
+                  {"\x01"sv, "", "MDPC01", "job", "work"},
+                  {"\xe4"sv, "", "MDPW01", "\x01", "job"}, // 2.8 s later: the first expires
+                  {"\xe4"sv, "", "MDPW01", "\x04"},
+                  {"\x04"sv, "", "MDPW01", "\x03", "$", "", "done"},
+                  {"\x00"sv, "", "MDPW01", "\x05"}}));
+    write("broker", "internal_services",
+          frames({{"\x05"sv, "", "MDPC01", "mmi.service", "echo"},
+                  {"\x05"sv, "", "MDPC01", "zmesh.services", ""},
+                  {"\x05"sv, "", "ZMCT01", "zmesh.stats", "t", ""},
+                  {"\x05"sv, "", "MDPC01", "zmesh.nothing", ""}}));
+    write("broker", "slow_and_vanished_peers",
+          frames({{"\x00"sv, "", "MDPW01", "\x01", "echo"},
+                  {"\x11"sv, "", "MDPC01", "echo", "x"},          // would block
+                  {"\x19"sv, "", "MDPC01", "echo", "y"},          // unroutable
+                  {"\x00"sv, "", "MDPW01", "\x03", "$", "", "x"}}));
+    write("broker", "refusals_and_limits",
+          frames({{"\x00"sv, "", "MDPW01", "\x01", "mmi.service"},
+                  {"\x01"sv, "", "MDPW01", "\x01", "bad name"},
+                  {"\x02"sv, "", "ZMWC01", "\x01", "s1", "1025"},
+                  {"\x03"sv, "", "MDPC01", "s2", "q"},
+                  {"\x03"sv, "", "MDPC01", "s3", "q"},
+                  {"\x03"sv, "", "MDPC01", "s4", "q"},
+                  {"\x03"sv, "", "MDPC01", "s5", "q"},
+                  {"\x03"sv, "", "MDPC01", "\x01", "q"},
+                  {"\xe3"sv, "", "MDPC01", "s2", "late"}}));
+}
+
 int main(int argc, char** argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: zmesh_fuzz_corpus <tests/fuzz/corpus>\n");
@@ -237,5 +281,6 @@ int main(int argc, char** argv) {
     directory_seeds();
     titanic_seeds();
     endpoint_seeds();
+    broker_seeds();
     return 0;
 }
