@@ -475,6 +475,15 @@ TEST_CASE("every batch the writer reported committed survives it being killed wi
                 }
             });
             ::close(fds[1]);
+            // The kill is timed from the first acknowledged batch, not from the fork: creating
+            // the store costs several fsyncs, which on a loaded machine or under TSan took longer
+            // than the shortest kill_after, so such a round killed a writer that had
+            // acknowledged nothing and failed.
+            const auto first_by = std::chrono::steady_clock::now() + 10s;
+            bool writing = true;
+            while (writing && reported.empty() && std::chrono::steady_clock::now() < first_by)
+                writing = drain(fds[0], reported, std::chrono::steady_clock::now() + 10ms);
+            CHECK_MESSAGE(!reported.empty(), "the writer acknowledged nothing within 10 s");
             const auto kill_at = std::chrono::steady_clock::now() + kill_after;
             CHECK_MESSAGE(drain(fds[0], reported, kill_at), "the writer stopped by itself");
             ::kill(child.pid(), SIGKILL);
