@@ -222,6 +222,32 @@ void endpoint_seeds() {
         write("endpoint", name, ep);
 }
 
+void subscriber_seeds() {
+    // [topic][header][payload...] as a zmesh publisher sends them (docs/pubsub.md).
+    auto data = [](std::uint64_t sequence, std::uint8_t source) {
+        zmesh::header h;
+        h.id = fixed_id(static_cast<std::uint8_t>(sequence));
+        h.type = "tick";
+        h.sequence = sequence;
+        if (source != 0) h.source = fixed_id(source);
+        return bytes_of(zmesh::encode(h));
+    };
+    const std::string s1 = data(1, 7), s2 = data(2, 7), s5 = data(5, 7), o1 = data(1, 9);
+    const std::string plain = data(0, 0);
+    write("subscriber", "in_order", frames({{"prices", s1, "a"}, {"prices", s2, "b", "c"}}));
+    write("subscriber", "gap_and_duplicate",
+          frames({{"prices", s1, "a"}, {"prices", s5, "b"}, {"prices", s2, "c"}, {"prices", s5}}));
+    write("subscriber", "sources_and_topics",
+          frames({{"prices", s1}, {"prices", o1}, {"quotes", s1}, {"news", plain, "x"}}));
+    write("subscriber", "eviction",
+          frames({{"t1", s1}, {"t2", s1}, {"t3", s1}, {"t4", s1}, {"t5", s1}, {"t1", s5}}));
+    write("subscriber", "control_and_malformed",
+          frames({{"\0zmesh.probe.0123"sv, plain},
+                  {"no-header"},
+                  {"bad-header", "\x81\xa2id\xc0"sv},
+                  {"", plain, ""}}));
+}
+
 } // namespace
 
 // The whole-broker harness (fuzz_broker.cpp): each message starts with a control frame, whose
@@ -282,5 +308,6 @@ int main(int argc, char** argv) {
     titanic_seeds();
     endpoint_seeds();
     broker_seeds();
+    subscriber_seeds();
     return 0;
 }
