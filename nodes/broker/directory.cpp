@@ -2,7 +2,10 @@
 // directory.cpp — the zmesh.directory service: register, unregister, resolve, list, expiry.
 #include "directory.hpp"
 
+#include "printable.hpp"
+
 #include <zmesh/endpoint.hpp>
+#include <zmesh/log.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -22,18 +25,6 @@ constexpr std::string_view full = "503"sv;
 void answer(message& reply, std::string_view status, std::string_view reason = {}) {
     reply.push_back(status);
     if (!reason.empty()) reply.push_back(reason);
-}
-
-/// A short, printable rendering of untrusted bytes for a reason text.
-std::string printable(std::string_view bytes) {
-    constexpr std::size_t max = 64;
-    std::string s;
-    for (char c : bytes.substr(0, max)) {
-        const auto u = static_cast<unsigned char>(c);
-        s += u >= 0x20 && u < 0x7f ? c : '?';
-    }
-    if (bytes.size() > max) s += "...";
-    return s;
 }
 
 /// Why @p name cannot be a directory name, or an empty string if it can. Control characters are
@@ -129,7 +120,16 @@ void directory::do_register(const message& request, message& reply, clock::time_
         }
     }
     if (entries_ >= max_entries_) {
-        // Refuse rather than evict: evicting would silently unlist a live peer.
+        // Refuse rather than evict: evicting would silently unlist a live peer. Logged, rate
+        // limited, because a full directory needs an operator (a larger limit, or a peer that
+        // registers more than it should).
+        if (full_log_.allow()) {
+            if (auto n = full_log_.take_suppressed())
+                log(log_level::warn, "directory: %llu more registrations refused, not logged",
+                    static_cast<unsigned long long>(n));
+            log(log_level::warn, "directory: full (%zu registrations); refused '%s' at '%s'",
+                max_entries_, printable(name).c_str(), printable(endpoint).c_str());
+        }
         answer(reply, full,
                "directory full: it holds " + std::to_string(max_entries_) + " registrations");
         return;

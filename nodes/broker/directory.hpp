@@ -16,6 +16,7 @@
 // Not thread-safe: it lives on the broker's loop thread. Only entries() is atomic.
 #pragma once
 
+#include <zmesh/log.hpp>
 #include <zmesh/message.hpp>
 
 #include <atomic>
@@ -73,6 +74,7 @@ class directory {
     std::map<std::string, std::vector<registration>, std::less<>> names_;
     std::size_t entries_ = 0; // registrations in names_, all names together
     std::atomic<std::uint64_t> entries_gauge_{0};
+    log_limiter full_log_{5, std::chrono::seconds(10)}; // refusals of a full directory
 };
 
 } // namespace zmesh::nodes::detail

@@ -8,10 +8,12 @@
 #include <zmesh/message.hpp>
 #include <zmesh/pubsub/directory.hpp>
 
+#include "stderr_capture.hpp"
 #include "support/support.hpp"
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <thread>
 #include <utility>
@@ -42,9 +44,11 @@ struct fixture {
     std::unique_ptr<zmesh::nodes::broker> broker;
     std::string endpoint;
 
-    fixture() {
+    explicit fixture(
+        std::size_t max_entries = zmesh::nodes::broker_config{}.max_directory_entries) {
         config.mdp_endpoint = support::inproc_endpoint("dir");
         config.heartbeat_interval = 100ms; // the tick that sweeps expired registrations
+        config.max_directory_entries = max_entries;
         broker = std::make_unique<zmesh::nodes::broker>(ctx, config);
         endpoint = broker->endpoints().front();
         broker->start();
@@ -206,6 +210,59 @@ TEST_CASE("a full directory refuses new registrations but renews existing ones")
     dir.unregister_endpoint("n7", "tcp://127.0.0.1:1");
     dir.register_endpoint("one-more", "tcp://127.0.0.1:1", 1s); // room again
     CHECK(f.broker->stats().directory_entries == max);
+}
+
+TEST_CASE("max_directory_entries bounds the table under a flood of names and of endpoints") {
+    fixture f(100);
+    zmesh::mdp::client c(f.ctx, f.endpoint);
+    // 1000 new names, then 1000 endpoints under one name, pipelined.
+    for (int i = 0; i < 1000; ++i)
+        c.send("zmesh.directory",
+               message{"register", "flood" + std::to_string(i), "tcp://127.0.0.1:1", "60000"});
+    for (int i = 0; i < 1000; ++i)
+        c.send("zmesh.directory", message{"register", "one",
+                                          "tcp://127.0.0.1:" + std::to_string(1000 + i), "60000"});
+    int ok = 0, full = 0;
+    while (c.outstanding() > 0) {
+        auto r = c.recv(2000ms);
+        REQUIRE(r);
+        const auto status = zmesh::view(r->body[0]);
+        ok += status == "200";
+        full += status == "503";
+    }
+    CHECK(ok == 100);
+    CHECK(full == 1900);
+    CHECK(f.broker->stats().directory_entries == 100);
+    directory_client dir(f.ctx, f.endpoint);
+    CHECK(dir.list().size() == 100);
+    CHECK(dir.resolve("one").empty()); // every one of them came after the table was full
+}
+
+TEST_CASE("a full directory logs what it refused, escaped, and rate limited") {
+    node_test::stderr_capture err;
+    fixture f(1);
+    directory_client dir(f.ctx, f.endpoint);
+    dir.register_endpoint("first", "tcp://127.0.0.1:1", 60s);
+    // Names may not hold control bytes, but ipc paths may: a forged line, a terminal escape.
+    for (int i = 0; i < 20; ++i) {
+        const auto ep = "ipc:///tmp/x" + std::to_string(i) + "\x1b[2J\nzmesh error: forged";
+        CHECK(f.raw(message{"register", "n\xc3\xa9", ep, "1000"})[0] == "503");
+    }
+    f.broker->stop();
+    err.restore();
+    const auto lines = err.lines_with("directory: full");
+    REQUIRE(!lines.empty());
+    CHECK(lines.size() <= 5);
+    for (const auto& line : lines) {
+        CAPTURE(line);
+        CHECK(std::none_of(line.begin(), line.end(), [](char c) {
+            const auto u = static_cast<unsigned char>(c);
+            return u < 0x20 || u >= 0x7f;
+        }));
+    }
+    CHECK(lines.front().find("'n\\xc3\\xa9' at 'ipc:///tmp/x0\\x1b[2J\\x0azmesh error: forged'") !=
+          std::string::npos);
+    CHECK(err.lines_with("zmesh error: forged").size() == lines.size());
 }
 
 TEST_CASE("the client times out against a broker that does not answer") {
