@@ -7,6 +7,7 @@
 #include <zmesh/log.hpp>
 #include <zmesh/socket_options.hpp>
 
+#include <algorithm>
 #include <chrono>
 
 namespace zmesh::nodes::detail {
@@ -26,13 +27,18 @@ constexpr char subscribe_byte = 1;
 // the MDP socket or the timers sharing the loop; what is left is reported again at once.
 constexpr int batch = 1000;
 
-// Lossless back-pressure is polled with a timer, not with POLLOUT: libzmq's XPUB always reports
-// itself writable (its distributor has no notion of "all matching pipes full"), so POLLOUT would
-// spin. 1 ms keeps the added latency small and costs at most 1000 wake-ups a second, and only
-// while a subscriber is full.
-constexpr auto retry_interval = std::chrono::milliseconds(1);
-// Lossless mode: how long one send may wait for a full subscriber before the forwarder pauses.
-constexpr auto lossless_wait = std::chrono::milliseconds(1);
+// Lossless back-pressure never waits inside a send: the loop is the MDP engine's too, and every
+// millisecond spent in a blocking send is a millisecond no client or worker is served. Nor can
+// it poll for POLLOUT: libzmq 4.3's XPUB always reports itself writable (its distributor has no
+// notion of "every matching pipe full"), so POLLOUT would spin. What does signal room is the
+// XPUB's ZMQ_FD: a subscriber's pipe tells the socket it has read down to its low-water mark by
+// a command, and a command makes ZMQ_FD readable. The loop polls ZMQ_FD while something is
+// held (wait_for_room()). A wake-up can still be missed when one of the forwarder's own calls
+// on the XPUB consumes that command first, so a timer retries as well. It backs off, because a
+// subscriber that never reads must cost next to nothing: 1 ms, doubling up to 100 ms, about 10
+// wake-ups a second once the stall has lasted a while.
+constexpr auto first_retry = std::chrono::milliseconds(1);
+constexpr auto max_retry = std::chrono::milliseconds(100);
 
 // Probe answers a lossless forwarder holds for full subscribers; past it they are dropped (the
 // prober probes again), so a subscriber cannot make the broker hoard memory by probing.
@@ -44,7 +50,8 @@ void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_or
 
 forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
     : lossless_(config.lossless), xsub_(ctx, zmq::socket_type::xsub),
-      xpub_(ctx, zmq::socket_type::xpub) {
+      xpub_(ctx, zmq::socket_type::xpub), xpub_fd_(xpub_.get(zmq::sockopt::fd)),
+      retry_delay_(first_retry) {
     socket_options o;
     o.send_hwm = config.pubsub_hwm;
     o.recv_hwm = config.pubsub_hwm;
@@ -59,11 +66,6 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
     // A full subscriber makes send fail with EAGAIN instead of being skipped silently: the
     // forwarder decides what to do (drop and count, or hold back). See forward().
     xpub_.set(zmq::sockopt::xpub_nodrop, 1);
-    // Lossless: a full subscriber first gets a short blocking send. libzmq wakes it the moment
-    // the subscriber has read enough to take more, which keeps the stream moving at the
-    // subscriber's pace; only if that does not happen within the timeout does the forwarder
-    // pause (pause()) and serve MDP meanwhile. The wait bounds how long MDP can be held up.
-    if (lossless_) xpub_.set(zmq::sockopt::sndtimeo, static_cast<int>(lossless_wait.count()));
     if (config.lvc) {
         lvc_.emplace(config.lvc_max_topics);
         // The cache must see every topic, not only those someone subscribes to now. XSUB passes
@@ -78,14 +80,13 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
 void forwarder::attach(reactor& r) {
     reactor_ = &r;
     r.add(xpub_, [this](zmq::socket_ref s) { on_downstream(s); });
-    if (paused_ || !held_probes_.empty()) arm_retry();
+    if (holding()) wait_for_room();
     if (!paused_) r.add(xsub_, [this](zmq::socket_ref s) { on_upstream(s); });
 }
 
 void forwarder::detach() noexcept {
     if (!reactor_) return;
-    if (retry_) reactor_->cancel(*retry_);
-    retry_.reset();
+    stop_waiting();
     reactor_->remove(xsub_);
     reactor_->remove(xpub_);
     reactor_ = nullptr;
@@ -94,7 +95,7 @@ void forwarder::detach() noexcept {
 void forwarder::on_upstream(zmq::socket_ref s) {
     for (int i = 0; i < batch && !paused_; ++i) {
         if (!in_.recv(s, zmq::recv_flags::dontwait)) return;
-        if (!forward()) pause();
+        if (!forward()) hold();
     }
 }
 
@@ -112,8 +113,6 @@ bool forwarder::forward() {
         }
     }
     auto status = in_.send(xpub_, zmq::send_flags::dontwait);
-    if (status == send_status::would_block && lossless_)
-        status = in_.send(xpub_, zmq::send_flags::none); // waits up to lossless_wait
     if (status == send_status::would_block) {
         if (lossless_) {
             staged_.clear();
@@ -161,22 +160,43 @@ send_status forwarder::send_dropping(message& m) {
     return m.send(xpub_, zmq::send_flags::dontwait);
 }
 
-void forwarder::pause() {
+void forwarder::hold() {
     // Lossless: in_ stays held and XSUB unread, so publishers' pipes fill up and their sockets
     // block (or drop, if they do not set NODROP themselves). MDP and probes keep being served.
     paused_ = true;
     inc(stalls_);
     if (reactor_) reactor_->remove(xsub_);
-    arm_retry();
+    wait_for_room();
 }
 
-void forwarder::arm_retry() {
-    if (retry_ || !reactor_) return;
-    retry_ = reactor_->add_timer(retry_interval, [this] { on_retry(); });
+void forwarder::wait_for_room() {
+    if (!reactor_) return; // attach() calls again
+    if (!watching_) {
+        // Polled as a plain descriptor next to the XPUB itself. In the same zmq::poll the XPUB's
+        // own item reads ZMQ_EVENTS, which processes the commands and so clears ZMQ_FD: it is
+        // reported once per batch of commands, never again for the same one, and cannot spin.
+        reactor_->add_fd(xpub_fd_, [this](int) { on_room(); });
+        watching_ = true;
+    }
+    if (!retry_) {
+        retry_ = reactor_->add_timer(retry_delay_, [this] {
+            retry_.reset();
+            retry_delay_ = std::min<reactor::clock::duration>(retry_delay_ * 2, max_retry);
+            on_room();
+        });
+    }
 }
 
-void forwarder::on_retry() {
+void forwarder::stop_waiting() noexcept {
+    if (!reactor_) return;
+    if (retry_) reactor_->cancel(*retry_);
     retry_.reset();
+    if (watching_) reactor_->remove_fd(xpub_fd_);
+    watching_ = false;
+    retry_delay_ = first_retry;
+}
+
+void forwarder::on_room() {
     while (!held_probes_.empty()) {
         if (held_probes_.front().send(xpub_, zmq::send_flags::dontwait) ==
             send_status::would_block)
@@ -187,17 +207,21 @@ void forwarder::on_retry() {
         paused_ = false;
         if (reactor_) reactor_->add(xsub_, [this](zmq::socket_ref s) { on_upstream(s); });
     }
-    if (paused_ || !held_probes_.empty()) arm_retry();
+    if (holding()) wait_for_room();
+    else stop_waiting();
 }
 
 void forwarder::on_downstream(zmq::socket_ref s) {
     for (int i = 0; i < batch; ++i) {
-        if (!sub_.recv(s, zmq::recv_flags::dontwait)) return;
+        if (!sub_.recv(s, zmq::recv_flags::dontwait)) break;
         // A one-frame message is a (un)subscription. Anything else is a message an XSUB
         // subscriber sent upstream; zmesh does not carry those to publishers, so that a
         // subscriber cannot flood them through the broker.
         if (sub_.size() == 1) on_subscription(sub_[0]);
     }
+    // Those receives may have processed the command that reports a subscriber's room, which then
+    // never reaches ZMQ_FD: look now rather than at the next timer.
+    if (holding()) on_room();
 }
 
 void forwarder::on_subscription(zmq::message_t& frame) {
@@ -233,7 +257,7 @@ void forwarder::answer_probe(std::string_view topic) {
     // A lossless forwarder must not drop for anyone, and must not hold data behind a probe.
     if (held_probes_.size() < max_held_probes) {
         held_probes_.push_back(std::move(answer));
-        arm_retry();
+        wait_for_room();
     } else {
         log(log_level::warn, "forwarder: %zu probe answers held for full subscribers; dropped one",
             held_probes_.size());

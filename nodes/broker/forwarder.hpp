@@ -11,8 +11,9 @@
 //  - answers readiness probes (subscriptions to "\0zmesh.probe.*") itself and never passes them
 //    upstream;
 //  - makes slow subscribers visible: in the default lossy mode a message a full subscriber cannot
-//    take is delivered to the others and counted as dropped; in lossless mode the forwarder stops
-//    reading publishers until the subscriber has room, so back-pressure reaches the publishers;
+//    take is delivered to the others and counted as dropped; in lossless mode the forwarder holds
+//    it and stops reading publishers until the subscriber has room, so back-pressure reaches the
+//    publishers. Neither mode ever blocks the loop it shares with the MDP engine;
 //  - optionally keeps a last-value cache of every topic it forwards.
 //
 // Not thread-safe: everything but fill() runs on the loop thread.
@@ -48,7 +49,7 @@ class forwarder {
 
     /// Registers the sockets with @p r (loop thread, before or while it runs).
     void attach(reactor& r);
-    /// Unregisters them and cancels any pending retry. A message held back by back-pressure is
+    /// Unregisters them and stops waiting for room. A message held back by back-pressure is
     /// kept and sent after the next attach().
     void detach() noexcept;
 
@@ -67,19 +68,27 @@ class forwarder {
     void answer_probe(std::string_view topic);
     /// Sends @p m to every matching subscriber that has room, dropping it for the full ones.
     send_status send_dropping(message& m);
-    void pause();
-    void on_retry();
-    void arm_retry();
+    /// Lossless: keeps in_, stops reading publishers and waits for room.
+    void hold();
+    [[nodiscard]] bool holding() const noexcept { return paused_ || !held_probes_.empty(); }
+    /// Registers the wake-ups that tell the forwarder a subscriber may have room again.
+    void wait_for_room();
+    /// Sends what is held, if there is room now; resumes reading publishers once all is out.
+    void on_room();
+    void stop_waiting() noexcept;
 
     bool lossless_;
     zmq::socket_t xsub_;                     // publishers connect here
     zmq::socket_t xpub_;                     // subscribers connect here
+    int xpub_fd_;                            // XPUB's ZMQ_FD: readable when libzmq has commands
     std::string xsub_endpoint_;
     std::string xpub_endpoint_;
     std::optional<last_value_cache> lvc_;
     reactor* reactor_ = nullptr;             // set while attached
     bool paused_ = false;                    // lossless: in_ is held back, XSUB not polled
-    std::optional<reactor::timer_id> retry_; // armed while something is held back
+    bool watching_ = false;                  // xpub_fd_ registered with the reactor
+    std::optional<reactor::timer_id> retry_; // fallback timer, armed while something is held
+    reactor::clock::duration retry_delay_;   // its next delay (backs off while nothing moves)
     std::deque<message> held_probes_;        // lossless: probe answers refused by a full pipe
     message in_;                             // reused for every data message
     message staged_;                         // in_'s frames shared for the cache, reused
