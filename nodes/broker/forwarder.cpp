@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
-// forwarder.cpp — XSUB/XPUB forwarding, readiness probes, drop counting and back-pressure.
+// forwarder.cpp — XSUB/XPUB forwarding, readiness probes, the subscription limit, drop counting
+// and back-pressure.
 #include "forwarder.hpp"
+
+#include "printable.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/header.hpp>
@@ -44,25 +47,40 @@ constexpr auto max_retry = std::chrono::milliseconds(100);
 // prober probes again), so a subscriber cannot make the broker hoard memory by probing.
 constexpr std::size_t max_held_probes = 1024;
 
+// Largest message the XPUB accepts from a subscriber: a subscription is one flag byte or the
+// ZMTP 3.1 command name (10 bytes) followed by the prefix, so this allows prefixes of 1 KiB and
+// a bit more. libzmq keeps every subscription in a trie with a node per byte (about 64 bytes of
+// memory per byte of prefix, measured on 4.3.4), and frees it recursively: a single 200 KB
+// subscription from a peer that then disconnects overflows the loop thread's stack and crashes
+// the broker. A larger message closes the subscriber's connection before libzmq stores
+// anything (tcp and ipc; inproc peers are in-process and not checked).
+constexpr std::int64_t max_subscription_message = 1024 + 16;
+
 void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
 
 } // namespace
 
 forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
-    : lossless_(config.lossless), xsub_(ctx, zmq::socket_type::xsub),
-      xpub_(ctx, zmq::socket_type::xpub), xpub_fd_(xpub_.get(zmq::sockopt::fd)),
-      retry_delay_(first_retry) {
+    : lossless_(config.lossless), max_subscriptions_(config.max_subscriptions),
+      xsub_(ctx, zmq::socket_type::xsub), xpub_(ctx, zmq::socket_type::xpub),
+      xpub_fd_(xpub_.get(zmq::sockopt::fd)), retry_delay_(first_retry),
+      refused_log_(5, std::chrono::seconds(10)) {
     socket_options o;
     o.send_hwm = config.pubsub_hwm;
     o.recv_hwm = config.pubsub_hwm;
     o.max_message_size = config.max_frame_size;
     apply(xsub_, o);
     apply(xpub_, o);
-    // Every subscribe and unsubscribe of every subscriber comes up, not only the first and last
-    // per topic. XSUB keeps a reference count per topic, so passing them all keeps its count
-    // right: a topic is unsubscribed upstream only when its last subscriber leaves. It also lets
-    // a subscriber's repeated subscription (after reconnecting) reach publishers again.
-    xpub_.set(zmq::sockopt::xpub_verboser, 1);
+    // Only subscriptions (and messages the forwarder drops) come in on the XPUB.
+    xpub_.set(zmq::sockopt::maxmsgsize,
+              std::min<std::int64_t>(max_subscription_message, config.max_frame_size));
+    // Every subscribe comes up, not only the first per prefix, so that a prefix refused while
+    // the table was full is admitted when someone subscribes to it again once there is room.
+    // Unsubscribes still come up only when a prefix's last subscriber has left (or from a peer
+    // that never subscribed: see on_subscription()): libzmq counts subscribers per prefix, and
+    // its count is exact where the forwarder's could not be, since XPUB does not say which
+    // subscriber a message came from. Hence VERBOSE, not VERBOSER.
+    xpub_.set(zmq::sockopt::xpub_verbose, 1);
     // A full subscriber makes send fail with EAGAIN instead of being skipped silently: the
     // forwarder decides what to do (drop and count, or hold back). See forward().
     xpub_.set(zmq::sockopt::xpub_nodrop, 1);
@@ -234,9 +252,43 @@ void forwarder::on_subscription(zmq::message_t& frame) {
         if (bytes[0] == subscribe_byte) answer_probe(topic);
         return;
     }
-    if (bytes[0] == subscribe_byte) inc(subscriptions_);
+    // Each prefix goes upstream once, when it is first admitted, and is cancelled once, when
+    // libzmq reports that no subscriber holds it any more; XSUB's own count per prefix is then
+    // always 0 or 1, so publishers hold at most max_subscriptions prefixes from this broker.
+    // libzmq reports a subscribe for every subscriber, and again for a subscriber that repeats
+    // it; those find the prefix admitted already.
+    if (bytes[0] == subscribe_byte) {
+        if (subscribed_.contains(topic)) return;
+        if (subscribed_.size() >= max_subscriptions_) return refuse(topic);
+        subscribed_.emplace(topic);
+        inc(subscriptions_);
+    } else if (auto it = subscribed_.find(topic); it != subscribed_.end()) {
+        // A prefix never admitted (refused) is not upstream, and its cancel is not passed on.
+        // Caveat: libzmq also reports a cancel from a peer that never held the prefix. libzmq's
+        // own subscribers never send one, but a hand-made ZMTP peer can, and the prefix is then
+        // cancelled upstream under the subscribers that hold it (docs/pubsub.md).
+        subscribed_.erase(it);
+    } else {
+        return;
+    }
     // XSUB never blocks on a send: it passes the subscription to every publisher with room.
     (void)xsub_.send(frame, zmq::send_flags::dontwait);
+}
+
+void forwarder::refuse(std::string_view topic) {
+    // Not passed upstream. libzmq's XPUB has stored it already (as it does in ZMQ_XPUB_MANUAL
+    // mode too, in a second trie), so the subscriber still gets what other subscriptions bring
+    // to the forwarder under this prefix, and the memory is libzmq's until the subscriber
+    // cancels or disconnects (docs/pubsub.md, "Faults").
+    inc(subscriptions_refused_);
+    if (!refused_log_.allow()) return;
+    if (auto n = refused_log_.take_suppressed())
+        log(log_level::warn, "forwarder: %llu more subscriptions refused, not logged",
+            static_cast<unsigned long long>(n));
+    log(log_level::warn,
+        "forwarder: subscription to '%s' refused: %zu prefixes subscribed, the limit "
+        "(max_subscriptions)",
+        printable(topic).c_str(), subscribed_.size());
 }
 
 void forwarder::answer_probe(std::string_view topic) {
@@ -269,6 +321,7 @@ void forwarder::fill(broker_stats& s) const noexcept {
     s.forwarded = forwarded_.load(std::memory_order_acquire); // first: see forward()
     s.dropped = g(dropped_);
     s.subscriptions = g(subscriptions_);
+    s.subscriptions_refused = g(subscriptions_refused_);
     s.probes = g(probes_);
     s.stalls = g(stalls_);
     if (lvc_) {

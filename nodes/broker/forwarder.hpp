@@ -10,6 +10,8 @@
 // Beyond a zmq_proxy it:
 //  - answers readiness probes (subscriptions to "\0zmesh.probe.*") itself and never passes them
 //    upstream;
+//  - bounds the subscriptions it passes upstream: at most max_subscriptions distinct prefixes,
+//    all subscribers together; one more is refused, counted and logged (rate limited);
 //  - makes slow subscribers visible: in the default lossy mode a message a full subscriber cannot
 //    take is delivered to the others and counted as dropped; in lossless mode the forwarder holds
 //    it and stops reading publishers until the subscriber has room, so back-pressure reaches the
@@ -21,6 +23,7 @@
 
 #include "last_value_cache.hpp"
 
+#include <zmesh/log.hpp>
 #include <zmesh/message.hpp>
 #include <zmesh/nodes/broker.hpp>
 #include <zmesh/reactor.hpp>
@@ -28,10 +31,14 @@
 #include <zmq.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 
 namespace zmesh::nodes::detail {
 
@@ -60,11 +67,19 @@ class forwarder {
     void fill(broker_stats& s) const noexcept;
 
   private:
+    struct topic_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+
     void on_upstream(zmq::socket_ref s);
     void on_downstream(zmq::socket_ref s);
     /// Sends in_ downstream. @returns false if it was held back (lossless, a subscriber full).
     bool forward();
     void on_subscription(zmq::message_t& frame);
+    void refuse(std::string_view topic);
     void answer_probe(std::string_view topic);
     /// Sends @p m to every matching subscriber that has room, dropping it for the full ones.
     send_status send_dropping(message& m);
@@ -78,6 +93,7 @@ class forwarder {
     void stop_waiting() noexcept;
 
     bool lossless_;
+    std::size_t max_subscriptions_;
     zmq::socket_t xsub_;                     // publishers connect here
     zmq::socket_t xpub_;                     // subscribers connect here
     int xpub_fd_;                            // XPUB's ZMQ_FD: readable when libzmq has commands
@@ -93,9 +109,12 @@ class forwarder {
     message in_;                             // reused for every data message
     message staged_;                         // in_'s frames shared for the cache, reused
     message sub_;                            // reused for every subscription message
+    // Prefixes passed upstream, each once, whoever subscribed (see on_subscription()).
+    std::unordered_set<std::string, topic_hash, std::equal_to<>> subscribed_;
+    log_limiter refused_log_;
 
-    std::atomic<std::uint64_t> forwarded_{0}, dropped_{0}, subscriptions_{0}, probes_{0},
-        stalls_{0};
+    std::atomic<std::uint64_t> forwarded_{0}, dropped_{0}, subscriptions_{0},
+        subscriptions_refused_{0}, probes_{0}, stalls_{0};
 };
 
 } // namespace zmesh::nodes::detail
