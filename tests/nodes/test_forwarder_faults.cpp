@@ -189,6 +189,39 @@ TEST_CASE("lossless: a subscriber that never reads stalls the stream but not MDP
     CHECK(f.broker->stats().dropped == 0);
 }
 
+TEST_CASE("lossless: a stalled stream moves on as soon as the subscriber holding it disconnects") {
+    fixture f(true);
+    f.config.lossless = true;
+    f.config.pubsub_hwm = 10;
+    f.start();
+    auto pub = f.publisher(10);
+    auto reader = f.subscriber({"d."}, 100000);
+    auto stuck = f.subscriber({"d."}, 10);
+    ready(reader);
+    ready(stuck);
+    (void)await_subscription(pub, "d.");
+
+    constexpr std::uint64_t n = 2000;
+    std::thread producer([&] {
+        for (std::uint64_t i = 1; i <= n; ++i)
+            if (data_message("d.x", i).send(pub) != zmesh::send_status::sent) return;
+    });
+    REQUIRE(eventually([&] { return f.broker->stats().stalls >= 1; }));
+    // The reader gets what was forwarded before the stall, then nothing: lossless holds it back
+    // with the subscriber that does not read.
+    std::uint64_t next = 1;
+    while (auto m = recv_data(reader, support::settle_time)) REQUIRE(seq_of(*m) == next++);
+    CHECK(next <= n / 2);
+    stuck.close();
+    for (; next <= n; ++next) {
+        auto m = recv_data(reader);
+        REQUIRE(m);
+        REQUIRE(seq_of(*m) == next);
+    }
+    producer.join();
+    CHECK(f.broker->stats().dropped == 0);
+}
+
 TEST_CASE("subscriptions past max_subscriptions are refused: not passed upstream, counted, and "
           "not delivered") {
     fixture f;
