@@ -15,8 +15,9 @@ whole test runs in a private network namespace (`unshare --net`), where port 555
 no parallel test can collide with it. The namespace is anonymous and also a PID namespace whose
 first process is this script (`--pid --fork --kill-child`): if ctest kills the test, or the script
 dies, the kernel kills the broker and the workers with it, and nothing outlives the test, which a
-named `ip netns add` namespace would. Creating namespaces needs CAP_SYS_ADMIN; without it the test
-prints SKIP and exits 77.
+named `ip netns add` namespace would. It gets its own /proc (`--mount-proc`, hence a mount
+namespace too). Creating namespaces needs CAP_SYS_ADMIN; without it the test prints SKIP and
+exits 77.
 
 Scenarios, in that order (exit 0 only if both pass):
   long     `zmesh worker --exec 'sleep 10; cat'` serves a 10 s request. The zguide broker sends no
@@ -78,13 +79,15 @@ def enter_namespace(args, sources):
         print("SKIP: needs unshare(1) and ip(8) to give mdbroker its fixed port 5555 in a "
               "private network namespace")
         return SKIP
-    probe = subprocess.run([unshare, "--net", "--pid", "--fork", "true"],
+    probe = subprocess.run([unshare, "--net", "--pid", "--fork", "--mount-proc", "true"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if probe.returncode != 0:
         print("SKIP: cannot create a network namespace for mdbroker's fixed port 5555 "
               "(needs CAP_SYS_ADMIN): %s" % probe.stderr.decode(errors="replace").strip())
         return SKIP
-    argv = [unshare, "--net", "--pid", "--fork", "--kill-child", sys.executable,
+    # --mount-proc: a /proc of the new PID namespace, as the processes in it expect (LeakSanitizer
+    # in a sanitizer build reads its own /proc/PID/task, and host PIDs would not match).
+    argv = [unshare, "--net", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable,
             os.path.abspath(__file__), "--in-namespace", "--sources", sources,
             "--zmesh", args.zmesh, "--compat-header", args.compat_header]
     sys.stdout.flush()
