@@ -10,13 +10,19 @@
 
 #include <zmesh/reactor.hpp>
 
-#include <algorithm>
-#include <vector>
+#include <sys/resource.h>
 
 using namespace forwarder_test;
 using zmesh::reactor;
 
 namespace {
+
+/// Times the calling thread gave up the processor of its own accord (slept or blocked).
+long voluntary_switches() {
+    rusage u{};
+    REQUIRE(::getrusage(RUSAGE_THREAD, &u) == 0);
+    return u.ru_nvcsw;
+}
 
 struct loop_fixture {
     zmq::context_t ctx;
@@ -88,27 +94,25 @@ TEST_CASE("lossless: a stalled forwarder never blocks its loop and wakes it only
     }
     const auto forwarded = f.stats().forwarded;
 
-    // Stalled and idle for 300 ms. Each turn polls without waiting, so it lasts exactly as long
-    // as the handlers it runs; only turns that ran one are counted.
-    std::vector<reactor::clock::duration> turns;
+    // Stalled and idle for 300 ms. Each turn polls without waiting, so the test thread sleeps
+    // only if a handler does: it gives up the processor voluntarily only then. (Wall time would
+    // not tell, on a busy machine: a retry falls due while the thread is preempted, so the turn
+    // that runs it includes the preemption.)
+    const auto switches_before = voluntary_switches();
+    int turns = 0;
     const auto end = reactor::clock::now() + 300ms;
-    while (reactor::clock::now() < end) {
-        const auto t0 = reactor::clock::now();
-        if (f.r.run_once(0ms) > 0) turns.push_back(reactor::clock::now() - t0);
-    }
+    while (reactor::clock::now() < end)
+        if (f.r.run_once(0ms) > 0) ++turns;
+    const auto slept = voluntary_switches() - switches_before;
     CHECK(f.stats().forwarded == forwarded); // still stalled
-    const auto quickest = turns.empty() ? reactor::clock::duration{}
-                                        : *std::min_element(turns.begin(), turns.end());
-    MESSAGE(turns.size() << " turns ran a handler in 300 ms; the quickest took "
-                         << std::chrono::duration_cast<std::chrono::microseconds>(quickest).count()
-                         << " us");
+    MESSAGE(turns << " turns ran a handler in 300 ms; the loop slept " << slept << " times");
     // Retrying every millisecond would be about 300 turns (150 if each retry also waited 1 ms);
     // the forwarder backs off to one retry per 100 ms.
-    CHECK(!turns.empty());
-    CHECK(turns.size() <= 20);
-    // A handler that waits for room takes at least that wait (it was 1 ms) every time, however
-    // idle the machine; the quickest turn is the one least disturbed by other processes.
-    CHECK(quickest < 500us);
+    CHECK(turns >= 1);
+    CHECK(turns <= 20);
+    // A handler that waits for room sleeps in that wait, once per retry; a few spare for the
+    // runtime's own (a page fault, a sanitizer's lock).
+    CHECK(slept <= 3);
 
     // The subscriber reads its queue: the forwarder is woken at once by the XPUB's ZMQ_FD, not
     // by the next retry (then 100 ms away), and the stream moves again.
