@@ -19,6 +19,7 @@
 #include <zmesh/socket_options.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <mutex>
@@ -75,9 +76,12 @@ class broker::impl {
         endpoints_.push_back(zmesh::bind(router_, config_.mdp_endpoint));
         // Closed connections are reported at once by libzmq's monitor, matched to peers by the
         // descriptor their messages came on: a killed worker's requests move on within
-        // milliseconds instead of after heartbeat × liveness. The name is unique per broker.
+        // milliseconds instead of after heartbeat × liveness. The name comes from a process-wide
+        // counter: a new broker at the address of one just destroyed must not meet the old
+        // monitor endpoint, which libzmq may not have released yet.
+        static std::atomic<std::uint64_t> monitors{0};
         const std::string monitor_endpoint =
-            "inproc://zmesh.broker.monitor." + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+            "inproc://zmesh.broker.monitor." + std::to_string(monitors.fetch_add(1));
         if (zmq_socket_monitor(router_.handle(), monitor_endpoint.c_str(),
                                ZMQ_EVENT_DISCONNECTED) != 0)
             throw zmq::error_t();
