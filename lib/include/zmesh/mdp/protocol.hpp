@@ -29,6 +29,7 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/header.hpp>
 
 #include <zmq.hpp>
 
@@ -56,6 +57,67 @@ inline constexpr std::string_view worker_credit_v1 = "ZMWC01";
 inline constexpr std::uint32_t max_worker_credit = 1024;
 /// Size of the tag frame of a ZMWC01 REQUEST and REPLY.
 inline constexpr std::size_t request_tag_size = 8;
+
+// ---- protocols with a header frame (docs/protocol.md) -----------------------------------------
+// The "...02" protocols follow 18/MDP's layout: no empty delimiter, the protocol frame first, then
+// a command byte.
+
+/// 18/MDP (MDP/0.2) client: "MDPC02" command service body...
+inline constexpr std::string_view client_v2 = "MDPC02";
+/// 18/MDP (MDP/0.2) worker: "MDPW02" command ...
+inline constexpr std::string_view worker_v2 = "MDPW02";
+/// zmesh client with a header: "ZMCT02" command service header body... (docs/protocol.md)
+inline constexpr std::string_view client_header_v2 = "ZMCT02";
+/// zmesh worker with a header and credit: "ZMWC02" command ... (docs/protocol.md)
+inline constexpr std::string_view worker_header_v2 = "ZMWC02";
+
+/// Command byte of MDPC02 and ZMCT02 messages.
+enum class client_command_v2 : std::uint8_t {
+    request = 0x01, ///< client to broker
+    partial = 0x02, ///< broker to client: one part of a streamed reply
+    final = 0x03,   ///< broker to client: the reply, or its last part
+};
+
+/// Command byte of MDPW02 and ZMWC02 messages (18/MDP numbering).
+enum class worker_command_v2 : std::uint8_t {
+    ready = 0x01,
+    request = 0x02,
+    partial = 0x03,
+    final = 0x04,
+    heartbeat = 0x05,
+    disconnect = 0x06,
+};
+
+/// Reply header type of an error: body = status code (3 ASCII digits), reason.
+inline constexpr std::string_view error_type = "zmesh.error";
+/// Reply header type by which a ZMWC02 worker refuses a request: body = reason.
+inline constexpr std::string_view refused_type = "zmesh.refused";
+/// Header extension key of the fail-fast flag (value: msgpack true).
+inline constexpr std::string_view fail_fast_key = "ff";
+/// The broker's dead-letter queue service (docs/protocol.md, "The dead-letter queue").
+inline constexpr std::string_view zmesh_dlq = "zmesh.dlq";
+
+/// Marks @p h as fail-fast (docs/protocol.md): the broker answers 404 at once if no worker has
+/// ever served the service, instead of queueing the request.
+inline void set_fail_fast(header& h) {
+    for (const auto& [key, value] : h.extensions)
+        if (key == fail_fast_key) return;
+    h.extensions.emplace_back(std::string(fail_fast_key), std::string("\xc3", 1)); // msgpack true
+}
+
+/// Whether @p h asks to fail fast.
+[[nodiscard]] inline bool wants_fail_fast(const header& h) noexcept {
+    for (const auto& [key, value] : h.extensions)
+        if (key == fail_fast_key) return value.size() == 1 && value[0] == '\xc3';
+    return false;
+}
+
+/// A one-byte frame holding the command byte @p c (client_command_v2 or worker_command_v2).
+template <typename Command>
+[[nodiscard]] inline zmq::message_t command_frame_v2(Command c) {
+    const auto b = static_cast<std::uint8_t>(c);
+    return zmq::message_t(&b, 1);
+}
 
 /// Worker command byte (the frame after the header).
 enum class worker_command : std::uint8_t {
