@@ -19,6 +19,12 @@ class zmesh_category final : public std::error_category {
         case errc::timeout: return "timed out";
         case errc::not_running: return "not running";
         case errc::storage: return "storage failure";
+        case errc::bad_request: return "bad request";
+        case errc::not_found: return "no such service";
+        case errc::refused: return "refused by the worker";
+        case errc::exhausted: return "workers failed every attempt";
+        case errc::unavailable: return "broker limit reached";
+        case errc::remote_error: return "remote error";
         }
         return "unknown zmesh error";
     }

@@ -25,6 +25,14 @@ enum class errc {
     timeout,              ///< no answer arrived in time (after every retry)
     not_running,          ///< the object is closed, stopped or not yet started
     storage,              ///< the durable store failed
+    // Status codes a zmesh broker answers a request with (docs/protocol.md, "Errors are exact").
+    // 504 (deadline passed before a worker took the request) maps to timeout.
+    bad_request,          ///< 400: the broker found the request invalid
+    not_found,            ///< 404: fail fast, no worker has ever served the service
+    refused,              ///< 422: a worker refused the request
+    exhausted,            ///< 500: the request's workers died on every attempt
+    unavailable,          ///< 503: a broker limit (queue, memory, clients); worth retrying later
+    remote_error,         ///< any other status a broker or service reported
 };
 
 /// The category of zmesh::errc; its name() is "zmesh".
