@@ -129,23 +129,20 @@ class broker::impl {
             // Drain what is ready, but bounded, so timers still run under a flood.
             for (int i = 0; i < 1000 && in_.recv(s, zmq::recv_flags::dontwait); ++i)
                 engine_.on_message(in_, reactor::clock::now());
+            arm_expiry();
         });
-        reactor_.add(monitor_, [this](zmq::socket_ref) { drain_monitor(); });
+        reactor_.add(monitor_, [this](zmq::socket_ref) {
+            drain_monitor();
+            arm_expiry();
+        });
         if (forwarder_) forwarder_->attach(reactor_);
         auto tick = reactor_.add_repeating_timer(config_.heartbeat_interval, [this] {
             const auto now = reactor::clock::now();
             engine_.on_tick(now);
             directory_.expire(now);
+            arm_expiry();
         });
-        // Expiry runs more often than the heartbeat, so a request is rejected at most
-        // request_ttl / 20 (and at least 10 ms) after its deadline, whatever the heartbeat.
-        std::optional<reactor::timer_id> expiry;
-        if (config_.request_ttl.count() > 0) {
-            const auto period = std::clamp(config_.request_ttl / 20, std::chrono::milliseconds(10),
-                                           config_.heartbeat_interval);
-            expiry = reactor_.add_repeating_timer(
-                period, [this] { engine_.expire_requests(reactor::clock::now()); });
-        }
+        std::optional<reactor::timer_id> expiry; // armed by arm_expiry()
         log(log_level::info, "broker: MDP on %s; memory bound %zu bytes, %zu per client",
             endpoints_.front().c_str(), config_.max_memory, config_.max_client_memory);
         if (forwarder_)
@@ -176,9 +173,28 @@ class broker::impl {
         }
     }
 
+    /// Keeps a one-shot timer at the engine's next deadline, so that a request leaves the queue
+    /// the millisecond its deadline passes (the reactor rounds its wait up, never down). Only an
+    /// earlier deadline re-arms it: deadlines made from one TTL only grow, so the timer is not
+    /// re-armed per request; a timer that fires early just re-arms for the next one.
+    void arm_expiry() {
+        const auto next = engine_.next_deadline();
+        if (!next || (expiry_timer_ && expiry_at_ <= *next)) return;
+        if (expiry_timer_) reactor_.cancel(*expiry_timer_);
+        expiry_at_ = *next;
+        const auto delay = std::max(*next - reactor::clock::now(), reactor::clock::duration::zero());
+        expiry_timer_ = reactor_.add_timer(delay, [this] {
+            expiry_timer_.reset();
+            engine_.expire_requests(reactor::clock::now());
+            arm_expiry();
+        });
+    }
+
     void finish(reactor::timer_id tick, std::optional<reactor::timer_id> expiry) {
         reactor_.cancel(tick);
         if (expiry) reactor_.cancel(*expiry);
+        if (expiry_timer_) reactor_.cancel(*expiry_timer_);
+        expiry_timer_.reset();
         reactor_.remove(monitor_);
         reactor_.remove(router_);
         if (forwarder_) forwarder_->detach();
@@ -226,6 +242,8 @@ class broker::impl {
     detail::directory directory_;
     reactor reactor_;
     message in_;                      // reused for every incoming message
+    std::optional<reactor::timer_id> expiry_timer_; // at the engine's next deadline
+    reactor::clock::time_point expiry_at_{};
     std::vector<std::string> endpoints_;
     mutable std::mutex mutex_;        // guards running_, stop_requested_ and thread_
     bool running_ = false;

@@ -7,6 +7,8 @@
 #include <msgpack.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <limits>
 #include <cstring>
 #include <string>
 
@@ -56,6 +58,7 @@ zmq::message_t copy_frame(zmq::message_t& f) {
 
 void request_queue::push_back(request* r) noexcept {
     r->next = nullptr;
+    r->prev = tail_;
     if (tail_) tail_->next = r;
     else head_ = r;
     tail_ = r;
@@ -63,29 +66,44 @@ void request_queue::push_back(request* r) noexcept {
 }
 
 void request_queue::push_front(request* r) noexcept {
+    r->prev = nullptr;
     r->next = head_;
+    if (head_) head_->prev = r;
+    else tail_ = r;
     head_ = r;
-    if (!tail_) tail_ = r;
     ++size_;
 }
 
 request* request_queue::pop_front() noexcept {
     request* r = head_;
-    if (!r) return nullptr;
-    head_ = r->next;
-    if (!head_) tail_ = nullptr;
-    r->next = nullptr;
-    --size_;
+    if (r) remove(r);
     return r;
+}
+
+void request_queue::remove(request* r) noexcept {
+    if (r->prev) r->prev->next = r->next;
+    else head_ = r->next;
+    if (r->next) r->next->prev = r->prev;
+    else tail_ = r->prev;
+    r->next = r->prev = nullptr;
+    --size_;
 }
 
 mdp_engine::mdp_engine(const broker_config& config, outbox& out)
     : config_(config), outbox_(out),
       expiry_(config.heartbeat_interval * std::max(config.liveness, 1)),
-      memory_(config.max_memory), malformed_log_(10) {}
+      memory_(config.max_memory), malformed_log_(10) {
+    replayer_.internal = true;
+    replayer_.connected = false; // its replies go nowhere; they are kept for retries
+    replayer_.handle = handles_.next();
+    replayer_.replies = new reply_account;
+    add_internal_service(std::string(mdp::zmesh_dlq),
+                         [this](message& request, message& reply) { on_dlq(request, reply); });
+}
 
 mdp_engine::~mdp_engine() {
     for (auto& [id, c] : clients_) reply_account::release(c.replies);
+    reply_account::release(replayer_.replies);
 }
 
 request* mdp_engine::acquire() {
@@ -101,12 +119,25 @@ request* mdp_engine::acquire() {
 
 void mdp_engine::release(request* r) noexcept {
     r->body.clear(); // keeps the frame vector's capacity for the next request
+    r->parts.clear();
+    r->stream.clear();
     r->from = nullptr;
     r->tag.rebuild();
+    r->has_id = r->has_header = false;
+    r->hdr.type.clear();
+    r->hdr.extensions.clear();
+    r->hdr.id = message_id{};
+    r->hdr.ttl_ms = 0;
+    r->hdr.attempt = 0;
+    r->priority = default_priority;
+    r->svc = nullptr;
+    r->deadline = clock::time_point::max();
+    r->heap_at = request::npos;
     r->attempts = 0;
     r->cost = 0;
     r->in_lane = nullptr;
-    r->older = r->newer = nullptr;
+    r->in_retry = false;
+    r->prev = nullptr;
     r->next = free_;
     free_ = r;
 }
@@ -122,7 +153,9 @@ void mdp_engine::malformed(std::string_view what, std::string_view identity) {
 }
 
 void mdp_engine::on_message(message& m, clock::time_point now) {
+    now_ = now;
     const codec::decoded d = codec::decode(m);
+    decoded_proto_ = d.proto;
     if (auto* request = std::get_if<codec::client_request>(&d.cmd)) {
         on_client(m, *request, now);
     } else if (codec::is_worker(d.proto)) {
@@ -139,39 +172,78 @@ void mdp_engine::on_message(message& m, clock::time_point now) {
 
 void mdp_engine::on_client(message& m, const codec::client_request& req, clock::time_point now) {
     const auto name = req.service; // views the service frame, which stays in m
+    const auto proto = decoded_proto_;
     client* from = client_for(m, now);
+    const auto client_id = view(m[f_identity]);
+    zmq::message_t tag;
+    if (req.tag_at) tag = std::move(m[req.tag_at]);
+    // ZMCT02: the header first, since every answer names the request's id.
+    std::optional<header> h;
+    if (req.header_at) {
+        std::error_code ec;
+        std::string why;
+        h = decode_header(m[req.header_at], ec, &why);
+        if (!h) {
+            malformed("ZMCT02 request with a header that does not decode", client_id);
+            send_error(client_id, from, proto, {}, nullptr, name, "400",
+                       "invalid request header: " + why);
+            return;
+        }
+    }
+    const message_id* co = h ? &h->id : nullptr;
     if (!req.service_ok) {
         // Answered, not only dropped: the client learns at once that the name cannot work.
-        malformed("client request with an invalid service name", view(m[f_identity]));
-        zmq::message_t tag;
-        if (req.tag_at) tag = std::move(m[req.tag_at]);
-        auto body = rejection("400", "invalid service name: it must be 1.." +
-                                         std::to_string(max_service_name) +
-                                         " printable ASCII bytes without spaces");
-        reply_to_client(view(m[f_identity]), from, std::move(tag), "", body);
+        malformed("client request with an invalid service name", client_id);
+        send_error(client_id, from, proto, std::move(tag), co, "", "400",
+                   "invalid service name: it must be 1.." + std::to_string(max_service_name) +
+                       " printable ASCII bytes without spaces");
         return;
     }
     inc(stats_.requests);
     if (mdp::is_broker_service(name)) {
-        on_internal(m, from, req);
+        on_internal(m, from, req, proto, std::move(tag), co);
         return;
+    }
+    if (h && from && on_duplicate(m, from, req, *h)) return;
+    if (h && mdp::wants_fail_fast(*h)) {
+        auto it = services_.find(name);
+        if (it == services_.end() || !it->second.served) {
+            inc(stats_.failed_fast);
+            inc(stats_.rejected);
+            send_error(client_id, from, proto, std::move(tag), co, name, "404",
+                       "no worker has served service '" + mdp::printable_service_name(name) +
+                           "'" + similar_services(name));
+            return;
+        }
     }
     request* r = acquire();
     r->from = from;
-    if (req.tag_at) r->tag = std::move(m[req.tag_at]);
+    r->proto = proto;
+    r->tag = std::move(tag);
+    if (h) {
+        r->hdr = std::move(*h);
+        r->has_id = r->has_header = true;
+        r->priority = r->hdr.priority;
+    }
     m.move_tail_to(req.body_at, r->body);
     r->bytes = r->body.byte_size();
     r->arrived = now;
+    // The deadline: the client's time left, within the broker's request_ttl.
+    if (config_.request_ttl.count() > 0) r->deadline = now + config_.request_ttl;
+    if (r->has_header && r->hdr.ttl_ms > 0)
+        r->deadline = std::min(r->deadline, now + std::chrono::milliseconds(r->hdr.ttl_ms));
     if (!from) {
-        // The identity frame is still in m: reply_to_client reads the routing id from there.
-        zmq::message_t tag = std::move(r->tag);
+        // The identity frame is still in m: the error reads the routing id from there.
+        zmq::message_t t = std::move(r->tag);
+        const message_id id = r->hdr.id;
+        const bool has_id = r->has_id;
         release(r);
         inc(stats_.rejected);
-        auto body = rejection("503", clients_.size() >= config_.max_clients
-                                         ? "too many clients: the broker already tracks " +
-                                               std::to_string(config_.max_clients)
-                                         : "broker memory full: no room for another client");
-        reply_to_client(view(m[f_identity]), nullptr, std::move(tag), name, body);
+        send_error(client_id, nullptr, proto, std::move(t), has_id ? &id : nullptr, name, "503",
+                   clients_.size() >= config_.max_clients
+                       ? "too many clients: the broker already tracks " +
+                             std::to_string(config_.max_clients)
+                       : "broker memory full: no room for another client");
         return;
     }
     ++from->outstanding;
@@ -190,11 +262,12 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
     }
     // What the request will hold until it is answered, in real bytes (memory_meter.hpp).
     std::size_t cost = sizeof(request) + r->body.size() * frame_slot_cost +
-                       frame_heap_cost(r->tag.size());
+                       frame_heap_cost(r->tag.size()) + r->hdr.type.size();
     for (auto& f : r->body) {
         compact(f);
         cost += frame_heap_cost(f.size());
     }
+    make_room(cost); // kept replies give way to new requests
     if (!memory_.fits(cost)) {
         reject(r, s.name, reject_reason::memory_full);
         return;
@@ -207,9 +280,69 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
     from->held += cost;
     r->cost = cost;
     note_memory();
+    if (r->has_id) pending_ids_.emplace(r->hdr.id, r);
     enqueue(s, r);
     s.last_active = now;
     dispatch(s);
+}
+
+bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request& req,
+                              const header& h) {
+    const auto client_id = view(m[f_identity]);
+    if (auto p = pending_ids_.find(h.id); p != pending_ids_.end()) {
+        request* r = p->second;
+        if (r->svc->name != req.service) {
+            send_error(client_id, c, decoded_proto_, {}, &h.id, req.service, "400",
+                       "message id already in use for a request to service '" +
+                           mdp::printable_service_name(r->svc->name) + "'");
+            return true;
+        }
+        inc(stats_.duplicates);
+        // The retry joins the request: its reply goes to the connection that sent the retry.
+        if (r->from != c) transfer(r, *c);
+        r->proto = decoded_proto_;
+        return true;
+    }
+    auto k = kept_.find(h.id);
+    if (k == kept_.end()) return false;
+    if (k->second.service != req.service) {
+        send_error(client_id, c, decoded_proto_, {}, &h.id, req.service, "400",
+                   "message id already used for a request to service '" +
+                       mdp::printable_service_name(k->second.service) + "'");
+        return true;
+    }
+    inc(stats_.duplicates);
+    auto& parts = k->second.parts;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        message body;
+        for (auto& f : parts[i].body) body.push_back(copy_frame(f));
+        zmq::message_t hdr = copy_frame(parts[i].header);
+        reply_to_client(client_id, c, decoded_proto_, {}, std::move(hdr), req.service, body, 0,
+                        i + 1 == parts.size());
+    }
+    return true;
+}
+
+void mdp_engine::transfer(request* r, client& to) {
+    client& from = *r->from;
+    const bool waiting = r->in_lane != nullptr;
+    if (waiting) {
+        // To the back of the new connection's lane: its fair share starts now.
+        service& s = *r->svc;
+        lane* l = r->in_lane;
+        l->queue.remove(r);
+        r->in_lane = nullptr;
+        if (l->queue.empty()) release_lane(l);
+        lane* nl = lane_for(to, s, r->priority);
+        nl->queue.push_back(r);
+        r->in_lane = nl;
+    }
+    from.held -= r->cost;
+    --from.outstanding;
+    to.held += r->cost;
+    ++to.outstanding;
+    r->from = &to;
+    if (!from.connected) forget_client_if_done(from);
 }
 
 client* mdp_engine::client_for(message& m, clock::time_point now) {
@@ -245,6 +378,11 @@ int mdp_engine::track_fd(message& m, std::string_view id) {
 }
 
 void mdp_engine::finish(request* r) noexcept {
+    if (r->has_id) {
+        if (auto p = pending_ids_.find(r->hdr.id); p != pending_ids_.end() && p->second == r)
+            pending_ids_.erase(p);
+    }
+    heap_erase(r);
     client* c = r->from;
     if (r->cost) {
         memory_.unhold(r->cost);
@@ -259,7 +397,7 @@ void mdp_engine::finish(request* r) noexcept {
 }
 
 void mdp_engine::forget_client_if_done(client& c) noexcept {
-    if (c.outstanding == 0) erase_client(clients_.find(std::string_view(c.id)));
+    if (c.outstanding == 0 && !c.internal) erase_client(clients_.find(std::string_view(c.id)));
 }
 
 mdp_engine::client_map::iterator mdp_engine::erase_client(client_map::iterator it) noexcept {
@@ -301,7 +439,8 @@ void mdp_engine::add_stats_source(std::function<void(broker_stats&)> fill) {
     stats_sources_.push_back(std::move(fill));
 }
 
-void mdp_engine::on_internal(message& m, client* c, const codec::client_request& req) {
+void mdp_engine::on_internal(message& m, client* c, const codec::client_request& req,
+                             codec::protocol proto, zmq::message_t&& tag, const message_id* co) {
     const auto name = req.service;
     const auto body_at = req.body_at;
     inc(stats_.mmi);
@@ -311,7 +450,7 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
         m.move_tail_to(body_at, request);
         handler->second(request, body);
     } else if (name == mdp::mmi_service) {
-        const auto target = view(m[body_at]);
+        const auto target = body_at < m.size() ? view(m[body_at]) : std::string_view();
         auto it = services_.find(target);
         const bool up = it != services_.end() && it->second.workers > 0;
         body.push_back(up ? std::string_view("200") : std::string_view("404"));
@@ -357,6 +496,13 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
             {"abandoned", st.abandoned},
             {"memory", st.memory},
             {"replies_dropped", st.replies_dropped},
+            {"duplicates", st.duplicates},
+            {"kept_replies", st.kept_replies},
+            {"dead_lettered", st.dead_lettered},
+            {"dlq", st.dlq},
+            {"dlq_dropped", st.dlq_dropped},
+            {"partials", st.partials},
+            {"failed_fast", st.failed_fast},
             {"forwarded", st.forwarded},
             {"dropped", st.dropped},
             {"subscriptions", st.subscriptions},
@@ -378,19 +524,50 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
     } else {
         body.push_back(std::string_view("501")); // 8/MMI: unknown management service
     }
-    // name views the service frame, which stays in m while only the tag frame is moved out.
-    zmq::message_t tag;
-    if (req.tag_at) tag = std::move(m[req.tag_at]);
-    reply_to_client(view(m[f_identity]), c, std::move(tag), name, body);
+    // name views the service frame, which stays in m.
+    reply_to_client(view(m[f_identity]), c, proto, std::move(tag),
+                    proto == codec::protocol::zmct02 ? reply_header(co, {}) : zmq::message_t(),
+                    name, body);
 }
 
-void mdp_engine::reply_to_client(std::string_view client_id, client* c, zmq::message_t&& tag,
+void mdp_engine::reply_to_client(std::string_view client_id, client* c, codec::protocol proto,
+                                 zmq::message_t&& tag, zmq::message_t&& header,
                                  std::string_view service_name, message& body,
-                                 std::size_t releasing) {
+                                 std::size_t releasing, bool final) {
     out_.clear();
-    codec::reply_envelope(out_, client_id, service_name, std::move(tag));
+    codec::reply_envelope(out_, proto, client_id, service_name, std::move(tag), std::move(header),
+                          final);
+    // 7/MDP wants a body frame in every reply; so does the memory accounting (the last frame).
+    if (body.empty() && !codec::is_v2(proto)) out_.push_back(zmq::message_t());
     body.move_tail_to(0, out_);
     send_to_client(c, releasing);
+}
+
+zmq::message_t mdp_engine::reply_header(const message_id* co, std::string_view type,
+                                        const message_id* id) {
+    header h;
+    h.id = id ? *id : message_id::generate();
+    if (co) h.correlation_id = *co;
+    h.type = type;
+    return encode(h);
+}
+
+void mdp_engine::send_error(std::string_view client_id, client* c, codec::protocol proto,
+                            zmq::message_t&& tag, const message_id* co, std::string_view service,
+                            std::string_view code, std::string reason, std::size_t releasing) {
+    message body;
+    zmq::message_t header;
+    if (proto == codec::protocol::zmct02) {
+        header = reply_header(co, mdp::error_type);
+    } else {
+        // Plain clients cannot tell an error by the protocol: a first body frame says it
+        // (docs/protocol.md).
+        body.push_back(mdp::error_type);
+    }
+    body.push_back(code);
+    body.push_back(std::move(reason));
+    reply_to_client(client_id, c, proto, std::move(tag), std::move(header), service, body,
+                    releasing);
 }
 
 void mdp_engine::send_to_client(client* c, std::size_t releasing) {
@@ -398,6 +575,7 @@ void mdp_engine::send_to_client(client* c, std::size_t releasing) {
     for (const auto& f : out_) cost += frame_slot_cost + frame_heap_cost(f.size());
     // Only unread replies count against the client here: a client that reads gets every reply,
     // however many requests it has waiting. The request answered frees @p releasing bytes.
+    make_room(cost);
     const char* why = nullptr;
     const auto unread = c ? std::max<std::int64_t>(c->replies->bytes(), 0) : 0;
     if (c && static_cast<std::size_t>(unread) + cost > config_.max_client_memory)
@@ -435,56 +613,65 @@ void mdp_engine::note_memory() noexcept {
     stats_.memory.store(memory_.held(), std::memory_order_relaxed);
 }
 
-message mdp_engine::rejection(std::string_view code, std::string reason) {
-    message body;
-    body.push_back(error_frame);
-    body.push_back(code);
-    body.push_back(reason);
-    return body;
-}
-
-void mdp_engine::reject(request* r, std::string_view service_name, reject_reason why) {
+void mdp_engine::reject(request* r, std::string_view service_name, reject_reason why,
+                         std::string detail) {
     inc(stats_.rejected);
-    message body;
+    std::string_view code = "503";
+    std::string reason;
+    bool dead = false;
     switch (why) {
     case reject_reason::queue_full:
-        body = rejection("503", "queue full: service '" + std::string(service_name) +
-                                    "' already holds " + std::to_string(config_.max_queue) +
-                                    " requests");
+        reason = "queue full: service '" + std::string(service_name) + "' already holds " +
+                 std::to_string(config_.max_queue) + " requests";
         break;
     case reject_reason::memory_full:
-        body = rejection("503", "broker memory full: " + std::to_string(memory_.used()) +
-                                    " of " + std::to_string(memory_.limit()) +
-                                    " bytes (max_memory) in use");
+        reason = "broker memory full: " + std::to_string(memory_.used()) + " of " +
+                 std::to_string(memory_.limit()) + " bytes (max_memory) in use";
         break;
     case reject_reason::too_many_services:
-        body = rejection("503", "too many services: the broker already tracks " +
-                                    std::to_string(config_.max_services));
+        reason = "too many services: the broker already tracks " +
+                 std::to_string(config_.max_services);
         break;
     case reject_reason::client_limit:
-        body = rejection("503", "too many requests outstanding: this client already has " +
-                                    std::to_string(config_.max_client_requests) +
-                                    " queued or in flight");
+        reason = "too many requests outstanding: this client already has " +
+                 std::to_string(config_.max_client_requests) + " queued or in flight";
         break;
     case reject_reason::client_memory:
-        body = rejection("503", "client over its memory share: its requests and unread replies "
-                                "hold " + std::to_string(client_bytes(*r->from)) + " of " +
-                                    std::to_string(config_.max_client_memory) +
-                                    " bytes (max_client_memory)");
+        reason = "client over its memory share: its requests and unread replies hold " +
+                 std::to_string(client_bytes(*r->from)) + " of " +
+                 std::to_string(config_.max_client_memory) + " bytes (max_client_memory)";
         break;
     case reject_reason::too_many_attempts:
-        body = rejection("500", "request failed: its worker died " +
-                                    std::to_string(r->attempts) + " times");
+        code = "500";
+        reason = "request failed: its worker died " + std::to_string(r->attempts) + " times";
+        dead = true;
         break;
     case reject_reason::expired:
         inc(stats_.expired);
-        body = rejection("504", "request expired: no worker took it within " +
-                                    std::to_string(config_.request_ttl.count()) + " ms");
+        code = "504";
+        reason = "deadline passed: no worker took the request within " +
+                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    r->deadline - r->arrived)
+                                    .count()) +
+                 " ms";
+        dead = true;
+        break;
+    case reject_reason::refused:
+        code = "422";
+        reason = "refused by the worker: " + detail;
+        dead = true;
         break;
     }
     client* c = r->from;
     zmq::message_t tag = std::move(r->tag);
-    if (c->connected) reply_to_client(c->id, c, std::move(tag), service_name, body, r->cost);
+    const message_id id = r->hdr.id;
+    const bool has_id = r->has_id;
+    const auto proto = r->proto;
+    const std::size_t releasing = r->cost;
+    if (dead) dead_letter_request(r, service_name, code, reason);
+    if (c->connected)
+        send_error(c->id, c, proto, std::move(tag), has_id ? &id : nullptr, service_name, code,
+                   std::move(reason), releasing);
     else inc(stats_.undeliverable);
     finish(r); // may forget c: after the reply, which reads c->id
 }
@@ -587,6 +774,8 @@ void mdp_engine::on_ready(message& m, const codec::worker_ready& ready, codec::p
     memory_.hold(worker_entry_cost(credit));
     note_memory();
     service& s = service_for(name, now);
+    s.served = true;
+    if (served_names_.size() < config_.max_services) served_names_.emplace(name);
     auto [it, inserted] = workers_.try_emplace(std::string(identity));
     worker& w = it->second;
     w.identity = it->first;
@@ -616,7 +805,7 @@ std::optional<std::uint32_t> mdp_engine::reply_slot(const worker& w,
                                                     const codec::worker_reply& reply) const {
     std::uint32_t slot = 0;
     const request* r = nullptr;
-    if (w.proto == codec::protocol::mdpw01) {
+    if (!codec::has_tags(w.proto)) {
         r = w.slots[0];
     } else {
         if (reply.tag.slot >= w.slots.size()) return std::nullopt;
@@ -639,23 +828,145 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     }
     service& s = *w.svc;
     request* r = w.slots[*slot];
+    s.last_active = now;
+    // A ZMWC02 worker's header: its type (and its id, kept for the client).
+    std::string type;
+    std::optional<message_id> reply_id;
+    if (reply.header_at && m[reply.header_at].size() > 0) {
+        std::error_code ec;
+        if (auto h = decode_header(m[reply.header_at], ec)) {
+            type = std::move(h->type);
+            reply_id = h->id;
+        } else {
+            malformed("worker reply header that does not decode (reply delivered without it)",
+                      w.identity);
+        }
+    }
+    message body;
+    m.move_tail_to(reply.body_at, body);
+    if (reply.final && type == mdp::refused_type) {
+        // The worker refuses the request: to the dead-letter queue, and 422 to the client.
+        w.slots[*slot] = nullptr;
+        w.free_slots.push_back(*slot);
+        --s.in_flight;
+        std::string why = body.empty() ? std::string("(no reason given)") : to_string(body[0]);
+        if (why.size() > 512) why.resize(512);
+        reject(r, s.name, reject_reason::refused, std::move(why));
+        if (!w.ready) make_ready(w);
+        dispatch(s);
+        return;
+    }
+    const bool zmct02 = r->proto == codec::protocol::zmct02;
+    zmq::message_t header;
+    if (zmct02 || r->has_id)
+        header = reply_header(r->has_id ? &r->hdr.id : nullptr, type,
+                              reply_id ? &*reply_id : nullptr);
+    if (!reply.final) {
+        inc(stats_.partials);
+        // A part: through at once to a client that streams, kept for one that cannot.
+        std::size_t extra = 0;
+        kept_part kept;
+        if (r->has_id) {
+            kept.header = copy_frame(header);
+            for (auto& f : body) {
+                compact(f);
+                kept.body.push_back(copy_frame(f));
+                extra += frame_slot_cost + frame_heap_cost(f.size());
+            }
+        }
+        if (!codec::is_v2(r->proto)) {
+            for (auto& f : body) {
+                compact(f);
+                extra += frame_slot_cost + frame_heap_cost(f.size());
+            }
+        }
+        make_room(extra);
+        if (!memory_.fits(extra) || client_bytes(*r->from) + extra > config_.max_client_memory) {
+            inc(stats_.replies_dropped);
+            if (r->from->drop_log.allow())
+                log(log_level::warn, "dropped a reply part to client %s: memory bound",
+                    short_handle(*r->from).c_str());
+            return;
+        }
+        memory_.hold(extra);
+        r->from->held += extra;
+        r->cost += extra;
+        note_memory();
+        if (r->has_id) r->stream.push_back(std::move(kept));
+        if (codec::is_v2(r->proto)) {
+            if (r->from->connected)
+                reply_to_client(r->from->id, r->from, r->proto, {}, std::move(header), s.name,
+                                body, 0, false);
+        } else {
+            body.move_tail_to(0, r->parts);
+        }
+        return;
+    }
     w.slots[*slot] = nullptr;
     w.free_slots.push_back(*slot); // within its reserved capacity: no allocation
     --s.in_flight;
-    s.last_active = now;
+    if (!r->parts.empty()) {
+        // The parts a plain client could not take one by one come first in its one reply.
+        message all;
+        r->parts.move_tail_to(0, all);
+        body.move_tail_to(0, all);
+        body = std::move(all);
+    }
+    if (r->has_id) {
+        kept_part final;
+        final.header = copy_frame(header);
+        for (auto& f : body) {
+            compact(f);
+            final.body.push_back(copy_frame(f));
+        }
+        keep_reply(r, std::move(final));
+    }
     if (r->from->connected) {
-        out_.clear();
-        codec::reply_envelope(out_, r->from->id, s.name, std::move(r->tag));
         // 7/MDP wants a body frame in every reply; a worker that sent none still did the work.
-        if (m.size() == reply.body_at) out_.push_back(zmq::message_t());
-        else m.move_tail_to(reply.body_at, out_);
-        send_to_client(r->from, r->cost);
+        reply_to_client(r->from->id, r->from, r->proto, std::move(r->tag), std::move(header),
+                        s.name, body, r->cost, true);
     } else {
         inc(stats_.undeliverable); // its connection closed: nobody would read the reply
     }
     finish(r);
     if (!w.ready) make_ready(w); // a worker that still had credit keeps its place in the line
     dispatch(s);
+}
+
+void mdp_engine::keep_reply(request* r, kept_part&& final) {
+    if (config_.dedupe_window.count() <= 0) return;
+    kept_reply k;
+    k.service = r->svc->name;
+    k.parts = std::move(r->stream);
+    k.parts.push_back(std::move(final));
+    std::size_t cost = 256 + k.service.size();
+    for (const auto& p : k.parts) {
+        cost += 2 * frame_slot_cost + frame_heap_cost(p.header.size());
+        for (const auto& f : p.body) cost += frame_slot_cost + frame_heap_cost(f.size());
+    }
+    k.cost = cost;
+    make_room(cost);
+    if (!memory_.fits(cost)) return; // not kept: a retry would run the request again
+    memory_.hold(cost);
+    note_memory();
+    kept_.insert_or_assign(r->hdr.id, std::move(k));
+    kept_order_.emplace_back(now_ + config_.dedupe_window, r->hdr.id);
+    stats_.kept_replies.store(kept_.size(), std::memory_order_relaxed);
+}
+
+void mdp_engine::forget_oldest_kept() {
+    const message_id id = kept_order_.front().second;
+    kept_order_.pop_front();
+    if (auto k = kept_.find(id); k != kept_.end()) {
+        memory_.unhold(k->second.cost);
+        kept_.erase(k);
+        note_memory();
+    }
+    stats_.kept_replies.store(kept_.size(), std::memory_order_relaxed);
+}
+
+void mdp_engine::make_room(std::size_t bytes) {
+    while (!memory_.fits(bytes) && !kept_order_.empty()) forget_oldest_kept();
 }
 
 service& mdp_engine::service_for(std::string_view name, clock::time_point now) {
@@ -693,15 +1004,11 @@ void mdp_engine::unlink_ready(worker& w) noexcept {
 }
 
 void mdp_engine::enqueue(service& s, request* r) {
-    lane* l = lane_for(*r->from, s);
+    r->svc = &s;
+    lane* l = lane_for(*r->from, s, r->priority);
     l->queue.push_back(r);
     r->in_lane = l;
-    // Arrival order across all lanes: new requests are always the newest.
-    r->older = newest_;
-    r->newer = nullptr;
-    if (newest_) newest_->newer = r;
-    else oldest_ = r;
-    newest_ = r;
+    heap_push(r);
     ++s.queued;
     ++queued_;
     queued_bytes_ += r->bytes;
@@ -712,7 +1019,8 @@ void mdp_engine::enqueue(service& s, request* r) {
 void mdp_engine::requeue(service& s, request* r) {
     s.retry.push_front(r);
     r->in_lane = nullptr;
-    ++retrying_;
+    r->in_retry = true;
+    heap_push(r);
     ++s.queued;
     ++queued_;
     queued_bytes_ += r->bytes;
@@ -720,9 +1028,9 @@ void mdp_engine::requeue(service& s, request* r) {
     stats_.queued_bytes.store(queued_bytes_, std::memory_order_relaxed);
 }
 
-lane* mdp_engine::lane_for(client& c, service& s) {
+lane* mdp_engine::lane_for(client& c, service& s, std::uint8_t priority) {
     for (lane* l : c.lanes)
-        if (l->svc == &s) return l;
+        if (l->svc == &s && l->priority == priority) return l;
     lane* l = free_lanes_;
     if (l) {
         free_lanes_ = l->next;
@@ -732,22 +1040,27 @@ lane* mdp_engine::lane_for(client& c, service& s) {
     }
     l->owner = &c;
     l->svc = &s;
-    // Into the ring at the tail: it is served after every lane already waiting.
+    l->priority = priority;
+    // Into its priority's ring at the tail: it is served after every lane already waiting.
+    lane_ring& ring = s.levels[priority];
     l->next = nullptr;
-    l->prev = s.lanes_tail;
-    if (s.lanes_tail) s.lanes_tail->next = l;
-    else s.lanes_head = l;
-    s.lanes_tail = l;
+    l->prev = ring.tail;
+    if (ring.tail) ring.tail->next = l;
+    else ring.head = l;
+    ring.tail = l;
+    s.waiting_levels |= static_cast<std::uint16_t>(1u << priority);
     c.lanes.push_back(l);
     return l;
 }
 
 void mdp_engine::release_lane(lane* l) noexcept {
     service& s = *l->svc;
+    lane_ring& ring = s.levels[l->priority];
     if (l->prev) l->prev->next = l->next;
-    else s.lanes_head = l->next;
+    else ring.head = l->next;
     if (l->next) l->next->prev = l->prev;
-    else s.lanes_tail = l->prev;
+    else ring.tail = l->prev;
+    if (!ring.head) s.waiting_levels &= static_cast<std::uint16_t>(~(1u << l->priority));
     auto& lanes = l->owner->lanes;
     lanes.erase(std::find(lanes.begin(), lanes.end(), l)); // a handful at most
     l->owner = nullptr;
@@ -759,24 +1072,21 @@ void mdp_engine::release_lane(lane* l) noexcept {
 
 request* mdp_engine::pop_lane(lane& l) {
     request* r = l.queue.pop_front();
-    if (r->older) r->older->newer = r->newer;
-    else oldest_ = r->newer;
-    if (r->newer) r->newer->older = r->older;
-    else newest_ = r->older;
-    r->older = r->newer = nullptr;
     r->in_lane = nullptr;
+    heap_erase(r);
     service& s = *l.svc;
+    lane_ring& ring = s.levels[l.priority];
     if (l.queue.empty()) {
         release_lane(&l);
-    } else if (s.lanes_tail != &l) {
+    } else if (ring.tail != &l) {
         // Served once: to the back of the ring, so the other clients' lanes go first.
         if (l.prev) l.prev->next = l.next;
-        else s.lanes_head = l.next;
+        else ring.head = l.next;
         l.next->prev = l.prev;
-        l.prev = s.lanes_tail;
+        l.prev = ring.tail;
         l.next = nullptr;
-        s.lanes_tail->next = &l;
-        s.lanes_tail = &l;
+        ring.tail->next = &l;
+        ring.tail = &l;
     }
     count_dequeued(s, r);
     return r;
@@ -792,11 +1102,47 @@ void mdp_engine::count_dequeued(service& s, request* r) {
 
 request* mdp_engine::dequeue(service& s) {
     if (request* r = s.retry.pop_front()) {
-        --retrying_;
+        r->in_retry = false;
+        heap_erase(r);
         count_dequeued(s, r);
         return r;
     }
-    return s.lanes_head ? pop_lane(*s.lanes_head) : nullptr;
+    if (s.waiting_levels == 0) return nullptr;
+    const int top = static_cast<int>(std::bit_width(static_cast<unsigned>(s.waiting_levels))) - 1;
+    const auto lower = static_cast<std::uint16_t>(s.waiting_levels & ((1u << top) - 1));
+    int level = top;
+    if (lower == 0) {
+        s.favoured = 0;
+    } else if (++s.favoured > priority_share) {
+        // Lower priorities are served less, never not at all: this dispatch goes to the lower
+        // priority whose next request has waited longest (docs/protocol.md, "Dispatch").
+        s.favoured = 0;
+        const request* oldest = nullptr;
+        for (int p = 0; p < top; ++p) {
+            if (!(lower & (1u << p))) continue;
+            const request* front = s.levels[p].head->queue.front();
+            if (!oldest || front->arrived < oldest->arrived) {
+                oldest = front;
+                level = p;
+            }
+        }
+    }
+    return pop_lane(*s.levels[level].head);
+}
+
+void mdp_engine::unqueue(request* r) {
+    service& s = *r->svc;
+    if (r->in_lane) {
+        lane* l = r->in_lane;
+        l->queue.remove(r);
+        r->in_lane = nullptr;
+        if (l->queue.empty()) release_lane(l);
+    } else if (r->in_retry) {
+        s.retry.remove(r);
+        r->in_retry = false;
+    }
+    heap_erase(r);
+    count_dequeued(s, r);
 }
 
 void mdp_engine::drop_waiting(client& c) {
@@ -807,25 +1153,70 @@ void mdp_engine::drop_waiting(client& c) {
     }
 }
 
+// ---- deadlines: a binary min-heap of waiting requests, each knowing its index ----------------
+
+void mdp_engine::heap_push(request* r) {
+    if (r->deadline == clock::time_point::max()) return; // no deadline: never expires
+    r->heap_at = deadlines_.size();
+    deadlines_.push_back(r);
+    heap_up(r->heap_at);
+}
+
+void mdp_engine::heap_erase(request* r) noexcept {
+    const std::size_t i = r->heap_at;
+    if (i == request::npos) return;
+    r->heap_at = request::npos;
+    request* last = deadlines_.back();
+    deadlines_.pop_back();
+    if (last == r) return;
+    deadlines_[i] = last;
+    last->heap_at = i;
+    heap_up(i);
+    heap_down(last->heap_at);
+}
+
+void mdp_engine::heap_up(std::size_t i) noexcept {
+    while (i > 0) {
+        const std::size_t parent = (i - 1) / 2;
+        if (deadlines_[parent]->deadline <= deadlines_[i]->deadline) break;
+        std::swap(deadlines_[parent], deadlines_[i]);
+        deadlines_[parent]->heap_at = parent;
+        deadlines_[i]->heap_at = i;
+        i = parent;
+    }
+}
+
+void mdp_engine::heap_down(std::size_t i) noexcept {
+    for (;;) {
+        const std::size_t l = 2 * i + 1, r = l + 1;
+        std::size_t least = i;
+        if (l < deadlines_.size() && deadlines_[l]->deadline < deadlines_[least]->deadline) least = l;
+        if (r < deadlines_.size() && deadlines_[r]->deadline < deadlines_[least]->deadline) least = r;
+        if (least == i) return;
+        std::swap(deadlines_[least], deadlines_[i]);
+        deadlines_[least]->heap_at = least;
+        deadlines_[i]->heap_at = i;
+        i = least;
+    }
+}
+
 void mdp_engine::expire_requests(clock::time_point now) {
-    if (config_.request_ttl.count() <= 0) return;
-    // The oldest waiting request in all lanes is the front of its own lane (each lane is in
-    // arrival order), so expiry pops from the head of the arrival list.
-    while (oldest_ && now - oldest_->arrived >= config_.request_ttl) {
-        lane& l = *oldest_->in_lane;
-        service& s = *l.svc;
-        reject(pop_lane(l), s.name, reject_reason::expired);
+    now_ = now;
+    while (!deadlines_.empty() && deadlines_.front()->deadline <= now) {
+        request* r = deadlines_.front();
+        service& s = *r->svc;
+        unqueue(r);
+        reject(r, s.name, reject_reason::expired);
     }
-    if (retrying_ == 0) return;
-    for (auto& [name, s] : services_) {
-        // Retry queues hold requests that already reached a worker, oldest delivery first.
-        while (!s.retry.empty() && now - s.retry.front()->arrived >= config_.request_ttl) {
-            request* r = s.retry.pop_front();
-            --retrying_;
-            count_dequeued(s, r);
-            reject(r, s.name, reject_reason::expired);
-        }
-    }
+    while (!kept_order_.empty() && kept_order_.front().first <= now) forget_oldest_kept();
+}
+
+std::optional<clock::time_point> mdp_engine::next_deadline() const noexcept {
+    std::optional<clock::time_point> next;
+    if (!deadlines_.empty()) next = deadlines_.front()->deadline;
+    if (!kept_order_.empty() && (!next || kept_order_.front().first < *next))
+        next = kept_order_.front().first;
+    return next;
 }
 
 void mdp_engine::dispatch(service& s) {
@@ -836,8 +1227,22 @@ void mdp_engine::dispatch(service& s) {
         const std::uint32_t slot = w.free_slots.back();
         r->generation = next_generation_++;
         out_.clear();
+        zmq::message_t header;
+        if (w.proto == codec::protocol::zmwc02) {
+            // The worker learns the time left (relative: no clock sync) and earlier deliveries.
+            if (!r->has_header && r->hdr.id.is_nil()) r->hdr.id = message_id::generate();
+            r->hdr.priority = r->priority;
+            r->hdr.attempt = r->attempts;
+            r->hdr.ttl_ms = 0;
+            if (r->deadline != clock::time_point::max()) {
+                const auto left = std::chrono::ceil<std::chrono::milliseconds>(r->deadline - now_);
+                r->hdr.ttl_ms = static_cast<std::uint32_t>(std::clamp<std::int64_t>(
+                    left.count(), 1, std::numeric_limits<std::uint32_t>::max()));
+            }
+            header = encode(r->hdr);
+        }
         codec::request_envelope(out_, w.proto, w.identity, request_tag{slot, r->generation},
-                                r->from->handle);
+                                r->from->handle, std::move(header));
         for (auto& f : r->body) out_.push_back(copy_frame(f));
         const auto status = outbox_.send(out_);
         if (status != send_status::sent) {
@@ -981,8 +1386,234 @@ broker_stats mdp_engine::stats() const noexcept {
     s.abandoned = g(stats_.abandoned);
     s.memory = g(stats_.memory) + memory_.in_transit();
     s.replies_dropped = g(stats_.replies_dropped);
+    s.duplicates = g(stats_.duplicates);
+    s.kept_replies = g(stats_.kept_replies);
+    s.dead_lettered = g(stats_.dead_lettered);
+    s.dlq = g(stats_.dlq);
+    s.dlq_dropped = g(stats_.dlq_dropped);
+    s.partials = g(stats_.partials);
+    s.failed_fast = g(stats_.failed_fast);
     for (const auto& fill : stats_sources_) fill(s);
     return s;
+}
+
+} // namespace zmesh::nodes::detail
+
+// ---- the dead-letter queue (docs/protocol.md) -------------------------------------------------
+
+namespace zmesh::nodes::detail {
+namespace {
+
+std::int64_t wall_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// Edit distance of two short names (bounded: names are at most 255 bytes), for "did you mean".
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        std::size_t diag = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            const std::size_t up = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+            diag = up;
+        }
+    }
+    return row[b.size()];
+}
+
+void pack_entry(msgpack::packer<msgpack::sbuffer>& pk, const auto& d, bool full) {
+    pk.pack_map(full ? (d.has_header ? 10 : 9) : 8);
+    pk.pack(std::string_view("id"));
+    pk.pack(d.id.to_hex());
+    pk.pack(std::string_view("service"));
+    pk.pack(d.service);
+    pk.pack(std::string_view("reason"));
+    pk.pack(d.reason);
+    pk.pack(std::string_view("code"));
+    pk.pack(d.code);
+    pk.pack(std::string_view("time_ms"));
+    pk.pack(d.time_ms);
+    pk.pack(std::string_view("attempts"));
+    pk.pack(d.attempts);
+    pk.pack(std::string_view("type"));
+    pk.pack(d.hdr.type);
+    pk.pack(std::string_view("priority"));
+    pk.pack(static_cast<unsigned>(d.hdr.priority));
+    if (!full) return;
+    pk.pack(std::string_view("body"));
+    pk.pack_array(static_cast<std::uint32_t>(d.body.size()));
+    for (const auto& f : d.body) {
+        pk.pack_bin(static_cast<std::uint32_t>(f.size()));
+        pk.pack_bin_body(static_cast<const char*>(f.data()), static_cast<std::uint32_t>(f.size()));
+    }
+    if (d.has_header) {
+        std::string h;
+        encode(d.hdr, h);
+        pk.pack(std::string_view("header"));
+        pk.pack_bin(static_cast<std::uint32_t>(h.size()));
+        pk.pack_bin_body(h.data(), static_cast<std::uint32_t>(h.size()));
+    }
+}
+
+} // namespace
+
+std::string mdp_engine::similar_services(std::string_view name) const {
+    std::vector<std::pair<std::size_t, std::string_view>> near;
+    const std::size_t limit = std::max<std::size_t>(2, name.size() / 3);
+    for (const auto& known : served_names_) {
+        const bool contains = known.find(name) != std::string::npos ||
+                              name.find(known) != std::string_view::npos;
+        const std::size_t d = edit_distance(name, known);
+        if (d <= limit || contains) near.emplace_back(contains ? std::min<std::size_t>(d, 1) : d, known);
+    }
+    std::sort(near.begin(), near.end());
+    if (near.empty()) {
+        return served_names_.empty() ? "; no service has had a worker yet"
+                                     : "; no known service has a similar name";
+    }
+    std::string out = "; similar: ";
+    for (std::size_t i = 0; i < near.size() && i < 5; ++i) {
+        if (i) out += ", ";
+        out += mdp::printable_service_name(near[i].second);
+    }
+    return out;
+}
+
+void mdp_engine::dead_letter_request(request* r, std::string_view service, std::string_view code,
+                                     std::string reason) {
+    inc(stats_.dead_lettered);
+    if (config_.dlq_max == 0) return;
+    dead_letter d;
+    d.id = r->hdr.id.is_nil() ? message_id::generate() : r->hdr.id;
+    d.service = service;
+    d.reason = std::move(reason);
+    d.code = code;
+    d.time_ms = wall_ms();
+    d.attempts = r->attempts;
+    d.has_header = r->has_header;
+    if (r->has_header) d.hdr = r->hdr;
+    d.hdr.id = d.id;
+    d.hdr.priority = r->priority;
+    std::size_t cost = sizeof(dead_letter) + 128 + d.service.size() + d.reason.size();
+    for (auto& f : r->body) cost += frame_slot_cost + frame_heap_cost(f.size());
+    // Frees room first: the oldest dead letters give way to the newest.
+    while (!dlq_.empty() && (dlq_.size() >= config_.dlq_max || !memory_.fits(cost))) {
+        memory_.unhold(dlq_.front().cost);
+        dlq_.pop_front();
+        inc(stats_.dlq_dropped);
+    }
+    make_room(cost);
+    if (!memory_.fits(cost)) {
+        inc(stats_.dlq_dropped);
+        return;
+    }
+    r->body.move_tail_to(0, d.body); // the request is done with: the DLQ keeps its body
+    d.cost = cost;
+    memory_.hold(cost);
+    note_memory();
+    dlq_.push_back(std::move(d));
+    stats_.dlq.store(dlq_.size(), std::memory_order_relaxed);
+}
+
+bool mdp_engine::replay(dead_letter&& d) {
+    if (pending_ids_.count(d.id)) return true; // already pending again (a client retried)
+    if (services_.size() >= config_.max_services && services_.find(d.service) == services_.end())
+        return false;
+    request* r = acquire();
+    r->from = &replayer_;
+    r->proto = codec::protocol::zmct02;
+    r->hdr = std::move(d.hdr);
+    r->hdr.ttl_ms = 0; // as Titanic's replay: the old deadline is dropped, request_ttl applies
+    r->has_id = true;
+    r->has_header = d.has_header;
+    r->priority = r->hdr.priority;
+    r->body = std::move(d.body);
+    r->bytes = r->body.byte_size();
+    r->arrived = now_;
+    if (config_.request_ttl.count() > 0) r->deadline = now_ + config_.request_ttl;
+    // The entry's bytes move to the request.
+    r->cost = d.cost;
+    replayer_.held += d.cost;
+    ++replayer_.outstanding;
+    kept_.erase(r->hdr.id); // a stale kept reply (there is none unless the id was reused)
+    pending_ids_.emplace(r->hdr.id, r);
+    service& s = service_for(d.service, now_);
+    enqueue(s, r);
+    s.last_active = now_;
+    dispatch(s);
+    return true;
+}
+
+void mdp_engine::on_dlq(message& request, message& reply) {
+    const auto arg = [&](std::size_t i) {
+        return i < request.size() ? view(request[i]) : std::string_view();
+    };
+    const auto action = arg(0);
+    const auto target = arg(1);
+    const auto find = [&](std::string_view hex) {
+        const auto id = message_id::from_hex(hex);
+        return id ? std::find_if(dlq_.begin(), dlq_.end(),
+                                 [&](const dead_letter& d) { return d.id == *id; })
+                  : dlq_.end();
+    };
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> pk(buf);
+    if (action == "list" && request.size() == 1) {
+        pk.pack_array(static_cast<std::uint32_t>(dlq_.size()));
+        for (const auto& d : dlq_) pack_entry(pk, d, false);
+        reply.push_back(std::string_view("200"));
+        reply.push_back(zmq::message_t(buf.data(), buf.size()));
+    } else if (action == "show" && request.size() == 2) {
+        auto it = find(target);
+        if (it == dlq_.end()) {
+            reply.push_back(std::string_view("404"));
+            return;
+        }
+        pack_entry(pk, *it, true);
+        reply.push_back(std::string_view("200"));
+        reply.push_back(zmq::message_t(buf.data(), buf.size()));
+    } else if ((action == "replay" || action == "purge") && request.size() == 2) {
+        const bool replaying = action == "replay";
+        std::size_t done = 0;
+        const auto take = [&](std::deque<dead_letter>::iterator it) {
+            dead_letter d = std::move(*it);
+            dlq_.erase(it);
+            if (replaying) {
+                if (!replay(std::move(d))) {
+                    memory_.unhold(d.cost);
+                    note_memory();
+                    return;
+                }
+            } else {
+                memory_.unhold(d.cost);
+                note_memory();
+            }
+            ++done;
+        };
+        if (target == "all") {
+            while (!dlq_.empty()) take(dlq_.begin());
+            reply.push_back(std::string_view("200"));
+            reply.push_back(std::to_string(done));
+        } else {
+            auto it = find(target);
+            if (it == dlq_.end()) {
+                reply.push_back(std::string_view("404"));
+            } else {
+                take(it);
+                reply.push_back(done ? std::string_view("200") : std::string_view("503"));
+            }
+        }
+        stats_.dlq.store(dlq_.size(), std::memory_order_relaxed);
+    } else {
+        reply.push_back(std::string_view("400"));
+        reply.push_back(std::string_view(
+            "zmesh.dlq: expected list | show ID | replay (ID | all) | purge (ID | all)"));
+    }
 }
 
 } // namespace zmesh::nodes::detail

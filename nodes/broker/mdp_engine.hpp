@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-// mdp_engine.hpp — internal: the Majordomo (7/MDP 0.1) state machine of the broker node.
+// mdp_engine.hpp — internal: the Majordomo (7/MDP, 18/MDP and zmesh's extensions) state machine of
+// the broker node.
 //
 // The engine owns no socket and no clock. The broker glue hands it each message read from the
 // ROUTER socket, periodic ticks with the current time, and the connections libzmq reports
@@ -12,16 +13,24 @@
 // this engine performs it.
 //
 // State, per the 7/MDP roles:
-//   service  a name, its waiting requests (a retry queue, then one lane per client served in
-//            turn), and an LRU list of the workers that can take one more (idle 7/MDP workers,
-//            workers with credit left).
+//   service  a name, its waiting requests (a retry queue, then per priority one lane per client
+//            served in turn), and an LRU list of the workers that can take one more (idle 7/MDP
+//            workers, workers with credit left).
 //   worker   a routing id, its service, when it expires, and the requests it holds: at most
 //            one for a 7/MDP worker (MDPW01), up to its credit for a zmesh worker with credit
 //            (ZMWC01, docs/broker.md), each in a numbered slot.
 //   client   a routing id, the opaque handle workers see instead of it (client_handles.hpp), its
 //            connection's descriptor, its lanes, and what it holds of broker memory.
-//   request  its client, the body frames, and how many workers it was sent to.
+//   request  its client, its header (ZMCT02), the body frames, its deadline, and how many
+//            workers it was sent to.
 // A request lives in exactly one place: a lane, a retry queue, a worker's slot, or the free pool.
+// Waiting requests are also in a min-heap by deadline, so that each leaves the queue the moment
+// its deadline passes (docs/protocol.md).
+//
+// Executed once (docs/protocol.md): a ZMCT02 request is known by its message id while it is
+// pending (a retry joins it) and its reply is kept for dedupe_window after the FINAL (a retry gets
+// it). Requests that expire, run out of attempts or are refused go to the dead-letter queue,
+// served as zmesh.dlq.
 //
 // Connections that close (a peer killed, a socket closed) are reported by the broker glue from
 // libzmq's socket monitor, matched to peers by the descriptor each message came on (ZMQ_SRCFD):
@@ -40,7 +49,10 @@
 
 #include <zmq.hpp>
 
+#include <zmesh/header.hpp>
+
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <chrono>
 #include <cstdint>
@@ -49,6 +61,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace zmesh::nodes::detail {
@@ -60,6 +73,7 @@ struct lane;
 
 struct client {
     std::string id;             // ROUTER routing id: never shown to any other peer
+    bool internal = false;      // the broker's own (replays from the DLQ): never forgotten
     std::string handle;         // what workers see as its address (client_handles.hpp)
     int fd = -1;                // descriptor of its connection; -1 for inproc (no events)
     bool connected = true;      // false once its connection closed: its replies go nowhere
@@ -72,11 +86,28 @@ struct client {
     log_limiter drop_log{1, std::chrono::seconds(10)}; // one line per 10 s about its drops
 };
 
+/// A part of a reply kept for a retry (executed once): the header as sent and the body.
+struct kept_part {
+    zmq::message_t header;
+    message body;
+};
+
 struct request {
-    client* from = nullptr;     // who sent it; held (outstanding) until the request is done
+    client* from = nullptr;     // who sent it, or its latest retry; the reply goes there
+    codec::protocol proto = codec::protocol::mdpc01; // the client's protocol: frames its replies
     zmq::message_t tag;         // a tagged client's tag (ZMCT01), returned in the reply; empty
                                 // for a plain MDP/0.1 client
+    header hdr;                 // ZMCT02: the client's header; else made at a ZMWC02 dispatch
+    bool has_id = false;        // hdr.id is the client's message id: de-duplicated
+    bool has_header = false;    // hdr holds a client's header (ZMCT02) or a DLQ replay's
+    std::uint8_t priority = default_priority;
+    service* svc = nullptr;     // the service it is for, while it lives
+    clock::time_point deadline = clock::time_point::max(); // leaves the queue then (504)
+    std::size_t heap_at = npos; // its index in the deadline heap while it waits
     message body;               // kept until replied, so a dead worker's request can be sent again
+    message parts;              // PARTIAL frames kept for a client that cannot stream (01)
+    std::vector<kept_part> stream; // parts sent so far, kept for retries (has_id only)
+    static constexpr std::size_t npos = static_cast<std::size_t>(-1);
     std::uint32_t attempts = 0; // deliveries to workers so far
     std::size_t bytes = 0;      // body size (queued_bytes while it waits)
     std::size_t cost = 0;       // what it holds of broker memory (memory_meter.hpp)
@@ -84,12 +115,12 @@ struct request {
     std::uint32_t generation = 0; // with its slot, the tag a ZMWC01 worker echoes in its REPLY
     std::uint64_t sent = 0;     // dispatch order, so a dead worker's requests re-queue in it
     lane* in_lane = nullptr;    // the lane it waits in; null in a retry queue or with a worker
-    request* next = nullptr;    // link in a lane, a retry queue or the free pool
-    request* older = nullptr;   // links in the arrival-ordered list of waiting lane requests
-    request* newer = nullptr;
+    bool in_retry = false;      // whether it waits in its service's retry queue
+    request* next = nullptr;    // links in a lane, a retry queue or (next) the free pool
+    request* prev = nullptr;
 };
 
-/// Intrusive FIFO of requests: O(1) at both ends, no allocation.
+/// Intrusive doubly linked FIFO of requests: O(1) at both ends and for removal, no allocation.
 class request_queue {
   public:
     [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
@@ -98,6 +129,8 @@ class request_queue {
     void push_back(request* r) noexcept;
     void push_front(request* r) noexcept;
     request* pop_front() noexcept;
+    /// Takes @p r, which must be in this queue, out of it.
+    void remove(request* r) noexcept;
 
   private:
     request* head_ = nullptr;
@@ -112,6 +145,7 @@ struct lane {
     request_queue queue;
     client* owner = nullptr;
     service* svc = nullptr;
+    std::uint8_t priority = default_priority;
     lane* prev = nullptr;       // links in svc's ring of lanes with waiting requests
     lane* next = nullptr;       // (also the free-pool link)
 };
@@ -120,7 +154,7 @@ struct worker {
     std::string identity;          // ROUTER routing id
     int fd = -1;                   // descriptor of its connection; -1 for inproc
     service* svc = nullptr;        // set by READY
-    codec::protocol proto = codec::protocol::mdpw01; // what it speaks: MDPW01 or ZMWC01
+    codec::protocol proto = codec::protocol::mdpw01; // what it speaks (a worker protocol)
     clock::time_point expiry;      // forgotten if nothing is heard from it by then
     bool sent_since_tick = false;  // anything sent since the last tick makes a HEARTBEAT redundant
     std::vector<request*> slots;   // one per unit of credit (1 for 7/MDP); null = free
@@ -132,11 +166,23 @@ struct worker {
     [[nodiscard]] std::size_t holding() const noexcept { return slots.size() - free_slots.size(); }
 };
 
+/// Lanes of one priority with waiting requests, served round robin.
+struct lane_ring {
+    lane* head = nullptr;
+    lane* tail = nullptr;
+};
+
+/// Dispatches from the highest waiting priority after which, if a lower one waits, the next
+/// dispatch goes to a lower one (docs/protocol.md, "Dispatch").
+inline constexpr unsigned priority_share = 15;
+
 struct service {
     std::string name;
     request_queue retry;           // requests whose worker died: served before any lane
-    lane* lanes_head = nullptr;    // lanes with waiting requests, served round robin
-    lane* lanes_tail = nullptr;
+    lane_ring levels[max_priority + 1]; // per priority, lanes with waiting requests
+    std::uint16_t waiting_levels = 0;   // bit p set: levels[p] has a lane
+    unsigned favoured = 0;         // dispatches in a row from the top while a lower level waited
+    bool served = false;           // a worker has registered for it (fail fast)
     std::size_t queued = 0;        // waiting requests, retry queue and lanes together
     worker* ready_head = nullptr;  // workers with a free slot, longest waiting first: fair (LRU)
     worker* ready_tail = nullptr;
@@ -159,7 +205,8 @@ struct atomic_stats {
     std::atomic<std::uint64_t> requests{0}, replies{0}, dispatched{0}, requeued{0}, rejected{0},
         mmi{0}, malformed{0}, workers_registered{0}, workers_expired{0}, workers_disconnected{0},
         undeliverable{0}, workers{0}, services{0}, queued{0}, expired{0}, queued_bytes{0},
-        clients{0}, disconnects{0}, abandoned{0}, memory{0}, replies_dropped{0};
+        clients{0}, disconnects{0}, abandoned{0}, memory{0}, replies_dropped{0}, duplicates{0},
+        kept_replies{0}, dead_lettered{0}, dlq{0}, dlq_dropped{0}, partials{0}, failed_fast{0};
 };
 
 /// Where the engine's messages go (routing id first): the broker's ROUTER socket, or, in tests
@@ -207,9 +254,13 @@ class mdp_engine {
     /// Heartbeats workers, forgets expired workers, idle clients and unused services.
     void on_tick(clock::time_point now);
 
-    /// Rejects every request that waited for a worker longer than request_ttl. The broker calls
-    /// it more often than on_tick, so that expiry is at most request_ttl / 20 late.
+    /// Rejects (504) and dead-letters every waiting request whose deadline has passed, and
+    /// forgets kept replies past the de-duplication window.
     void expire_requests(clock::time_point now);
+
+    /// The earliest deadline of a waiting request, or of a kept reply; the broker calls
+    /// expire_requests() then, so that expiry is exact to the millisecond.
+    [[nodiscard]] std::optional<clock::time_point> next_deadline() const noexcept;
 
     /// The connection on descriptor @p fd closed (libzmq socket monitor). A worker on it is
     /// forgotten and its requests go to the next worker; a client on it loses its queued
@@ -239,9 +290,52 @@ class mdp_engine {
         client_memory,
         too_many_attempts,
         expired,
+        refused,
+    };
+
+    /// A dead-lettered request (docs/protocol.md, "The dead-letter queue").
+    struct dead_letter {
+        message_id id;
+        std::string service;
+        std::string reason;
+        std::string code;
+        std::int64_t time_ms = 0;   // wall clock
+        std::uint32_t attempts = 0;
+        header hdr;
+        bool has_header = false;
+        message body;
+        std::size_t cost = 0;
+    };
+
+    /// A reply kept for retries of its request.
+    struct kept_reply {
+        std::string service;
+        std::vector<kept_part> parts; // the last one is the FINAL
+        std::size_t cost = 0;
     };
 
     void on_client(message& m, const codec::client_request& req, clock::time_point now);
+    /// A ZMCT02 request whose id is pending or answered: joins it or gets the kept reply.
+    /// @returns false if the id is unknown (a new request).
+    bool on_duplicate(message& m, client* c, const codec::client_request& req, const header& h);
+    /// Sends an error to a client: ZMCT02 as a FINAL of type zmesh.error with @p co, others as
+    /// a reply whose body is "zmesh.error" code reason.
+    void send_error(std::string_view client_id, client* c, codec::protocol proto,
+                    zmq::message_t&& tag, const message_id* co, std::string_view service,
+                    std::string_view code, std::string reason, std::size_t releasing = 0);
+    /// The ZMCT02 reply header: a fresh id (or @p id), co, type.
+    static zmq::message_t reply_header(const message_id* co, std::string_view type,
+                                       const message_id* id = nullptr);
+    /// Known services with names like @p name, for the fail-fast 404.
+    std::string similar_services(std::string_view name) const;
+    void dead_letter_request(request* r, std::string_view service, std::string_view code,
+                             std::string reason);
+    void on_dlq(message& request, message& reply);
+    bool replay(dead_letter&& d);
+    /// Forgets kept replies, oldest first, until @p bytes more fit in the memory bound.
+    void make_room(std::size_t bytes);
+    void keep_reply(request* r, kept_part&& final);
+    void forget_oldest_kept();
     /// Looks up the worker_table row for the sender's state and the command, and performs it.
     void on_worker(message& m, const codec::decoded& d, clock::time_point now);
     void on_ready(message& m, const codec::worker_ready& ready, codec::protocol proto,
@@ -250,7 +344,8 @@ class mdp_engine {
     /// The slot a REPLY answers, from its tag (ZMWC01) or the one slot (MDPW01); nullopt if the
     /// reply names no request the worker holds.
     std::optional<std::uint32_t> reply_slot(const worker& w, const codec::worker_reply& reply) const;
-    void on_internal(message& m, client* c, const codec::client_request& req);
+    void on_internal(message& m, client* c, const codec::client_request& req,
+                     codec::protocol proto, zmq::message_t&& tag, const message_id* co);
 
     void malformed(std::string_view what, std::string_view identity);
     service& service_for(std::string_view name, clock::time_point now);
@@ -260,13 +355,13 @@ class mdp_engine {
     /// Forgets @p w; the requests it held go to its service's retry queue, first sent first.
     void remove_worker(worker& w, bool send_disconnect);
     void send_command(std::string_view identity, codec::protocol proto, mdp::worker_command c);
-    /// Sends "" header service [tag] body... to the peer @p client_id: ZMCT01 with the tag if
-    /// @p tag is not empty, else plain MDPC01.
-    void reply_to_client(std::string_view client_id, client* c, zmq::message_t&& tag,
-                         std::string_view service_name, message& body, std::size_t releasing = 0);
-    /// A rejection body: "zmesh.error" code reason (docs/broker.md).
-    static message rejection(std::string_view code, std::string reason);
-    void reject(request* r, std::string_view service_name, reject_reason why);
+    /// Sends a reply in @p proto's frames to the peer @p client_id, the body consumed.
+    void reply_to_client(std::string_view client_id, client* c, codec::protocol proto,
+                         zmq::message_t&& tag, zmq::message_t&& header,
+                         std::string_view service_name, message& body, std::size_t releasing = 0,
+                         bool final = true);
+    void reject(request* r, std::string_view service_name, reject_reason why,
+                std::string detail = {});
     /// The client of routing id @p m[0], made on its first request; nullptr if the table is full.
     client* client_for(message& m, clock::time_point now);
     /// Records the descriptor @p m came on for the peer @p id, after pending disconnects.
@@ -282,8 +377,15 @@ class mdp_engine {
     /// What a worker's entry holds of broker memory, with @p credit slots.
     static std::size_t worker_entry_cost(std::uint32_t credit) noexcept;
     /// Queue bookkeeping in one place: counts and bytes follow every push and pop.
-    /// A new request joins its client's lane for @p s.
+    /// A new request joins its client's lane for @p s at its priority.
     void enqueue(service& s, request* r);
+    /// Takes a waiting request out of its lane or retry queue (expiry, a retry from another
+    /// connection).
+    void unqueue(request* r);
+    void heap_push(request* r);
+    void heap_erase(request* r) noexcept;
+    void heap_up(std::size_t i) noexcept;
+    void heap_down(std::size_t i) noexcept;
     /// A request back from a dead worker joins @p s's retry queue at its head.
     void requeue(service& s, request* r);
     /// The next request for @p s: the retry queue first, then the lanes in turn.
@@ -291,7 +393,9 @@ class mdp_engine {
     /// Takes the front request of @p l out of it (and out of the arrival list).
     request* pop_lane(lane& l);
     void count_dequeued(service& s, request* r);
-    lane* lane_for(client& c, service& s);
+    lane* lane_for(client& c, service& s, std::uint8_t priority);
+    /// Moves @p r (pending, from a retry on another connection) to client @p to.
+    void transfer(request* r, client& to);
     void release_lane(lane* l) noexcept;
     /// Drops every waiting request of @p c (its connection closed).
     void drop_waiting(client& c);
@@ -324,9 +428,15 @@ class mdp_engine {
     std::uint64_t next_sent_ = 0;       // dispatch counter (request::sent)
     std::size_t queued_ = 0;        // requests in all queues
     std::size_t queued_bytes_ = 0;  // their body bytes
-    request* oldest_ = nullptr;     // waiting lane requests in arrival order, for expiry
-    request* newest_ = nullptr;
-    std::size_t retrying_ = 0;      // requests in retry queues (expired by scanning services)
+    std::vector<request*> deadlines_; // min-heap of waiting requests by deadline
+    clock::time_point now_{};       // time of the event being handled
+    std::unordered_map<message_id, request*> pending_ids_; // ZMCT02 requests not answered yet
+    std::unordered_map<message_id, kept_reply> kept_;      // answered: replies for retries
+    std::deque<std::pair<clock::time_point, message_id>> kept_order_; // oldest first
+    std::deque<dead_letter> dlq_;   // oldest first
+    client replayer_;               // the client of requests replayed from the DLQ
+    codec::protocol decoded_proto_ = codec::protocol::mdpc01; // of the message being handled
+    std::unordered_set<std::string, string_hash, std::equal_to<>> served_names_; // fail fast
     std::vector<std::unique_ptr<lane>> lane_storage_; // owns every lane ever made
     lane* free_lanes_ = nullptr;
     memory_meter memory_;

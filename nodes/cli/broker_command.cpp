@@ -23,6 +23,8 @@ int run_broker(const std::vector<std::string>& args) {
     std::size_t max_queue = cfg.max_queue;
     unsigned max_attempts = cfg.max_attempts;
     long request_ttl_ms = static_cast<long>(cfg.request_ttl.count());
+    long dedupe_window_ms = static_cast<long>(cfg.dedupe_window.count());
+    std::size_t dlq_max = cfg.dlq_max;
     std::string max_memory = std::to_string(cfg.max_memory >> 20) + "M";
     std::string max_client_memory = std::to_string(cfg.max_client_memory >> 20) + "M";
     const std::string default_xsub = "tcp://127.0.0.1:5556";
@@ -41,6 +43,11 @@ int run_broker(const std::vector<std::string>& args) {
          "requests a service may queue before new ones are rejected")
         ("max-attempts", po::value(&max_attempts)->default_value(max_attempts),
          "deliveries of a request to dying workers before it is rejected")
+        ("dedupe-window-ms", po::value(&dedupe_window_ms)->default_value(dedupe_window_ms),
+         "keep the reply to a request with a message id this long, so that a retry gets it "
+         "instead of running the request again (within --max-memory); 0 = off")
+        ("dlq-max", po::value(&dlq_max)->default_value(dlq_max),
+         "dead-lettered requests kept (zmesh dlq --broker), oldest dropped first; 0 = none")
         ("request-ttl-ms", po::value(&request_ttl_ms)->default_value(request_ttl_ms),
          "reject a request no worker took within this many ms (0 = never)")
         ("max-memory", po::value(&max_memory)->default_value(max_memory),
@@ -87,6 +94,7 @@ int run_broker(const std::vector<std::string>& args) {
     if (max_queue == 0) throw usage_error("--max-queue must be positive");
     if (max_attempts == 0) throw usage_error("--max-attempts must be positive");
     if (request_ttl_ms < 0) throw usage_error("--request-ttl-ms must not be negative");
+    if (dedupe_window_ms < 0) throw usage_error("--dedupe-window-ms must not be negative");
     const auto memory = parse_byte_size(max_memory);
     if (!memory || *memory == 0)
         throw usage_error("invalid --max-memory '" + max_memory +
@@ -126,6 +134,8 @@ int run_broker(const std::vector<std::string>& args) {
     cfg.max_queue = max_queue;
     cfg.max_attempts = max_attempts;
     cfg.request_ttl = std::chrono::milliseconds(request_ttl_ms);
+    cfg.dedupe_window = std::chrono::milliseconds(dedupe_window_ms);
+    cfg.dlq_max = dlq_max;
     cfg.max_memory = *memory;
     cfg.max_client_memory = *backlog;
 

@@ -154,11 +154,75 @@ TEST_CASE("encoders write the frames each protocol expects") {
     CHECK(out.size() == 7);
     CHECK(out[4].size() == mdp::request_tag_size);
     out.clear();
-    codec::reply_envelope(out, "c", "svc", zmq::message_t());
+    codec::reply_envelope(out, codec::protocol::mdpc01, "c", "svc", zmq::message_t());
     CHECK(support::texts(out) == std::vector<std::string>{"c", "", "MDPC01", "svc"});
     out.clear();
-    codec::reply_envelope(out, "c", "svc", zmq::message_t(std::string_view("t")));
+    codec::reply_envelope(out, codec::protocol::zmct01, "c", "svc",
+                          zmq::message_t(std::string_view("t")));
     CHECK(support::texts(out) == std::vector<std::string>{"c", "", "ZMCT01", "svc", "t"});
+    out.clear();
+    codec::reply_envelope(out, codec::protocol::mdpc02, "c", "svc", {}, {}, false);
+    CHECK(support::texts(out) == std::vector<std::string>{"c", "MDPC02", "\x02", "svc"});
+    out.clear();
+    codec::reply_envelope(out, codec::protocol::zmct02, "c", "svc", {},
+                          zmq::message_t(std::string_view("H")), true);
+    CHECK(support::texts(out) == std::vector<std::string>{"c", "ZMCT02", "\x03", "svc", "H"});
+    out.clear();
+    codec::request_envelope(out, codec::protocol::mdpw02, "w", {}, "handle");
+    CHECK(support::texts(out) == std::vector<std::string>{"w", "MDPW02", "\x02", "handle", ""});
+    out.clear();
+    codec::request_envelope(out, codec::protocol::zmwc02, "w", {1, 2}, "handle",
+                            zmq::message_t(std::string_view("H")));
+    REQUIRE(out.size() == 7);
+    CHECK(zmesh::view(out[1]) == "ZMWC02");
+    CHECK(out[3].size() == mdp::request_tag_size);
+    CHECK(zmesh::view(out[6]) == "H");
+    out.clear();
+    codec::command_message(out, codec::protocol::mdpw02, "w", mdp::worker_command::heartbeat);
+    CHECK(support::texts(out) == std::vector<std::string>{"w", "MDPW02", "\x05"});
+    out.clear();
+    codec::command_message(out, codec::protocol::zmwc02, "w", mdp::worker_command::disconnect);
+    CHECK(support::texts(out) == std::vector<std::string>{"w", "ZMWC02", "\x06"});
+}
+
+TEST_CASE("18/MDP and zmesh's 02 protocols decode by their first frame, without a delimiter") {
+    using zmesh::message;
+    const std::string b1("\x01", 1), b3("\x03", 1), b4("\x04", 1), b5("\x05", 1), b7("\x07", 1);
+    auto d = codec::decode(message{"id", "MDPC02", b1, "echo", "x"});
+    REQUIRE(std::holds_alternative<codec::client_request>(d.cmd));
+    CHECK(d.proto == codec::protocol::mdpc02);
+    CHECK(std::get<codec::client_request>(d.cmd).body_at == 4);
+    CHECK(std::get<codec::client_request>(d.cmd).header_at == 0);
+    d = codec::decode(message{"id", "ZMCT02", b1, "echo", "H", "x"});
+    REQUIRE(std::holds_alternative<codec::client_request>(d.cmd));
+    CHECK(d.proto == codec::protocol::zmct02);
+    CHECK(std::get<codec::client_request>(d.cmd).header_at == 4);
+    CHECK(std::get<codec::client_request>(d.cmd).body_at == 5);
+    // A ZMCT02 request needs its header; a client sends only REQUESTs.
+    CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"id", "ZMCT02", b1, "echo"}).cmd));
+    CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"id", "MDPC02", b3, "echo"}).cmd));
+    // Workers: READY, PARTIAL/FINAL, HEARTBEAT; a bad command byte.
+    d = codec::decode(message{"w", "ZMWC02", b1, "echo", "8"});
+    REQUIRE(std::holds_alternative<codec::worker_ready>(d.cmd));
+    CHECK(std::get<codec::worker_ready>(d.cmd).credit == 8);
+    d = codec::decode(message{"w", "MDPW02", b1, "echo"});
+    REQUIRE(std::holds_alternative<codec::worker_ready>(d.cmd));
+    CHECK(d.proto == codec::protocol::mdpw02);
+    const std::string tag(8, 'T');
+    d = codec::decode(message{"w", "ZMWC02", b3, tag, "client", "", "H", "part"});
+    REQUIRE(std::holds_alternative<codec::worker_reply>(d.cmd));
+    CHECK_FALSE(std::get<codec::worker_reply>(d.cmd).final);
+    CHECK(std::get<codec::worker_reply>(d.cmd).header_at == 6);
+    CHECK(std::get<codec::worker_reply>(d.cmd).body_at == 7);
+    d = codec::decode(message{"w", "MDPW02", b4, "client", "", "done"});
+    REQUIRE(std::holds_alternative<codec::worker_reply>(d.cmd));
+    CHECK(std::get<codec::worker_reply>(d.cmd).final);
+    CHECK(std::get<codec::worker_reply>(d.cmd).body_at == 5);
+    CHECK(std::holds_alternative<codec::worker_heartbeat>(codec::decode(message{"w", "MDPW02", b5}).cmd));
+    CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"w", "MDPW02", b7}).cmd));
+    // A FINAL without its empty frame, a ZMWC02 FINAL with a short tag.
+    CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"w", "MDPW02", b4, "client", "x"}).cmd));
+    CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"w", "ZMWC02", b4, "T", "client", "", "H"}).cmd));
 }
 
 TEST_CASE("the worker table has a row with a cited rule for every state and event") {

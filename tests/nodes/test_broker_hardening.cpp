@@ -248,7 +248,7 @@ TEST_CASE("a client past max_client_requests is refused 503 while other clients 
 TEST_CASE("a client over its memory share is refused 503 while another client still fits") {
     tcp_broker f;
     f.config.max_memory = 64 * 1024;
-    f.config.max_client_memory = 16 * 1024;
+    f.config.max_client_memory = 17 * 1024; // three requests of 5000 bytes with their records
     f.start();
     auto greedy = dealer(f.ctx, f.endpoint);
     for (int i = 0; i < 4; ++i) request(greedy, "later", std::string(5000, 'g'));

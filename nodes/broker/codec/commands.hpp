@@ -8,7 +8,11 @@
 //   ZMCT01  zmesh tagged client     codec/zmct01.hpp
 //   MDPW01  7/MDP worker            codec/mdpw01.hpp
 //   ZMWC01  zmesh worker with credit codec/zmwc01.hpp
-// decode() (codec/decode.hpp) picks the codec by the header frame. A command refers to frames of
+//   MDPC02  18/MDP client             codec/mdp02.hpp
+//   ZMCT02  zmesh client with header  codec/mdp02.hpp
+//   MDPW02  18/MDP worker             codec/mdp02.hpp
+//   ZMWC02  zmesh worker with header  codec/mdp02.hpp
+// (docs/protocol.md). decode() (codec/decode.hpp) picks the codec by the header frame. A command refers to frames of
 // the message by index and by string_view, so it is valid only while the message is unchanged.
 // What the broker does with each command is decided in mdp_engine (its state table).
 #pragma once
@@ -24,11 +28,13 @@
 
 namespace zmesh::nodes::detail::codec {
 
-/// Frame positions common to every protocol, as read from the ROUTER (routing id first).
+/// Frame positions, as read from the ROUTER (routing id first). The "...01" protocols have an
+/// empty delimiter at f_empty and their protocol frame at f_header; the "...02" ones (18/MDP
+/// layout) have their protocol frame at f_empty. Frame 1 is a frame off the wire either way.
 inline constexpr std::size_t f_identity = 0, f_empty = 1, f_header = 2;
 
-/// The four protocols the broker speaks, by their header frame.
-enum class protocol : std::uint8_t { mdpc01, zmct01, mdpw01, zmwc01 };
+/// The protocols the broker speaks, by their protocol frame.
+enum class protocol : std::uint8_t { mdpc01, zmct01, mdpw01, zmwc01, mdpc02, zmct02, mdpw02, zmwc02 };
 
 /// The header frame of @p p.
 [[nodiscard]] constexpr std::string_view header_of(protocol p) noexcept {
@@ -37,6 +43,10 @@ enum class protocol : std::uint8_t { mdpc01, zmct01, mdpw01, zmwc01 };
     case protocol::zmct01: return mdp::client_tagged_v1;
     case protocol::mdpw01: return mdp::worker_v1;
     case protocol::zmwc01: return mdp::worker_credit_v1;
+    case protocol::mdpc02: return mdp::client_v2;
+    case protocol::zmct02: return mdp::client_header_v2;
+    case protocol::mdpw02: return mdp::worker_v2;
+    case protocol::zmwc02: return mdp::worker_header_v2;
     }
     return {};
 }
@@ -58,12 +68,19 @@ struct request_tag {
 };
 static_assert(sizeof(request_tag) == mdp::request_tag_size);
 
-/// A client's request (MDPC01 or ZMCT01).
+/// Whether replies to @p p may stream (PARTIAL ... FINAL) and carry 18/MDP's layout.
+[[nodiscard]] constexpr bool is_v2(protocol p) noexcept {
+    return p == protocol::mdpc02 || p == protocol::zmct02 || p == protocol::mdpw02 ||
+           p == protocol::zmwc02;
+}
+
+/// A client's request.
 struct client_request {
     std::string_view service; ///< the service frame, as sent (check service_ok)
     bool service_ok = false;  ///< valid_service_name(service)
-    std::size_t tag_at = 0;   ///< index of the ZMCT01 tag frame; 0 for MDPC01
-    std::size_t body_at = 0;  ///< index of the first body frame (there is at least one)
+    std::size_t tag_at = 0;   ///< index of the ZMCT01 tag frame; 0 for other protocols
+    std::size_t body_at = 0;  ///< index of the first body frame (== size: no body, 02 only)
+    std::size_t header_at = 0; ///< index of the ZMCT02 header frame; 0 for other protocols
 };
 
 /// READY: a worker registers for one service.
@@ -73,11 +90,13 @@ struct worker_ready {
     std::uint32_t credit = 1; ///< 1 for MDPW01; 1..mdp::max_worker_credit for ZMWC01
 };
 
-/// REPLY: a worker answers a request it holds.
+/// REPLY, PARTIAL or FINAL: a worker answers a request it holds.
 struct worker_reply {
-    request_tag tag;          ///< ZMWC01 only
+    request_tag tag;          ///< ZMWC01, ZMWC02 only
     std::string_view client;  ///< the client-address frame (a client handle, client_handles.hpp)
     std::size_t body_at = 0;  ///< first body frame; == message size if the worker sent none
+    std::size_t header_at = 0; ///< ZMWC02: the header frame (may be empty); 0 otherwise
+    bool final = true;        ///< false for a PARTIAL (02 protocols)
 };
 
 struct worker_heartbeat {};

@@ -48,6 +48,13 @@ struct broker_config {
     /// A request still waiting for a worker this long after it arrived is rejected (504): its
     /// client has given up long before, and a worker should not spend time on it. 0 = never.
     std::chrono::milliseconds request_ttl{60000};
+    /// How long the reply to a request with a message id (ZMCT02) is kept, so that a retry gets
+    /// it instead of running the request again (docs/protocol.md, "Executed once"). Kept
+    /// replies count against max_memory and give way, oldest first, to new requests. 0 = off:
+    /// retries still join a pending request.
+    std::chrono::milliseconds dedupe_window{60000};
+    /// Dead-lettered requests kept in memory (zmesh.dlq), the oldest dropped first. 0 = none.
+    std::size_t dlq_max = 10000;
     /// The one memory bound: bytes the broker may hold for its peers, all together. It counts
     /// requests queued and in flight, and replies on their way to clients until libzmq has
     /// written them, in real bytes (docs/broker.md, "Memory"). Past it, new requests are
@@ -133,6 +140,13 @@ struct broker_stats {
     std::uint64_t abandoned = 0;         ///< queued requests dropped because their client's
                                          ///< connection closed
     std::uint64_t memory = 0;            ///< bytes counted against max_memory now
+    std::uint64_t duplicates = 0;        ///< retries that joined a pending request or got a kept reply
+    std::uint64_t kept_replies = 0;      ///< replies kept for retries now
+    std::uint64_t dead_lettered = 0;     ///< requests that expired, ran out of attempts or were refused
+    std::uint64_t dlq = 0;               ///< entries in the dead-letter queue now
+    std::uint64_t dlq_dropped = 0;       ///< dead letters dropped (dlq_max, memory)
+    std::uint64_t partials = 0;          ///< PARTIAL replies from workers
+    std::uint64_t failed_fast = 0;       ///< fail-fast requests answered 404
     std::uint64_t replies_dropped = 0;   ///< replies dropped: past max_memory or the client's
                                          ///< max_client_memory
 
