@@ -814,7 +814,8 @@ std::optional<std::uint32_t> mdp_engine::reply_slot(const worker& w,
         if (r && r->generation != reply.tag.generation) return std::nullopt;
     }
     // The reply must name the client handle we gave it; anything else could misroute a reply.
-    if (!r || reply.client != r->from->handle) return std::nullopt;
+    if (!r || reply.client != std::string_view(r->handle.data(), r->handle.size()))
+        return std::nullopt;
     return slot;
 }
 
@@ -1241,8 +1242,10 @@ void mdp_engine::dispatch(service& s) {
             }
             header = encode(r->hdr);
         }
+        std::copy_n(r->from->handle.begin(), r->handle.size(), r->handle.begin());
         codec::request_envelope(out_, w.proto, w.identity, request_tag{slot, r->generation},
-                                r->from->handle, std::move(header));
+                                std::string_view(r->handle.data(), r->handle.size()),
+                                std::move(header));
         for (auto& f : r->body) out_.push_back(copy_frame(f));
         const auto status = outbox_.send(out_);
         if (status != send_status::sent) {

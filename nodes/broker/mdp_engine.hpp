@@ -51,6 +51,7 @@
 
 #include <zmesh/header.hpp>
 
+#include <array>
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -113,6 +114,8 @@ struct request {
     std::size_t cost = 0;       // what it holds of broker memory (memory_meter.hpp)
     clock::time_point arrived;  // for request_ttl
     std::uint32_t generation = 0; // with its slot, the tag a ZMWC01 worker echoes in its REPLY
+    std::array<char, client_handle_size> handle{}; // the client handle its worker got: a retry
+                                // from another connection changes `from`, not the worker's copy
     std::uint64_t sent = 0;     // dispatch order, so a dead worker's requests re-queue in it
     lane* in_lane = nullptr;    // the lane it waits in; null in a retry queue or with a worker
     bool in_retry = false;      // whether it waits in its service's retry queue
