@@ -68,9 +68,12 @@ struct fake_broker {
     void send(const strings& parts) { REQUIRE(try_send(parts)); }
 };
 
+/// The fake broker here speaks plain MDP/0.1, so the worker is told so up front (without it, it
+/// would try ZMWC02 first and fall back after a heartbeat).
 zmesh::mdp::worker_options quick_worker() {
     zmesh::mdp::worker_options o;
     o.disconnect_linger = 0ms;
+    o.protocol = zmesh::mdp::worker_protocol::mdp;
     return o;
 }
 

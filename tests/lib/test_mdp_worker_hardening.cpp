@@ -38,6 +38,11 @@ const std::string request_cmd(1, '\x02');
 const std::string reply_cmd(1, '\x03');
 const std::string heartbeat_cmd(1, '\x04');
 const std::string disconnect_cmd(1, '\x05');
+// ZMWC02 numbers HEARTBEAT and DISCONNECT as 18/MDP does.
+const std::string v2_final_cmd(1, '\x04');
+const std::string v2_heartbeat_cmd(1, '\x05');
+const std::string v2_disconnect_cmd(1, '\x06');
+const std::string zmwc = "ZMWC02";
 
 constexpr auto heartbeat = 100ms;
 constexpr int liveness = 3;
@@ -45,7 +50,7 @@ constexpr auto allowance = heartbeat * liveness; // broker silence the worker ta
 /// How long a "long" request takes: well past heartbeat × liveness.
 constexpr auto work_time = 1s;
 
-/// An 8-byte ZMWC01 tag.
+/// An 8-byte ZMWC02 tag.
 std::string tag(int i) {
     std::string t(zmesh::mdp::request_tag_size, '\0');
     t[0] = static_cast<char>('a' + i);
@@ -87,7 +92,9 @@ struct fake_broker {
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
             auto m = recv(std::max(left, 0ms));
-            if (m.size() != 4 || m[3] != heartbeat_cmd) return m;
+            const bool v1_heartbeat = m.size() == 4 && m[3] == heartbeat_cmd;
+            const bool v2_heartbeat = m.size() == 3 && m[1] == zmwc && m[2] == v2_heartbeat_cmd;
+            if (!v1_heartbeat && !v2_heartbeat) return m;
         }
     }
 
@@ -123,12 +130,18 @@ std::vector<seen> drive(zmesh::mdp::worker& w, fake_broker& broker,
     return out;
 }
 
+/// Whether @p m is a READY of the protocol @p header: "" "MDPW01" 0x01 service, or "ZMWC02"
+/// 0x01 service credit.
 bool is_ready(const strings& m, const std::string& header) {
+    if (header == zmwc) return m.size() == 5 && m[1] == zmwc && m[2] == ready_cmd;
     return m.size() >= 5 && m[2] == header && m[3] == ready_cmd;
 }
 
+/// Most brokers here model plain MDP/0.1 ones, so a worker with credit 1 is told so up front
+/// (worker_protocol::mdp), as a user of such a broker would; with more credit it speaks ZMWC02.
 zmesh::mdp::worker_options fast_worker(std::uint32_t credit = 1) {
     zmesh::mdp::worker_options o;
+    if (credit == 1) o.protocol = zmesh::mdp::worker_protocol::mdp;
     o.heartbeat = heartbeat;
     o.liveness = liveness;
     o.reconnect_initial = 50ms;
@@ -323,7 +336,7 @@ TEST_CASE("a request abandoned by destroying its token no longer keeps a silent 
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. Credit (ZMWC01) against zmesh's broker and against one without the extension
+// 2. ZMWC02 against zmesh's broker and against one without it
 
 TEST_CASE("a credit worker keeps its credit behind a broker that answers READY at once") {
     zmq::context_t ctx;
@@ -334,50 +347,62 @@ TEST_CASE("a credit worker keeps its credit behind a broker that answers READY a
     // Like zmesh's broker: READY answered by a HEARTBEAT at once, then one per interval.
     std::string id;
     auto log = drive(w, broker, [&](const strings& m) {
-        if (is_ready(m, "ZMWC01")) {
+        if (is_ready(m, zmwc)) {
             id = m[0];
-            broker.send({id, "", "ZMWC01", heartbeat_cmd});
+            broker.send({id, zmwc, v2_heartbeat_cmd});
         }
         return !id.empty();
     });
     REQUIRE_FALSE(id.empty());
-    CHECK(log.back().message == strings{id, "", "ZMWC01", ready_cmd, "batch", "8"});
+    CHECK(log.back().message == strings{id, zmwc, ready_cmd, "batch", "8"});
     for (int i = 0; i < 4; ++i) {
         CHECK_FALSE(w.take(o.heartbeat));
-        broker.send({id, "", "ZMWC01", heartbeat_cmd});
+        broker.send({id, zmwc, v2_heartbeat_cmd});
         for (auto m = broker.recv(0ms); !m.empty(); m = broker.recv(0ms))
-            CHECK(m == strings{id, "", "ZMWC01", heartbeat_cmd});
+            CHECK(m == strings{id, zmwc, v2_heartbeat_cmd});
     }
     CHECK(w.credit() == 8);
+    CHECK(w.protocol() == zmesh::mdp::worker_protocol::zmesh);
     CHECK(w.stats().reconnects == 0);
 
-    broker.send({id, "", "ZMWC01", request_cmd, tag(1), "client-1", "", "one"});
-    broker.send({id, "", "ZMWC01", request_cmd, tag(2), "client-2", "", "two"});
+    broker.send({id, zmwc, request_cmd, tag(1), "client-1", "", "", "one"});
+    broker.send({id, zmwc, request_cmd, tag(2), "client-2", "", "", "two"});
     auto first = w.take(2s);
     auto second = w.take(2s);
     REQUIRE(first);
     REQUIRE(second);
     w.reply(std::move(second->token), zmesh::message{"2"});
-    CHECK(broker.recv_skipping_heartbeats() ==
-          strings{id, "", "ZMWC01", reply_cmd, tag(2), "client-2", "", "2"});
+    auto final_frames = broker.recv_skipping_heartbeats();
+    REQUIRE(final_frames.size() == 8);
+    final_frames.erase(final_frames.begin() + 6); // the reply's header: see test_mdp_worker_v2
+    CHECK(final_frames == strings{id, zmwc, v2_final_cmd, tag(2), "client-2", "", "2"});
 }
 
-TEST_CASE("a credit worker falls back to MDP/0.1 with one warning behind a broker that drops "
-          "ZMWC01") {
+TEST_CASE("a ZMWC02 worker falls back to MDP/0.1 with one warning behind a broker that drops "
+          "ZMWC02") {
+    // With credit (the old ZMWC01 case) and with the default credit 1, which speaks ZMWC02 too.
+    std::uint32_t credit = 8;
+    SUBCASE("credit 8") { credit = 8; }
+    SUBCASE("credit 1, the default protocol") { credit = 1; }
     zmq::context_t ctx;
     fake_broker broker(ctx);
     stderr_capture err;
     const auto start = clock_type::now();
-    zmesh::mdp::worker w(ctx, broker.endpoint, "batch", fast_worker(8));
+    auto o = fast_worker(credit);
+    o.protocol = zmesh::mdp::worker_protocol::zmesh;
+    zmesh::mdp::worker w(ctx, broker.endpoint, "batch", o);
 
-    // Like the zguide broker: an unknown header is logged and dropped, so the worker hears
-    // nothing. It must say DISCONNECT (ZMWC01) and register again as a plain worker.
+    // Like the zguide broker: an unknown protocol frame is logged and dropped, so the worker
+    // hears nothing. It must say DISCONNECT (ZMWC02) and register again as a plain worker.
     std::string id, new_id;
     strings new_ready;
     clock_type::time_point disconnect_at{};
     (void)drive(w, broker, [&](const strings& m) {
-        if (is_ready(m, "ZMWC01")) id = m[0];
-        if (!id.empty() && m == strings{id, "", "ZMWC01", disconnect_cmd})
+        if (is_ready(m, zmwc)) {
+            id = m[0];
+            CHECK(m[4] == std::to_string(credit));
+        }
+        if (!id.empty() && m == strings{id, zmwc, v2_disconnect_cmd})
             disconnect_at = clock_type::now();
         if (is_ready(m, "MDPW01")) {
             new_id = m[0];
@@ -392,6 +417,7 @@ TEST_CASE("a credit worker falls back to MDP/0.1 with one warning behind a broke
     CHECK(disconnect_at != clock_type::time_point{}); // the old registration was withdrawn
     CHECK(disconnect_at - start >= heartbeat);       // not before one heartbeat of silence
     CHECK(w.credit() == 1);
+    CHECK(w.protocol() == zmesh::mdp::worker_protocol::mdp);
 
     // It serves as a plain MDP/0.1 worker, heartbeated by the broker while idle.
     broker.send({new_id, "", "MDPW01", heartbeat_cmd});
@@ -409,7 +435,7 @@ TEST_CASE("a credit worker falls back to MDP/0.1 with one warning behind a broke
     CHECK(w.stats().reconnects == 1);
 
     const auto text = err.text();
-    CHECK(lines_with(text, "credit is unsupported") == 1);
+    CHECK(lines_with(text, "does not speak ZMWC02") == 1);
     CHECK(lines_with(text, broker.endpoint) == 1);
     CHECK(lines_with(text, "'batch'") == 1);
 }
@@ -444,9 +470,9 @@ TEST_CASE("a credit worker started before its broker waits for it instead of fal
     fake_broker broker{std::move(router), endpoint};
     std::string id;
     auto log = drive(w, broker, [&](const strings& m) {
-        if (is_ready(m, "ZMWC01")) {
+        if (is_ready(m, zmwc)) {
             id = m[0];
-            broker.send({id, "", "ZMWC01", heartbeat_cmd});
+            broker.send({id, zmwc, v2_heartbeat_cmd});
         }
         return !id.empty();
     });
@@ -497,9 +523,9 @@ TEST_CASE("a refused credit worker stops too, without falling back") {
     fake_broker broker(ctx, 1000);
     zmesh::mdp::worker w(ctx, broker.endpoint, "over.limit", refusal_worker(4));
     auto ready = broker.recv();
-    REQUIRE(ready.size() == 6);
-    CHECK(ready[2] == "ZMWC01");
-    broker.send({ready[0], "", "ZMWC01", disconnect_cmd});
+    REQUIRE(ready.size() == 5);
+    CHECK(ready[1] == zmwc);
+    broker.send({ready[0], zmwc, v2_disconnect_cmd});
 
     std::error_code code;
     auto what = what_of([&] { (void)w.take(2s); }, code);

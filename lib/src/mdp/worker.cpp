@@ -1,26 +1,30 @@
 // SPDX-License-Identifier: MPL-2.0
-// mdp/worker.cpp — the worker side of the Majordomo Protocol 0.1, and of zmesh's workers with
-// credit.
+// mdp/worker.cpp — the worker side of the Majordomo Protocol 0.1, and of zmesh's ZMWC02 workers.
 //
 // Worker side of 7/MDP, https://rfc.zeromq.org/spec/7/, with the heartbeat rules of the spec:
 // any valid broker command but DISCONNECT counts as life, HEARTBEAT is sent only when nothing
 // else went out for an interval, heartbeat × liveness of silence means the broker is dead. Broker
-// input is untrusted: anything that is not a well-formed broker-to-worker command under the
-// worker's own header (MDPW01, or ZMWC01 with credit > 1) is counted and dropped.
+// input is untrusted: anything that is not a well-formed broker-to-worker command of the
+// worker's own protocol (MDPW01, or ZMWC02) is counted and dropped.
 //
-// With credit (mdp/protocol.hpp) the commands are MDP/0.1's plus an 8-byte tag before the client
-// address of REQUEST and REPLY; the broker matches a REPLY to its request by that tag, so the
-// worker only carries it from one to the other, untouched, inside the reply_token.
+// ZMWC02 (docs/protocol.md) has 18/MDP's layout (no empty delimiter, the protocol frame first)
+// and numbering (PARTIAL 0x03, FINAL 0x04, HEARTBEAT 0x05, DISCONNECT 0x06), an 8-byte tag
+// before the client address, and a header frame after the empty frame that follows it. The
+// broker matches a PARTIAL or FINAL to its request by the tag, so the worker only carries it
+// from one to the other, untouched, inside the reply_token. The two protocols share one state
+// machine; only the framing (frame_command(), parse()) differs.
 //
 // Departures from a bare reading of the spec, each so that the worker works behind any MDP/0.1
 // broker: silence is not counted while a request is held (brokers need not heartbeat a busy
 // worker); a DISCONNECT that answers READY before anything else is a refusal, not a reason to
-// register again; a ZMWC01 READY nobody answers within a heartbeat means a broker without the
-// extension, and the worker falls back to MDPW01.
+// register again; a ZMWC02 READY nobody answers within a heartbeat means a broker without it,
+// and the worker falls back to MDPW01.
 #include <zmesh/error.hpp>
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/protocol.hpp>
 #include <zmesh/mdp/worker.hpp>
+
+#include <zmesh/header.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -51,6 +55,41 @@ std::uint64_t next_epoch() noexcept {
     return last_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
+/// A worker command whatever its protocol; frame_command() and parse() give its byte in each.
+enum class cmd { ready, request, partial, final, heartbeat, disconnect };
+
+/// The command byte of @p c: 7/MDP numbering (REPLY for final) or 18/MDP's (ZMWC02).
+std::uint8_t command_byte(cmd c, bool v2) noexcept {
+    switch (c) {
+    case cmd::ready: return 0x01;
+    case cmd::request: return 0x02;
+    case cmd::partial: return 0x03; // ZMWC02 only: MDPW01 has no PARTIAL
+    case cmd::final: return v2 ? std::uint8_t{0x04} : std::uint8_t{0x03};
+    case cmd::heartbeat: return v2 ? std::uint8_t{0x05} : std::uint8_t{0x04};
+    case cmd::disconnect: return v2 ? std::uint8_t{0x06} : std::uint8_t{0x05};
+    }
+    return 0;
+}
+
+/// A broker-to-worker command, if @p frame is one byte naming a known command of the protocol.
+std::optional<cmd> parse_command(const zmq::message_t& frame, bool v2) noexcept {
+    if (frame.size() != 1) return std::nullopt;
+    const auto b = *static_cast<const std::uint8_t*>(frame.data());
+    for (cmd c : {cmd::ready, cmd::request, cmd::partial, cmd::final, cmd::heartbeat,
+                  cmd::disconnect}) {
+        if (c == cmd::partial && !v2) continue;
+        if (command_byte(c, v2) == b) return c;
+    }
+    return std::nullopt;
+}
+
+/// A copy of @p frame's bytes: a token keeps its tag and client for the PARTIALs still to come.
+zmq::message_t copy_of(const zmq::message_t& frame) { return {frame.data(), frame.size()}; }
+
+bool reserved_type(std::string_view type) noexcept {
+    return type == error_type || type == refused_type;
+}
+
 } // namespace
 
 struct worker::impl {
@@ -59,10 +98,9 @@ struct worker::impl {
     std::string service_;
     worker_options opts_;
     milliseconds allowance_;           // heartbeat × liveness: broker silence taken for death
-    bool with_credit_;                 // speaks ZMWC01 (credit > 1) rather than MDPW01
+    bool v2_;                          // speaks ZMWC02 rather than MDPW01
     std::uint32_t credit_;             // in effect: opts_.credit, or 1 after the fallback
-    std::string_view header_;          // mdp::worker_v1 or mdp::worker_credit_v1
-    std::string credit_text_;          // the READY credit frame (ZMWC01)
+    std::string credit_text_;          // the READY credit frame (ZMWC02)
     zmq::socket_t socket_;             // empty while waiting to reconnect, and after close
     bool open_ = true;
     std::string refusal_;              // why the broker refused READY; non-empty = refused
@@ -80,12 +118,13 @@ struct worker::impl {
     message incoming_;                 // reused for every broker message: keeps its frame storage
     message outgoing_;                 // reused for every command sent, likewise
     reply_token last_;                 // the request recv() last returned, for reply(message&&)
+    std::optional<header> last_header_; // ... and its header
+    std::optional<clock::time_point> last_deadline_; // ... and its deadline
     worker_stats stats_;
 
     impl(zmq::context_t& ctx, std::string endpoint, std::string service, worker_options opts)
         : ctx_(&ctx), endpoint_(std::move(endpoint)), service_(std::move(service)), opts_(opts),
-          with_credit_(opts.credit > 1), credit_(opts.credit),
-          header_(with_credit_ ? worker_credit_v1 : worker_v1),
+          v2_(opts.protocol == worker_protocol::zmesh), credit_(opts.credit),
           credit_text_(std::to_string(opts.credit)), backoff_(opts.reconnect_initial) {
         auto positive = [](milliseconds d) { return d > milliseconds(0) && d <= max_duration; };
         // Checked here so that a bad name never reaches the wire, where a broker could only
@@ -106,6 +145,12 @@ struct worker::impl {
             throw error(errc::invalid_argument,
                         "mdp::worker: credit " + credit_text_ + " out of range 1.." +
                             std::to_string(max_worker_credit));
+        if (opts_.protocol != worker_protocol::zmesh && opts_.protocol != worker_protocol::mdp)
+            throw error(errc::invalid_argument, "mdp::worker: unknown protocol");
+        if (!v2_ && opts_.credit > 1)
+            throw error(errc::invalid_argument,
+                        "mdp::worker: credit " + credit_text_ +
+                            " needs the zmesh protocol (ZMWC02); plain MDP/0.1 has credit 1");
         allowance_ = opts_.heartbeat * opts_.liveness;
         try {
             connect();
@@ -124,12 +169,14 @@ struct worker::impl {
         if (!open_) throw error(errc::not_running, "mdp::worker: closed");
     }
 
-    /// Starts outgoing_ as "" header command: the start of every worker command.
-    message& command(worker_command c) {
+    /// Starts outgoing_ as every worker command starts: "" "MDPW01" command, or "ZMWC02"
+    /// command (18/MDP's layout has no empty delimiter).
+    message& command(cmd c) {
         outgoing_.clear();
-        outgoing_.push_back(zmq::message_t());
-        outgoing_.push_back(header_);
-        outgoing_.push_back(command_frame(c));
+        if (!v2_) outgoing_.push_back(zmq::message_t());
+        outgoing_.push_back(v2_ ? worker_header_v2 : worker_v1);
+        const auto b = command_byte(c, v2_);
+        outgoing_.push_back(zmq::message_t(&b, 1));
         return outgoing_;
     }
 
@@ -139,14 +186,14 @@ struct worker::impl {
         // A socket being replaced holds nothing worth delivering (a dead broker's session);
         // restart() raises the linger just before close to flush its DISCONNECT.
         s.set(zmq::sockopt::linger, 0);
-        // A worker with credit must know when its READY reached a broker: one heartbeat of
-        // silence after that means a broker without ZMWC01, while silence before it (a worker
+        // A ZMWC02 worker must know when its READY reached a broker: one heartbeat of
+        // silence after that means a broker without ZMWC02, while silence before it (a worker
         // started before its broker) means nothing. With ZMQ_IMMEDIATE the socket takes a
         // message only once a connection is up (ZMTP handshake done), so READY waits in
         // send_ready() until then. Over inproc the pipe exists from connect() on. A plain worker
         // queues READY at once (ZMQ_IMMEDIATE 0), so that it goes out the moment the connection
         // comes up, whether or not the caller is inside recv() then.
-        if (with_credit_) s.set(zmq::sockopt::immediate, 1);
+        if (v2_) s.set(zmq::sockopt::immediate, 1);
         s.connect(endpoint_);
         socket_ = std::move(s);
         epoch_ = next_epoch();
@@ -166,9 +213,9 @@ struct worker::impl {
     void send_ready(clock::time_point now) {
         // The credit is granted anew with each registration: the broker forgot the old socket's
         // requests, so none of them still holds a unit.
-        message& ready = command(worker_command::ready);
+        message& ready = command(cmd::ready);
         ready.push_back(service_);
-        if (with_credit_) ready.push_back(credit_text_);
+        if (v2_) ready.push_back(credit_text_);
         if (!send(now)) return;
         ready_pending_ = false;
         ready_at_ = now;
@@ -214,7 +261,7 @@ struct worker::impl {
             try {
                 socket_.set(zmq::sockopt::linger,
                             static_cast<int>(opts_.disconnect_linger.count()));
-                (void)command(worker_command::disconnect)
+                (void)command(cmd::disconnect)
                     .send(socket_, zmq::send_flags::dontwait);
             } catch (const zmq::error_t&) {
                 // Best effort: a broker that is gone does not need to be told.
@@ -239,21 +286,19 @@ struct worker::impl {
         backoff_ = std::min(backoff_ * 2, opts_.reconnect_max);
     }
 
-    /// The broker did not answer a ZMWC01 READY: it does not speak the extension (a plain
-    /// MDP/0.1 broker drops an unknown header without a word). Serve as a plain worker.
+    /// The broker did not answer a ZMWC02 READY: it does not speak ZMWC02 (a plain MDP/0.1
+    /// broker drops an unknown protocol frame without a word). Serve as a plain worker.
     void fall_back() {
         log(log_level::warn,
-            "mdp::worker: the broker at %s did not answer READY for '%s' with credit %u "
-            "(zmesh ZMWC01) within %lld ms: credit is unsupported there; serving with credit 1 "
-            "(plain MDP/0.1)",
-            endpoint_.c_str(), service_.c_str(), static_cast<unsigned>(credit_),
-            static_cast<long long>(opts_.heartbeat.count()));
-        // DISCONNECT under ZMWC01 first: a zmesh broker that was merely slow forgets the
-        // registration; one without the extension drops it like the READY.
+            "mdp::worker: the broker at %s did not answer READY for '%s' (zmesh ZMWC02) within "
+            "%lld ms: it does not speak ZMWC02; serving as a plain MDP/0.1 worker (credit 1, "
+            "no request headers, deadlines or streaming)",
+            endpoint_.c_str(), service_.c_str(), static_cast<long long>(opts_.heartbeat.count()));
+        // DISCONNECT under ZMWC02 first: a zmesh broker that was merely slow forgets the
+        // registration; one without ZMWC02 drops it like the READY.
         drop_socket(true);
-        with_credit_ = false;
+        v2_ = false;
         credit_ = 1;
-        header_ = worker_v1;
         ++stats_.reconnects;
         connect();
     }
@@ -276,38 +321,78 @@ struct worker::impl {
         backoff_ = opts_.reconnect_initial;
     }
 
-    /// Whether @p m is a well-formed REQUEST: "" header 0x02 [tag] client "" body..., with the
-    /// tag (ZMWC01 only) exactly request_tag_size bytes and the client address not empty.
-    [[nodiscard]] bool valid_request(const message& m) const noexcept {
-        const std::size_t client = with_credit_ ? 4 : 3;
-        return m.size() >= client + 2 && (!with_credit_ || m[3].size() == request_tag_size) &&
-               m[client].size() != 0 && m[client + 1].size() == 0;
+    /// Whether @p m, whose arguments start at frame @p a, is a well-formed REQUEST: MDPW01
+    /// client "" body..., or ZMWC02 tag client "" header body..., with the tag exactly
+    /// request_tag_size bytes and the client address not empty.
+    [[nodiscard]] bool valid_request(const message& m, std::size_t a) const noexcept {
+        if (!v2_) return m.size() >= a + 2 && m[a].size() != 0 && m[a + 1].size() == 0;
+        return m.size() >= a + 4 && m[a].size() == request_tag_size && m[a + 1].size() != 0 &&
+               m[a + 2].size() == 0;
+    }
+
+    /// Queues the REQUEST @p m (valid_request()) for recv() and take().
+    void queue_request(message& m, std::size_t a, clock::time_point now) {
+        held_request r;
+        if (!v2_) {
+            r.token.client_ = std::move(m[a]);
+            m.move_tail_to(a + 2, r.body);
+        } else {
+            r.token.tag_ = std::move(m[a]);
+            r.token.client_ = std::move(m[a + 1]);
+            if (m[a + 3].size() != 0) {
+                std::error_code ec;
+                std::string why;
+                r.header = decode_header(m[a + 3], ec, &why);
+                if (!r.header) {
+                    // Dropping it would keep its unit of credit until the next reconnect;
+                    // refusing it returns the unit and tells the client why.
+                    ++stats_.malformed;
+                    r.token.epoch_ = epoch_;
+                    refuse_now(std::move(r.token), "the request's header does not decode: " + why);
+                    return;
+                }
+                r.token.request_id_ = r.header->id;
+                // Relative, as docs/protocol.md says: tl counts from when the broker sent it,
+                // and this clock starts it at arrival (the network delay is not subtracted).
+                if (r.header->ttl_ms > 0) r.deadline = now + milliseconds(r.header->ttl_ms);
+            }
+            m.move_tail_to(a + 4, r.body);
+        }
+        r.token.epoch_ = epoch_;
+        queue_.push_back(std::move(r));
+    }
+
+    /// Refuses a request from inside handle(): never waits (it may run inside send_reply()'s
+    /// own wait), so at the high-water mark the refusal is dropped and the unit of credit stays
+    /// lost until the next reconnect.
+    void refuse_now(reply_token&& token, std::string_view reason) {
+        build_final(token, refusal_body(reason), refused_type);
+        if (send(clock::now())) {
+            ++stats_.replies;
+            ++stats_.refusals;
+        } else {
+            ++stats_.replies_dropped;
+        }
     }
 
     void handle(message& m, clock::time_point now) {
-        // Only the worker's own header: a ZMWC01 worker's broker never speaks MDPW01 to it, and
-        // an MDPW01 REQUEST has no tag to answer with.
-        if (m.size() < 3 || m[0].size() != 0 || view(m[1]) != header_) {
-            ++stats_.malformed;
-            return;
+        // Only the worker's own protocol: a ZMWC02 worker's broker never speaks MDPW01 to it,
+        // and an MDPW01 REQUEST has no tag to answer with.
+        std::optional<cmd> c;
+        std::size_t a = 0; // first frame after the command
+        if (v2_ && m.size() >= 2 && view(m[0]) == worker_header_v2) {
+            c = parse_command(m[1], true);
+            a = 2;
+        } else if (!v2_ && m.size() >= 3 && m[0].size() == 0 && view(m[1]) == worker_v1) {
+            c = parse_command(m[2], false);
+            a = 3;
         }
-        const auto cmd = parse_worker_command(m[2]);
-        if (cmd == worker_command::request && valid_request(m)) {
+        if (c == cmd::request && valid_request(m, a)) {
             heard(now);
-            held_request r;
-            if (with_credit_) {
-                r.token.tag_ = std::move(m[3]);
-                r.token.client_ = std::move(m[4]);
-                m.move_tail_to(6, r.body);
-            } else {
-                r.token.client_ = std::move(m[3]);
-                m.move_tail_to(5, r.body);
-            }
-            r.token.epoch_ = epoch_;
-            queue_.push_back(std::move(r));
-        } else if (cmd == worker_command::heartbeat && m.size() == 3) {
+            queue_request(m, a, now);
+        } else if (c == cmd::heartbeat && m.size() == a) {
             heard(now);
-        } else if (cmd == worker_command::disconnect && m.size() == 3) {
+        } else if (c == cmd::disconnect && m.size() == a) {
             ++stats_.disconnects;
             // A refusal answers READY itself. A DISCONNECT after the broker has spoken, or
             // after the worker has (a HEARTBEAT reaching a broker that restarted and does not
@@ -322,7 +407,8 @@ struct worker::impl {
             backoff_ = opts_.reconnect_initial;
             restart(now, true, false);
         } else {
-            // Unknown command, READY/REPLY (worker-to-broker only) or wrong frame count.
+            // Another protocol, an unknown command, a worker-to-broker command or a wrong frame
+            // count.
             ++stats_.malformed;
         }
     }
@@ -353,8 +439,8 @@ struct worker::impl {
             }
         }
         // One heartbeat interval is what a zmesh broker needs at most to answer READY (it
-        // answers at once); a plain MDP/0.1 broker never answers a ZMWC01 READY.
-        if (with_credit_ && !heard_ && now >= ready_at_ + opts_.heartbeat) {
+        // answers at once); a plain MDP/0.1 broker never answers a ZMWC02 READY.
+        if (v2_ && !heard_ && now >= ready_at_ + opts_.heartbeat) {
             fall_back();
             return;
         }
@@ -367,7 +453,7 @@ struct worker::impl {
             return;
         }
         if (now >= heartbeat_at_) {
-            command(worker_command::heartbeat);
+            command(cmd::heartbeat);
             if (send(now))
                 ++stats_.heartbeats;
             else
@@ -380,7 +466,7 @@ struct worker::impl {
         if (!socket_) return reconnect_at_;
         if (ready_pending_) return expires_at_; // or earlier, when the socket becomes writable
         auto next = std::min(heartbeat_at_, expires_at_);
-        if (with_credit_ && !heard_) next = std::min(next, ready_at_ + opts_.heartbeat);
+        if (v2_ && !heard_) next = std::min(next, ready_at_ + opts_.heartbeat);
         return next;
     }
 
@@ -393,6 +479,8 @@ struct worker::impl {
         auto r = take(timeout);
         if (!r) return std::nullopt;
         last_ = std::move(r->token);
+        last_header_ = std::move(r->header);
+        last_deadline_ = r->deadline;
         return std::move(r->body);
     }
 
@@ -444,30 +532,67 @@ struct worker::impl {
         }
     }
 
-    void reply(message&& body) {
+    void reply(message&& body, std::string_view type) {
         check_open();
         if (!last_) throw error(errc::invalid_argument, "mdp::worker::reply: no pending request");
-        reply(std::move(last_), std::move(body));
+        reply(std::move(last_), std::move(body), type);
     }
 
-    void reply(reply_token&& t, message&& body) {
+    void reply(reply_token&& t, message&& body, std::string_view type) {
         check_open();
+        if (reserved_type(type))
+            throw error(errc::invalid_argument, "mdp::worker::reply: the reply type '" +
+                                                    std::string(type) +
+                                                    "' is reserved (refuse() refuses)");
+        finish(std::move(t), std::move(body), type, false);
+    }
+
+    void refuse(std::string_view reason) {
+        check_open();
+        if (!last_) throw error(errc::invalid_argument, "mdp::worker::refuse: no pending request");
+        refuse(std::move(last_), reason);
+    }
+
+    void refuse(reply_token&& t, std::string_view reason) {
+        check_open();
+        if (v2_) {
+            finish(std::move(t), refusal_body(reason), refused_type, true);
+        } else {
+            // MDP/0.1 has no reply type: the error convention of docs/protocol.md instead. The
+            // parts kept by partial() are not sent: a refusal replaces the whole reply.
+            t.parts_.clear();
+            message body;
+            body.push_back(error_type);
+            body.push_back(std::string_view("422"));
+            body.push_back(reason);
+            finish(std::move(t), std::move(body), {}, true);
+        }
+    }
+
+    static message refusal_body(std::string_view reason) {
+        message body;
+        body.push_back(reason);
+        return body;
+    }
+
+    /// Sends the FINAL (ZMWC02) or REPLY (MDPW01) that ends @p t's request, and ends its hold.
+    void finish(reply_token&& t, message&& body, std::string_view type, bool refusal) {
         reply_token token(std::move(t)); // consumed whatever happens next
-        if (!token) throw error(errc::invalid_argument, "mdp::worker::reply: empty reply_token");
+        if (!token)
+            throw error(errc::invalid_argument, refusal ? "mdp::worker::refuse: empty reply_token"
+                                                        : "mdp::worker::reply: empty reply_token");
         if (token.epoch_ != epoch_ || !socket_) {
             ++stats_.replies_dropped;
             return;
         }
-        message& out = command(worker_command::reply);
-        if (with_credit_) out.push_back(std::move(token.tag_));
-        out.push_back(std::move(token.client_));
-        out.push_back(zmq::message_t());
-        body.move_tail_to(0, out);
+        build_final(token, std::move(body), type);
         try {
-            if (send_reply(token))
+            if (send_reply(token)) {
                 ++stats_.replies;
-            else
+                if (refusal) ++stats_.refusals;
+            } else {
                 ++stats_.replies_dropped;
+            }
         } catch (const context_terminated&) {
             terminate();
             return;
@@ -476,7 +601,68 @@ struct worker::impl {
         held_until(clock::now());
     }
 
-    /// Sends the REPLY in outgoing_. At the high-water mark it waits for room, reading broker
+    /// Puts the FINAL or REPLY for @p token's request in outgoing_. Takes the token's client,
+    /// tag and kept parts: the token is spent.
+    void build_final(reply_token& token, message&& body, std::string_view type) {
+        zmq::message_t head = v2_ ? reply_header(token, type) : zmq::message_t();
+        message& out = command(cmd::final);
+        if (v2_) out.push_back(std::move(token.tag_));
+        out.push_back(std::move(token.client_));
+        out.push_back(zmq::message_t());
+        if (v2_) out.push_back(std::move(head));
+        token.parts_.move_tail_to(0, out); // MDPW01: what partial() kept comes first
+        body.move_tail_to(0, out);
+    }
+
+    /// The header of a PARTIAL or FINAL: a fresh id, `co` = the request's (the broker sets it
+    /// too; a relay or a log reading the worker's frames sees it without the broker), and the
+    /// reply type.
+    static zmq::message_t reply_header(const reply_token& token, std::string_view type) {
+        header h = make_header(std::string(type));
+        h.correlation_id = token.request_id_;
+        return encode(h);
+    }
+
+    void partial(message&& body) {
+        check_open();
+        if (!last_)
+            throw error(errc::invalid_argument, "mdp::worker::partial: no pending request");
+        partial(last_, std::move(body));
+    }
+
+    void partial(reply_token& token, message&& body) {
+        check_open();
+        if (!token) throw error(errc::invalid_argument, "mdp::worker::partial: empty reply_token");
+        if (token.epoch_ != epoch_ || !socket_) {
+            ++stats_.replies_dropped;
+            return;
+        }
+        if (!v2_) {
+            // MDPW01 has no PARTIAL: the REPLY will carry these frames first.
+            body.move_tail_to(0, token.parts_);
+            ++stats_.partials;
+            return;
+        }
+        zmq::message_t head = reply_header(token, {});
+        message& out = command(cmd::partial);
+        out.push_back(copy_of(token.tag_));
+        out.push_back(copy_of(token.client_));
+        out.push_back(zmq::message_t());
+        out.push_back(std::move(head));
+        body.move_tail_to(0, out);
+        try {
+            if (send_reply(token))
+                ++stats_.partials;
+            else
+                ++stats_.replies_dropped;
+        } catch (const context_terminated&) {
+            terminate();
+        }
+    }
+
+    [[nodiscard]] bool pending() const noexcept { return static_cast<bool>(last_); }
+
+    /// Sends the FINAL, REPLY or PARTIAL in outgoing_. At the high-water mark it waits for room, reading broker
     /// traffic meanwhile so that heartbeats and DISCONNECT are still seen. @p token is the
     /// request's, still holding it, so that its wait counts as holding a request.
     /// @returns whether it was sent; false if the connection changed or was stuck.
@@ -542,6 +728,8 @@ struct worker::impl {
         open_ = false;
         queue_.clear();
         last_ = reply_token();
+        last_header_.reset();
+        last_deadline_.reset();
     }
 
     void close() noexcept {
@@ -575,10 +763,40 @@ std::optional<held_request> worker::take(std::chrono::milliseconds timeout) {
     return checked(impl_).take(timeout);
 }
 
-void worker::reply(message&& body) { checked(impl_).reply(std::move(body)); }
+void worker::reply(message&& body, std::string_view type) {
+    checked(impl_).reply(std::move(body), type);
+}
 
-void worker::reply(reply_token&& token, message&& body) {
-    checked(impl_).reply(std::move(token), std::move(body));
+void worker::reply(reply_token&& token, message&& body, std::string_view type) {
+    checked(impl_).reply(std::move(token), std::move(body), type);
+}
+
+void worker::partial(message&& body) { checked(impl_).partial(std::move(body)); }
+
+void worker::partial(reply_token& token, message&& body) {
+    checked(impl_).partial(token, std::move(body));
+}
+
+void worker::refuse(std::string_view reason) { checked(impl_).refuse(reason); }
+
+void worker::refuse(reply_token&& token, std::string_view reason) {
+    checked(impl_).refuse(std::move(token), reason);
+}
+
+const header* worker::current_header() const noexcept {
+    return impl_ && impl_->pending() && impl_->last_header_ ? &*impl_->last_header_ : nullptr;
+}
+
+std::optional<std::chrono::steady_clock::time_point> worker::deadline() const noexcept {
+    return impl_ && impl_->pending() ? impl_->last_deadline_ : std::nullopt;
+}
+
+std::optional<std::chrono::milliseconds> worker::time_left() const {
+    const auto d = deadline();
+    if (!d) return std::nullopt;
+    const auto now = clock::now();
+    if (*d <= now) return milliseconds(0);
+    return std::chrono::ceil<milliseconds>(*d - now);
 }
 
 void worker::keepalive() { checked(impl_).keepalive(); }
@@ -595,6 +813,10 @@ const std::string& worker::service() const noexcept {
 }
 
 std::uint32_t worker::credit() const noexcept { return impl_ ? impl_->credit_ : 0; }
+
+worker_protocol worker::protocol() const noexcept {
+    return impl_ && impl_->v2_ ? worker_protocol::zmesh : worker_protocol::mdp;
+}
 
 worker_stats worker::stats() const noexcept { return impl_ ? impl_->stats_ : worker_stats{}; }
 
