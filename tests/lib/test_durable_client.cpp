@@ -90,7 +90,10 @@ class fake_titanic {
 };
 
 zmesh::mdp::durable_client_options fast() {
-    return {.mdp = {.timeout = 200ms, .retries = 2}, .poll_initial = 5ms, .poll_max = 20ms};
+    // The fake server speaks MDP/0.1 (MDPC01) only.
+    return {.mdp = {.timeout = 200ms, .retries = 2, .protocol = zmesh::mdp::client_protocol::mdp},
+            .poll_initial = 5ms,
+            .poll_max = 20ms};
 }
 
 errc code_of(const std::function<void()>& f, std::string* what = nullptr) {

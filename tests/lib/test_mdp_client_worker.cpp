@@ -26,6 +26,8 @@ using strings = std::vector<std::string>;
 using support::texts;
 using support::frames;
 using clock_type = std::chrono::steady_clock;
+/// The fake broker below speaks MDP/0.1 only; the client's default is ZMCT02.
+constexpr auto plain = zmesh::mdp::client_protocol::mdp;
 
 const std::string ready_cmd(1, '\x01');
 const std::string request_cmd(1, '\x02');
@@ -88,7 +90,8 @@ TEST_CASE("client request frames are exactly those of 7/MDP") {
     zmq::context_t ctx;
     fake_broker broker(ctx);
     auto result = std::async(std::launch::async, [&] {
-        zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 3s, .retries = 1});
+        zmesh::mdp::client c(ctx, broker.endpoint,
+                             {.timeout = 3s, .retries = 1, .protocol = plain});
         return texts(c.request("echo", zmesh::message{"hello", "", "world"}));
     });
 
@@ -107,7 +110,8 @@ TEST_CASE("client returns the reply body without the MDP header and service fram
     zmq::context_t ctx;
     fake_broker broker(ctx);
     auto result = std::async(std::launch::async, [&] {
-        zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 3s, .retries = 1});
+        zmesh::mdp::client c(ctx, broker.endpoint,
+                             {.timeout = 3s, .retries = 1, .protocol = plain});
         auto first = texts(c.request("echo", zmesh::message{"a"}));
         auto second = texts(c.request("echo", zmesh::message{"b"}));
         return std::make_pair(first, second);
@@ -130,7 +134,8 @@ TEST_CASE("client resends on a fresh socket and succeeds when only the second at
     zmq::context_t ctx;
     fake_broker broker(ctx);
     auto result = std::async(std::launch::async, [&] {
-        zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 300ms, .retries = 3});
+        zmesh::mdp::client c(ctx, broker.endpoint,
+                             {.timeout = 300ms, .retries = 3, .protocol = plain});
         auto body = texts(c.request("echo", zmesh::message{"ping"}));
         return std::make_pair(body, c.stats());
     });
@@ -159,7 +164,8 @@ TEST_CASE("client gives up with errc::timeout after the configured number of att
     zmq::context_t ctx;
     fake_broker broker(ctx);
     auto result = std::async(std::launch::async, [&]() -> std::pair<std::error_code, std::string> {
-        zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 150ms, .retries = 3});
+        zmesh::mdp::client c(ctx, broker.endpoint,
+                             {.timeout = 150ms, .retries = 3, .protocol = plain});
         try {
             (void)c.request("nobody", zmesh::message{"hello"});
         } catch (const zmesh::error& e) {
@@ -184,7 +190,8 @@ TEST_CASE("client gives up with errc::timeout after the configured number of att
     CHECK(broker.recv(300ms).empty()); // no fourth attempt
 
     { // the error_code overload reports the timeout as a value
-        zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 100ms, .retries = 2});
+        zmesh::mdp::client c(ctx, broker.endpoint,
+                             {.timeout = 100ms, .retries = 2, .protocol = plain});
         std::error_code ec;
         auto reply = c.request("nobody", zmesh::message{"hello"}, ec);
         CHECK_FALSE(reply);
@@ -198,7 +205,8 @@ TEST_CASE("client ignores a malformed reply and a reply for another service") {
     zmq::context_t ctx;
     fake_broker broker(ctx);
     auto result = std::async(std::launch::async, [&] {
-        zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 3s, .retries = 1});
+        zmesh::mdp::client c(ctx, broker.endpoint,
+                             {.timeout = 3s, .retries = 1, .protocol = plain});
         auto body = texts(c.request("echo", zmesh::message{"x"}));
         return std::make_pair(body, c.stats());
     });
@@ -235,7 +243,7 @@ TEST_CASE("client rejects bad options and a synchronous request while asynchrono
     CHECK(code_of({.retries = 0}) == zmesh::errc::invalid_argument);
     CHECK(code_of({.window = 0}) == zmesh::errc::invalid_argument);
 
-    zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 1s});
+    zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 1s, .protocol = plain});
     c.send("echo", zmesh::message{"async"});
     CHECK(c.outstanding() == 1);
     try {
@@ -278,7 +286,9 @@ TEST_CASE("async client keeps a window of requests in flight and receives every 
         }
     });
 
-    zmesh::mdp::client c(ctx, broker.endpoint, {.timeout = 3s, .window = window});
+    zmesh::mdp::client c(ctx, broker.endpoint,
+
+                         {.timeout = 3s, .window = window, .protocol = plain});
     CHECK_FALSE(c.recv(0ms)); // nothing outstanding: no wait
     std::set<std::string> bodies;
     for (std::size_t i = 0; i < total; ++i) {

@@ -302,7 +302,8 @@ TEST_CASE("a duplicate outstanding tag, and tags on an untagged client, are inva
     broker.recv_request();
     CHECK(broker.recv(support::settle_time).empty()); // nothing else went out
 
-    zmesh::mdp::client plain(ctx, broker.endpoint, {.timeout = 1s});
+    zmesh::mdp::client plain(ctx, broker.endpoint,
+                             {.timeout = 1s, .protocol = zmesh::mdp::client_protocol::mdp});
     CHECK(code_of([&] { plain.send("echo", zmesh::message{"x"}, 7); }) ==
           zmesh::errc::invalid_argument);
     CHECK_FALSE(plain.send("echo", zmesh::message{"x"}, 7, ec));

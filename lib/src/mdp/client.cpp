@@ -1,26 +1,34 @@
 // SPDX-License-Identifier: MPL-2.0
-// mdp/client.cpp — the client side of the Majordomo Protocol 0.1.
+// mdp/client.cpp — the client side of zmesh request/reply: ZMCT02, MDP/0.1 and ZMCT01.
 //
 // Client side of 7/MDP, https://rfc.zeromq.org/spec/7/: request() is the Lazy Pirate client of
 // the zguide (timeout, fresh socket, resend), send()/recv() the asynchronous windowed client.
-// Replies from the network are untrusted: anything that is not "" "MDPC01" <awaited service>
-// body... is counted and dropped, never thrown.
+// Replies from the network are untrusted: anything that is not a reply in the protocol spoken,
+// to a request this client awaits, is counted and dropped, never thrown.
 //
 // Tagged mode (zmesh extension ZMCT01, mdp/protocol.hpp) adds an 8-byte tag after the service
 // frame, both ways. The client keeps its outstanding tags in a small open-addressing table, so a
 // request costs no allocation beyond its frames, and accepts only "" "ZMCT01" service <tag>
 // body... whose tag is in flight.
+//
+// ZMCT02 (docs/protocol.md) puts a header frame after the service: "ZMCT02" command service
+// header body... A reply answers the request whose id is in its header's `co`; request() resends
+// on the same socket with the same id (why: client.hpp), send()/recv() keep a map of the ids in
+// flight.
 #include <zmesh/error.hpp>
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/protocol.hpp>
 
 #include <algorithm>
 #include <bit>
+#include <cstdint>
+#include <limits>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <deque>
 #include <map>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -85,6 +93,70 @@ bool is_tagged_reply(const message& m) noexcept {
 
 /// Where the request or reply body starts: after "" header service [tag].
 constexpr std::size_t body_at(bool tagged) noexcept { return tagged ? 4 : 3; }
+
+// ---- ZMCT02 --------------------------------------------------------------------------------
+
+/// Where a ZMCT02 body starts: after "ZMCT02" command service header.
+constexpr std::size_t v2_body_at = 4;
+
+/// The most a header's `tl` can say (uint32 ms, about 49 days).
+constexpr std::chrono::milliseconds max_tl{std::numeric_limits<std::uint32_t>::max()};
+
+/// "ZMCT02" REQUEST service header body...
+message request_frames_v2(std::string_view service, const header& h, message&& body) {
+    message m;
+    m.push_back(client_header_v2);
+    m.push_back(command_frame_v2(client_command_v2::request));
+    m.push_back(service);
+    m.push_back(encode(h));
+    body.move_tail_to(0, m);
+    return m;
+}
+
+/// A ZMCT02 reply, its header decoded; the body stays in the message (from v2_body_at).
+struct reply_v2 {
+    bool final = false;
+    header head;
+};
+
+/// Decodes "ZMCT02" (PARTIAL | FINAL) service header body...; std::nullopt if @p m is anything
+/// else (another protocol, a REQUEST, a header that does not decode).
+std::optional<reply_v2> parse_reply_v2(const message& m) noexcept {
+    if (m.size() < v2_body_at || view(m[0]) != client_header_v2 || m[1].size() != 1)
+        return std::nullopt;
+    const auto command =
+        static_cast<client_command_v2>(*static_cast<const std::uint8_t*>(m[1].data()));
+    if (command != client_command_v2::partial && command != client_command_v2::final)
+        return std::nullopt;
+    std::error_code ec;
+    auto head = decode_header(m[3], ec);
+    if (!head) return std::nullopt;
+    return reply_v2{command == client_command_v2::final, std::move(*head)};
+}
+
+/// The status and reason of an error FINAL's body (status, reason); tolerant of a short body.
+std::pair<std::string, std::string> status_and_reason(const message& body) {
+    std::pair<std::string, std::string> out;
+    if (!body.empty()) out.first = zmesh::to_string(body[0]);
+    for (std::size_t i = 1; i < body.size(); ++i) {
+        if (i > 1) out.second += ' ';
+        out.second += view(body[i]);
+    }
+    return out;
+}
+
+/// An error FINAL's body as a plain MDP client of a zmesh broker gets it: "zmesh.error" first.
+/// Used where the API returns bare frames (request(service, body), recv()), so that code written
+/// for MDP/0.1 reads a ZMCT02 error as it always did.
+void prefix_error_frame(message& body) { body.push_front(error_type); }
+
+/// Milliseconds from @p now to @p deadline, rounded up (never sends less time than there is),
+/// at least 1 (0 would mean "no deadline"), at most max_tl.
+std::uint32_t ms_left(clock::time_point deadline, clock::time_point now) noexcept {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+    return static_cast<std::uint32_t>(
+        std::clamp(left, std::chrono::milliseconds(1), max_tl).count());
+}
 
 /// What a tagged client knows of a tag.
 enum class tag_state : std::uint8_t {
@@ -211,6 +283,14 @@ struct client::impl {
     std::deque<reply> ready_;                  // received while send() waited on a full window
     client_stats stats_;
 
+    /// ZMCT02: a request of the asynchronous mode whose reply recv() has not returned yet.
+    struct pending_v2 {
+        std::string service;
+        message parts;       // the PARTIALs' frames so far, returned before the FINAL's
+        bool queued = false; // its FINAL is in ready_
+    };
+    std::unordered_map<message_id, pending_v2> pending_; // ZMCT02: every outstanding id
+
     impl(zmq::context_t& ctx, std::string endpoint, client_options opts)
         : ctx_(&ctx), endpoint_(std::move(endpoint)), opts_(opts) {
         if (opts_.timeout <= std::chrono::milliseconds(0) || opts_.timeout > max_duration)
@@ -221,6 +301,9 @@ struct client::impl {
             throw error(errc::invalid_argument, "mdp::client: window must be at least 1");
         if (opts_.linger < std::chrono::milliseconds(0) || opts_.linger > max_duration)
             throw error(errc::invalid_argument, "mdp::client: linger out of range");
+        // One source of truth for the protocol: `tagged` (kept for source compatibility) wins.
+        if (opts_.tagged) opts_.protocol = client_protocol::tagged;
+        opts_.tagged = opts_.protocol == client_protocol::tagged;
         if (opts_.tagged) tags_.reserve(opts_.window);
         open();
     }
@@ -241,6 +324,26 @@ struct client::impl {
 
     void ensure_open() {
         if (!socket_) open();
+    }
+
+    [[nodiscard]] bool v2() const noexcept { return opts_.protocol == client_protocol::zmesh; }
+
+    /// The whole wait of request(): timeout × retries, as a header can carry it.
+    [[nodiscard]] std::chrono::milliseconds whole_wait() const noexcept {
+        // Both factors fit in 31 bits, so the product fits in 64 before the clamp.
+        return std::min(max_tl, opts_.timeout * opts_.retries);
+    }
+
+    /// Checks @p ro and builds the header of a new ZMCT02 request from it; "" or why not.
+    std::string make_request_header(const request_options& ro, header& h) const {
+        if (ro.priority > max_priority) return "priority must be in 0..9";
+        if (ro.ttl < std::chrono::milliseconds(0) || ro.ttl > max_tl)
+            return "ttl must be in [0, 4294967295] ms";
+        h = make_header(ro.type); // a fresh id and the creation time (`ts`)
+        if (ro.id) h.id = *ro.id;
+        h.priority = ro.priority;
+        if (ro.fail_fast) set_fail_fast(h);
+        return {};
     }
 
     /// In tagged mode equal to tags_.size(): in_flight_ counts the in-flight tags, ready_ the
@@ -280,6 +383,7 @@ struct client::impl {
     /// The next reply to an asynchronous request before @p deadline; other messages are dropped.
     /// In tagged mode the reply's tag is left outstanding (queued) until delivered().
     std::optional<reply> read_reply_until(clock::time_point deadline) {
+        if (v2()) return read_reply_v2_until(deadline);
         while (auto m = read_until(deadline)) {
             if (!well_formed(*m)) continue;
             reply r;
@@ -311,15 +415,176 @@ struct client::impl {
         return std::nullopt;
     }
 
+    /// ZMCT02: read_reply_until(). PARTIALs are kept with their request; the FINAL completes
+    /// it. The id stays outstanding (queued) until delivered().
+    std::optional<reply> read_reply_v2_until(clock::time_point deadline) {
+        while (auto m = read_until(deadline)) {
+            auto r = parse_reply_v2(*m);
+            if (!r) {
+                ++stats_.malformed;
+                continue;
+            }
+            // An id not in flight: never sent by this client, abandoned, or answered already
+            // (a broker replaying a kept reply to a retry that crossed the FINAL).
+            const auto it = r->head.correlation_id ? pending_.find(*r->head.correlation_id)
+                                                   : pending_.end();
+            if (it == pending_.end() || it->second.queued || view((*m)[2]) != it->second.service) {
+                ++stats_.unexpected;
+                continue;
+            }
+            if (!r->final) {
+                ++stats_.parts;
+                m->move_tail_to(v2_body_at, it->second.parts);
+                continue;
+            }
+            reply out;
+            out.service = it->second.service;
+            out.id = it->first;
+            if (r->head.type == error_type)
+                prefix_error_frame(out.body); // the error replaces whatever came before it
+            else
+                out.body = std::move(it->second.parts);
+            m->move_tail_to(v2_body_at, out.body);
+            out.head = std::move(r->head);
+            it->second.queued = true;
+            --in_flight_;
+            return out;
+        }
+        return std::nullopt;
+    }
+
     /// Bookkeeping of a reply that recv() hands to the application.
     reply delivered(reply&& r) noexcept {
+        if (v2()) pending_.erase(r.id);
         if (opts_.tagged) tags_.erase(r.tag);
         ++stats_.replies;
         return std::move(r);
     }
 
+    /// ZMCT02 request(): see client.hpp. A zmesh.error FINAL is returned with @p ec set.
+    std::optional<response> request_v2(std::string_view service, message&& body,
+                                       const request_options& ro, const part_handler& on_part,
+                                       std::error_code& ec, std::string& why) {
+        ec.clear();
+        if (!v2()) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::request: request options need the ZMCT02 protocol";
+            return std::nullopt;
+        }
+        if (service.empty()) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::request: empty service name";
+            return std::nullopt;
+        }
+        if (outstanding() > 0) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::request: asynchronous requests are outstanding";
+            return std::nullopt;
+        }
+        header h;
+        if (auto problem = make_request_header(ro, h); !problem.empty()) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::request: " + problem;
+            return std::nullopt;
+        }
+        ++stats_.requests;
+        // The deadline runs from the first send; every attempt tells the broker what is left.
+        const auto deadline = clock::now() + (ro.ttl.count() > 0 ? ro.ttl : whole_wait());
+        int attempts = 0; // made: fewer than retries if the deadline passed first
+        try {
+            ensure_open();
+            for (int attempt = 0; attempt < opts_.retries; ++attempt, ++attempts) {
+                const auto now = clock::now();
+                if (attempt > 0) {
+                    // No time left: the broker has expired the request (and answered 504, if it
+                    // got it), and tl cannot say "none left" (0 means no deadline).
+                    if (now >= deadline) break;
+                    ++stats_.resends;
+                }
+                h.attempt = static_cast<std::uint32_t>(attempt);
+                h.ttl_ms = ms_left(deadline, now);
+                const bool last = attempt + 1 == opts_.retries;
+                // Every attempt but the last sends a copy: a resend needs the original frames.
+                message out = request_frames_v2(service, h, last ? std::move(body) : body.clone());
+                // The attempt's wait covers the send too (bounded by ZMQ_SNDTIMEO).
+                auto attempt_deadline = clock::now() + opts_.timeout;
+                const auto st = out.send(socket_);
+                if (st == send_status::terminated) throw context_terminated{};
+                if (st != send_status::sent) continue;
+                while (auto m = read_until(attempt_deadline)) {
+                    auto r = parse_reply_v2(*m);
+                    if (!r) {
+                        ++stats_.malformed;
+                        continue;
+                    }
+                    if (view((*m)[2]) != service || !answers(*r, h.id)) {
+                        ++stats_.unexpected; // a late reply to an earlier request, or a stranger
+                        continue;
+                    }
+                    message part_or_final;
+                    m->move_tail_to(v2_body_at, part_or_final);
+                    if (!r->final) {
+                        ++stats_.parts;
+                        // Progress: the reply is streaming, so the attempt is alive.
+                        attempt_deadline = clock::now() + opts_.timeout;
+                        if (on_part) on_part(r->head, part_or_final);
+                        continue;
+                    }
+                    ++stats_.replies;
+                    if (r->head.type == error_type) {
+                        auto [status, reason] = status_and_reason(part_or_final);
+                        ec = status_to_errc(status);
+                        why = "service '" + std::string(service) + "' failed: " + status + " " +
+                              reason;
+                    }
+                    return response{std::move(r->head), std::move(part_or_final)};
+                }
+                // The attempt timed out. The socket stays (client.hpp): a late reply to it
+                // names our id, and the resend joins the request at the broker.
+            }
+        } catch (const context_terminated&) {
+            socket_.close();
+            ec = errc::not_running;
+            why = "mdp::client::request: context terminated";
+            return std::nullopt;
+        }
+        ++stats_.failures;
+        ec = errc::timeout;
+        why = "no reply from service '" + std::string(service) + "' after " +
+              std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts");
+        return std::nullopt;
+    }
+
+    /// Whether @p r answers the request with id @p id. A FINAL error without `co` answers it
+    /// too: the broker sends one for a header it cannot decode (docs/protocol.md), and in the
+    /// synchronous mode nothing else of ours is in flight that it could be for.
+    static bool answers(const reply_v2& r, const message_id& id) noexcept {
+        if (r.head.correlation_id) return *r.head.correlation_id == id;
+        return r.final && r.head.type == error_type;
+    }
+
+    /// request(service, body) in ZMCT02 mode: the reply as an MDP/0.1 client sees it.
+    std::optional<message> request_v2_compat(std::string_view service, message&& body,
+                                             std::error_code& ec, std::string& why) {
+        message parts;
+        auto r = request_v2(
+            service, std::move(body), {},
+            [&parts](const header&, message& part) { part.move_tail_to(0, parts); }, ec, why);
+        if (!r) return std::nullopt;
+        if (r->head.type == error_type) {
+            ec.clear();
+            message out;
+            prefix_error_frame(out);
+            r->body.move_tail_to(0, out);
+            return out;
+        }
+        r->body.move_tail_to(0, parts);
+        return parts;
+    }
+
     std::optional<message> request(std::string_view service, message&& body, std::error_code& ec,
                                    std::string& why) {
+        if (v2()) return request_v2_compat(service, std::move(body), ec, why);
         ec.clear();
         if (service.empty()) {
             ec = errc::invalid_argument;
@@ -381,6 +646,82 @@ struct client::impl {
         return std::nullopt;
     }
 
+    /// Waits until fewer than `window` requests are in flight; false with @p ec set if not in
+    /// time. Throws context_terminated.
+    bool wait_for_room(std::error_code& ec, std::string& why) {
+        if (in_flight_ < opts_.window) return true;
+        // Window full: the broker owes us `window` replies. Wait at most one timeout for room,
+        // queueing what arrives for recv(); a broker that stays silent that long is reported
+        // rather than waited on forever (no retries in this mode).
+        const auto deadline = clock::now() + opts_.timeout;
+        while (in_flight_ >= opts_.window) {
+            auto r = read_reply_until(deadline);
+            if (!r) {
+                ec = errc::timeout;
+                why = "mdp::client::send: window of " + std::to_string(opts_.window) +
+                      " requests still full after " + std::to_string(opts_.timeout.count()) +
+                      " ms";
+                return false;
+            }
+            ready_.push_back(std::move(*r));
+        }
+        return true;
+    }
+
+    /// ZMCT02 send(): see client.hpp.
+    std::optional<message_id> send_v2(std::string_view service, message&& body,
+                                      const request_options& ro, std::error_code& ec,
+                                      std::string& why) {
+        ec.clear();
+        if (!v2()) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::send: request options need the ZMCT02 protocol";
+            return std::nullopt;
+        }
+        if (service.empty()) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::send: empty service name";
+            return std::nullopt;
+        }
+        header h;
+        if (auto problem = make_request_header(ro, h); !problem.empty()) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::send: " + problem;
+            return std::nullopt;
+        }
+        if (pending_.contains(h.id)) {
+            ec = errc::invalid_argument;
+            why = "mdp::client::send: id " + h.id.to_hex() + " is outstanding";
+            return std::nullopt;
+        }
+        h.ttl_ms = static_cast<std::uint32_t>((ro.ttl.count() > 0 ? ro.ttl : whole_wait()).count());
+        try {
+            ensure_open();
+            if (!wait_for_room(ec, why)) return std::nullopt;
+            // Room in the map first, so that a request that went out is always awaited.
+            const auto it = pending_.try_emplace(h.id).first;
+            message out = request_frames_v2(service, h, std::move(body));
+            const auto st = out.send(socket_);
+            if (st == send_status::sent) {
+                it->second.service = service;
+                ++in_flight_;
+                ++stats_.requests;
+                return h.id;
+            }
+            pending_.erase(it);
+            out.move_tail_to(v2_body_at, body); // refused: give the caller its frames back
+            if (st == send_status::terminated) throw context_terminated{};
+            ec = errc::timeout;
+            why = "mdp::client::send: socket would not take the request within " +
+                  std::to_string(opts_.timeout.count()) + " ms";
+            return std::nullopt;
+        } catch (const context_terminated&) {
+            ec = errc::not_running;
+            why = "mdp::client::send: context terminated";
+            return std::nullopt;
+        }
+    }
+
     /// @p tag: the caller's tag, or none to pick a fresh one in tagged mode.
     bool send(std::string_view service, message&& body, std::optional<std::uint64_t> tag,
               std::error_code& ec, std::string& why) {
@@ -390,6 +731,7 @@ struct client::impl {
             why = "mdp::client::send: empty service name";
             return false;
         }
+        if (v2() && !tag) return send_v2(service, std::move(body), {}, ec, why).has_value();
         if (tag && !opts_.tagged) {
             ec = errc::invalid_argument;
             why = "mdp::client::send: a tag needs a tagged client";
@@ -402,23 +744,7 @@ struct client::impl {
         }
         try {
             ensure_open();
-            if (in_flight_ >= opts_.window) {
-                // Window full: the broker owes us `window` replies. Wait at most one timeout
-                // for room, queueing what arrives for recv(); a broker that stays silent that
-                // long is reported rather than waited on forever (no retries in this mode).
-                const auto deadline = clock::now() + opts_.timeout;
-                while (in_flight_ >= opts_.window) {
-                    auto r = read_reply_until(deadline);
-                    if (!r) {
-                        ec = errc::timeout;
-                        why = "mdp::client::send: window of " + std::to_string(opts_.window) +
-                              " requests still full after " +
-                              std::to_string(opts_.timeout.count()) + " ms";
-                        return false;
-                    }
-                    ready_.push_back(std::move(*r));
-                }
-            }
+            if (!wait_for_room(ec, why)) return false;
             if (opts_.tagged && !tag) tag = fresh_tag();
             if (tag) tags_.make_room(); // allocate, if at all, before the request is out
             message out = client_frames(service, tag, std::move(body));
@@ -465,6 +791,22 @@ struct client::impl {
         }
     }
 
+    bool abandon(const message_id& id) {
+        const auto it = pending_.find(id);
+        if (it == pending_.end()) return false; // also every id outside ZMCT02 mode
+        if (it->second.queued) {
+            // Already received: dropped now, counted as the late reply would have been.
+            const auto r = std::find_if(ready_.begin(), ready_.end(),
+                                        [&id](const reply& q) { return q.id == id; });
+            if (r != ready_.end()) ready_.erase(r);
+            ++stats_.unexpected;
+        } else {
+            --in_flight_; // the reply, if it ever comes, finds the id gone
+        }
+        pending_.erase(it);
+        return true;
+    }
+
     bool abandon(std::uint64_t tag) {
         switch (tags_.find(tag)) {
         case tag_state::none: return false; // also every tag in untagged mode
@@ -494,12 +836,52 @@ template <class Impl> Impl& checked(const std::unique_ptr<Impl>& p) {
 }
 } // namespace
 
+service_error::service_error(std::string service, std::string status, std::string reason)
+    : error(status_to_errc(status),
+            "service '" + service + "' failed: " + status + (reason.empty() ? "" : " ") + reason),
+      service_(std::move(service)), status_(std::move(status)), reason_(std::move(reason)) {}
+
+errc status_to_errc(std::string_view status) noexcept {
+    if (status == "400") return errc::bad_request;
+    if (status == "404") return errc::not_found;
+    if (status == "422") return errc::refused;
+    if (status == "500") return errc::exhausted;
+    if (status == "503") return errc::unavailable;
+    if (status == "504") return errc::timeout;
+    return errc::remote_error;
+}
+
 client::client(zmq::context_t& ctx, std::string broker_endpoint, client_options options)
     : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoint), options)) {}
 
 client::~client() = default;
 client::client(client&&) noexcept = default;
 client& client::operator=(client&&) noexcept = default;
+
+response client::request(std::string_view service, message&& body, const request_options& options,
+                         const part_handler& on_part) {
+    std::error_code ec;
+    std::string why;
+    auto r = checked(impl_).request_v2(service, std::move(body), options, on_part, ec, why);
+    if (r && ec) {
+        // The FINAL is a zmesh.error: raise it with its exact status and reason.
+        auto [status, reason] = status_and_reason(r->body);
+        throw service_error(std::string(service), std::move(status), std::move(reason));
+    }
+    if (!r) throw error(ec, why);
+    return std::move(*r);
+}
+
+std::optional<response> client::request(std::string_view service, message&& body,
+                                        const request_options& options, std::error_code& ec,
+                                        const part_handler& on_part) {
+    if (!impl_) {
+        ec = errc::not_running;
+        return std::nullopt;
+    }
+    std::string why;
+    return impl_->request_v2(service, std::move(body), options, on_part, ec, why);
+}
 
 message client::request(std::string_view service, message&& body) {
     std::error_code ec;
@@ -551,7 +933,27 @@ bool client::send(std::string_view service, message&& body, std::uint64_t tag,
     return impl_->send(service, std::move(body), tag, ec, why);
 }
 
+message_id client::send(std::string_view service, message&& body, const request_options& options) {
+    std::error_code ec;
+    std::string why;
+    auto id = checked(impl_).send_v2(service, std::move(body), options, ec, why);
+    if (!id) throw error(ec, why);
+    return *id;
+}
+
+std::optional<message_id> client::send(std::string_view service, message&& body,
+                                       const request_options& options, std::error_code& ec) {
+    if (!impl_) {
+        ec = errc::not_running;
+        return std::nullopt;
+    }
+    std::string why;
+    return impl_->send_v2(service, std::move(body), options, ec, why);
+}
+
 bool client::abandon(std::uint64_t tag) { return checked(impl_).abandon(tag); }
+
+bool client::abandon(const message_id& id) { return checked(impl_).abandon(id); }
 
 std::optional<reply> client::recv(std::chrono::milliseconds timeout) {
     return checked(impl_).recv(timeout);
@@ -560,6 +962,10 @@ std::optional<reply> client::recv(std::chrono::milliseconds timeout) {
 std::size_t client::outstanding() const noexcept { return impl_ ? impl_->outstanding() : 0; }
 
 client_stats client::stats() const noexcept { return impl_ ? impl_->stats_ : client_stats{}; }
+
+client_protocol client::protocol() const noexcept {
+    return impl_ ? impl_->opts_.protocol : client_protocol::zmesh;
+}
 
 const std::string& client::endpoint() const noexcept {
     static const std::string none;

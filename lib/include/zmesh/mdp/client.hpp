@@ -1,20 +1,26 @@
 // SPDX-License-Identifier: MPL-2.0
-// mdp/client.hpp — the client side of the Majordomo Protocol 0.1.
+// mdp/client.hpp — the client side of zmesh request/reply: ZMCT02 (default), MDP/0.1, ZMCT01.
 //
-// Client side of 7/MDP, https://rfc.zeromq.org/spec/7/. A client sends "" "MDPC01" service body...
-// to a broker and gets "" "MDPC01" service body... back. It works with any conforming MDP/0.1
-// broker (the zguide's mdbroker included), not only zmesh's. Two modes share one object:
+// Three protocols share one object (client_options::protocol):
+//  - ZMCT02 (docs/protocol.md), the default, for zmesh brokers: "ZMCT02" command service header
+//    body... Every request carries a header (lib/include/zmesh/header.hpp) with a message id
+//    that stays the same across retries, so the broker executes it once however often it is
+//    resent; replies name that id (header `co`), errors are exact (a FINAL of type zmesh.error
+//    with a status code), and a reply may stream as PARTIALs before its FINAL.
+//  - MDP/0.1 (7/MDP, https://rfc.zeromq.org/spec/7/): "" "MDPC01" service body... both ways. It
+//    works with any conforming broker (the zguide's mdbroker included).
+//  - ZMCT01, zmesh's tagged MDP/0.1 (mdp/protocol.hpp): "" "ZMCT01" service tag body... both
+//    ways, zmesh brokers only.
+// Two modes share one object:
 //  - request(): synchronous and reliable in the "Lazy Pirate" way (zguide mdcliapi): wait up to a
-//    timeout, then drop the socket, open a new one and resend, a bounded number of times;
+//    timeout, then resend, a bounded number of times;
 //  - send()/recv(): asynchronous, with a window of requests in flight for throughput (zguide
-//    mdcliapi2). No retries: MDP/0.1 carries no request id, so only the application can tell
-//    which request a late reply answers.
-// With client_options::tagged the client speaks zmesh's tagged client protocol instead
-// (mdp/protocol.hpp, ZMCT01: "" "ZMCT01" service tag body... both ways), which only a zmesh broker
-// understands: every request carries an 8-byte tag that its reply names.
+//    mdcliapi2). No retries.
 #pragma once
 
+#include <zmesh/error.hpp>
 #include <zmesh/export.hpp>
+#include <zmesh/header.hpp>
 #include <zmesh/message.hpp>
 
 #include <zmq.hpp>
@@ -22,6 +28,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,10 +37,19 @@
 
 namespace zmesh::mdp {
 
+/// The protocol a client speaks to its broker.
+enum class client_protocol : std::uint8_t {
+    zmesh,  ///< ZMCT02 (docs/protocol.md): header, message ids, exact errors, streaming. zmesh
+            ///< brokers only: a plain MDP broker drops such requests, so each one times out.
+    mdp,    ///< MDP/0.1 (MDPC01, 7/MDP): any conforming broker.
+    tagged, ///< ZMCT01: MDP/0.1 with a tag per request (mdp/protocol.hpp). zmesh brokers only.
+};
+
 /// Settings of a zmesh::mdp::client.
 struct client_options {
-    /// How long one attempt of request() waits for its reply, and how long send() waits for room
-    /// in a full window. 7/MDP reference value: 2500 ms.
+    /// How long one attempt of request() waits for its reply (for the next part of it, once a
+    /// ZMCT02 reply streams), and how long send() waits for room in a full window. 7/MDP
+    /// reference value: 2500 ms.
     std::chrono::milliseconds timeout{2500};
     /// Attempts of one request(), the first one included, as in zguide's mdcliapi: 3 means send,
     /// then resend at most twice. Must be at least 1.
@@ -44,47 +60,106 @@ struct client_options {
     /// ZMQ_LINGER of the client socket. 0 (the default) drops whatever is still queued when a
     /// socket is replaced or the client destroyed: an abandoned request is worth nothing.
     std::chrono::milliseconds linger{0};
-    /// Speak zmesh's tagged client protocol (ZMCT01, mdp/protocol.hpp) instead of MDP/0.1: every
-    /// request carries a tag and every reply names it, so replies are matched to requests
-    /// exactly, in any order (reply::tag, send() with a tag, abandon()). Needs a zmesh broker: a
-    /// plain MDP/0.1 broker drops such requests, so each one simply times out.
+    /// Kept for source compatibility: true means protocol = client_protocol::tagged, whatever
+    /// `protocol` says.
     bool tagged{false};
+    /// The protocol spoken (see client_protocol). Placed last so that existing designated
+    /// initialisers ({.timeout = …, .tagged = true}) still compile.
+    client_protocol protocol{client_protocol::zmesh};
 };
+
+/// Per-request settings of a ZMCT02 request (docs/protocol.md, "The header frame").
+struct request_options {
+    /// The message id; none = a fresh one (message_id::generate()). A caller that resends by
+    /// hand with the id of an earlier request gets that request's reply, kept by the broker for
+    /// its dedupe window, without the request running again.
+    std::optional<message_id> id{};
+    /// The request's type (header `ty`), carried to the worker; empty = none.
+    std::string type{};
+    /// 0 (lowest) … 9 (highest); the broker serves higher priorities first.
+    std::uint8_t priority = default_priority;
+    /// The request's deadline, counted from the first send (header `tl`, sent as the time then
+    /// left). 0 = the client's whole wait, timeout × retries.
+    std::chrono::milliseconds ttl{0};
+    /// Ask the broker for an immediate 404 if no worker has ever served the service, rather than
+    /// queueing the request (set_fail_fast()).
+    bool fail_fast = false;
+};
+
+/// The final reply to a ZMCT02 request.
+struct response {
+    header head;  ///< the FINAL's header: head.correlation_id is the request's id
+    message body; ///< the FINAL's body frames
+};
+
+/// Called with each PARTIAL of a streamed ZMCT02 reply, in order of arrival, before request()
+/// returns the FINAL. The body may be moved from.
+using part_handler = std::function<void(const header& head, message& body)>;
+
+/// An error a broker answered a ZMCT02 request with: a FINAL of type zmesh.error (docs/
+/// protocol.md, "Errors are exact"). code() is status_to_errc(status()); what() reads
+/// "service 'x' failed: 404 reason".
+class ZMESH_EXPORT service_error : public error {
+  public:
+    service_error(std::string service, std::string status, std::string reason);
+    /// The service the request named.
+    [[nodiscard]] const std::string& service() const noexcept { return service_; }
+    /// The status code as received: 3 ASCII digits from a conforming broker ("404").
+    [[nodiscard]] const std::string& status() const noexcept { return status_; }
+    /// The one-line reason.
+    [[nodiscard]] const std::string& reason() const noexcept { return reason_; }
+
+  private:
+    std::string service_, status_, reason_;
+};
+
+/// The errc of a broker status code: 400 bad_request, 404 not_found, 422 refused, 500
+/// exhausted, 503 unavailable, 504 timeout, anything else remote_error.
+[[nodiscard]] ZMESH_EXPORT errc status_to_errc(std::string_view status) noexcept;
 
 /// Counters of a client, for monitoring.
 struct client_stats {
     std::uint64_t requests = 0;   ///< requests accepted by request() and send(), resends excluded
-    std::uint64_t replies = 0;    ///< valid replies handed to the application
-    std::uint64_t resends = 0;    ///< Lazy Pirate resends on a fresh socket
+    std::uint64_t replies = 0;    ///< valid replies (FINALs) handed to the application
+    std::uint64_t resends = 0;    ///< Lazy Pirate resends
     std::uint64_t failures = 0;   ///< request() calls that ran out of attempts
-    std::uint64_t malformed = 0;  ///< messages dropped for not being "" "MDPC01" service ...
-                                  ///< (tagged: "" "ZMCT01" service <8-byte tag> ...)
+    std::uint64_t malformed = 0;  ///< messages dropped for not being a reply in the protocol
+                                  ///< spoken (a ZMCT02 header that does not decode included)
     std::uint64_t unexpected = 0; ///< well-formed replies dropped: another service, none awaited;
-                                  ///< tagged: a tag not outstanding, an abandon()ed request's
+                                  ///< tagged: a tag not outstanding; ZMCT02: an id not awaited
+    std::uint64_t parts = 0;      ///< ZMCT02: PARTIALs received for awaited requests
 };
 
 /// One reply of the asynchronous mode.
 struct reply {
     std::string service;   ///< the service that answered (frame 2 of the reply)
-    message body;          ///< the reply body frames
+    message body;          ///< the reply body frames (ZMCT02: see client::recv())
     std::uint64_t tag = 0; ///< tagged mode: the tag of the request it answers; 0 otherwise
+    message_id id;         ///< ZMCT02: the id of the request it answers; nil otherwise
+    header head;           ///< ZMCT02: the FINAL's header; default otherwise
 };
 
-/// A Majordomo (MDP/0.1) client.
+/// A zmesh request/reply client: ZMCT02 by default, MDP/0.1 or ZMCT01 on request.
 ///
-/// The client owns one DEALER socket connected to the broker and writes the empty delimiter frame
-/// itself. A REQ socket would need no delimiter, but its strict send/recv alternation forbids
-/// resending after a timeout without recreating the socket, and it cannot keep several requests
-/// in flight; with DEALER one socket type serves both modes. Lazy Pirate recreates the socket on
-/// every retry all the same (see request()).
+/// The client owns one DEALER socket connected to the broker. A REQ socket would need no
+/// delimiter, but its strict send/recv alternation forbids resending after a timeout without
+/// recreating the socket, and it cannot keep several requests in flight; with DEALER one socket
+/// type serves both modes.
 ///
-/// Replies are matched to requests by service name only: MDP/0.1 has no request id. In the
-/// asynchronous mode, correlating a reply with its request (for example by an id the worker
-/// echoes in the body) is the application's job. Tagged mode (client_options::tagged, zmesh
-/// brokers only) removes that limit: each request carries a tag, each reply returns it in
-/// reply::tag, and only a reply whose tag is outstanding is accepted. The caller may choose the
-/// tags (send() with a tag) or let send() pick fresh ones; request() uses a fresh tag per attempt,
-/// so a late reply to an earlier attempt can never be taken for the answer to the current one.
+/// Retries differ by protocol. Lazy Pirate recreates the socket on every retry for two reasons:
+/// a REQ socket's state machine (not ours: we use DEALER), and stale replies — MDP/0.1 has no
+/// request id, so a late reply to a timed-out attempt would be taken for the next one's answer
+/// unless it lands on a socket that no longer exists. In MDP/0.1 and ZMCT01 modes request()
+/// still does that. In ZMCT02 mode neither reason holds: every reply names the id of the request
+/// it answers (header `co`), so a stale one is recognised and dropped. So ZMCT02 retries resend,
+/// with the same message id, on the SAME socket: the broker joins a retry to the request still
+/// queued or running under that id (or answers it from its dedupe window), and keeping the
+/// connection keeps the client's identity at the broker, hence its place in the fair queue and
+/// the route of the reply. A new socket would make each retry a stranger.
+///
+/// Replies are matched to requests by id (ZMCT02), by tag (ZMCT01), or by service name only
+/// (MDP/0.1, which has no request id: in the asynchronous mode, correlating a reply with its
+/// request is then the application's job).
 ///
 /// Not thread-safe: use one client per thread (a client may move between threads). The socket is
 /// owned internally; @p ctx must outlive the client.
@@ -93,17 +168,21 @@ struct reply {
 /// @code
 /// zmq::context_t ctx;
 /// zmesh::mdp::client c(ctx, "tcp://broker:5555", {.timeout = std::chrono::seconds(1)});
-/// zmesh::message reply = c.request("echo", zmesh::message{"hello"}); // throws on timeout
+/// try {
+///     auto r = c.request("echo", zmesh::message{"hello"}, {.priority = 7},
+///                        [](const zmesh::header&, zmesh::message& part) { show(part); });
+///     use(r.head.type, r.body);
+/// } catch (const zmesh::mdp::service_error& e) {         // exact: a zmesh.error FINAL
+///     report(e.status(), e.reason());
+/// }                                                      // zmesh::error (timeout): no reply
 ///
-/// for (int i = 0; i < 1000; ++i)                                     // asynchronous mode
-///     c.send("echo", zmesh::message{std::to_string(i)});             // blocks on a full window
+/// for (int i = 0; i < 1000; ++i)                         // asynchronous mode
+///     c.send("echo", zmesh::message{std::to_string(i)}); // blocks on a full window
 /// while (c.outstanding() > 0)
-///     if (!c.recv(std::chrono::seconds(1))) break;                   // broker gone
+///     if (!c.recv(std::chrono::seconds(1))) break;       // broker gone
 ///
-/// zmesh::mdp::client t(ctx, "tcp://broker:5555", {.tagged = true});  // zmesh brokers only
-/// t.send("echo", zmesh::message{"a"}, 1);
-/// t.send("echo", zmesh::message{"b"}, 2);
-/// if (auto r = t.recv(std::chrono::seconds(1))) handle(r->tag, r->body); // 1 or 2, any order
+/// zmesh::mdp::client plain(ctx, "tcp://mdbroker:5555",
+///                          {.protocol = zmesh::mdp::client_protocol::mdp}); // any MDP broker
 /// @endcode
 class ZMESH_EXPORT client {
   public:
@@ -117,15 +196,54 @@ class ZMESH_EXPORT client {
     client(const client&) = delete;
     client& operator=(const client&) = delete;
 
-    /// Sends one request and waits for its reply (Lazy Pirate).
+    /// Sends one ZMCT02 request and waits for its reply (Lazy Pirate on one socket).
     ///
-    /// Each attempt waits up to client_options::timeout. On timeout the socket is closed with
-    /// linger 0, a new one is connected and the request resent, until client_options::retries
-    /// attempts have been made. Messages that are not a reply from @p service are counted and
-    /// dropped, and the wait goes on until the attempt's deadline. In tagged mode each attempt
-    /// carries a fresh tag and only a reply from @p service naming that tag is accepted.
+    /// The request's header has the id of @p options (or a fresh one), the same on every
+    /// attempt; `at` = the attempt (0 first); `tl` = what is left, at that send, of the
+    /// deadline (request_options::ttl, or timeout × retries, from the first send), so a retry
+    /// carries less; the type, priority and fail-fast flag of @p options. Each attempt waits up
+    /// to client_options::timeout for the next message of the reply; a PARTIAL restarts that
+    /// wait (the reply is making progress: a resend would only join it) and goes to @p on_part
+    /// at once. Once the deadline has passed no retry is sent (a request with no time left would
+    /// be read as one with no deadline). Messages whose `co` is not this request's id (late
+    /// replies to earlier requests), from another service, or malformed are counted and dropped.
     /// @param body request frames, moved from (kept internally until the last attempt).
-    /// @returns the reply body frames (the MDP header and service frame removed).
+    /// @param on_part may be empty (PARTIALs are then dropped). May throw: the exception ends
+    ///        the request and propagates; a later reply to it is dropped as stale.
+    /// @returns the FINAL's header and body.
+    /// @throws mdp::service_error if the FINAL is of type zmesh.error (its status and reason).
+    /// @throws zmesh::error (errc::timeout) "no reply from service 'x' after N attempts".
+    /// @throws zmesh::error (errc::invalid_argument) if the client does not speak ZMCT02, @p
+    ///         service is empty, the priority is above 9, the ttl is negative or above
+    ///         2^32-1 ms, or asynchronous requests are outstanding.
+    /// @throws zmesh::error (errc::not_running) if the context is terminated or the client moved.
+    /// @throws zmq::error_t on any other socket error.
+    response request(std::string_view service, message&& body, const request_options& options,
+                     const part_handler& on_part = {});
+
+    /// As the throwing request(service, body, options, on_part), reporting through @p ec.
+    /// @returns the FINAL; std::nullopt with @p ec set (errc::timeout, errc::invalid_argument,
+    ///          errc::not_running) if there is none. A zmesh.error FINAL is returned too, with
+    ///          @p ec set to status_to_errc() of its status: its body is the status and reason.
+    /// @throws zmq::error_t on a socket error other than context termination.
+    std::optional<response> request(std::string_view service, message&& body,
+                                    const request_options& options, std::error_code& ec,
+                                    const part_handler& on_part = {});
+
+    /// Sends one request with default settings and waits for its reply (Lazy Pirate), in the
+    /// protocol of client_options.
+    ///
+    /// MDP/0.1 and ZMCT01: each attempt waits up to client_options::timeout. On timeout the
+    /// socket is closed with linger 0, a new one is connected and the request resent, until
+    /// client_options::retries attempts have been made. Messages that are not a reply from
+    /// @p service are counted and dropped. In tagged mode each attempt carries a fresh tag and
+    /// only a reply from @p service naming that tag is accepted.
+    ///
+    /// ZMCT02: as request(service, body, {}), with the reply presented as an MDP/0.1 client of
+    /// a zmesh broker sees it, so code written for MDP/0.1 keeps working: the frames of every
+    /// PARTIAL, then the FINAL's; an error FINAL as the body "zmesh.error" status reason.
+    /// @param body request frames, moved from (kept internally until the last attempt).
+    /// @returns the reply body frames (the protocol frames removed).
     /// @throws zmesh::error (errc::timeout) "no reply from service 'x' after N attempts".
     /// @throws zmesh::error (errc::invalid_argument) if @p service is empty or asynchronous
     ///         requests are outstanding (their replies would be lost with the socket).
@@ -145,7 +263,9 @@ class ZMESH_EXPORT client {
     /// If client_options::window requests already await a reply, first waits up to
     /// client_options::timeout for replies to arrive and queues them for recv(). No retries: a
     /// lost request simply never gets a reply. In tagged mode the request gets a fresh tag (one
-    /// not outstanding); use the overload with a tag to know which reply answers it.
+    /// not outstanding); use the overload with a tag to know which reply answers it. In ZMCT02
+    /// mode it gets a fresh id and the default request_options (deadline timeout × retries);
+    /// use the overload with options to choose them.
     /// @throws zmesh::error (errc::timeout) if the window stayed full or the socket would not
     ///         take the message; @p body is then left as it was.
     /// @throws zmesh::error (errc::invalid_argument) if @p service is empty.
@@ -156,6 +276,21 @@ class ZMESH_EXPORT client {
     /// As send(service, body), reporting through @p ec instead of zmesh::error.
     /// @returns true if the request was sent.
     bool send(std::string_view service, message&& body, std::error_code& ec);
+
+    /// ZMCT02 asynchronous mode: as send(service, body), with the header built from @p options.
+    /// The reply that recv() returns for this request has reply::id == the request's id.
+    /// Write request_options{} for the defaults: a bare {} selects send(service, body, tag).
+    /// @returns the request's message id.
+    /// @throws zmesh::error (errc::invalid_argument) if the client does not speak ZMCT02, an
+    ///         option is out of range (see request()) or @p options.id is outstanding.
+    /// @throws zmesh::error (errc::timeout), zmesh::error (errc::not_running), zmq::error_t: as
+    ///         send(service, body).
+    message_id send(std::string_view service, message&& body, const request_options& options);
+
+    /// As send(service, body, options), reporting through @p ec instead of zmesh::error.
+    /// @returns the request's id, or std::nullopt with @p ec set.
+    std::optional<message_id> send(std::string_view service, message&& body,
+                                   const request_options& options, std::error_code& ec);
 
     /// Tagged mode: as send(service, body), with a tag chosen by the caller. The reply that
     /// recv() returns for this request has reply::tag == @p tag.
@@ -175,12 +310,24 @@ class ZMESH_EXPORT client {
     /// Its window slot is freed at once; its reply, queued already or arriving later, is dropped
     /// and counted in client_stats::unexpected. Do not send with that tag again while its late
     /// reply may still come: it would be taken for the new request's (fresh tags never clash).
-    /// @returns whether @p tag was outstanding; always false in untagged mode.
+    /// @returns whether @p tag was outstanding; always false in other modes.
     /// @throws zmesh::error (errc::not_running) if the client was moved from.
     bool abandon(std::uint64_t tag);
 
-    /// Asynchronous mode: the next reply, in order of arrival (in tagged mode, only replies whose
-    /// tag is outstanding; the tag is then no longer outstanding).
+    /// ZMCT02 mode: as abandon(tag), for the request with message id @p id. Sending with that id
+    /// again is safe: the broker joins it to the abandoned request, or answers it from its
+    /// dedupe window.
+    /// @returns whether @p id was outstanding; always false in other modes.
+    /// @throws zmesh::error (errc::not_running) if the client was moved from.
+    bool abandon(const message_id& id);
+
+    /// Asynchronous mode: the next reply, in order of arrival (in tagged and ZMCT02 modes, only
+    /// replies to outstanding requests, which are then no longer outstanding).
+    ///
+    /// ZMCT02: a reply is returned once its FINAL arrives, with the frames of any PARTIALs before
+    /// the FINAL's (the asynchronous mode does not stream), reply::id and reply::head set. An
+    /// error FINAL (reply::head.type == error_type, which is exact) has, as in request(service,
+    /// body), the body "zmesh.error" status reason.
     /// @returns a queued or newly arrived reply; std::nullopt if none arrives within
     ///          @p timeout, at once if outstanding() is 0, or if the context is terminating.
     /// @throws zmesh::error (errc::not_running) if the client was moved from.
@@ -188,19 +335,22 @@ class ZMESH_EXPORT client {
     std::optional<reply> recv(std::chrono::milliseconds timeout);
 
     /// Requests sent by send() whose reply recv() has not returned yet (queued ones included),
-    /// abandon()ed ones excluded. In tagged mode: the number of outstanding tags.
+    /// abandon()ed ones excluded.
     [[nodiscard]] std::size_t outstanding() const noexcept;
 
     /// The counters so far.
     [[nodiscard]] client_stats stats() const noexcept;
+
+    /// The protocol this client speaks (client_options::tagged folded in).
+    [[nodiscard]] client_protocol protocol() const noexcept;
 
     /// The broker endpoint given at construction.
     [[nodiscard]] const std::string& endpoint() const noexcept;
 
     /// The current socket, for multiplexing several clients (or other sockets) in one
     /// zmq::poll in the asynchronous mode: readable means recv() with a zero timeout may return
-    /// a reply. Only poll it, never read or write it. request() replaces it on every resend
-    /// (fetch it again before every poll); null after a move.
+    /// a reply. Only poll it, never read or write it. In MDP/0.1 and ZMCT01 modes request()
+    /// replaces it on every resend (fetch it again before every poll); null after a move.
     [[nodiscard]] zmq::socket_ref socket() const noexcept;
 
   private:
