@@ -1247,6 +1247,8 @@ void mdp_engine::dispatch(service& s) {
                                 std::string_view(r->handle.data(), r->handle.size()),
                                 std::move(header));
         for (auto& f : r->body) out_.push_back(copy_frame(f));
+        // 7/MDP requires a body frame in a REQUEST; an 18/MDP client may have sent none.
+        if (r->body.empty() && !codec::is_v2(w.proto)) out_.push_back(zmq::message_t());
         const auto status = outbox_.send(out_);
         if (status != send_status::sent) {
             // Unroutable: the worker's connection is gone. Would block: it is not reading. Either

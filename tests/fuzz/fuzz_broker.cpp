@@ -49,23 +49,48 @@ class recording_outbox final : public detail::outbox {
     std::uint64_t sent = 0;
 
     zmesh::send_status send(zmesh::message& m) override {
-        ZMESH_FUZZ_CHECK(m.size() >= 4);
+        ZMESH_FUZZ_CHECK(m.size() >= 3);
+        const auto first = zmesh::view(m[1]);
+        if (first == zmesh::mdp::client_v2 || first == zmesh::mdp::client_header_v2) {
+            // A PARTIAL or FINAL to an 18/MDP or ZMCT02 client (the codecs decode requests only):
+            // protocol, command 0x02 or 0x03, service, (header,) body...
+            ZMESH_FUZZ_CHECK(m.size() >= (first == zmesh::mdp::client_v2 ? 4u : 5u));
+            const auto cmd = zmesh::view(m[2]);
+            ZMESH_FUZZ_CHECK(cmd == std::string_view("\x02", 1) || cmd == std::string_view("\x03", 1));
+            if (first == zmesh::mdp::client_header_v2) {
+                std::error_code ec;
+                ZMESH_FUZZ_CHECK(zmesh::decode_header(m[4], ec).has_value());
+            }
+            return finish(m);
+        }
         const auto d = codec::decode(m);
         ZMESH_FUZZ_CHECK(!std::holds_alternative<codec::malformed>(d.cmd));
         if (std::holds_alternative<codec::worker_request>(d.cmd)) {
-            // REQUEST: [id, "", header, 0x02, (tag,) handle, "", body...] with a body frame.
-            const bool credit = d.proto == codec::protocol::zmwc01;
-            const std::size_t handle_at = credit ? 5 : 4;
-            ZMESH_FUZZ_CHECK(m.size() > handle_at + 2);
+            // REQUEST: 7/MDP [id, "", header, 0x02, (tag,) handle, "", body...] with a body
+            // frame; 18/MDP [id, header, 0x02, (tag,) handle, "", (zmesh header,) body...].
+            const bool credit = codec::has_tags(d.proto);
+            const bool v2 = codec::is_v2(d.proto);
+            const std::size_t handle_at = (v2 ? 3 : 4) + (credit ? 1 : 0);
+            ZMESH_FUZZ_CHECK(m.size() > handle_at + (v2 ? 1 : 2));
             ZMESH_FUZZ_CHECK(m[handle_at + 1].size() == 0);
+            if (d.proto == codec::protocol::zmwc02) {
+                std::error_code ec;
+                ZMESH_FUZZ_CHECK(m.size() > handle_at + 2);
+                ZMESH_FUZZ_CHECK(zmesh::decode_header(m[handle_at + 2], ec).has_value());
+            }
             ZMESH_FUZZ_CHECK(m[handle_at].size() == detail::client_handle_size);
             const auto id = zmesh::view(m[0]);
             if (id.size() == 5 && id.substr(0, 4) == "peer") {
                 auto& l = last[static_cast<std::size_t>(id[4] - '0') % peers];
                 l.handle = zmesh::to_string(m[handle_at]);
-                l.tag = credit ? zmesh::to_string(m[4]) : std::string();
+                l.tag = credit ? zmesh::to_string(m[handle_at - 1]) : std::string();
             }
         }
+        return finish(m);
+    }
+
+  private:
+    zmesh::send_status finish(zmesh::message& m) {
         if (answer != zmesh::send_status::sent) return answer;
         ++sent;
         m.clear(); // frees the frames, and with them the memory accounting of replies
@@ -122,8 +147,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         m.push_back("peer" + std::to_string(peer));
         for (std::size_t i = 1; i < frames.size(); ++i) {
             const auto& last = out.last[peer];
-            if (frames[i] == "$" && i >= 4 && !last.handle.empty()) {
-                // The answer to the last REQUEST: for ZMWC01 the tag goes before the handle.
+            if (frames[i] == "$" && i >= 3 && !last.handle.empty()) {
+                // The answer to the last REQUEST: for ZMWC01/02 the tag goes before the handle.
                 if (!last.tag.empty() && zmesh::view(m[m.size() - 1]).size() != 8)
                     m.push_back(last.tag);
                 m.push_back(last.handle);

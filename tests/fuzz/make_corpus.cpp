@@ -292,6 +292,38 @@ void broker_seeds() {
                   {"\x03"sv, "", "MDPC01", "s5", "q"},
                   {"\x03"sv, "", "MDPC01", "\x01", "q"},
                   {"\xe3"sv, "", "MDPC01", "s2", "late"}}));
+    // docs/protocol.md: headers (id; id, tl 500, pr 9; id with fail fast), 18/MDP streaming,
+    // joined retries, a refusal, expiry into the DLQ and its service.
+    const auto id = "\x81\xa2id\xc4\x10" "0123456789abcdef"sv;
+    const auto timed = "\x83\xa2id\xc4\x10" "fedcba9876543210" "\xa2tl\xcd\x01\xf4\xa2pr\x09"sv;
+    const auto fast = "\x82\xa2id\xc4\x10" "0123456789abcdeX" "\xa2" "ff" "\xc3"sv;
+    write("broker", "v2_stream_round_trip",
+          frames({{"\x00"sv, "MDPW02", "\x01", "echo"},
+                  {"\x01"sv, "ZMCT02", "\x01", "echo", id, "hello"},
+                  {"\x01"sv, "ZMCT02", "\x01", "echo", id, "hello"}, // a retry: joins
+                  {"\x00"sv, "MDPW02", "\x03", "$", "", "part"},
+                  {"\x00"sv, "MDPW02", "\x04", "$", "", "final"},
+                  {"\x02"sv, "ZMCT02", "\x01", "echo", id, "hello"}, // gets the kept reply
+                  {"\x03"sv, "MDPC02", "\x01", "echo"}}));
+    write("broker", "zmesh_worker_priority_refusal",
+          frames({{"\x04"sv, "MDPC01", "x"},
+                  {"\x01"sv, "ZMCT02", "\x01", "job", timed, "urgent"},
+                  {"\x01"sv, "ZMCT02", "\x01", "job", id, "normal"},
+                  {"\x00"sv, "ZMWC02", "\x01", "job", "2"},
+                  {"\x00"sv, "ZMWC02", "\x04", "$", "", id, "no"},
+                  {"\x00"sv, "ZMWC02", "\x04", "$", "", "\x82\xa2id\xc4\x10" "0123456789abcdeY" "\xa2ty\xadzmesh.refused"sv, "bad"},
+                  {"\x00"sv, "ZMWC02", "\x05"},
+                  {"\x05"sv, "", "MDPC01", "zmesh.dlq", "list"},
+                  {"\x00"sv, "ZMWC02", "\x06"}}));
+    write("broker", "deadline_fail_fast_dlq",
+          frames({{"\x01"sv, "ZMCT02", "\x01", "nobody", timed, "late"},
+                  {"\x01"sv, "ZMCT02", "\x01", "nobdy", fast, "x"},
+                  {"\x41"sv, "ZMCT02", "\x01", "echo", "not a header", "x"},
+                  {"\x05"sv, "", "MDPC01", "zmesh.dlq", "list"},
+                  {"\x05"sv, "", "MDPC01", "zmesh.dlq", "replay", "all"},
+                  {"\x05"sv, "", "MDPC01", "zmesh.dlq", "show", "66656463626139383736353433323130"},
+                  {"\x00"sv, "ZMWC02", "\x01", "nobody", "1"},
+                  {"\xe5"sv, "", "MDPC01", "zmesh.dlq", "purge", "all"}}));
 }
 
 int main(int argc, char** argv) {
