@@ -223,7 +223,29 @@ TEST_SUITE("lib.mdp.zmesh") {
         CHECK(c.stats().failures == 1);
     }
 
-    TEST_CASE("PARTIALs reach the callback in order, as they arrive, before the FINAL") {
+    TEST_CASE("the last attempt waits briefly past the deadline for the broker's exact 504") {
+    zmq::context_t ctx;
+    fake_broker broker(ctx);
+    mdp::client c(ctx, broker.endpoint, {.timeout = 300ms, .retries = 1});
+    auto result = async([&]() -> std::string {
+        try {
+            (void)c.request("late", message{"x"}, {});
+        } catch (const mdp::service_error& e) {
+            return e.status();
+        } catch (const zmesh::error& e) {
+            return e.what();
+        }
+        return "no error";
+    });
+    auto req = broker.recv();
+    CHECK(req.head.ttl_ms <= 300);
+    // The broker's 504 comes at its deadline, a little after the client's own wait has ended.
+    CHECK_FALSE(support::recv_for(broker.router, 350ms));
+    broker.reply(req, final_cmd, {"504", "deadline passed"}, "zmesh.error");
+    CHECK(get(result) == "504");
+}
+
+TEST_CASE("PARTIALs reach the callback in order, as they arrive, before the FINAL") {
         zmq::context_t ctx;
         fake_broker broker(ctx);
         mdp::client c(ctx, broker.endpoint, {.timeout = 3s, .retries = 1});

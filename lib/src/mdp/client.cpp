@@ -99,6 +99,11 @@ constexpr std::size_t body_at(bool tagged) noexcept { return tagged ? 4 : 3; }
 /// Where a ZMCT02 body starts: after "ZMCT02" command service header.
 constexpr std::size_t v2_body_at = 4;
 
+/// How long past a request's deadline its last attempt still waits. A zmesh broker answers 504
+/// at the deadline, by its own clock, after the client's send; without this margin a client
+/// whose wait ends exactly then would report a bare timeout a moment before the exact answer.
+constexpr std::chrono::milliseconds deadline_answer_grace{200};
+
 /// The most a header's `tl` can say (uint32 ms, about 49 days).
 constexpr std::chrono::milliseconds max_tl{std::numeric_limits<std::uint32_t>::max()};
 
@@ -489,7 +494,10 @@ struct client::impl {
         }
         ++stats_.requests;
         // The deadline runs from the first send; every attempt tells the broker what is left.
-        const auto deadline = clock::now() + (ro.ttl.count() > 0 ? ro.ttl : whole_wait());
+        const auto start = clock::now();
+        const auto deadline = start + (ro.ttl.count() > 0 ? ro.ttl : whole_wait());
+        // The broker answers by the deadline if it falls within the client's own wait.
+        const bool answer_due = deadline <= start + whole_wait();
         int attempts = 0; // made: fewer than retries if the deadline passed first
         try {
             ensure_open();
@@ -511,7 +519,22 @@ struct client::impl {
                 const auto st = out.send(socket_);
                 if (st == send_status::terminated) throw context_terminated{};
                 if (st != send_status::sent) continue;
-                while (auto m = read_until(attempt_deadline)) {
+                bool extended = false;
+                for (;;) {
+                    auto m = read_until(attempt_deadline);
+                    if (!m) {
+                        // The last attempt waits for the broker's 504 a little past the
+                        // deadline (deadline_answer_grace), rather than give up just before it.
+                        const auto t = clock::now();
+                        const bool last_try = attempt + 1 == opts_.retries || t >= deadline;
+                        if (last_try && answer_due && !extended &&
+                            t < deadline + deadline_answer_grace) {
+                            attempt_deadline = deadline + deadline_answer_grace;
+                            extended = true;
+                            continue;
+                        }
+                        break;
+                    }
                     auto r = parse_reply_v2(*m);
                     if (!r) {
                         ++stats_.malformed;

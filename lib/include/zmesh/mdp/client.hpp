@@ -205,7 +205,9 @@ class ZMESH_EXPORT client {
     /// to client_options::timeout for the next message of the reply; a PARTIAL restarts that
     /// wait (the reply is making progress: a resend would only join it) and goes to @p on_part
     /// at once. Once the deadline has passed no retry is sent (a request with no time left would
-    /// be read as one with no deadline). Messages whose `co` is not this request's id (late
+    /// be read as one with no deadline). If the deadline falls within the client's wait, the last
+    /// attempt waits up to 200 ms past it for the broker's exact 504, which the broker sends at
+    /// the deadline by its own clock. Messages whose `co` is not this request's id (late
     /// replies to earlier requests), from another service, or malformed are counted and dropped.
     /// @param body request frames, moved from (kept internally until the last attempt).
     /// @param on_part may be empty (PARTIALs are then dropped). May throw: the exception ends
