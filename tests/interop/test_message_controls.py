@@ -347,6 +347,44 @@ def scenario_type_and_deadline(env):
     return "type carried; the command was killed at the deadline"
 
 
+def scenario_durable_once(env):
+    """A durable request retried while no Titanic node runs is stored once when one starts."""
+    import sqlite3
+    env.start_broker()
+    store = env.path("titanic.db")
+    env.worker("echo", "cat")
+    wait_registered(env, "echo")
+    client = subprocess.Popen(
+        env.request_argv("echo", "--durable", "--timeout-ms", "20000", "--retries", "8", "keep me"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # titanic.request waits in the broker while the client retries (every 2.5 s).
+        env.wait_stat("queued", 1, timeout=10)
+        time.sleep(5.5)  # at least two retries, all joined to the one queued request
+        titanic = Process("zmesh titanic", [env.zmesh, "titanic", "--broker", env.broker.endpoint,
+                                            "--store", store])
+        env.processes.append(titanic)
+        out, err = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    check(client.returncode == 0, "zmesh request --durable exited %d: %s"
+          % (client.returncode, text(err)))
+    check(text(out) == "keep me", "printed %r" % text(out))
+    stats = env.stats()
+    check(stats["duplicates"] >= 2, "the broker joined %d retries" % stats["duplicates"])
+    db = sqlite3.connect(store)
+    try:
+        rows = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    finally:
+        db.close()
+    # The client closes the one request it knows of after the reply, which deletes its row;
+    # a copy stored for each retry would be left behind.
+    check(rows == 0, "%d rows left in the Titanic store: retries were stored as copies" % rows)
+    return "%d retries joined into one stored request" % stats["duplicates"]
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 
