@@ -280,6 +280,37 @@ TEST_CASE("refuse sends a FINAL of type zmesh.refused with the reason as its one
     CHECK(w.current_header() == nullptr);
 }
 
+TEST_CASE("fail sends a FINAL of type zmesh.error with the status and the reason") {
+    zmq::context_t ctx;
+    fake_broker broker(ctx);
+    zmesh::mdp::worker w(ctx, broker.endpoint, "job", v2_worker());
+    const auto id = broker.accept(w);
+
+    const auto h = request_header("job.run", 4, 0);
+    broker.request(id, tag(9), h, {"x"});
+    auto r = w.take(2s);
+    REQUIRE(r);
+    for (auto bad : {"50", "5000", "5x0", ""}) {
+        try {
+            w.fail(std::move(r->token), bad, "nope");
+            FAIL("a status that is not 3 digits was accepted");
+        } catch (const zmesh::error& e) {
+            CHECK(e.code() == zmesh::errc::invalid_argument);
+        }
+        CHECK(static_cast<bool>(r->token)); // the misuse does not spend the token
+    }
+    w.fail(std::move(r->token), "500", "command exited with status 3");
+    auto m = broker.recv();
+    REQUIRE(m.size() == 9);
+    CHECK(strings(m.begin(), m.begin() + 6) == strings{id, zmwc, final_cmd, tag(9), "client-1", ""});
+    const auto reply_header = decoded(m[6]);
+    CHECK(reply_header.type == "zmesh.error");
+    CHECK(reply_header.correlation_id == h.id);
+    CHECK(strings(m.begin() + 7, m.end()) == strings{"500", "command exited with status 3"});
+    CHECK(w.stats().failures == 1);
+    CHECK(w.stats().refusals == 0);
+}
+
 TEST_CASE("a REQUEST whose header does not decode is refused at once, so its credit comes back") {
     zmq::context_t ctx;
     fake_broker broker(ctx);
@@ -304,8 +335,8 @@ TEST_CASE("a REQUEST whose header does not decode is refused at once, so its cre
     CHECK(texts(r->body) == strings{"fine"});
 }
 
-TEST_CASE("after the fallback to MDP/0.1 partial keeps its parts for the one REPLY and refuse "
-          "answers zmesh.error 422") {
+TEST_CASE("after the fallback to MDP/0.1 partial keeps its parts for the one REPLY, and refuse "
+          "and fail answer zmesh.error with a status") {
     zmq::context_t ctx;
     fake_broker broker(ctx);
     auto o = v2_worker(1);
@@ -347,6 +378,14 @@ TEST_CASE("after the fallback to MDP/0.1 partial keeps its parts for the one REP
     CHECK(broker.recv() == strings{id, "", "MDPW01", v1_reply_cmd, "client-2", "", "zmesh.error",
                                    "422", "not today"});
     CHECK(w.stats().refusals == 1);
+
+    // fail(): the same convention, with the worker's status.
+    broker.send({id, "", "MDPW01", request_cmd, "client-3", "", "go"});
+    auto failed = w.take(2s);
+    REQUIRE(failed);
+    w.fail(std::move(failed->token), "504", "too late");
+    CHECK(broker.recv() == strings{id, "", "MDPW01", v1_reply_cmd, "client-3", "", "zmesh.error",
+                                   "504", "too late"});
 }
 
 } // TEST_SUITE

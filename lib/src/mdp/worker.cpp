@@ -544,7 +544,7 @@ struct worker::impl {
             throw error(errc::invalid_argument, "mdp::worker::reply: the reply type '" +
                                                     std::string(type) +
                                                     "' is reserved (refuse() refuses)");
-        finish(std::move(t), std::move(body), type, false);
+        finish(std::move(t), std::move(body), type, ending::reply);
     }
 
     void refuse(std::string_view reason) {
@@ -556,7 +556,7 @@ struct worker::impl {
     void refuse(reply_token&& t, std::string_view reason) {
         check_open();
         if (v2_) {
-            finish(std::move(t), refusal_body(reason), refused_type, true);
+            finish(std::move(t), refusal_body(reason), refused_type, ending::refusal);
         } else {
             // MDP/0.1 has no reply type: the error convention of docs/protocol.md instead. The
             // parts kept by partial() are not sent: a refusal replaces the whole reply.
@@ -565,8 +565,32 @@ struct worker::impl {
             body.push_back(error_type);
             body.push_back(std::string_view("422"));
             body.push_back(reason);
-            finish(std::move(t), std::move(body), {}, true);
+            finish(std::move(t), std::move(body), {}, ending::refusal);
         }
+    }
+
+    void fail(std::string_view status, std::string_view reason) {
+        check_open();
+        if (!last_) throw error(errc::invalid_argument, "mdp::worker::fail: no pending request");
+        fail(std::move(last_), status, reason);
+    }
+
+    void fail(reply_token&& t, std::string_view status, std::string_view reason) {
+        check_open();
+        const bool digits = status.size() == 3 && std::all_of(status.begin(), status.end(), [](char c) {
+                                return c >= '0' && c <= '9';
+                            });
+        if (!digits)
+            throw error(errc::invalid_argument,
+                        "mdp::worker::fail: the status must be 3 digits, not '" +
+                            printable_service_name(status) + "'");
+        // ZMWC02: the type says it is an error; MDPW01 has no type, so the body does.
+        t.parts_.clear();
+        message body;
+        if (!v2_) body.push_back(error_type);
+        body.push_back(status);
+        body.push_back(reason);
+        finish(std::move(t), std::move(body), v2_ ? error_type : std::string_view{}, ending::failure);
     }
 
     static message refusal_body(std::string_view reason) {
@@ -576,11 +600,15 @@ struct worker::impl {
     }
 
     /// Sends the FINAL (ZMWC02) or REPLY (MDPW01) that ends @p t's request, and ends its hold.
-    void finish(reply_token&& t, message&& body, std::string_view type, bool refusal) {
+    enum class ending { reply, refusal, failure };
+
+    void finish(reply_token&& t, message&& body, std::string_view type, ending how) {
         reply_token token(std::move(t)); // consumed whatever happens next
         if (!token)
-            throw error(errc::invalid_argument, refusal ? "mdp::worker::refuse: empty reply_token"
-                                                        : "mdp::worker::reply: empty reply_token");
+            throw error(errc::invalid_argument,
+                        how == ending::refusal   ? "mdp::worker::refuse: empty reply_token"
+                        : how == ending::failure ? "mdp::worker::fail: empty reply_token"
+                                                 : "mdp::worker::reply: empty reply_token");
         if (token.epoch_ != epoch_ || !socket_) {
             ++stats_.replies_dropped;
             return;
@@ -589,7 +617,8 @@ struct worker::impl {
         try {
             if (send_reply(token)) {
                 ++stats_.replies;
-                if (refusal) ++stats_.refusals;
+                if (how == ending::refusal) ++stats_.refusals;
+                if (how == ending::failure) ++stats_.failures;
             } else {
                 ++stats_.replies_dropped;
             }
@@ -778,6 +807,14 @@ void worker::partial(reply_token& token, message&& body) {
 }
 
 void worker::refuse(std::string_view reason) { checked(impl_).refuse(reason); }
+
+void worker::fail(std::string_view status, std::string_view reason) {
+    checked(impl_).fail(status, reason);
+}
+
+void worker::fail(reply_token&& token, std::string_view status, std::string_view reason) {
+    checked(impl_).fail(std::move(token), status, reason);
+}
 
 void worker::refuse(reply_token&& token, std::string_view reason) {
     checked(impl_).refuse(std::move(token), reason);

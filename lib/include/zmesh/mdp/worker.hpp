@@ -90,6 +90,7 @@ struct worker_stats {
     std::uint64_t partials = 0;        ///< PARTIALs sent (ZMWC02), or parts kept for the REPLY
                                        ///< (MDPW01)
     std::uint64_t refusals = 0;        ///< requests refused with refuse()
+    std::uint64_t failures = 0;        ///< requests answered with fail()
     std::uint64_t heartbeats = 0;      ///< HEARTBEATs sent
     std::uint64_t reconnects = 0;      ///< new sockets after broker silence or DISCONNECT
     std::uint64_t disconnects = 0;     ///< DISCONNECTs received from the broker
@@ -216,13 +217,14 @@ struct held_request {
 /// the next reconnect, and a worker that leaves `credit` requests unanswered gets no more work.
 ///
 /// Replies. Under ZMWC02 reply() sends a FINAL, partial() a PARTIAL that the broker passes to the
-/// client at once (streaming), and refuse() a FINAL of type mdp::refused_type that the client
-/// sees as a 422 and the broker keeps in its dead-letter queue. Their header frame is a fresh
-/// header: a new id, `co` = the request's id, `ty` = the reply type given. Under MDPW01, which has
-/// neither headers nor PARTIAL, reply types are dropped, partial() keeps its frames in the token
-/// and the REPLY carries them first, then reply()'s own (what zmesh's broker sends an MDP/0.1
-/// client from a streaming worker, so the client sees the same frames either way, only not
-/// before the end), and a refusal is the REPLY "zmesh.error" "422" reason.
+/// client at once (streaming), refuse() a FINAL of type mdp::refused_type that the client sees
+/// as a 422 and the broker keeps in its dead-letter queue, and fail() a FINAL of type
+/// mdp::error_type with a status and a reason. Their header frame is a fresh header: a new id,
+/// `co` = the request's id, `ty` = the reply type given. Under MDPW01, which has neither headers
+/// nor PARTIAL, reply types are dropped, partial() keeps its frames in the token and the REPLY
+/// carries them first, then reply()'s own (what zmesh's broker sends an MDP/0.1 client from a
+/// streaming worker, so the client sees the same frames either way, only not before the end),
+/// and refuse() and fail() answer "zmesh.error" status reason (422 for a refusal).
 ///
 /// When the worker starts over on a new socket (broker silence, DISCONNECT, a connection stuck at
 /// its high-water mark, or the fallback from credit), it first sends DISCONNECT on the old one,
@@ -338,7 +340,7 @@ class ZMESH_EXPORT worker {
     /// reply is dropped and counted, and the worker starts over on a new socket, which frees
     /// whatever the broker still holds for it (zmesh's broker notices the closed connection).
     /// @param type the reply's type (header `ty`); mdp::error_type and mdp::refused_type are
-    ///        reserved (use refuse() to refuse).
+    ///        reserved (use fail() and refuse()).
     /// @throws zmesh::error (errc::invalid_argument) if there is no pending request, if @p type
     ///         is reserved, or if the broker refused the registration (see the class
     ///         description).
@@ -393,6 +395,27 @@ class ZMESH_EXPORT worker {
     /// consumed.
     /// @throws as reply(reply_token&&, message&&, std::string_view).
     void refuse(reply_token&& token, std::string_view reason);
+
+    /// Answers the request recv() last returned with an error, and ends it: the worker tried and
+    /// failed (a command that exited non-zero, a deadline it ran out of).
+    ///
+    /// Under ZMWC02 a FINAL of type mdp::error_type whose body is @p status and @p reason, which
+    /// a ZMCT02 client sees as an error with exactly that status and reason; under MDPW01 the
+    /// REPLY "zmesh.error" @p status @p reason, the convention by which a zmesh broker marks
+    /// errors for plain clients (docs/protocol.md). Parts given to partial() under MDPW01 are
+    /// not sent. Unlike refuse(), the broker neither dead-letters the request nor counts it as
+    /// refused: it is answered.
+    /// @param status 3 ASCII digits (500 for a failure, 504 for a deadline, ...).
+    /// @param reason one line for the client.
+    /// @throws zmesh::error (errc::invalid_argument) if @p status is not 3 digits; otherwise as
+    ///         reply(message&&, std::string_view).
+    void fail(std::string_view status, std::string_view reason);
+
+    /// Answers the request @p token came with with an error, as fail(std::string_view,
+    /// std::string_view). The token is consumed, unless @p status is invalid.
+    /// @throws as reply(reply_token&&, message&&, std::string_view), and zmesh::error
+    ///         (errc::invalid_argument) if @p status is not 3 digits.
+    void fail(reply_token&& token, std::string_view status, std::string_view reason);
 
     /// The header of the request recv() last returned, while it is pending (not yet answered by
     /// reply() or refuse(), nor abandoned by the next recv()).
