@@ -2,24 +2,35 @@
 // dlq_command.cpp — `zmesh dlq`: list, show, replay and purge dead-lettered requests.
 //
 // A dead-letter queue holds the requests a node gave up on (too many failed attempts, TTL
-// passed), each with the reason. The command is written against that general idea: the source
-// is chosen by a flag, and today the only source is the durable store of a Titanic node
-// (--store PATH, opened directly, safe while the node runs: the store serialises writers). The
-// broker's in-memory DLQ is to be reached behind the same actions with a --broker flag.
+// passed, refused), each with the reason. The source is chosen by a flag, exactly one of:
+//  - --store PATH: the durable store of a Titanic node, opened directly (safe while the node
+//    runs: the store serialises writers);
+//  - --broker EP: a zmesh broker's in-memory DLQ, through its service zmesh.dlq (docs/
+//    protocol.md, "The dead-letter queue"): request body "list" | "show" ID | "replay" (ID |
+//    "all") | "purge" (ID | "all"), reply body a status, then msgpack or a count.
 #include "command.hpp"
 
 #include "../titanic/sqlite_store.hpp"
 
+#include <zmesh/codec.hpp>
+#include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
+#include <zmesh/header.hpp>
+#include <zmesh/mdp/client.hpp>
+#include <zmesh/mdp/protocol.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <initializer_list>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace zmesh::cli {
 
@@ -44,9 +55,8 @@ std::string printable(std::string_view bytes) {
     return out;
 }
 
-/// UTC, ISO 8601 with milliseconds.
-std::string format_time(ts::time_point t) {
-    const auto ms = t.time_since_epoch().count();
+/// UTC, ISO 8601 with milliseconds, of @p ms since the Unix epoch.
+std::string format_time_ms(std::int64_t ms) {
     const std::time_t secs = static_cast<std::time_t>(ms / 1000 - (ms % 1000 < 0 ? 1 : 0));
     const long frac = static_cast<long>(((ms % 1000) + 1000) % 1000);
     std::tm tm{};
@@ -56,6 +66,9 @@ std::string format_time(ts::time_point t) {
                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
     return buf;
 }
+
+/// UTC, ISO 8601 with milliseconds.
+std::string format_time(ts::time_point t) { return format_time_ms(t.time_since_epoch().count()); }
 
 ts::time_point now() {
     return std::chrono::time_point_cast<std::chrono::milliseconds>(
@@ -107,30 +120,225 @@ int show(ts::store& st, const std::string& id) {
     return ok;
 }
 
+// ---- the broker's DLQ (zmesh.dlq) ------------------------------------------------------------
+
+/// A dead-letter entry as a broker lists it (docs/protocol.md); what the broker leaves out stays
+/// empty. The map comes off the network: every field is checked for its type, unknown keys are
+/// skipped.
+struct broker_entry {
+    std::string id, service, reason, code, type;
+    std::optional<std::int64_t> time_ms;
+    std::optional<std::uint64_t> attempts, priority;
+    std::optional<std::vector<std::string>> body; // show only
+    std::optional<std::string> header;            // show only; absent for plain clients
+};
+
+std::string text_of(const msgpack::object& o, const char* key) {
+    if (o.type == msgpack::type::STR) return std::string(o.via.str.ptr, o.via.str.size);
+    if (o.type == msgpack::type::BIN) return std::string(o.via.bin.ptr, o.via.bin.size);
+    throw std::runtime_error(std::string("malformed dead-letter entry: '") + key +
+                             "' is not a string");
+}
+
+std::uint64_t uint_of(const msgpack::object& o, const char* key) {
+    if (o.type == msgpack::type::POSITIVE_INTEGER) return o.via.u64;
+    throw std::runtime_error(std::string("malformed dead-letter entry: '") + key +
+                             "' is not an unsigned integer");
+}
+
+broker_entry entry_of(const msgpack::object& o) {
+    if (o.type != msgpack::type::MAP)
+        throw std::runtime_error("malformed dead-letter entry: not a map");
+    broker_entry e;
+    for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+        const auto& kv = o.via.map.ptr[i];
+        if (kv.key.type != msgpack::type::STR) continue;
+        const std::string_view key(kv.key.via.str.ptr, kv.key.via.str.size);
+        const auto& v = kv.val;
+        if (key == "id") e.id = text_of(v, "id");
+        else if (key == "service") e.service = text_of(v, "service");
+        else if (key == "reason") e.reason = text_of(v, "reason");
+        else if (key == "code") e.code = text_of(v, "code");
+        else if (key == "type") e.type = text_of(v, "type");
+        else if (key == "attempts") e.attempts = uint_of(v, "attempts");
+        else if (key == "priority") e.priority = uint_of(v, "priority");
+        else if (key == "header") e.header = text_of(v, "header");
+        else if (key == "time_ms") {
+            if (v.type == msgpack::type::POSITIVE_INTEGER && v.via.u64 <= INT64_MAX)
+                e.time_ms = static_cast<std::int64_t>(v.via.u64);
+            else if (v.type == msgpack::type::NEGATIVE_INTEGER)
+                e.time_ms = v.via.i64;
+            else
+                throw std::runtime_error(
+                    "malformed dead-letter entry: 'time_ms' is not an integer");
+        } else if (key == "body") {
+            if (v.type != msgpack::type::ARRAY)
+                throw std::runtime_error("malformed dead-letter entry: 'body' is not an array");
+            e.body.emplace();
+            for (std::uint32_t j = 0; j < v.via.array.size; ++j)
+                e.body->push_back(text_of(v.via.array.ptr[j], "body"));
+        }
+    }
+    return e;
+}
+
+/// The broker's zmesh.dlq service, one request at a time.
+class broker_dlq {
+  public:
+    broker_dlq(const std::string& endpoint, std::chrono::milliseconds timeout)
+        : endpoint_(endpoint), timeout_(timeout),
+          // One attempt: a dead-letter command is answered by the broker itself at once, and
+          // --timeout-ms is the whole wait the user asked for.
+          client_(ctx_, endpoint, {.timeout = timeout, .retries = 1}) {}
+
+    /// Sends @p body and returns the reply body, its first frame a status.
+    /// @throws std::runtime_error naming the endpoint if no answer comes in time, the broker
+    ///         answers with an error, or the reply has no status.
+    message call(std::initializer_list<std::string_view> body) {
+        try {
+            auto r = client_.request(mdp::zmesh_dlq, message(body), mdp::request_options{});
+            if (r.body.empty()) fail("an empty reply");
+            return std::move(r.body);
+        } catch (const mdp::service_error& e) {
+            fail(std::string("error ") + printable(e.status()) + " " + printable(e.reason()));
+        } catch (const error& e) {
+            if (e.code() != errc::timeout) throw;
+            throw std::runtime_error("no answer from the broker at " + endpoint_ + " within " +
+                                     std::to_string(timeout_.count()) +
+                                     " ms (is a zmesh broker running there?)");
+        }
+    }
+
+    /// Fails on any status but 200 (and 404 if @p not_found_ok): @returns whether it was 200.
+    bool check(const message& reply, bool not_found_ok) const {
+        const auto status = view(reply[0]);
+        if (status == "200") return true;
+        if (status == "404" && not_found_ok) return false;
+        fail("status " + printable(status) +
+             (reply.size() > 1 ? " " + printable(view(reply[1])) : std::string()) +
+             (status == "501" ? " (this broker has no dead-letter queue)" : ""));
+    }
+
+    /// The single msgpack frame after a 200, decoded within modest limits.
+    msgpack::object_handle payload(const message& reply) const {
+        if (reply.size() != 2) fail("a reply of " + std::to_string(reply.size()) + " frames");
+        std::error_code ec;
+        std::string why;
+        auto h = unpack_object(reply[1].data(), reply[1].size(), unpack_limits{}, ec, &why);
+        if (ec) fail("an undecodable reply: " + why);
+        return h;
+    }
+
+  private:
+    [[noreturn]] void fail(const std::string& what) const {
+        throw std::runtime_error("broker at " + endpoint_ + " (" + std::string(mdp::zmesh_dlq) +
+                                 ") answered " + what);
+    }
+
+    std::string endpoint_;
+    std::chrono::milliseconds timeout_;
+    zmq::context_t ctx_;
+    mdp::client client_;
+};
+
+int broker_list(broker_dlq& dlq) {
+    const auto reply = dlq.call({"list"});
+    (void)dlq.check(reply, false);
+    const auto h = dlq.payload(reply);
+    const auto& o = h.get();
+    if (o.type != msgpack::type::ARRAY)
+        throw std::runtime_error("malformed dead-letter list: not an array");
+    for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+        const auto e = entry_of(o.via.array.ptr[i]);
+        std::printf("%s %s attempts=%llu reason=%s\n", printable(e.id).c_str(),
+                    printable(e.service).c_str(),
+                    static_cast<unsigned long long>(e.attempts.value_or(0)),
+                    printable(e.reason).c_str());
+    }
+    return ok;
+}
+
+int broker_show(broker_dlq& dlq, const std::string& id) {
+    const auto reply = dlq.call({"show", id});
+    if (!dlq.check(reply, true)) {
+        std::fprintf(stderr, "zmesh: dlq: no dead request %s\n", id.c_str());
+        return failure;
+    }
+    const auto h = dlq.payload(reply);
+    const auto e = entry_of(h.get());
+    std::printf("id: %s\n", printable(e.id).c_str());
+    std::printf("service: %s\n", printable(e.service).c_str());
+    std::printf("type: %s\n", printable(e.type).c_str());
+    if (e.priority) std::printf("priority: %llu\n", static_cast<unsigned long long>(*e.priority));
+    if (e.attempts) std::printf("attempts: %llu\n", static_cast<unsigned long long>(*e.attempts));
+    std::printf("code: %s\n", printable(e.code).c_str());
+    std::printf("reason: %s\n", printable(e.reason).c_str());
+    if (e.time_ms) std::printf("dead since: %s\n", format_time_ms(*e.time_ms).c_str());
+    if (e.header)
+        std::printf("header: %zu bytes\n", e.header->size());
+    else
+        std::printf("header: none (a plain MDP client's request)\n");
+    if (e.body) {
+        std::printf("body frames: %zu\n", e.body->size());
+        for (std::size_t i = 0; i < e.body->size(); ++i)
+            std::printf("body[%zu]: %s\n", i, printable((*e.body)[i]).c_str());
+    }
+    return ok;
+}
+
+/// replay or purge, of one id or (@p id empty) of all.
+int broker_act(broker_dlq& dlq, const std::string& action, const std::string& id) {
+    const bool all = id.empty();
+    const auto reply = dlq.call({action, all ? std::string_view("all") : std::string_view(id)});
+    if (!dlq.check(reply, !all)) {
+        std::fprintf(stderr, "zmesh: dlq: no dead request %s\n", id.c_str());
+        return failure;
+    }
+    const char* done = action == "replay" ? "replayed" : "purged";
+    if (!all) {
+        std::printf("%s %s\n", done, id.c_str());
+        return ok;
+    }
+    const auto count = reply.size() > 1 ? std::string(view(reply[1])) : std::string();
+    if (count.empty() || count.size() > 20 ||
+        count.find_first_not_of("0123456789") != std::string::npos)
+        throw std::runtime_error("malformed count in the " + action + " reply: '" +
+                                 printable(count) + "'");
+    std::printf("%s %s dead requests\n", done, count.c_str());
+    return ok;
+}
+
 } // namespace
 
 int run_dlq(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
-    std::string action, id, store_path;
+    std::string action, id, store_path, broker;
     bool all = false;
+    int timeout_ms = 2500;
     po::options_description options("options");
     // clang-format off
     options.add_options()
         ("store", po::value(&store_path),
          "the dead-letter queue of a titanic node: its store file (zmesh titanic --store); the "
-         "file must exist, it is never created. Safe while the node runs. (The only source so "
-         "far; the broker's in-memory DLQ will be selected with another flag.)")
+         "file must exist, it is never created. Safe while the node runs.")
+        ("broker", po::value(&broker),
+         "the in-memory dead-letter queue of the zmesh broker at this endpoint (its service "
+         "zmesh.dlq): requests that expired, ran out of attempts or were refused")
+        ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
+         "with --broker: how long to wait for the broker's answer")
         ("all", po::bool_switch(&all), "replay or purge every dead request")
         ("action", po::value(&action), "list | show ID | replay (ID | --all) | purge (ID | --all)")
-        ("id", po::value(&id), "request id: 32 lowercase hex digits");
+        ("id", po::value(&id), "request id: 32 hex digits (--store: lowercase)");
     // clang-format on
     po::positional_options_description positional;
     positional.add("action", 1).add("id", 1);
     po::variables_map vm;
     if (!parse("dlq",
-               "(list | show ID | replay (ID | --all) | purge (ID | --all)) --store PATH\n\n"
-               "Lists, shows, re-drives (replay: back to pending, attempts reset, TTL dropped) or "
-               "deletes (purge) dead-lettered requests.",
+               "(list | show ID | replay (ID | --all) | purge (ID | --all)) "
+               "(--store PATH | --broker EP)\n\n"
+               "Lists, shows, re-drives or deletes (purge) dead-lettered requests. replay: with "
+               "--store, back to pending, attempts reset, TTL dropped; with --broker, queued "
+               "again under its message id with a fresh deadline.",
                options, args, vm, &positional))
         return ok;
 
@@ -143,12 +351,36 @@ int run_dlq(const std::vector<std::string>& args) {
         if (id.empty() && !all)
             throw usage_error(action + " needs an ID" + (action == "show" ? "" : " or --all"));
         if (!id.empty() && all) throw usage_error("give an ID or --all, not both");
-        if (!id.empty() && !ts::is_valid_id(id))
-            throw usage_error("invalid request id '" + printable(id) +
-                              "': expected 32 lowercase hex digits");
     }
-    if (store_path.empty()) throw usage_error("--store PATH is required (the titanic store file)");
+    if (!store_path.empty() && !broker.empty())
+        throw usage_error("--store and --broker are exclusive: give one source");
+    if (store_path.empty() && broker.empty())
+        throw usage_error("give a source: --store PATH (a titanic store) or --broker EP");
 
+    if (!broker.empty()) {
+        if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
+        std::error_code ec;
+        std::string why;
+        if (!parse_endpoint(broker, ec, &why))
+            throw usage_error("invalid --broker '" + printable(broker) + "': " + why);
+        if (!id.empty()) {
+            // The broker's ids are message ids (header.hpp): any case is accepted, lowercase sent.
+            const auto parsed = message_id::from_hex(id);
+            if (!parsed)
+                throw usage_error("invalid request id '" + printable(id) +
+                                  "': expected 32 hex digits");
+            id = parsed->to_hex();
+        }
+        broker_dlq dlq(broker, std::chrono::milliseconds(timeout_ms));
+        if (action == "list") return broker_list(dlq);
+        if (action == "show") return broker_show(dlq, id);
+        return broker_act(dlq, action, id);
+    }
+
+    if (!vm["timeout-ms"].defaulted()) throw usage_error("--timeout-ms applies to --broker only");
+    if (!id.empty() && !ts::is_valid_id(id))
+        throw usage_error("invalid request id '" + printable(id) +
+                          "': expected 32 lowercase hex digits");
     auto st = open_existing(store_path);
     if (action == "list") return list(*st);
     if (action == "show") return show(*st, id);

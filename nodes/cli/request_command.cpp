@@ -1,5 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
-// request_command.cpp — `zmesh request`: one synchronous MDP request, reply on stdout.
+// request_command.cpp — `zmesh request`: one synchronous request, reply on stdout.
+//
+// By default the request speaks ZMCT02 (docs/protocol.md) to a zmesh broker: it carries a message
+// id (--id, or a fresh one) kept on every retry, so the broker executes it once; a deadline,
+// priority, type and fail-fast flag; streamed parts are printed as they arrive, and an error is
+// known exactly from the reply's header. --plain speaks MDP/0.1 for any other broker.
 //
 // With --durable the request goes through a Titanic server (rfc 9/TSP) instead: it is stored
 // first (its id is printed on stderr), the reply is awaited by polling, then the server is told
@@ -8,6 +13,7 @@
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
+#include <zmesh/header.hpp>
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/durable_client.hpp>
 #include <zmesh/mdp/protocol.hpp>
@@ -16,24 +22,78 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
+#include <optional>
+#include <string_view>
 
 namespace zmesh::cli {
 
 namespace {
 
-/// Prints @p reply one frame per line; a zmesh.error reply goes to stderr instead.
-int print_reply(const std::string& service, const message& reply) {
-    if (reply.size() >= 2 && view(reply[0]) == "zmesh.error") {
-        std::fprintf(stderr, "zmesh: request: service '%s' failed: %s %s\n", service.c_str(),
-                     to_string(reply[1]).c_str(), reply.size() > 2 ? to_string(reply[2]).c_str() : "");
-        return failure;
+/// A peer's bytes as one printable line: bytes outside printable ASCII become \xNN.
+std::string printable(std::string_view bytes) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (char c : bytes) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u < 0x7f && c != '\\') {
+            out += c;
+        } else {
+            out += "\\x";
+            out += hex[u >> 4];
+            out += hex[u & 0xf];
+        }
     }
-    for (const auto& frame : reply) {
+    return out;
+}
+
+/// Prints every frame of @p body on stdout, one per line, and flushes: a streamed part must be
+/// visible as soon as it arrives, also through a pipe.
+void print_frames(const message& body) {
+    for (const auto& frame : body) {
         auto text = view(frame);
         std::fwrite(text.data(), 1, text.size(), stdout);
         if (text.empty() || text.back() != '\n') std::fputc('\n', stdout);
     }
+    std::fflush(stdout);
+}
+
+/// One line on stderr for a failed request: the service, the status and the reason.
+int print_failure(const std::string& service, std::string_view status, std::string_view reason) {
+    std::fprintf(stderr, "zmesh: request: service '%s' failed: %s%s%s\n",
+                 mdp::printable_service_name(service).c_str(), printable(status).c_str(),
+                 reason.empty() ? "" : " ", printable(reason).c_str());
+    return failure;
+}
+
+/// Prints a plain MDP reply one frame per line. A plain client cannot tell an error from a
+/// result by the protocol: a zmesh broker marks it with a first frame "zmesh.error" (docs/
+/// protocol.md), which goes to stderr instead.
+int print_reply(const std::string& service, const message& reply) {
+    if (reply.size() >= 2 && view(reply[0]) == mdp::error_type)
+        return print_failure(service, view(reply[1]), reply.size() > 2 ? view(reply[2]) : "");
+    print_frames(reply);
     return ok;
+}
+
+/// The reply's type on stderr (stdout stays the body), if it has one.
+void print_type(const header& h) {
+    if (!h.type.empty()) std::fprintf(stderr, "type: %s\n", printable(h.type).c_str());
+}
+
+/// A ZMCT02 request: parts printed as they arrive, then the final; errors are exact.
+int run_zmesh(zmq::context_t& ctx, const std::string& broker, const std::string& service,
+              message&& request, const mdp::client_options& options,
+              const mdp::request_options& request_options) {
+    mdp::client client(ctx, broker, options);
+    try {
+        auto r = client.request(service, std::move(request), request_options,
+                                [](const header&, message& part) { print_frames(part); });
+        print_type(r.head);
+        print_frames(r.body);
+        return ok;
+    } catch (const mdp::service_error& e) {
+        return print_failure(service, e.status(), e.reason());
+    }
 }
 
 /// 7/MDP reference wait per attempt: one durable call (submit, poll, close) waits no longer.
@@ -43,10 +103,11 @@ constexpr int durable_default_timeout_ms = 30000;
 
 int run_durable(zmq::context_t& ctx, const std::string& broker, const std::string& service,
                 message&& request, std::chrono::milliseconds timeout, int retries,
-                std::chrono::milliseconds ttl) {
-    mdp::durable_client client(
-        ctx, broker,
-        {.mdp = {.timeout = std::min(timeout, durable_call_timeout), .retries = retries}});
+                std::chrono::milliseconds ttl, mdp::client_protocol protocol) {
+    mdp::durable_client client(ctx, broker,
+                               {.mdp = {.timeout = std::min(timeout, durable_call_timeout),
+                                        .retries = retries,
+                                        .protocol = protocol}});
     const std::string id = ttl.count() > 0 ? client.submit(service, std::move(request), ttl)
                                            : client.submit(service, std::move(request));
     std::fprintf(stderr, "durable request %s stored\n", id.c_str());
@@ -67,9 +128,9 @@ int run_durable(zmq::context_t& ctx, const std::string& broker, const std::strin
 
 int run_request(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
-    std::string broker, service, body;
-    int timeout_ms = 2500, retries = 3;
-    bool durable = false;
+    std::string broker, service, body, id_text, type;
+    int timeout_ms = 2500, retries = 3, priority = default_priority;
+    bool durable = false, plain = false, fail_fast = false;
     long ttl_ms = 0;
     po::options_description options("options");
     options.add_options()
@@ -78,14 +139,27 @@ int run_request(const std::vector<std::string>& args) {
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
          "wait per attempt, in ms; with --durable, the whole wait for the reply (default 30000)")
         ("retries", po::value(&retries)->default_value(retries),
-         "attempts in all, the first included; each retry uses a fresh connection")
+         "attempts in all, the first included; each retry resends the same message id on the "
+         "same connection (--plain: a fresh connection)")
         ("body", po::value(&body), "request body, or - to read it from stdin")
         ("durable", po::bool_switch(&durable),
          "store the request with a Titanic server (titanic.request) first, print its id on "
          "stderr, wait for the reply, then close it")
         ("ttl-ms", po::value(&ttl_ms),
-         "with --durable: the server gives up (dead-letters the request) if the service has not "
-         "answered within this many ms");
+         "the request's deadline in ms, from the first send (default: timeout x retries); the "
+         "broker answers 504 if no worker took it by then. With --durable: the server gives up "
+         "(dead-letters the request) if the service has not answered within this many ms")
+        ("id", po::value(&id_text),
+         "message id, 32 hex digits (default: a fresh one). Resending with the id of an earlier "
+         "request gets its reply, kept by the broker, without running it again")
+        ("priority", po::value(&priority)->default_value(priority),
+         "0 (lowest) to 9 (highest); the broker serves higher priorities first")
+        ("type", po::value(&type), "the request's type, passed to the worker")
+        ("fail-fast", po::bool_switch(&fail_fast),
+         "fail at once (404) if no worker has ever served the service, instead of waiting")
+        ("plain", po::bool_switch(&plain),
+         "speak plain MDP/0.1 (MDPC01), for brokers other than zmesh's: no id, deadline, "
+         "priority, type or streaming");
     po::positional_options_description positional;
     positional.add("body", 1);
     po::variables_map vm;
@@ -100,27 +174,57 @@ int run_request(const std::vector<std::string>& args) {
                           "': the name " + std::string(problem));
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
     if (retries < 1) throw usage_error("--retries must be at least 1");
-    if (vm.count("ttl-ms") && !durable) throw usage_error("--ttl-ms needs --durable");
     if (vm.count("ttl-ms") && (ttl_ms <= 0 || ttl_ms > 4294967295L))
         throw usage_error("--ttl-ms must be in [1, 4294967295]");
+    if (priority < min_priority || priority > max_priority)
+        throw usage_error("--priority must be in 0..9");
+    std::optional<message_id> id;
+    if (vm.count("id")) {
+        id = message_id::from_hex(id_text);
+        if (!id)
+            throw usage_error("invalid --id '" + printable(id_text) +
+                              "': expected 32 hex digits");
+    }
+    if (vm.count("type") && type.empty()) throw usage_error("--type must not be empty");
+    // Settings the header carries: a plain MDP/0.1 request has no header, and --durable goes
+    // through a Titanic server, which makes the request itself.
+    std::string header_flag; // the first flag given that only a ZMCT02 header can carry
+    if (vm.count("id")) header_flag = "--id";
+    else if (!vm["priority"].defaulted()) header_flag = "--priority";
+    else if (vm.count("type")) header_flag = "--type";
+    else if (fail_fast) header_flag = "--fail-fast";
+    if (!header_flag.empty() && plain)
+        throw usage_error(header_flag + " needs the zmesh protocol, not --plain");
+    if (!header_flag.empty() && durable)
+        throw usage_error(header_flag + " does not apply to --durable");
+    if (vm.count("ttl-ms") && plain && !durable)
+        throw usage_error("--ttl-ms needs the zmesh protocol, not --plain (or --durable)");
     std::error_code ec;
     std::string why;
     if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
     if (body == "-") body.assign(std::istreambuf_iterator<char>(std::cin), {});
 
     zmq::context_t ctx;
-    if (durable) {
-        message request;
-        request.push_back(body);
-        return run_durable(ctx, broker, service, std::move(request),
-                           std::chrono::milliseconds(timeout_ms), retries,
-                           std::chrono::milliseconds(ttl_ms));
-    }
-    mdp::client client(ctx, broker, {.timeout = std::chrono::milliseconds(timeout_ms), .retries = retries});
+    const auto protocol = plain ? mdp::client_protocol::mdp : mdp::client_protocol::zmesh;
     message request;
     request.push_back(body);
-    message reply = client.request(service, std::move(request));
-    return print_reply(service, reply);
+    if (durable)
+        return run_durable(ctx, broker, service, std::move(request),
+                           std::chrono::milliseconds(timeout_ms), retries,
+                           std::chrono::milliseconds(ttl_ms), protocol);
+    const mdp::client_options client_options{.timeout = std::chrono::milliseconds(timeout_ms),
+                                             .retries = retries,
+                                             .protocol = protocol};
+    if (plain) {
+        mdp::client client(ctx, broker, client_options);
+        return print_reply(service, client.request(service, std::move(request)));
+    }
+    return run_zmesh(ctx, broker, service, std::move(request), client_options,
+                     {.id = id,
+                      .type = type,
+                      .priority = static_cast<std::uint8_t>(priority),
+                      .ttl = std::chrono::milliseconds(ttl_ms),
+                      .fail_fast = fail_fast});
 }
 
 } // namespace zmesh::cli

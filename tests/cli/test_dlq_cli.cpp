@@ -8,6 +8,7 @@
 
 #include "titanic/sqlite_store.hpp"
 
+#include <zmesh/header.hpp>
 #include <zmesh/message.hpp>
 
 #include <doctest/doctest.h>
@@ -102,19 +103,33 @@ class fake_titanic {
     void run() {
         while (!stop_) {
             auto in = support::recv_for(router_, 20ms);
-            if (!in || in->size() < 4 || zmesh::view((*in)[2]) != "MDPC01") continue;
+            // `zmesh request` speaks ZMCT02 (routing-id "ZMCT02" 0x01 service header body...)
+            // unless --plain (routing-id "" "MDPC01" service body...): the fake answers both.
+            const bool v2 = in && in->size() >= 5 && zmesh::view((*in)[1]) == "ZMCT02";
+            if (!in || (!v2 && (in->size() < 4 || zmesh::view((*in)[2]) != "MDPC01"))) continue;
+            const std::size_t body_at = v2 ? 5 : 4;
             const std::string service = zmesh::to_string((*in)[3]);
             std::vector<std::string> body;
-            for (std::size_t i = 4; i < in->size(); ++i) body.push_back(zmesh::to_string((*in)[i]));
+            for (std::size_t i = body_at; i < in->size(); ++i)
+                body.push_back(zmesh::to_string((*in)[i]));
             {
                 std::lock_guard lock(mutex_);
                 seen_.push_back(service);
             }
             zmesh::message out;
             out.push_back(zmesh::to_string((*in)[0]));
-            out.push_back("");
-            out.push_back("MDPC01");
-            out.push_back(service);
+            if (v2) {
+                zmesh::header h = zmesh::make_header({});
+                h.correlation_id = zmesh::decode_header((*in)[4]).id;
+                out.push_back("ZMCT02");
+                out.push_back(std::string(1, '\x03')); // FINAL
+                out.push_back(service);
+                out.push_back(zmesh::encode(h));
+            } else {
+                out.push_back("");
+                out.push_back("MDPC01");
+                out.push_back(service);
+            }
             for (const auto& f : handler_(service, body)) out.push_back(f);
             (void)out.send(router_);
         }
