@@ -13,6 +13,7 @@
 #include <ctime>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 namespace zmesh::cli {
 namespace {
@@ -47,6 +48,7 @@ int run_mdp(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     bench::mdp_bench_config cfg;
     double seconds = 5;
+    std::string dedupe = "both";
     po::options_description options("options");
     options.add_options()
         ("mode", po::value(&cfg.mode)->default_value(cfg.mode), "broker or direct (no broker: the floor)")
@@ -55,9 +57,19 @@ int run_mdp(const std::vector<std::string>& args) {
         ("window", po::value(&cfg.window)->default_value(cfg.window), "requests in flight")
         ("credit", po::value(&cfg.credit)->default_value(cfg.credit),
          "requests each worker may hold (1 = plain MDP/0.1; more = zmesh workers with credit)")
-        ("duration", po::value(&seconds)->default_value(seconds), "seconds to measure");
+        ("duration", po::value(&seconds)->default_value(seconds), "seconds to measure")
+        ("dedupe", po::value(&dedupe)->default_value(dedupe),
+         "broker mode: on = ZMCT02 client (a header and message id per request, kept by the "
+         "broker for de-duplication), off = MDP/0.1 client, both = one row each (direct mode: "
+         "off only)");
     po::variables_map vm;
-    if (!parse("bench mdp", "[--mode broker|direct] [options]", options, args, vm)) return ok;
+    if (!parse("bench mdp", "[--mode broker|direct] [--dedupe on|off|both] [options]", options,
+               args, vm))
+        return ok;
+    if (dedupe != "on" && dedupe != "off" && dedupe != "both")
+        throw usage_error("--dedupe must be on, off or both");
+    if (cfg.mode == "direct" && dedupe == "on")
+        throw usage_error("--dedupe on needs --mode broker (the direct echo speaks no protocol)");
     if (cfg.mode != "broker" && cfg.mode != "direct") throw usage_error("--mode must be broker or direct");
     if (cfg.size < 8) throw usage_error("--size must be at least 8");
     if (cfg.window == 0) throw usage_error("--window must be positive");
@@ -66,15 +78,27 @@ int run_mdp(const std::vector<std::string>& args) {
         throw usage_error("--credit must be in 1.." + std::to_string(zmesh::mdp::max_worker_credit));
     cfg.duration = duration_flag(seconds);
 
-    auto r = bench::run_mdp_bench(cfg);
+    std::vector<bool> rows;
+    if (dedupe != "on") rows.push_back(false);
+    if (dedupe != "off" && cfg.mode == "broker") rows.push_back(true);
     std::printf("%s\n", machine_line().c_str());
-    std::printf("%-7s %-8s %-6s %-7s %-7s %12s %10s %10s %10s %8s\n", "mode", "workers", "size",
-                "window", "credit", "req/s", "p50 us", "p99 us", "p99.9 us", "lost");
-    std::printf("%-7s %-8d %-6zu %-7zu %-7u %12.0f %10.1f %10.1f %10.1f %8llu\n", cfg.mode.c_str(),
-                cfg.mode == "broker" ? cfg.workers : 0, cfg.size, cfg.window,
-                cfg.mode == "broker" ? cfg.credit : 0u, r.rate, r.p50_us,
-                r.p99_us, r.p999_us, static_cast<unsigned long long>(r.sent - r.received));
-    return r.sent == r.received ? ok : failure;
+    std::printf("%-7s %-8s %-6s %-7s %-7s %-7s %12s %10s %10s %10s %8s\n", "mode", "workers",
+                "size", "window", "credit", "dedupe", "req/s", "p50 us", "p99 us", "p99.9 us",
+                "lost");
+    bool all_answered = true;
+    // One run after the other, each with its own broker and workers: they never share the CPU.
+    for (const bool on : rows) {
+        cfg.dedupe = on;
+        auto r = bench::run_mdp_bench(cfg);
+        std::printf("%-7s %-8d %-6zu %-7zu %-7u %-7s %12.0f %10.1f %10.1f %10.1f %8llu\n",
+                    cfg.mode.c_str(), cfg.mode == "broker" ? cfg.workers : 0, cfg.size,
+                    cfg.window, cfg.mode == "broker" ? cfg.credit : 0u, on ? "on" : "off",
+                    r.rate, r.p50_us, r.p99_us, r.p999_us,
+                    static_cast<unsigned long long>(r.sent - r.received));
+        std::fflush(stdout);
+        all_answered = all_answered && r.sent == r.received;
+    }
+    return all_answered ? ok : failure;
 }
 
 int run_pubsub(const std::vector<std::string>& args) {

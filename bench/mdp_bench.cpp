@@ -84,8 +84,17 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
         throw error(errc::invalid_argument, "--mode must be broker or direct");
     }
 
+    if (cfg.dedupe && cfg.mode != "broker")
+        throw error(errc::invalid_argument, "de-duplication needs --mode broker");
+    // Asynchronous mode in both protocols: the same window, no retries, so the two rows differ
+    // only by what ZMCT02 adds on the wire and in the broker (a header per message, an id table
+    // with the kept reply per request).
     mdp::client client(client_ctx, endpoint,
-                       {.timeout = std::chrono::milliseconds(5000), .retries = 1, .window = cfg.window});
+                       {.timeout = std::chrono::milliseconds(5000),
+                        .retries = 1,
+                        .window = cfg.window,
+                        .protocol = cfg.dedupe ? mdp::client_protocol::zmesh
+                                               : mdp::client_protocol::mdp});
     latency_recorder latencies(20'000'000);
     mdp_bench_result result;
     auto on_reply = [&](const mdp::reply& r) {

@@ -13,7 +13,11 @@ struct mdp_bench_config {
     int workers = 2;              ///< echo workers (broker mode)
     std::size_t size = 64;        ///< request body bytes (at least 8: the send timestamp)
     std::size_t window = 256;     ///< requests in flight
-    std::uint32_t credit = 1;     ///< each worker's credit: 1 = plain MDP/0.1, more = ZMWC01
+    std::uint32_t credit = 1;     ///< each worker's credit (the worker library's protocol)
+    /// The client protocol (broker mode): true = ZMCT02, every request with a header and a
+    /// message id that the broker keeps for de-duplication (executed once); false = MDP/0.1, no
+    /// id, nothing kept. The workers are the same either way.
+    bool dedupe = false;
     std::chrono::milliseconds duration{5000};
 };
 
