@@ -906,6 +906,11 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     w.slots[*slot] = nullptr;
     w.free_slots.push_back(*slot); // within its reserved capacity: no allocation
     --s.in_flight;
+    if (type == mdp::error_type && r->proto != codec::protocol::zmct02) {
+        // A worker's error (ZMWC02: typed, body = status, reason) reaches a client without a
+        // header as plain clients see every error: a first body frame that says so.
+        body.push_front(mdp::error_type);
+    }
     if (!r->parts.empty()) {
         // The parts a plain client could not take one by one come first in its one reply.
         message all;

@@ -208,9 +208,11 @@ class titanic_node::impl {
                             .credit = config_.request_credit});
     }
 
+    /// Plain mode is for brokers that are not zmesh's: MDP/0.1 clients, one per slot.
     mdp::client make_client() {
         return mdp::client(*ctx_, config_.broker_endpoint,
-                           {.timeout = config_.request_timeout, .retries = 1, .window = 1});
+                           {.timeout = config_.request_timeout, .retries = 1, .window = 1,
+                            .protocol = mdp::client_protocol::mdp});
     }
 
     /// The zmesh extensions (workers with credit, a tagged client) are used unless the node is

@@ -440,6 +440,35 @@ TEST_CASE("a worker's refusal reaches the client as 422 and the request the DLQ"
     CHECK(dlq(f.ctx, f.endpoint, {"bogus"}).at(0) == "400");
 }
 
+TEST_CASE("a worker's typed error is exact for ZMCT02 and a zmesh.error body for MDP/0.1") {
+    tcp_broker f;
+    f.start();
+    auto w = dealer(f.ctx, f.endpoint);
+    ready_v2(w, "fails");
+    const auto fail = [&](const std::string& reason) {
+        auto r = zmwc02_request(w);
+        REQUIRE(r);
+        zmesh::header h = zmesh::make_header(std::string(mdp::error_type));
+        h.correlation_id = r->header.id;
+        send_frames(w, message{mdp::worker_header_v2, byte(0x04), r->tag, r->client, "",
+                               zmesh::to_string(zmesh::encode(h)), "500", reason});
+    };
+    auto c = dealer(f.ctx, f.endpoint);
+    zmct02(c, "fails", make(5000), "x");
+    fail("disk full");
+    auto reply = zmct02_reply(c);
+    REQUIRE(reply);
+    CHECK(reply->header.type == mdp::error_type);
+    CHECK(reply->body == std::vector<std::string>{"500", "disk full"});
+    auto plain = dealer(f.ctx, f.endpoint);
+    send_frames(plain, message{"", mdp::client_v1, "fails", "x"});
+    fail("disk still full");
+    auto m = support::recv_for(plain, 3s);
+    REQUIRE(m);
+    CHECK(support::texts(*m) == std::vector<std::string>{"", "MDPC01", "fails", "zmesh.error",
+                                                         "500", "disk still full"});
+}
+
 TEST_CASE("a ZMCT02 request whose header does not decode is answered 400") {
     tcp_broker f;
     f.start();

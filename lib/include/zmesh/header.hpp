@@ -114,7 +114,10 @@ struct header {
     std::string type;                         ///< application-defined kind, e.g. "order.created"
     std::uint8_t priority = default_priority; ///< 0 (lowest) … 9 (highest)
     std::int64_t timestamp_ns = 0; ///< creation time, ns since the Unix epoch; 0 = unknown
-    std::uint32_t ttl_ms = 0;      ///< lifetime counted from timestamp_ns; 0 = forever
+    /// Lifetime counted from timestamp_ns; 0 = forever. In a request of zmesh's request/reply
+    /// protocols (ZMCT02, ZMWC02) it is relative instead: the time left when the message was
+    /// sent, as gRPC's grpc-timeout, so that hosts need no synchronised clocks (docs/protocol.md).
+    std::uint32_t ttl_ms = 0;
     std::optional<message_id> correlation_id; ///< in a reply: the id of the request it answers
     std::uint32_t attempt = 0;                ///< delivery attempt: 0 first, +1 on each retry
     std::uint64_t sequence = 0;               ///< per-publisher, per-topic counter (gap detection)
