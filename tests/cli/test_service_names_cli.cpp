@@ -86,15 +86,23 @@ TEST_CASE("zmesh worker refused by its broker exits 1 with one line naming the b
     const auto endpoint = support::bind_loopback(router);
     support::temp_dir dir;
     const auto err_path = dir.path() / "worker.err";
-    child_process worker({support::zmesh_cli(), "worker", "--broker", endpoint, "--service",
-                          "beta", "--echo", "--log-level", "warn"},
-                         err_path.string());
+    // The worker's default protocol (ZMWC02: DISCONNECT is 0x06) and plain MDP/0.1.
+    std::vector<std::string> args{support::zmesh_cli(), "worker", "--broker", endpoint,
+                                  "--service", "beta", "--echo", "--log-level", "warn"};
+    bool plain = false;
+    SUBCASE("ZMWC02") {}
+    SUBCASE("--plain") {
+        plain = true;
+        args.push_back("--plain");
+    }
+    child_process worker(args, err_path.string());
     auto ready = support::recv_for(router, 5000ms);
     REQUIRE(ready);
     const auto frames = support::texts(*ready);
     REQUIRE(frames.size() == 5);
-    CHECK(frames[4] == "beta");
-    auto refusal = support::frames({frames[0], "", "MDPW01", std::string(1, '\x05')});
+    CHECK(frames[plain ? 4 : 3] == "beta");
+    auto refusal = plain ? support::frames({frames[0], "", "MDPW01", std::string(1, '\x05')})
+                         : support::frames({frames[0], "ZMWC02", std::string(1, '\x06')});
     REQUIRE(refusal.send(router) == zmesh::send_status::sent);
 
     auto code = worker.wait_for(5000ms);
