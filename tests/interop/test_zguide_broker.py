@@ -20,12 +20,12 @@ namespace too). Creating namespaces needs CAP_SYS_ADMIN; without it the test pri
 exits 77.
 
 Scenarios, in that order (exit 0 only if both pass):
-  long     `zmesh worker --exec 'sleep 10; cat'` serves a 10 s request. The zguide broker sends no
-           HEARTBEAT to a busy worker, so a worker that counted that silence (7.5 s) would
-           reconnect and drop the reply; the python client (mdp_peers.py) must get it.
-  credit   `zmesh worker --echo --credit 8`: the zguide broker drops the ZMWC01 header, so the
-           worker must fall back to MDP/0.1 with exactly one warning naming the broker, then
-           serve requests.
+  long     `zmesh worker --plain --exec 'sleep 10; cat'` serves a 10 s request. The zguide broker
+           sends no HEARTBEAT to a busy worker, so a worker that counted that silence (7.5 s)
+           would reconnect and drop the reply; the python client (mdp_peers.py) must get it.
+  credit   `zmesh worker --echo --credit 8` (ZMWC02, the default): the zguide broker drops the
+           unknown protocol frame, so the worker must fall back to MDP/0.1 with exactly one
+           warning naming the broker, then serve requests.
 """
 import argparse
 import os
@@ -44,7 +44,7 @@ ENDPOINT = "tcp://127.0.0.1:%d" % BROKER_PORT
 TEST_TIMEOUT = 50             # seconds; below ctest's TIMEOUT so that our cleanup still runs
 STARTUP_TIMEOUT = 5.0         # broker listening
 REGISTER_TIMEOUT = 10.0       # a worker known to the broker (the credit one needs a heartbeat
-                              # of 2.5 s to give up on ZMWC01, then registers again)
+                              # of 2.5 s to give up on ZMWC02, then registers again)
 LONG_WORK = 10                # seconds the long request takes
 CREDIT_REQUESTS = 20
 
@@ -172,7 +172,7 @@ def wait_registered(ctx, service, timeout):
 def scenario_long(env):
     worker = env.start("zmesh worker (long)",
                        [env.zmesh, "worker", "--broker", ENDPOINT, "--service", "zguide.slow",
-                        "--exec", "sleep %d; cat" % LONG_WORK])
+                        "--plain", "--exec", "sleep %d; cat" % LONG_WORK])
     wait_registered(env.ctx, "zguide.slow", REGISTER_TIMEOUT)
     from mdp_peers import MdpClient
     client = MdpClient(env.ctx, ENDPOINT, timeout=LONG_WORK + 15, retries=1)
@@ -209,7 +209,7 @@ def scenario_credit(env):
     rc = worker.stop()
     check(rc == 0, "zmesh worker exited %d on SIGTERM" % rc)
     log = worker.log()
-    warnings = [line for line in log.splitlines() if "credit is unsupported" in line]
+    warnings = [line for line in log.splitlines() if "does not speak ZMWC02" in line]
     check(len(warnings) == 1, "expected one fallback warning, got %d:\n%s" % (len(warnings), log))
     check(ENDPOINT in warnings[0], "the warning does not name the broker: %s" % warnings[0])
     return ("registered after %.1f s (fallback), %d requests echoed; warning: %s"

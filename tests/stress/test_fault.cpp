@@ -109,7 +109,7 @@ TEST_CASE("every request is answered with its own id while workers are SIGKILLed
     std::uint32_t credit = 1;
     SUBCASE("plain MDP/0.1 workers, one request each") {}
     // A killed worker with credit takes several requests down with it: all must come back.
-    SUBCASE("workers with credit 8 (ZMWC01)") { credit = 8; }
+    SUBCASE("workers with credit 8 (ZMWC02)") { credit = 8; }
     const auto seed = stress::seed();
     MESSAGE("seed " << seed << " (replay with ZMESH_STRESS_SEED=" << seed << ")");
     const auto started = std::chrono::steady_clock::now();

@@ -504,7 +504,7 @@ struct worker::impl {
                 now = clock::now();
                 if (now >= deadline) return std::nullopt;
                 // Sleep until the first of: the caller's deadline, the next duty (heartbeat,
-                // expiry, ZMWC01 probe, end of the reconnect backoff) or a message; while READY
+                // expiry, ZMWC02 probe, end of the reconnect backoff) or a message; while READY
                 // waits for the connection, until the socket can take it.
                 const auto next = std::min(deadline, next_duty());
                 const auto wait = std::chrono::ceil<milliseconds>(next - now);
