@@ -49,6 +49,7 @@ int run_mdp(const std::vector<std::string>& args) {
     bench::mdp_bench_config cfg;
     double seconds = 5;
     std::string dedupe = "both";
+    long window_ms = static_cast<long>(cfg.dedupe_window.count());
     po::options_description options("options");
     options.add_options()
         ("mode", po::value(&cfg.mode)->default_value(cfg.mode), "broker or direct (no broker: the floor)")
@@ -61,7 +62,10 @@ int run_mdp(const std::vector<std::string>& args) {
         ("dedupe", po::value(&dedupe)->default_value(dedupe),
          "broker mode: on = ZMCT02 client (a header and message id per request, kept by the "
          "broker for de-duplication), off = MDP/0.1 client, both = one row each (direct mode: "
-         "off only)");
+         "off only)")
+        ("dedupe-window-ms", po::value(&window_ms)->default_value(window_ms),
+         "the broker's --dedupe-window-ms: how long it keeps each reply for retries (0: "
+         "retries still join pending requests, no reply is kept)");
     po::variables_map vm;
     if (!parse("bench mdp", "[--mode broker|direct] [--dedupe on|off|both] [options]", options,
                args, vm))
@@ -77,6 +81,8 @@ int run_mdp(const std::vector<std::string>& args) {
     if (cfg.credit < 1 || cfg.credit > zmesh::mdp::max_worker_credit)
         throw usage_error("--credit must be in 1.." + std::to_string(zmesh::mdp::max_worker_credit));
     cfg.duration = duration_flag(seconds);
+    if (window_ms < 0) throw usage_error("--dedupe-window-ms must not be negative");
+    cfg.dedupe_window = std::chrono::milliseconds(window_ms);
 
     std::vector<bool> rows;
     if (dedupe != "on") rows.push_back(false);

@@ -70,6 +70,7 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
     if (cfg.mode == "broker") {
         nodes::broker_config bc;
         bc.mdp_endpoint = "tcp://127.0.0.1:*";
+        bc.dedupe_window = cfg.dedupe_window;
         broker = std::make_unique<nodes::broker>(broker_ctx, bc);
         endpoint = broker->endpoints().front();
         broker->start();

@@ -18,6 +18,8 @@ struct mdp_bench_config {
     /// message id that the broker keeps for de-duplication (executed once); false = MDP/0.1, no
     /// id, nothing kept. The workers are the same either way.
     bool dedupe = false;
+    /// The broker's dedupe_window (broker_config): replies kept for retries.
+    std::chrono::milliseconds dedupe_window{60000};
     std::chrono::milliseconds duration{5000};
 };
 

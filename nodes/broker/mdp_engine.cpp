@@ -93,6 +93,12 @@ mdp_engine::mdp_engine(const broker_config& config, outbox& out)
     : config_(config), outbox_(out),
       expiry_(config.heartbeat_interval * std::max(config.liveness, 1)),
       memory_(config.max_memory), malformed_log_(10) {
+    // Sized up front so that the tables of executed-once never rehash on the hot path (a rehash
+    // of a million kept replies stalls the loop for tens of milliseconds): one bucket per KiB of
+    // the memory bound, at most 2^20 (8 MiB of buckets).
+    if (config.dedupe_window.count() > 0)
+        kept_.reserve(std::min<std::size_t>(config.max_memory / 1024, std::size_t{1} << 20));
+    pending_ids_.reserve(1024);
     replayer_.internal = true;
     replayer_.connected = false; // its replies go nowhere; they are kept for retries
     replayer_.handle = handles_.next();
@@ -312,14 +318,7 @@ bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request
         return true;
     }
     inc(stats_.duplicates);
-    auto& parts = k->second.parts;
-    for (std::size_t i = 0; i < parts.size(); ++i) {
-        message body;
-        for (auto& f : parts[i].body) body.push_back(copy_frame(f));
-        zmq::message_t hdr = copy_frame(parts[i].header);
-        reply_to_client(client_id, c, decoded_proto_, {}, std::move(hdr), req.service, body, 0,
-                        i + 1 == parts.size());
-    }
+    send_kept(client_id, c, req.service, k->second.parts);
     return true;
 }
 
@@ -865,16 +864,7 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     if (!reply.final) {
         inc(stats_.partials);
         // A part: through at once to a client that streams, kept for one that cannot.
-        std::size_t extra = 0;
-        kept_part kept;
-        if (r->has_id) {
-            kept.header = copy_frame(header);
-            for (auto& f : body) {
-                compact(f);
-                kept.body.push_back(copy_frame(f));
-                extra += frame_slot_cost + frame_heap_cost(f.size());
-            }
-        }
+        std::size_t extra = r->has_id ? kept_size(header, body) : 0;
         if (!codec::is_v2(r->proto)) {
             for (auto& f : body) {
                 compact(f);
@@ -893,7 +883,7 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
         r->from->held += extra;
         r->cost += extra;
         note_memory();
-        if (r->has_id) r->stream.push_back(std::move(kept));
+        if (r->has_id) append_kept(r->stream, header, body);
         if (codec::is_v2(r->proto)) {
             if (r->from->connected)
                 reply_to_client(r->from->id, r->from, r->proto, {}, std::move(header), s.name,
@@ -918,15 +908,7 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
         body.move_tail_to(0, all);
         body = std::move(all);
     }
-    if (r->has_id) {
-        kept_part final;
-        final.header = copy_frame(header);
-        for (auto& f : body) {
-            compact(f);
-            final.body.push_back(copy_frame(f));
-        }
-        keep_reply(r, std::move(final));
-    }
+    if (r->has_id) keep_reply(r, header, body);
     if (r->from->connected) {
         // 7/MDP wants a body frame in every reply; a worker that sent none still did the work.
         reply_to_client(r->from->id, r->from, r->proto, std::move(r->tag), std::move(header),
@@ -939,31 +921,85 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     dispatch(s);
 }
 
-void mdp_engine::keep_reply(request* r, kept_part&& final) {
+// A kept reply is one flat buffer, so keeping it costs one allocation and one copy however many
+// frames and parts it has: per part, u32 header size, header, u32 frame count, then per frame
+// u32 size and the bytes (host byte order: it never leaves the process).
+namespace {
+
+void put_u32(std::string& out, std::size_t v) {
+    const auto u = static_cast<std::uint32_t>(v);
+    out.append(reinterpret_cast<const char*>(&u), sizeof u);
+}
+
+std::uint32_t get_u32(std::string_view& in) {
+    std::uint32_t u = 0;
+    std::memcpy(&u, in.data(), sizeof u);
+    in.remove_prefix(sizeof u);
+    return u;
+}
+
+} // namespace
+
+std::size_t mdp_engine::kept_size(const zmq::message_t& header, const message& body) noexcept {
+    std::size_t n = 8 + header.size();
+    for (const auto& f : body) n += 4 + f.size();
+    return n;
+}
+
+void mdp_engine::append_kept(std::string& blob, const zmq::message_t& header, const message& body) {
+    blob.reserve(blob.size() + kept_size(header, body));
+    put_u32(blob, header.size());
+    blob.append(static_cast<const char*>(header.data()), header.size());
+    put_u32(blob, body.size());
+    for (const auto& f : body) {
+        put_u32(blob, f.size());
+        blob.append(static_cast<const char*>(f.data()), f.size());
+    }
+}
+
+void mdp_engine::send_kept(std::string_view client_id, client* c, std::string_view service,
+                           std::string_view blob) {
+    while (!blob.empty()) {
+        const auto header_size = get_u32(blob);
+        zmq::message_t header(blob.data(), header_size);
+        blob.remove_prefix(header_size);
+        message body;
+        for (auto frames = get_u32(blob); frames > 0; --frames) {
+            const auto size = get_u32(blob);
+            body.push_back(blob.substr(0, size));
+            blob.remove_prefix(size);
+        }
+        reply_to_client(client_id, c, decoded_proto_, {}, std::move(header), service, body, 0,
+                        blob.empty());
+    }
+}
+
+void mdp_engine::keep_reply(request* r, const zmq::message_t& header, const message& body) {
     if (config_.dedupe_window.count() <= 0) return;
+    const std::size_t cost = kept_entry_cost + r->stream.size() + kept_size(header, body);
+    make_room(cost);
+    if (!memory_.fits(cost)) return; // not kept: a retry would run the request again
     kept_reply k;
     k.service = r->svc->name;
     k.parts = std::move(r->stream);
-    k.parts.push_back(std::move(final));
-    std::size_t cost = 256 + k.service.size();
-    for (const auto& p : k.parts) {
-        cost += 2 * frame_slot_cost + frame_heap_cost(p.header.size());
-        for (const auto& f : p.body) cost += frame_slot_cost + frame_heap_cost(f.size());
-    }
+    append_kept(k.parts, header, body);
     k.cost = cost;
-    make_room(cost);
-    if (!memory_.fits(cost)) return; // not kept: a retry would run the request again
+    k.until = now_ + config_.dedupe_window;
     memory_.hold(cost);
     note_memory();
-    kept_.insert_or_assign(r->hdr.id, std::move(k));
+    if (auto [it, inserted] = kept_.try_emplace(r->hdr.id, std::move(k)); !inserted) {
+        memory_.unhold(it->second.cost); // the id answered again (a replay): the newer reply
+        it->second = std::move(k);
+    }
     kept_order_.emplace_back(now_ + config_.dedupe_window, r->hdr.id);
     stats_.kept_replies.store(kept_.size(), std::memory_order_relaxed);
 }
 
 void mdp_engine::forget_oldest_kept() {
-    const message_id id = kept_order_.front().second;
+    const auto [until, id] = kept_order_.front();
     kept_order_.pop_front();
-    if (auto k = kept_.find(id); k != kept_.end()) {
+    // An id kept again later has a later `until`: this older record is not its own.
+    if (auto k = kept_.find(id); k != kept_.end() && k->second.until == until) {
         memory_.unhold(k->second.cost);
         kept_.erase(k);
         note_memory();
@@ -1214,15 +1250,18 @@ void mdp_engine::expire_requests(clock::time_point now) {
         unqueue(r);
         reject(r, s.name, reject_reason::expired);
     }
+    forget_kept(now);
+}
+
+void mdp_engine::forget_kept(clock::time_point now) {
     while (!kept_order_.empty() && kept_order_.front().first <= now) forget_oldest_kept();
 }
 
 std::optional<clock::time_point> mdp_engine::next_deadline() const noexcept {
-    std::optional<clock::time_point> next;
-    if (!deadlines_.empty()) next = deadlines_.front()->deadline;
-    if (!kept_order_.empty() && (!next || kept_order_.front().first < *next))
-        next = kept_order_.front().first;
-    return next;
+    // Kept replies are not deadlines: they are kept for at least the window and forgotten at
+    // the next tick or expiry after it. Waking for each one would cost a timer per reply.
+    if (deadlines_.empty()) return std::nullopt;
+    return deadlines_.front()->deadline;
 }
 
 void mdp_engine::dispatch(service& s) {
@@ -1323,6 +1362,8 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
 }
 
 void mdp_engine::on_tick(clock::time_point now) {
+    now_ = now;
+    forget_kept(now);
     scratch_.clear();
     for (auto& [id, w] : workers_) {
         if (now >= w.expiry) {
@@ -1550,7 +1591,6 @@ bool mdp_engine::replay(dead_letter&& d) {
     r->cost = d.cost;
     replayer_.held += d.cost;
     ++replayer_.outstanding;
-    kept_.erase(r->hdr.id); // a stale kept reply (there is none unless the id was reused)
     pending_ids_.emplace(r->hdr.id, r);
     service& s = service_for(d.service, now_);
     enqueue(s, r);

@@ -87,12 +87,6 @@ struct client {
     log_limiter drop_log{1, std::chrono::seconds(10)}; // one line per 10 s about its drops
 };
 
-/// A part of a reply kept for a retry (executed once): the header as sent and the body.
-struct kept_part {
-    zmq::message_t header;
-    message body;
-};
-
 struct request {
     client* from = nullptr;     // who sent it, or its latest retry; the reply goes there
     codec::protocol proto = codec::protocol::mdpc01; // the client's protocol: frames its replies
@@ -107,7 +101,8 @@ struct request {
     std::size_t heap_at = npos; // its index in the deadline heap while it waits
     message body;               // kept until replied, so a dead worker's request can be sent again
     message parts;              // PARTIAL frames kept for a client that cannot stream (01)
-    std::vector<kept_part> stream; // parts sent so far, kept for retries (has_id only)
+    std::string stream;         // PARTIALs sent so far, kept for retries (has_id only; the
+                                // flat form of mdp_engine::append_kept)
     static constexpr std::size_t npos = static_cast<std::size_t>(-1);
     std::uint32_t attempts = 0; // deliveries to workers so far
     std::size_t bytes = 0;      // body size (queued_bytes while it waits)
@@ -261,8 +256,8 @@ class mdp_engine {
     /// forgets kept replies past the de-duplication window.
     void expire_requests(clock::time_point now);
 
-    /// The earliest deadline of a waiting request, or of a kept reply; the broker calls
-    /// expire_requests() then, so that expiry is exact to the millisecond.
+    /// The earliest deadline of a waiting request; the broker calls expire_requests() then, so
+    /// that expiry is exact to the millisecond.
     [[nodiscard]] std::optional<clock::time_point> next_deadline() const noexcept;
 
     /// The connection on descriptor @p fd closed (libzmq socket monitor). A worker on it is
@@ -313,9 +308,12 @@ class mdp_engine {
     /// A reply kept for retries of its request.
     struct kept_reply {
         std::string service;
-        std::vector<kept_part> parts; // the last one is the FINAL
+        std::string parts; // every part, the FINAL last (append_kept's form)
         std::size_t cost = 0;
+        clock::time_point until; // when the window ends
     };
+    /// What a kept reply holds beyond its parts: its map node, record and order entry.
+    static constexpr std::size_t kept_entry_cost = sizeof(kept_reply) + 96;
 
     void on_client(message& m, const codec::client_request& req, clock::time_point now);
     /// A ZMCT02 request whose id is pending or answered: joins it or gets the kept reply.
@@ -337,8 +335,15 @@ class mdp_engine {
     bool replay(dead_letter&& d);
     /// Forgets kept replies, oldest first, until @p bytes more fit in the memory bound.
     void make_room(std::size_t bytes);
-    void keep_reply(request* r, kept_part&& final);
+    void keep_reply(request* r, const zmq::message_t& header, const message& body);
+    static std::size_t kept_size(const zmq::message_t& header, const message& body) noexcept;
+    static void append_kept(std::string& blob, const zmq::message_t& header, const message& body);
+    /// Sends every part of a kept reply to a retry, the last as FINAL.
+    void send_kept(std::string_view client_id, client* c, std::string_view service,
+                   std::string_view blob);
     void forget_oldest_kept();
+    /// Forgets kept replies whose window ended by @p now.
+    void forget_kept(clock::time_point now);
     /// Looks up the worker_table row for the sender's state and the command, and performs it.
     void on_worker(message& m, const codec::decoded& d, clock::time_point now);
     void on_ready(message& m, const codec::worker_ready& ready, codec::protocol proto,
