@@ -35,15 +35,30 @@ constexpr milliseconds drain_after_kill{100};
 constexpr milliseconds exit_poll{10};
 constexpr milliseconds cancel_poll{100};
 
-void make_pipe(int fds[2]) {
-    if (::pipe2(fds, O_CLOEXEC) != 0)
-        throw std::system_error(errno, std::generic_category(), "pipe");
-}
-
 void close_fd(int& fd) noexcept {
     if (fd >= 0) ::close(fd);
     fd = -1;
 }
+
+/// Three pipes (stdin, stdout, stderr), all closed again if one cannot be made.
+struct pipes {
+    int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+    pipes() {
+        for (auto& p : fds) {
+            if (::pipe2(p, O_CLOEXEC) != 0) {
+                const int e = errno;
+                close_all();
+                throw std::system_error(e, std::generic_category(), "pipe");
+            }
+        }
+    }
+    void close_all() noexcept {
+        for (auto& p : fds) {
+            close_fd(p[0]);
+            close_fd(p[1]);
+        }
+    }
+};
 
 /// The inherited environment with @p changes applied, as execve() takes it.
 std::vector<std::string>
@@ -69,6 +84,7 @@ struct child {
     int status = 0;
     int to_child = -1, from_out = -1, from_err = -1;
     struct sigaction previous_sigpipe {};
+    bool sigpipe_saved = false; // previous_sigpipe holds the disposition to restore
 
     child() = default;
     child(const child&) = delete;
@@ -82,7 +98,7 @@ struct child {
             while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
             }
         }
-        ::sigaction(SIGPIPE, &previous_sigpipe, nullptr);
+        if (sigpipe_saved) ::sigaction(SIGPIPE, &previous_sigpipe, nullptr);
     }
 
     /// Reaps the child if it has exited, without waiting.
@@ -99,10 +115,10 @@ struct child {
 };
 
 void start(child& c, const subprocess_options& options) {
-    int in[2], out[2], err[2];
-    make_pipe(in);
-    make_pipe(out);
-    make_pipe(err);
+    pipes p;
+    auto& in = p.fds[0];
+    auto& out = p.fds[1];
+    auto& err = p.fds[2];
     const auto env = child_environment(options.environment);
     std::vector<char*> envp;
     for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
@@ -113,7 +129,7 @@ void start(child& c, const subprocess_options& options) {
     const pid_t pid = ::fork();
     if (pid < 0) {
         const int e = errno;
-        for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) ::close(fd);
+        p.close_all();
         throw std::system_error(e, std::generic_category(), "fork");
     }
     if (pid == 0) {
@@ -139,7 +155,7 @@ void start(child& c, const subprocess_options& options) {
     // A command that exits without reading its stdin must not kill us with SIGPIPE.
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
-    ::sigaction(SIGPIPE, &ignore, &c.previous_sigpipe);
+    c.sigpipe_saved = ::sigaction(SIGPIPE, &ignore, &c.previous_sigpipe) == 0;
 }
 
 /// Hands each complete line in @p pending to @p on_line, keeping the unfinished rest.
