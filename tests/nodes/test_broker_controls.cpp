@@ -227,6 +227,8 @@ TEST_CASE("a retry joins its pending request, and a retry after the reply gets t
 TEST_CASE("a kept reply is forgotten after the window, and the request then runs again") {
     tcp_broker f;
     f.config.dedupe_window = 200ms;
+    f.config.heartbeat_interval = 100ms; // kept replies are forgotten at the tick after the window
+    f.config.liveness = 100;             // while the hand-written worker sends no heartbeats
     f.start();
     auto w = dealer(f.ctx, f.endpoint);
     ready_v2(w, "svc");

@@ -364,10 +364,13 @@ struct subscriber::impl {
     /// messages (docs/pubsub.md, merge steps 2 and 3).
     void fetch_snapshots() {
         const auto deadline = clock::now() + detail::clamp_wait(opts_.snapshot_timeout);
+        // Plain MDP/0.1: one idempotent attempt per prefix gains nothing from a message id, and
+        // any broker that serves zmesh.lvc (or a stand-in for it) speaks 7/MDP.
         mdp::client client(*ctx_, opts_.snapshot_from,
                            {.timeout = opts_.snapshot_timeout,
                             .retries = 1,
-                            .window = snapshot_pending_.size()});
+                            .window = snapshot_pending_.size(),
+                            .protocol = mdp::client_protocol::mdp});
         for (const auto& prefix : snapshot_pending_) {
             message body;
             body.push_back(std::string_view(prefix));
