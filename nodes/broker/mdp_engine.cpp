@@ -97,8 +97,7 @@ mdp_engine::mdp_engine(const broker_config& config, outbox& out)
     // of a million kept replies stalls the loop for tens of milliseconds): one bucket per KiB of
     // the memory bound, at most 2^20 (8 MiB of buckets).
     if (config.dedupe_window.count() > 0)
-        kept_.reserve(std::min<std::size_t>(config.max_memory / 1024, std::size_t{1} << 20));
-    pending_ids_.reserve(1024);
+        ids_.reserve(std::min<std::size_t>(config.max_memory / 1024, std::size_t{1} << 20));
     replayer_.internal = true;
     replayer_.connected = false; // its replies go nowhere; they are kept for retries
     replayer_.handle = handles_.next();
@@ -286,7 +285,7 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
     from->held += cost;
     r->cost = cost;
     note_memory();
-    if (r->has_id) pending_ids_.emplace(r->hdr.id, r);
+    if (r->has_id) track_id(r);
     enqueue(s, r);
     s.last_active = now;
     dispatch(s);
@@ -295,8 +294,10 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
 bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request& req,
                               const header& h) {
     const auto client_id = view(m[f_identity]);
-    if (auto p = pending_ids_.find(h.id); p != pending_ids_.end()) {
-        request* r = p->second;
+    auto it = ids_.find(h.id);
+    if (it == ids_.end()) return false;
+    id_entry& e = it->second;
+    if (request* r = e.pending) {
         if (r->svc->name != req.service) {
             send_error(client_id, c, decoded_proto_, {}, &h.id, req.service, "400",
                        "message id already in use for a request to service '" +
@@ -309,17 +310,22 @@ bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request
         r->proto = decoded_proto_;
         return true;
     }
-    auto k = kept_.find(h.id);
-    if (k == kept_.end()) return false;
-    if (k->second.service != req.service) {
+    if (e.service != req.service) {
         send_error(client_id, c, decoded_proto_, {}, &h.id, req.service, "400",
                    "message id already used for a request to service '" +
-                       mdp::printable_service_name(k->second.service) + "'");
+                       mdp::printable_service_name(e.service) + "'");
         return true;
     }
     inc(stats_.duplicates);
-    send_kept(client_id, c, req.service, k->second.parts);
+    send_kept(client_id, c, req.service, e.parts);
     return true;
+}
+
+void mdp_engine::track_id(request* r) {
+    id_entry& e = ids_[r->hdr.id];
+    if (e.kept()) forget_kept_entry(e); // a replay answers it again: the newer reply wins
+    e.pending = r;
+    r->id_slot = &e; // unordered_map nodes never move: the pointer lives as long as the entry
 }
 
 void mdp_engine::transfer(request* r, client& to) {
@@ -377,10 +383,12 @@ int mdp_engine::track_fd(message& m, std::string_view id) {
 }
 
 void mdp_engine::finish(request* r) noexcept {
-    if (r->has_id) {
-        if (auto p = pending_ids_.find(r->hdr.id); p != pending_ids_.end() && p->second == r)
-            pending_ids_.erase(p);
+    if (id_entry* e = r->id_slot; e && e->pending == r) {
+        // Ended without a kept reply (rejected, expired, its reply not kept): a retry is new.
+        e->pending = nullptr;
+        if (!e->kept()) ids_.erase(r->hdr.id);
     }
+    r->id_slot = nullptr;
     heap_erase(r);
     client* c = r->from;
     if (r->cost) {
@@ -975,36 +983,45 @@ void mdp_engine::send_kept(std::string_view client_id, client* c, std::string_vi
 }
 
 void mdp_engine::keep_reply(request* r, const zmq::message_t& header, const message& body) {
-    if (config_.dedupe_window.count() <= 0) return;
+    id_entry* e = r->id_slot;
+    if (!e || e->pending != r || config_.dedupe_window.count() <= 0) return;
     const std::size_t cost = kept_entry_cost + r->stream.size() + kept_size(header, body);
     make_room(cost);
-    if (!memory_.fits(cost)) return; // not kept: a retry would run the request again
-    kept_reply k;
-    k.service = r->svc->name;
-    k.parts = std::move(r->stream);
-    append_kept(k.parts, header, body);
-    k.cost = cost;
-    k.until = now_ + config_.dedupe_window;
+    if (!memory_.fits(cost)) return; // not kept: finish() forgets the id, a retry runs again
+    // The entry that tracked the pending request becomes the kept reply: no second lookup.
+    e->pending = nullptr;
+    r->id_slot = nullptr;
+    e->service = r->svc->name;
+    e->parts = std::move(r->stream);
+    append_kept(e->parts, header, body);
+    e->cost = cost;
+    e->until = now_ + config_.dedupe_window;
     memory_.hold(cost);
     note_memory();
-    if (auto [it, inserted] = kept_.try_emplace(r->hdr.id, std::move(k)); !inserted) {
-        memory_.unhold(it->second.cost); // the id answered again (a replay): the newer reply
-        it->second = std::move(k);
-    }
-    kept_order_.emplace_back(now_ + config_.dedupe_window, r->hdr.id);
-    stats_.kept_replies.store(kept_.size(), std::memory_order_relaxed);
+    kept_order_.emplace_back(e->until, r->hdr.id);
+    ++kept_count_;
+    stats_.kept_replies.store(kept_count_, std::memory_order_relaxed);
+}
+
+void mdp_engine::forget_kept_entry(id_entry& e) noexcept {
+    memory_.unhold(e.cost);
+    note_memory();
+    e.cost = 0;
+    e.until = {};
+    e.parts.clear();
+    e.parts.shrink_to_fit();
+    --kept_count_;
+    stats_.kept_replies.store(kept_count_, std::memory_order_relaxed);
 }
 
 void mdp_engine::forget_oldest_kept() {
     const auto [until, id] = kept_order_.front();
     kept_order_.pop_front();
     // An id kept again later has a later `until`: this older record is not its own.
-    if (auto k = kept_.find(id); k != kept_.end() && k->second.until == until) {
-        memory_.unhold(k->second.cost);
-        kept_.erase(k);
-        note_memory();
+    if (auto it = ids_.find(id); it != ids_.end() && it->second.kept() && it->second.until == until) {
+        forget_kept_entry(it->second);
+        if (!it->second.pending) ids_.erase(it);
     }
-    stats_.kept_replies.store(kept_.size(), std::memory_order_relaxed);
 }
 
 void mdp_engine::make_room(std::size_t bytes) {
@@ -1572,7 +1589,8 @@ void mdp_engine::dead_letter_request(request* r, std::string_view service, std::
 }
 
 bool mdp_engine::replay(dead_letter&& d) {
-    if (pending_ids_.count(d.id)) return true; // already pending again (a client retried)
+    if (auto it = ids_.find(d.id); it != ids_.end() && it->second.pending)
+        return true; // already pending again (a client retried)
     if (services_.size() >= config_.max_services && services_.find(d.service) == services_.end())
         return false;
     request* r = acquire();
@@ -1591,7 +1609,7 @@ bool mdp_engine::replay(dead_letter&& d) {
     r->cost = d.cost;
     replayer_.held += d.cost;
     ++replayer_.outstanding;
-    pending_ids_.emplace(r->hdr.id, r);
+    track_id(r);
     service& s = service_for(d.service, now_);
     enqueue(s, r);
     s.last_active = now_;

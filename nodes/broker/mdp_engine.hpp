@@ -87,7 +87,21 @@ struct client {
     log_limiter drop_log{1, std::chrono::seconds(10)}; // one line per 10 s about its drops
 };
 
+struct request;
+
+/// What the broker knows of a message id (docs/protocol.md, "Executed once"): the request
+/// while it is pending, then its reply while the window lasts.
+struct id_entry {
+    request* pending = nullptr;   // queued or at a worker
+    std::string service;          // kept: the service it answered
+    std::string parts;            // kept: every part, the FINAL last (mdp_engine::append_kept)
+    std::size_t cost = 0;         // kept: what it holds of broker memory
+    std::chrono::steady_clock::time_point until{}; // kept: when its window ends
+    [[nodiscard]] bool kept() const noexcept { return cost != 0; }
+};
+
 struct request {
+    id_entry* id_slot = nullptr; // its entry in the engine's id table (has_id)
     client* from = nullptr;     // who sent it, or its latest retry; the reply goes there
     codec::protocol proto = codec::protocol::mdpc01; // the client's protocol: frames its replies
     zmq::message_t tag;         // a tagged client's tag (ZMCT01), returned in the reply; empty
@@ -305,15 +319,8 @@ class mdp_engine {
         std::size_t cost = 0;
     };
 
-    /// A reply kept for retries of its request.
-    struct kept_reply {
-        std::string service;
-        std::string parts; // every part, the FINAL last (append_kept's form)
-        std::size_t cost = 0;
-        clock::time_point until; // when the window ends
-    };
     /// What a kept reply holds beyond its parts: its map node, record and order entry.
-    static constexpr std::size_t kept_entry_cost = sizeof(kept_reply) + 96;
+    static constexpr std::size_t kept_entry_cost = sizeof(id_entry) + 96;
 
     void on_client(message& m, const codec::client_request& req, clock::time_point now);
     /// A ZMCT02 request whose id is pending or answered: joins it or gets the kept reply.
@@ -342,6 +349,9 @@ class mdp_engine {
     void send_kept(std::string_view client_id, client* c, std::string_view service,
                    std::string_view blob);
     void forget_oldest_kept();
+    void forget_kept_entry(id_entry& e) noexcept;
+    /// Records @p r (with a message id) as pending in ids_.
+    void track_id(request* r);
     /// Forgets kept replies whose window ended by @p now.
     void forget_kept(clock::time_point now);
     /// Looks up the worker_table row for the sender's state and the command, and performs it.
@@ -438,8 +448,9 @@ class mdp_engine {
     std::size_t queued_bytes_ = 0;  // their body bytes
     std::vector<request*> deadlines_; // min-heap of waiting requests by deadline
     clock::time_point now_{};       // time of the event being handled
-    std::unordered_map<message_id, request*> pending_ids_; // ZMCT02 requests not answered yet
-    std::unordered_map<message_id, kept_reply> kept_;      // answered: replies for retries
+    // Executed once: one entry per message id, pending and then kept; one lookup per request.
+    std::unordered_map<message_id, id_entry> ids_;
+    std::size_t kept_count_ = 0;
     std::deque<std::pair<clock::time_point, message_id>> kept_order_; // oldest first
     std::deque<dead_letter> dlq_;   // oldest first
     client replayer_;               // the client of requests replayed from the DLQ
