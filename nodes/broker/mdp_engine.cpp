@@ -20,9 +20,6 @@ using codec::f_identity;
 using codec::max_service_name;
 using codec::request_tag;
 
-// A rejection is a normal 7/MDP reply whose body starts with this frame, then a status code and
-// a reason, so that plain MDP clients still get an answer and zmesh clients can raise an error.
-constexpr std::string_view error_frame = "zmesh.error";
 
 void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
 
@@ -509,6 +506,7 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
             {"dlq", st.dlq},
             {"dlq_dropped", st.dlq_dropped},
             {"partials", st.partials},
+            {"parts_dropped", st.parts_dropped},
             {"failed_fast", st.failed_fast},
             {"forwarded", st.forwarded},
             {"dropped", st.dropped},
@@ -547,7 +545,7 @@ void mdp_engine::reply_to_client(std::string_view client_id, client* c, codec::p
     // 7/MDP wants a body frame in every reply; so does the memory accounting (the last frame).
     if (body.empty() && !codec::is_v2(proto)) out_.push_back(zmq::message_t());
     body.move_tail_to(0, out_);
-    send_to_client(c, releasing);
+    send_to_client(c, releasing, final);
 }
 
 zmq::message_t mdp_engine::reply_header(const message_id* co, std::string_view type,
@@ -577,7 +575,7 @@ void mdp_engine::send_error(std::string_view client_id, client* c, codec::protoc
                     releasing);
 }
 
-void mdp_engine::send_to_client(client* c, std::size_t releasing) {
+void mdp_engine::send_to_client(client* c, std::size_t releasing, bool final) {
     std::size_t cost = 64; // the transit record (memory_meter.cpp)
     for (const auto& f : out_) cost += frame_slot_cost + frame_heap_cost(f.size());
     // Only unread replies count against the client here: a client that reads gets every reply,
@@ -590,7 +588,7 @@ void mdp_engine::send_to_client(client* c, std::size_t releasing) {
     else if (!memory_.fits(cost > releasing ? cost - releasing : 0))
         why = "broker memory full (max_memory)";
     if (why) {
-        inc(stats_.replies_dropped);
+        inc(final ? stats_.replies_dropped : stats_.parts_dropped);
         if (c) {
             ++c->dropped;
             if (c->drop_log.allow())
@@ -602,8 +600,13 @@ void mdp_engine::send_to_client(client* c, std::size_t releasing) {
         return;
     }
     out_.back() = memory_.track(std::move(out_.back()), cost, c ? c->replies : nullptr);
-    if (outbox_.send(out_) == send_status::sent) inc(stats_.replies);
-    else inc(stats_.undeliverable); // client gone or at its HWM: its own retry covers it
+    // `replies` and `undeliverable` count answers (FINALs); a PARTIAL that cannot go is counted
+    // in `parts_dropped`.
+    if (outbox_.send(out_) == send_status::sent) {
+        if (final) inc(stats_.replies);
+    } else {
+        inc(final ? stats_.undeliverable : stats_.parts_dropped); // client gone or at its HWM
+    }
 }
 
 std::size_t mdp_engine::worker_entry_cost(std::uint32_t credit) noexcept {
@@ -679,7 +682,7 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
     if (c->connected)
         send_error(c->id, c, proto, std::move(tag), has_id ? &id : nullptr, service_name, code,
                    std::move(reason), releasing);
-    else inc(stats_.undeliverable);
+    else if (!c->internal) inc(stats_.undeliverable); // a replay's answer goes nowhere
     finish(r); // may forget c: after the reply, which reads c->id
 }
 
@@ -881,7 +884,7 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
         }
         make_room(extra);
         if (!memory_.fits(extra) || client_bytes(*r->from) + extra > config_.max_client_memory) {
-            inc(stats_.replies_dropped);
+            inc(stats_.parts_dropped);
             if (r->from->drop_log.allow())
                 log(log_level::warn, "dropped a reply part to client %s: memory bound",
                     short_handle(*r->from).c_str());
@@ -922,7 +925,8 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
         reply_to_client(r->from->id, r->from, r->proto, std::move(r->tag), std::move(header),
                         s.name, body, r->cost, true);
     } else {
-        inc(stats_.undeliverable); // its connection closed: nobody would read the reply
+        // Its connection closed: nobody reads the reply now (a replay's is only kept).
+        if (!r->from->internal) inc(stats_.undeliverable);
     }
     finish(r);
     if (!w.ready) make_ready(w); // a worker that still had credit keeps its place in the line
@@ -1464,6 +1468,7 @@ broker_stats mdp_engine::stats() const noexcept {
     s.dlq = g(stats_.dlq);
     s.dlq_dropped = g(stats_.dlq_dropped);
     s.partials = g(stats_.partials);
+    s.parts_dropped = g(stats_.parts_dropped);
     s.failed_fast = g(stats_.failed_fast);
     for (const auto& fill : stats_sources_) fill(s);
     return s;

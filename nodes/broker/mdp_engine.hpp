@@ -218,7 +218,8 @@ struct atomic_stats {
         mmi{0}, malformed{0}, workers_registered{0}, workers_expired{0}, workers_disconnected{0},
         undeliverable{0}, workers{0}, services{0}, queued{0}, expired{0}, queued_bytes{0},
         clients{0}, disconnects{0}, abandoned{0}, memory{0}, replies_dropped{0}, duplicates{0},
-        kept_replies{0}, dead_lettered{0}, dlq{0}, dlq_dropped{0}, partials{0}, failed_fast{0};
+        kept_replies{0}, dead_lettered{0}, dlq{0}, dlq_dropped{0}, partials{0}, parts_dropped{0},
+        failed_fast{0};
 };
 
 /// Where the engine's messages go (routing id first): the broker's ROUTER socket, or, in tests
@@ -421,7 +422,7 @@ class mdp_engine {
     /// bound: a reply that would exceed it, or pile up past max_client_memory for a client
     /// that does not read, is dropped, counted and logged.
     /// @p releasing: bytes the answered request frees once this is sent.
-    void send_to_client(client* c, std::size_t releasing = 0);
+    void send_to_client(client* c, std::size_t releasing = 0, bool final = true);
     void note_memory() noexcept;
     /// What @p c holds of broker memory: its requests and its unread replies.
     [[nodiscard]] std::size_t client_bytes(const client& c) const noexcept;

@@ -146,6 +146,7 @@ struct broker_stats {
     std::uint64_t dlq = 0;               ///< entries in the dead-letter queue now
     std::uint64_t dlq_dropped = 0;       ///< dead letters dropped (dlq_max, memory)
     std::uint64_t partials = 0;          ///< PARTIAL replies from workers
+    std::uint64_t parts_dropped = 0;     ///< PARTIALs not passed on: memory bound, client gone or at its HWM
     std::uint64_t failed_fast = 0;       ///< fail-fast requests answered 404
     std::uint64_t replies_dropped = 0;   ///< replies dropped: past max_memory or the client's
                                          ///< max_client_memory
