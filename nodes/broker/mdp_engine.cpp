@@ -1598,8 +1598,9 @@ void mdp_engine::dead_letter_request(request* r, std::string_view service, std::
 }
 
 bool mdp_engine::replay(dead_letter&& d) {
-    if (auto it = ids_.find(d.id); it != ids_.end() && it->second.pending)
-        return true; // already pending again (a client retried)
+    // Already pending again (a client retried with its id): that request stands for it; the
+    // caller frees the entry.
+    if (auto it = ids_.find(d.id); it != ids_.end() && it->second.pending) return false;
     if (services_.size() >= config_.max_services && services_.find(d.service) == services_.end())
         return false;
     request* r = acquire();
@@ -1657,31 +1658,36 @@ void mdp_engine::on_dlq(message& request, message& reply) {
     } else if ((action == "replay" || action == "purge") && request.size() == 2) {
         const bool replaying = action == "replay";
         std::size_t done = 0;
+        // A request that cannot be queued now (past max_services) stays in the DLQ: nothing
+        // is lost, and the caller is told (503).
+        const auto replayable = [&](const dead_letter& d) {
+            return services_.size() < config_.max_services || services_.count(d.service) != 0;
+        };
+        std::size_t kept_back = 0;
         const auto take = [&](std::deque<dead_letter>::iterator it) {
+            if (replaying && !replayable(*it)) {
+                ++kept_back;
+                return std::next(it);
+            }
             dead_letter d = std::move(*it);
-            dlq_.erase(it);
-            if (replaying) {
-                if (!replay(std::move(d))) {
-                    memory_.unhold(d.cost);
-                    note_memory();
-                    return;
-                }
-            } else {
+            it = dlq_.erase(it);
+            if (!replaying || !replay(std::move(d))) {
                 memory_.unhold(d.cost);
                 note_memory();
             }
             ++done;
+            return it;
         };
         if (target == "all") {
-            while (!dlq_.empty()) take(dlq_.begin());
-            reply.push_back(std::string_view("200"));
+            for (auto it = dlq_.begin(); it != dlq_.end();) it = take(it);
+            reply.push_back(kept_back ? std::string_view("503") : std::string_view("200"));
             reply.push_back(std::to_string(done));
         } else {
             auto it = find(target);
             if (it == dlq_.end()) {
                 reply.push_back(std::string_view("404"));
             } else {
-                take(it);
+                (void)take(it);
                 reply.push_back(done ? std::string_view("200") : std::string_view("503"));
             }
         }

@@ -340,6 +340,8 @@ class mdp_engine {
     void dead_letter_request(request* r, std::string_view service, std::string_view code,
                              std::string reason);
     void on_dlq(message& request, message& reply);
+    /// Queues a dead letter again (its bytes move to the request). @returns false if it was
+    /// not queued (its id is pending already, or max_services): the caller frees the entry.
     bool replay(dead_letter&& d);
     /// Forgets kept replies, oldest first, until @p bytes more fit in the memory bound.
     void make_room(std::size_t bytes);

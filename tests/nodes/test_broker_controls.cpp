@@ -471,6 +471,31 @@ TEST_CASE("a worker's typed error is exact for ZMCT02 and a zmesh.error body for
                                                          "500", "disk still full"});
 }
 
+TEST_CASE("a replay that cannot be queued now (max_services) leaves its entry in the DLQ") {
+    tcp_broker f;
+    f.config.max_services = 2;
+    f.config.service_ttl = 50ms;        // the expired request's service is soon forgotten
+    f.config.heartbeat_interval = 20ms; // (at a tick)
+    f.config.liveness = 1000;
+    f.start();
+    auto c = dealer(f.ctx, f.endpoint);
+    const auto h = make(50);
+    zmct02(c, "gone", h, "x");
+    auto expired = zmct02_reply(c);
+    REQUIRE(expired);
+    CHECK(expired->body.at(0) == "504");
+    REQUIRE(eventually([&] { return f.stats().services == 0; }));
+    zmct02(c, "one", make(60000), "x"); // two services wait: the table is full
+    zmct02(c, "two", make(60000), "x");
+    REQUIRE(eventually([&] { return f.stats().services == 2; }));
+    CHECK(dlq(f.ctx, f.endpoint, {"replay", h.id.to_hex()}) == std::vector<std::string>{"503"});
+    auto list = dlq(f.ctx, f.endpoint, {"list"});
+    REQUIRE(list.size() == 2);
+    CHECK(dlq_ids(list[1]) == std::vector<std::string>{h.id.to_hex()});
+    CHECK(dlq(f.ctx, f.endpoint, {"replay", "all"}) == std::vector<std::string>{"503", "0"});
+    CHECK(f.stats().dlq == 1);
+}
+
 TEST_CASE("a ZMCT02 request whose header does not decode is answered 400") {
     tcp_broker f;
     f.start();
