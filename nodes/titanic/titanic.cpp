@@ -202,10 +202,14 @@ class titanic_node::impl {
         running_ = false;
     }
 
+    /// With credit, zmesh's ZMWC02; plain mode (credit 1) is for brokers that are not zmesh's,
+    /// so it speaks MDP/0.1 from the start rather than after the fallback's one-heartbeat wait.
     mdp::worker make_worker(std::string_view service) {
         return mdp::worker(*ctx_, config_.broker_endpoint, std::string(service),
                            {.heartbeat = config_.heartbeat, .liveness = config_.liveness,
-                            .credit = config_.request_credit});
+                            .credit = config_.request_credit,
+                            .protocol = config_.request_credit > 1 ? mdp::worker_protocol::zmesh
+                                                                   : mdp::worker_protocol::mdp});
     }
 
     /// Plain mode is for brokers that are not zmesh's: MDP/0.1 clients, one per slot.
