@@ -122,7 +122,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     detail::mdp_engine engine(config, out);
     auto now = detail::clock::time_point{} + 1h;
     auto next_tick = now + config.heartbeat_interval;
-    auto next_expiry = now + 150ms; // request_ttl / 20
+    auto next_expiry = now + 150ms; // expiry runs at least this often (the broker: at each deadline)
 
     for (const auto& frames : zmesh::fuzz::split_messages(data, size)) {
         if (frames.size() < 2 || frames[0].empty()) continue;
