@@ -10,6 +10,7 @@
 #include <zmesh/message.hpp>
 
 #include "support/support.hpp"
+#include "tcp_broker.hpp"
 
 #include <doctest/doctest.h>
 
@@ -23,23 +24,7 @@ using support::eventually;
 
 namespace {
 
-struct tcp_broker {
-    zmq::context_t ctx;
-    zmesh::nodes::broker_config config;
-    std::unique_ptr<zmesh::nodes::broker> broker;
-    std::string endpoint;
-
-    tcp_broker() { config.mdp_endpoint = "tcp://127.0.0.1:*"; }
-    void start() {
-        broker = std::make_unique<zmesh::nodes::broker>(ctx, config);
-        endpoint = broker->endpoints().front();
-        broker->start();
-    }
-    ~tcp_broker() {
-        if (broker) broker->stop();
-    }
-    [[nodiscard]] zmesh::nodes::broker_stats stats() const { return broker->stats(); }
-};
+using support::tcp_broker;
 
 void send_frames(zmq::socket_t& s, zmesh::message m) {
     REQUIRE(m.send(s) == zmesh::send_status::sent);
