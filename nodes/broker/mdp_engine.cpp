@@ -94,7 +94,7 @@ mdp_engine::mdp_engine(const broker_config& config, outbox& out)
     // of a million kept replies stalls the loop for tens of milliseconds): one bucket per KiB of
     // the memory bound, at most 2^20 (8 MiB of buckets).
     if (config.dedupe_window.count() > 0)
-        ids_.reserve(std::min<std::size_t>(config.max_memory / 1024, std::size_t{1} << 20));
+        pending_ids_.reserve(1024);
     replayer_.internal = true;
     replayer_.connected = false; // its replies go nowhere; they are kept for retries
     replayer_.handle = handles_.next();
@@ -291,10 +291,8 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
 bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request& req,
                               const header& h) {
     const auto client_id = view(m[f_identity]);
-    auto it = ids_.find(h.id);
-    if (it == ids_.end()) return false;
-    id_entry& e = it->second;
-    if (request* r = e.pending) {
+    if (auto p = pending_ids_.find(h.id); p != pending_ids_.end()) {
+        request* r = p->second;
         if (r->svc->name != req.service) {
             send_error(client_id, c, decoded_proto_, {}, &h.id, req.service, "400",
                        "message id already in use for a request to service '" +
@@ -307,23 +305,23 @@ bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request
         r->proto = decoded_proto_;
         return true;
     }
-    if (e.service != req.service) {
+    const auto kept = kept_.find(h.id);
+    if (!kept) return false;
+    if (kept->service != req.service) {
         send_error(client_id, c, decoded_proto_, {}, &h.id, req.service, "400",
                    "message id already used for a request to service '" +
-                       mdp::printable_service_name(e.service) + "'");
+                       mdp::printable_service_name(kept->service) + "'");
         return true;
     }
     inc(stats_.duplicates);
-    send_kept(client_id, c, req.service, e.parts);
+    // Copied first: sending may forget kept replies to make room, and the views with them.
+    thread_local std::string parts;
+    parts.assign(kept->parts);
+    send_kept(client_id, c, req.service, parts);
     return true;
 }
 
-void mdp_engine::track_id(request* r) {
-    id_entry& e = ids_[r->hdr.id];
-    if (e.kept()) forget_kept_entry(e); // a replay answers it again: the newer reply wins
-    e.pending = r;
-    r->id_slot = &e; // unordered_map nodes never move: the pointer lives as long as the entry
-}
+void mdp_engine::track_id(request* r) { pending_ids_.insert_or_assign(r->hdr.id, r); }
 
 void mdp_engine::transfer(request* r, client& to) {
     client& from = *r->from;
@@ -380,12 +378,10 @@ int mdp_engine::track_fd(message& m, std::string_view id) {
 }
 
 void mdp_engine::finish(request* r) noexcept {
-    if (id_entry* e = r->id_slot; e && e->pending == r) {
-        // Ended without a kept reply (rejected, expired, its reply not kept): a retry is new.
-        e->pending = nullptr;
-        if (!e->kept()) ids_.erase(r->hdr.id);
+    if (r->has_id) {
+        if (auto p = pending_ids_.find(r->hdr.id); p != pending_ids_.end() && p->second == r)
+            pending_ids_.erase(p);
     }
-    r->id_slot = nullptr;
     heap_erase(r);
     client* c = r->from;
     if (r->cost) {
@@ -987,53 +983,36 @@ void mdp_engine::send_kept(std::string_view client_id, client* c, std::string_vi
 }
 
 void mdp_engine::keep_reply(request* r, const zmq::message_t& header, const message& body) {
-    id_entry* e = r->id_slot;
-    if (!e || e->pending != r || config_.dedupe_window.count() <= 0) return;
-    const std::size_t cost = kept_entry_cost + r->stream.size() + kept_size(header, body);
-    make_room(cost);
-    if (!memory_.fits(cost)) return; // not kept: finish() forgets the id, a retry runs again
-    // The entry that tracked the pending request becomes the kept reply: no second lookup.
-    e->pending = nullptr;
-    r->id_slot = nullptr;
-    e->service = r->svc->name;
-    e->parts = std::move(r->stream);
-    append_kept(e->parts, header, body);
-    e->cost = cost;
-    e->until = now_ + config_.dedupe_window;
-    memory_.hold(cost);
-    note_memory();
-    kept_order_.emplace_back(e->until, r->hdr.id);
-    ++kept_count_;
+    if (!r->has_id || config_.dedupe_window.count() <= 0) return;
+    thread_local std::string final_part; // reused: no allocation per reply once warm
+    final_part.clear();
+    append_kept(final_part, header, body);
+    const std::size_t size = r->svc->name.size() + r->stream.size() + final_part.size();
+    const std::size_t growth = kept_.growth_for(size);
+    make_room(growth);
+    if (!memory_.fits(growth)) return; // not kept: finish() forgets the id, a retry runs again
+    kept_.keep(r->hdr.id, now_ + config_.dedupe_window, r->svc->name, r->stream, final_part);
     // Two out for each one in: expired replies leave as new ones come, spread evenly, instead
     // of tens of thousands at once at the next tick (a stall the p99.9 latency showed).
-    for (int i = 0; i < 2 && !kept_order_.empty() && kept_order_.front().first <= now_; ++i)
-        forget_oldest_kept();
-    stats_.kept_replies.store(kept_count_, std::memory_order_relaxed);
+    kept_.expire(now_, 2);
+    sync_kept();
 }
 
-void mdp_engine::forget_kept_entry(id_entry& e) noexcept {
-    memory_.unhold(e.cost);
+void mdp_engine::sync_kept() noexcept {
+    const std::size_t now_held = kept_.bytes();
+    if (now_held >= kept_held_) memory_.hold(now_held - kept_held_);
+    else memory_.unhold(kept_held_ - now_held);
+    kept_held_ = now_held;
     note_memory();
-    e.cost = 0;
-    e.until = {};
-    e.parts.clear();
-    e.parts.shrink_to_fit();
-    --kept_count_;
-    stats_.kept_replies.store(kept_count_, std::memory_order_relaxed);
-}
-
-void mdp_engine::forget_oldest_kept() {
-    const auto [until, id] = kept_order_.front();
-    kept_order_.pop_front();
-    // An id kept again later has a later `until`: this older record is not its own.
-    if (auto it = ids_.find(id); it != ids_.end() && it->second.kept() && it->second.until == until) {
-        forget_kept_entry(it->second);
-        if (!it->second.pending) ids_.erase(it);
-    }
+    stats_.kept_replies.store(kept_.size(), std::memory_order_relaxed);
 }
 
 void mdp_engine::make_room(std::size_t bytes) {
-    while (!memory_.fits(bytes) && !kept_order_.empty()) forget_oldest_kept();
+    while (!memory_.fits(bytes) && kept_.forget_oldest()) sync_kept();
+    if (!memory_.fits(bytes) && kept_.size() == 0 && kept_.bytes() != 0) {
+        kept_.trim(); // nothing kept: its chunks and table go back too
+        sync_kept();
+    }
 }
 
 service& mdp_engine::service_for(std::string_view name, clock::time_point now) {
@@ -1279,7 +1258,8 @@ void mdp_engine::expire_requests(clock::time_point now) {
 }
 
 void mdp_engine::forget_kept(clock::time_point now) {
-    while (!kept_order_.empty() && kept_order_.front().first <= now) forget_oldest_kept();
+    kept_.expire(now);
+    sync_kept();
 }
 
 std::optional<clock::time_point> mdp_engine::next_deadline() const noexcept {
@@ -1600,7 +1580,9 @@ void mdp_engine::dead_letter_request(request* r, std::string_view service, std::
 bool mdp_engine::replay(dead_letter&& d) {
     // Already pending again (a client retried with its id): that request stands for it; the
     // caller frees the entry.
-    if (auto it = ids_.find(d.id); it != ids_.end() && it->second.pending) return false;
+    if (pending_ids_.count(d.id) != 0) return false;
+    kept_.erase(d.id); // answered again by the replay: the newer reply will be kept
+    sync_kept();
     if (services_.size() >= config_.max_services && services_.find(d.service) == services_.end())
         return false;
     request* r = acquire();

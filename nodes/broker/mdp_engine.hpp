@@ -38,6 +38,7 @@
 #pragma once
 
 #include "client_handles.hpp"
+#include "kept_store.hpp"
 #include "codec/commands.hpp"
 #include "memory_meter.hpp"
 #include "worker_table.hpp"
@@ -87,21 +88,7 @@ struct client {
     log_limiter drop_log{1, std::chrono::seconds(10)}; // one line per 10 s about its drops
 };
 
-struct request;
-
-/// What the broker knows of a message id (docs/protocol.md, "Executed once"): the request
-/// while it is pending, then its reply while the window lasts.
-struct id_entry {
-    request* pending = nullptr;   // queued or at a worker
-    std::string service;          // kept: the service it answered
-    std::string parts;            // kept: every part, the FINAL last (mdp_engine::append_kept)
-    std::size_t cost = 0;         // kept: what it holds of broker memory
-    std::chrono::steady_clock::time_point until{}; // kept: when its window ends
-    [[nodiscard]] bool kept() const noexcept { return cost != 0; }
-};
-
 struct request {
-    id_entry* id_slot = nullptr; // its entry in the engine's id table (has_id)
     client* from = nullptr;     // who sent it, or its latest retry; the reply goes there
     codec::protocol proto = codec::protocol::mdpc01; // the client's protocol: frames its replies
     zmq::message_t tag;         // a tagged client's tag (ZMCT01), returned in the reply; empty
@@ -320,8 +307,6 @@ class mdp_engine {
         std::size_t cost = 0;
     };
 
-    /// What a kept reply holds beyond its parts: its map node, record and order entry.
-    static constexpr std::size_t kept_entry_cost = sizeof(id_entry) + 96;
 
     void on_client(message& m, const codec::client_request& req, clock::time_point now);
     /// A ZMCT02 request whose id is pending or answered: joins it or gets the kept reply.
@@ -351,10 +336,10 @@ class mdp_engine {
     /// Sends every part of a kept reply to a retry, the last as FINAL.
     void send_kept(std::string_view client_id, client* c, std::string_view service,
                    std::string_view blob);
-    void forget_oldest_kept();
-    void forget_kept_entry(id_entry& e) noexcept;
-    /// Records @p r (with a message id) as pending in ids_.
+    /// Records @p r (with a message id) as pending.
     void track_id(request* r);
+    /// Brings the memory meter and the stats in line with what kept_ holds.
+    void sync_kept() noexcept;
     /// Forgets kept replies whose window ended by @p now.
     void forget_kept(clock::time_point now);
     /// Looks up the worker_table row for the sender's state and the command, and performs it.
@@ -451,10 +436,11 @@ class mdp_engine {
     std::size_t queued_bytes_ = 0;  // their body bytes
     std::vector<request*> deadlines_; // min-heap of waiting requests by deadline
     clock::time_point now_{};       // time of the event being handled
-    // Executed once: one entry per message id, pending and then kept; one lookup per request.
-    std::unordered_map<message_id, id_entry> ids_;
-    std::size_t kept_count_ = 0;
-    std::deque<std::pair<clock::time_point, message_id>> kept_order_; // oldest first
+    // Executed once: requests pending by message id (a small table: those queued or in
+    // flight), then their replies in kept_ for the window.
+    std::unordered_map<message_id, request*> pending_ids_;
+    kept_store kept_;
+    std::size_t kept_held_ = 0;      // what kept_ holds, as counted by memory_
     std::deque<dead_letter> dlq_;   // oldest first
     client replayer_;               // the client of requests replayed from the DLQ
     codec::protocol decoded_proto_ = codec::protocol::mdpc01; // of the message being handled
