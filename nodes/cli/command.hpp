@@ -13,9 +13,28 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace zmesh::cli {
+
+/// A peer's bytes (a frame, a reason, a type) as one printable line: printable ASCII as is, any
+/// other byte (and the backslash) as \xNN.
+inline std::string printable(std::string_view bytes) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (char c : bytes) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u < 0x7f && c != '\\') {
+            out += c;
+        } else {
+            out += "\\x";
+            out += hex[u >> 4];
+            out += hex[u & 0xf];
+        }
+    }
+    return out;
+}
 
 /// Exit codes of the zmesh binary.
 enum exit_code : int { ok = 0, failure = 1, usage = 2 };

@@ -38,23 +38,6 @@ namespace {
 
 namespace ts = zmesh::nodes::titanic;
 
-/// A frame or reason as one printable line: bytes outside printable ASCII become \xNN.
-std::string printable(std::string_view bytes) {
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string out;
-    for (char c : bytes) {
-        const auto u = static_cast<unsigned char>(c);
-        if (u >= 0x20 && u < 0x7f && c != '\\') {
-            out += c;
-        } else {
-            out += "\\x";
-            out += hex[u >> 4];
-            out += hex[u & 0xf];
-        }
-    }
-    return out;
-}
-
 /// UTC, ISO 8601 with milliseconds, of @p ms since the Unix epoch.
 std::string format_time_ms(std::int64_t ms) {
     const std::time_t secs = static_cast<std::time_t>(ms / 1000 - (ms % 1000 < 0 ? 1 : 0));

@@ -29,23 +29,6 @@ namespace zmesh::cli {
 
 namespace {
 
-/// A peer's bytes as one printable line: bytes outside printable ASCII become \xNN.
-std::string printable(std::string_view bytes) {
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string out;
-    for (char c : bytes) {
-        const auto u = static_cast<unsigned char>(c);
-        if (u >= 0x20 && u < 0x7f && c != '\\') {
-            out += c;
-        } else {
-            out += "\\x";
-            out += hex[u >> 4];
-            out += hex[u & 0xf];
-        }
-    }
-    return out;
-}
-
 /// Prints every frame of @p body on stdout, one per line, and flushes: a streamed part must be
 /// visible as soon as it arrives, also through a pipe.
 void print_frames(const message& body) {
