@@ -23,6 +23,19 @@ constexpr std::size_t min_table = 1024;
 
 void kept_store::free_chunk::operator()(char* p) const noexcept { std::free(p); }
 
+void kept_store::unmap_table::operator()(slot* p) const noexcept { ::munmap(p, bytes); }
+
+kept_store::table_memory kept_store::allocate_table(std::size_t slots) {
+    // A fresh anonymous mapping reads as zeros (every slot empty) and is zeroed by the kernel
+    // page by page as it is first written, so a large table costs no memset. Mappings of a huge
+    // page or more are placed on huge-page boundaries by the kernel, so the hint takes effect.
+    const std::size_t bytes = slots * sizeof(slot);
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    if (bytes >= chunk_size) (void)::madvise(p, bytes, MADV_HUGEPAGE);
+    return table_memory(static_cast<slot*>(p), unmap_table{bytes});
+}
+
 kept_store::chunk_memory kept_store::allocate_chunk(std::size_t size) {
     // Aligned to a huge page and a multiple of it, as aligned_alloc requires of the size.
     const std::size_t rounded = (size + chunk_size - 1) / chunk_size * chunk_size;
@@ -59,26 +72,26 @@ void kept_store::keep(const message_id& id, clock::time_point until, std::string
     const auto service_size = static_cast<std::uint32_t>(service.size());
     const auto parts_size = static_cast<std::uint32_t>(parts.size() + final_part.size());
     const std::size_t total = align_up(sizeof(record) + service_size + parts_size);
-    if (table_.empty()) table_.resize(min_table);
-    if ((live_ + 1) * 2 > table_.size()) grow();
+    if ((live_ + 1) * 2 > table_size_) grow();
     record* r = new (allocate(total)) record{id, until, service_size, parts_size, true};
     char* p = reinterpret_cast<char*>(r + 1);
     std::memcpy(p, service.data(), service.size());
     std::memcpy(p + service.size(), parts.data(), parts.size());
     std::memcpy(p + service.size() + parts.size(), final_part.data(), final_part.size());
-    slot& s = table_[probe(id)];
+    const std::uint64_t h = hash_of(id);
+    slot& s = table_.get()[probe(id, h)];
     if (s.rec) {
         s.rec->live = false; // replaced: the older record is skipped when the head reaches it
     } else {
-        s.id = id;
+        s.hash = h;
         ++live_;
     }
     s.rec = r;
 }
 
 std::optional<kept_store::reply> kept_store::find(const message_id& id) const noexcept {
-    if (table_.empty()) return std::nullopt;
-    const slot& s = table_[probe(id)];
+    if (table_size_ == 0) return std::nullopt;
+    const slot& s = table_.get()[probe(id)];
     if (!s.rec) return std::nullopt;
     const char* p = s.rec->payload();
     return reply{std::string_view(p, s.rec->service_size),
@@ -86,8 +99,8 @@ std::optional<kept_store::reply> kept_store::find(const message_id& id) const no
 }
 
 void kept_store::erase(const message_id& id) noexcept {
-    if (table_.empty()) return;
-    const slot& s = table_[probe(id)];
+    if (table_size_ == 0) return;
+    const slot& s = table_.get()[probe(id)];
     if (!s.rec) return;
     s.rec->live = false;
     index_erase(id);
@@ -122,8 +135,8 @@ void kept_store::pop(record* r) noexcept {
 std::size_t kept_store::growth_for(std::size_t service_and_parts) const noexcept {
     const std::size_t total = align_up(sizeof(record) + service_and_parts);
     std::size_t grow_table = 0;
-    if (table_.empty()) grow_table = min_table * sizeof(slot);
-    else if ((live_ + 1) * 2 > table_.size()) grow_table = table_.size() * sizeof(slot);
+    if ((live_ + 1) * 2 > table_size_)
+        grow_table = (table_size_ == 0 ? min_table : table_size_) * sizeof(slot);
     if (!chunks_.empty() && chunks_.back().tail + total <= chunks_.back().size) return grow_table;
     const std::size_t size = (std::max(chunk_size, total) + chunk_size - 1) / chunk_size * chunk_size;
     return grow_table + (size == chunk_size && spare_ ? 0 : size);
@@ -134,7 +147,8 @@ void kept_store::trim() noexcept {
     chunks_.clear();
     spare_.reset();
     chunk_bytes_ = 0;
-    std::vector<slot>().swap(table_);
+    table_.reset();
+    table_size_ = 0;
 }
 
 bool kept_store::forget_oldest() noexcept {
@@ -157,36 +171,51 @@ void kept_store::expire(clock::time_point now, std::size_t most) noexcept {
 
 // ---- the index: linear probing over a power-of-two table, backward-shift deletion ----------
 
-std::size_t kept_store::probe(const message_id& id) const noexcept {
-    const std::size_t mask = table_.size() - 1;
-    std::size_t i = std::hash<message_id>{}(id) & mask;
-    while (table_[i].rec && table_[i].id != id) i = (i + 1) & mask;
+std::uint64_t kept_store::hash_of(const message_id& id) noexcept {
+    return std::hash<message_id>{}(id);
+}
+
+std::size_t kept_store::probe(const message_id& id, std::uint64_t hash) const noexcept {
+    const slot* t = table_.get();
+    const std::size_t mask = table_size_ - 1;
+    std::size_t i = hash & mask;
+    // The record (on a huge page of the log) is read only when the hash matches.
+    while (t[i].rec && !(t[i].hash == hash && t[i].rec->id == id)) i = (i + 1) & mask;
     return i;
 }
 
 void kept_store::index_erase(const message_id& id) noexcept {
-    const std::size_t mask = table_.size() - 1;
+    slot* t = table_.get();
+    const std::size_t mask = table_size_ - 1;
     std::size_t i = probe(id);
-    if (!table_[i].rec) return;
-    table_[i].rec = nullptr;
+    if (!t[i].rec) return;
+    t[i].rec = nullptr;
     --live_;
     // Moves back every entry after the hole that would no longer be found past it.
-    for (std::size_t j = (i + 1) & mask; table_[j].rec; j = (j + 1) & mask) {
-        const std::size_t home = std::hash<message_id>{}(table_[j].id) & mask;
+    for (std::size_t j = (i + 1) & mask; t[j].rec; j = (j + 1) & mask) {
+        const std::size_t home = t[j].hash & mask;
         const bool between = i <= j ? (i < home && home <= j) : (i < home || home <= j);
         if (between) continue;
-        table_[i] = table_[j];
-        table_[j].rec = nullptr;
+        t[i] = t[j];
+        t[j].rec = nullptr;
         i = j;
     }
 }
 
 void kept_store::grow() {
-    std::vector<slot> old(table_.size() * 2);
+    const std::size_t size = table_size_ == 0 ? min_table : table_size_ * 2;
+    table_memory old = allocate_table(size);
+    const std::size_t old_size = table_size_;
     old.swap(table_);
-    for (const slot& s : old) {
+    table_size_ = size;
+    slot* t = table_.get();
+    const std::size_t mask = size - 1;
+    for (std::size_t k = 0; k < old_size; ++k) {
+        const slot& s = old.get()[k];
         if (!s.rec) continue;
-        table_[probe(s.id)] = s;
+        std::size_t i = s.hash & mask; // ids are unique in the table: the first empty slot
+        while (t[i].rec) i = (i + 1) & mask;
+        t[i] = s;
     }
 }
 

@@ -2,7 +2,7 @@
 // kept_store.hpp — internal: replies kept for retries (docs/protocol.md, "Executed once").
 //
 // A broker that de-duplicates keeps one reply per request for the window, and forgets them in
-// the order it kept them: a log. So the replies live in a log of bytes, in chunks of 1 MiB
+// the order it kept them: a log. So the replies live in a log of bytes, in chunks of 2 MiB
 // written front to back and released from the oldest, and a flat open-addressing table maps each
 // message id to its record. Keeping a reply is one copy into the current chunk and one probe;
 // forgetting one is a probe and a move of the log's head. Nothing is allocated per reply, and
@@ -17,6 +17,13 @@
 // A record: its id, when its window ends, the service, and the parts of the reply in the flat
 // form of mdp_engine::append_kept. Records never span chunks; one larger than a chunk gets a
 // chunk of its own size.
+//
+// The index is touched once for every new request (is this id answered already?), at random, in
+// a table of millions of slots: each probe is a cache miss, and with 4 KiB pages a TLB miss too,
+// which under a hypervisor's nested paging costs more than the miss itself. So the table is one
+// anonymous mapping marked MADV_HUGEPAGE, zeroed by the kernel as it is touched (no memset), and
+// a slot is 16 bytes: the id's 64-bit hash and the record, whose full id is compared only when
+// the hash matches.
 #pragma once
 
 #include <zmesh/header.hpp>
@@ -28,7 +35,6 @@
 #include <memory>
 #include <optional>
 #include <string_view>
-#include <vector>
 
 namespace zmesh::nodes::detail {
 
@@ -55,6 +61,11 @@ class kept_store {
     /// The reply kept for @p id, if any.
     [[nodiscard]] std::optional<reply> find(const message_id& id) const noexcept;
 
+    /// Starts loading the index slot where find(@p id) begins, ahead of the call.
+    void prefetch(const message_id& id) const noexcept {
+        if (table_size_ != 0) __builtin_prefetch(table_.get() + (hash_of(id) & (table_size_ - 1)));
+    }
+
     /// Forgets the reply kept for @p id, if any.
     void erase(const message_id& id) noexcept;
 
@@ -75,7 +86,7 @@ class kept_store {
     [[nodiscard]] std::size_t size() const noexcept { return live_; }
     /// Bytes the store holds: its chunks and its table.
     [[nodiscard]] std::size_t bytes() const noexcept {
-        return chunk_bytes_ + table_.capacity() * sizeof(slot);
+        return chunk_bytes_ + table_size_ * sizeof(slot);
     }
 
     /// Size of an ordinary chunk: one huge page.
@@ -107,9 +118,19 @@ class kept_store {
         std::size_t tail = 0; // offset where the next record goes
     };
     struct slot {
-        message_id id;
-        record* rec = nullptr; // null: empty slot
+        std::uint64_t hash;
+        record* rec; // null: empty slot
     };
+    struct unmap_table {
+        unmap_table() noexcept {} // not = default: the member initialiser would make the
+                                  // deleter incomplete for unique_ptr inside this class
+        explicit unmap_table(std::size_t b) noexcept : bytes(b) {}
+        std::size_t bytes = 0;
+        void operator()(slot* p) const noexcept;
+    };
+    using table_memory = std::unique_ptr<slot, unmap_table>;
+    /// A zeroed table of @p slots slots. @throws std::bad_alloc
+    static table_memory allocate_table(std::size_t slots);
 
     record* allocate(std::size_t total);
     /// The oldest record (live or not), releasing emptied chunks on the way; null if none.
@@ -118,13 +139,19 @@ class kept_store {
     void pop(record* r) noexcept;
     void index_insert(record* r);
     void index_erase(const message_id& id) noexcept;
-    [[nodiscard]] std::size_t probe(const message_id& id) const noexcept;
+    [[nodiscard]] static std::uint64_t hash_of(const message_id& id) noexcept;
+    [[nodiscard]] std::size_t probe(const message_id& id, std::uint64_t hash) const noexcept;
+    [[nodiscard]] std::size_t probe(const message_id& id) const noexcept {
+        return probe(id, hash_of(id));
+    }
+    /// @throws std::bad_alloc
     void grow();
 
     std::deque<chunk> chunks_;      // oldest first; the last one is written to
     chunk_memory spare_;            // one emptied ordinary chunk, kept for reuse
     std::size_t chunk_bytes_ = 0;
-    std::vector<slot> table_;       // open addressing, linear probing, power-of-two size
+    table_memory table_;            // open addressing, linear probing, power-of-two size
+    std::size_t table_size_ = 0;    // slots in table_
     std::size_t used_slots_ = 0;
     std::size_t live_ = 0;
 };

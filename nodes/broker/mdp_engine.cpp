@@ -90,11 +90,6 @@ mdp_engine::mdp_engine(const broker_config& config, outbox& out)
     : config_(config), outbox_(out),
       expiry_(config.heartbeat_interval * std::max(config.liveness, 1)),
       memory_(config.max_memory), malformed_log_(10) {
-    // Sized up front so that the tables of executed-once never rehash on the hot path (a rehash
-    // of a million kept replies stalls the loop for tens of milliseconds): one bucket per KiB of
-    // the memory bound, at most 2^20 (8 MiB of buckets).
-    if (config.dedupe_window.count() > 0)
-        pending_ids_.reserve(1024);
     replayer_.internal = true;
     replayer_.connected = false; // its replies go nowhere; they are kept for retries
     replayer_.handle = handles_.next();
@@ -175,16 +170,21 @@ void mdp_engine::on_message(message& m, clock::time_point now) {
 void mdp_engine::on_client(message& m, const codec::client_request& req, clock::time_point now) {
     const auto name = req.service; // views the service frame, which stays in m
     const auto proto = decoded_proto_;
+    // ZMCT02: the header first, since every answer names the request's id.
+    std::optional<header> h;
+    std::string why;
+    if (req.header_at) {
+        std::error_code ec;
+        h = decode_header(m[req.header_at], ec, &why);
+        // Is it answered already? That slot of a large table is a cache miss: start the load
+        // now, so that it overlaps the client lookup below instead of stalling on_duplicate.
+        if (h) kept_.prefetch(h->id);
+    }
     client* from = client_for(m, now);
     const auto client_id = view(m[f_identity]);
     zmq::message_t tag;
     if (req.tag_at) tag = std::move(m[req.tag_at]);
-    // ZMCT02: the header first, since every answer names the request's id.
-    std::optional<header> h;
     if (req.header_at) {
-        std::error_code ec;
-        std::string why;
-        h = decode_header(m[req.header_at], ec, &why);
         if (!h) {
             malformed("ZMCT02 request with a header that does not decode", client_id);
             send_error(client_id, from, proto, {}, nullptr, name, "400",
@@ -291,8 +291,7 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
 bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request& req,
                               const header& h) {
     const auto client_id = view(m[f_identity]);
-    if (auto p = pending_ids_.find(h.id); p != pending_ids_.end()) {
-        request* r = p->second;
+    if (request* r = pending_ids_.find(h.id)) {
         if (r->svc->name != req.service) {
             send_error(client_id, c, decoded_proto_, {}, &h.id, req.service, "400",
                        "message id already in use for a request to service '" +
@@ -321,7 +320,7 @@ bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request
     return true;
 }
 
-void mdp_engine::track_id(request* r) { pending_ids_.insert_or_assign(r->hdr.id, r); }
+void mdp_engine::track_id(request* r) { pending_ids_.insert(r); }
 
 void mdp_engine::transfer(request* r, client& to) {
     client& from = *r->from;
@@ -378,10 +377,7 @@ int mdp_engine::track_fd(message& m, std::string_view id) {
 }
 
 void mdp_engine::finish(request* r) noexcept {
-    if (r->has_id) {
-        if (auto p = pending_ids_.find(r->hdr.id); p != pending_ids_.end() && p->second == r)
-            pending_ids_.erase(p);
-    }
+    if (r->has_id) pending_ids_.erase(r);
     heap_erase(r);
     client* c = r->from;
     if (r->cost) {
@@ -835,15 +831,19 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     }
     service& s = *w.svc;
     request* r = w.slots[*slot];
+    // A FINAL is kept for retries: start loading its index slot (see on_client).
+    if (r->has_id && reply.final) kept_.prefetch(r->hdr.id);
     s.last_active = now;
     // A ZMWC02 worker's header: its type (and its id, kept for the client).
     std::string type;
     std::optional<message_id> reply_id;
+    bool names_request = false; // the worker's header has the `co` the broker would write
     if (reply.header_at && m[reply.header_at].size() > 0) {
         std::error_code ec;
         if (auto h = decode_header(m[reply.header_at], ec)) {
             type = std::move(h->type);
             reply_id = h->id;
+            names_request = r->has_id && h->correlation_id && *h->correlation_id == r->hdr.id;
         } else {
             malformed("worker reply header that does not decode (reply delivered without it)",
                       w.identity);
@@ -865,9 +865,14 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     }
     const bool zmct02 = r->proto == codec::protocol::zmct02;
     zmq::message_t header;
-    if (zmct02 || r->has_id)
+    if (names_request) {
+        // zmesh's worker library sets `co` itself: its frame goes on as it is (its other keys
+        // with it, as relays keep them), with no encoding and no allocation per reply.
+        header = std::move(m[reply.header_at]);
+    } else if (zmct02 || r->has_id) {
         header = reply_header(r->has_id ? &r->hdr.id : nullptr, type,
                               reply_id ? &*reply_id : nullptr);
+    }
     if (!reply.final) {
         inc(stats_.partials);
         // A part: through at once to a client that streams, kept for one that cannot.
@@ -1580,7 +1585,7 @@ void mdp_engine::dead_letter_request(request* r, std::string_view service, std::
 bool mdp_engine::replay(dead_letter&& d) {
     // Already pending again (a client retried with its id): that request stands for it; the
     // caller frees the entry.
-    if (pending_ids_.count(d.id) != 0) return false;
+    if (pending_ids_.find(d.id)) return false;
     kept_.erase(d.id); // answered again by the replay: the newer reply will be kept
     sync_kept();
     if (services_.size() >= config_.max_services && services_.find(d.service) == services_.end())

@@ -39,6 +39,7 @@
 
 #include "client_handles.hpp"
 #include "kept_store.hpp"
+#include "pending_index.hpp"
 #include "codec/commands.hpp"
 #include "memory_meter.hpp"
 #include "worker_table.hpp"
@@ -438,7 +439,7 @@ class mdp_engine {
     clock::time_point now_{};       // time of the event being handled
     // Executed once: requests pending by message id (a small table: those queued or in
     // flight), then their replies in kept_ for the window.
-    std::unordered_map<message_id, request*> pending_ids_;
+    pending_index<request> pending_ids_;
     kept_store kept_;
     std::size_t kept_held_ = 0;      // what kept_ holds, as counted by memory_
     std::deque<dead_letter> dlq_;   // oldest first

@@ -169,6 +169,55 @@ TEST_CASE("a ZMCT02 request reaches a ZMWC02 worker with its header and the time
     CHECK(reply->body == std::vector<std::string>{"world"});
 }
 
+TEST_CASE("a worker header that names the request reaches the client as it is, any other gets the broker's co") {
+    tcp_broker f;
+    f.start();
+    auto w = dealer(f.ctx, f.endpoint);
+    ready_v2(w, "echo");
+    auto c = dealer(f.ctx, f.endpoint);
+    // With `co` set (as zmesh's worker library does): the frame goes through, extension included.
+    const auto h1 = make();
+    zmct02(c, "echo", h1, "one");
+    auto r1 = zmwc02_request(w);
+    REQUIRE(r1);
+    zmesh::header own = zmesh::make_header("order.ack");
+    own.correlation_id = r1->header.id;
+    own.extensions.emplace_back("trace", std::string("\xa3" "abc")); // msgpack str "abc"
+    send_frames(w, message{mdp::worker_header_v2, byte(0x04), r1->tag, r1->client, "",
+                           zmesh::to_string(zmesh::encode(own)), "ok"});
+    auto reply1 = zmct02_reply(c);
+    REQUIRE(reply1);
+    CHECK(reply1->header.id == own.id);
+    REQUIRE(reply1->header.correlation_id);
+    CHECK(*reply1->header.correlation_id == h1.id);
+    CHECK(reply1->header.type == "order.ack");
+    REQUIRE(reply1->header.extensions.size() == 1);
+    CHECK(reply1->header.extensions[0].first == "trace");
+    // Without `co`: the broker writes the header (the worker's id and type, `co` its own).
+    const auto h2 = make();
+    zmct02(c, "echo", h2, "two");
+    auto r2 = zmwc02_request(w);
+    REQUIRE(r2);
+    zmesh::header bare = zmesh::make_header("order.ack");
+    bare.extensions.emplace_back("trace", std::string("\xa3" "abc"));
+    send_frames(w, message{mdp::worker_header_v2, byte(0x04), r2->tag, r2->client, "",
+                           zmesh::to_string(zmesh::encode(bare)), "ok"});
+    auto reply2 = zmct02_reply(c);
+    REQUIRE(reply2);
+    CHECK(reply2->header.id == bare.id);
+    REQUIRE(reply2->header.correlation_id);
+    CHECK(*reply2->header.correlation_id == h2.id);
+    CHECK(reply2->header.type == "order.ack");
+    CHECK(reply2->header.extensions.empty());
+    // A retry of the first gets the kept reply: the worker's frame, as the first answer had it.
+    zmct02(c, "echo", h1, "one");
+    auto again = zmct02_reply(c);
+    REQUIRE(again);
+    CHECK(again->header.id == own.id);
+    CHECK(again->header.extensions.size() == 1);
+    CHECK(again->body == std::vector<std::string>{"ok"});
+}
+
 TEST_CASE("a retry joins its pending request, and a retry after the reply gets the kept reply") {
     tcp_broker f;
     f.start();
