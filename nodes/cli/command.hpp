@@ -97,6 +97,7 @@ int run_pub(const std::vector<std::string>& args);
 int run_sub(const std::vector<std::string>& args);
 int run_titanic(const std::vector<std::string>& args);
 int run_dlq(const std::vector<std::string>& args);
+int run_keygen(const std::vector<std::string>& args);
 int run_version(const std::vector<std::string>& args);
 #ifdef ZMESH_HAVE_BENCH
 int run_bench(const std::vector<std::string>& args);

@@ -23,6 +23,7 @@ const std::vector<command>& commands() {
         {"sub", "print the messages published on topic prefixes", run_sub},
         {"titanic", "durable request/reply node (rfc 9/TSP) on SQLite", run_titanic},
         {"dlq", "list, show, replay or purge dead-lettered requests", run_dlq},
+        {"keygen", "make a CURVE key pair (certificate files), or show one", run_keygen},
         {"version", "print the zmesh and libzmq versions", run_version},
 #ifdef ZMESH_HAVE_BENCH
         {"bench", "measure throughput and latency (zmesh bench mdp)", run_bench},
