@@ -18,6 +18,10 @@
 #include <zmesh/reactor.hpp>
 #include <zmesh/socket_options.hpp>
 
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <csignal>
@@ -25,6 +29,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 namespace zmesh::nodes {
 
@@ -70,6 +75,18 @@ class broker::impl {
         o.recv_hwm = config_.recv_hwm;
         o.max_message_size = config_.max_frame_size;
         apply(router_, o);
+        // Security before any bind: a connection must never meet a socket without it, and the
+        // ZAP handler must be there for the first handshake.
+        const bool address_rules =
+            !config_.access.allow_addresses.empty() || !config_.access.deny_addresses.empty();
+        if (config_.curve || address_rules) {
+            zap_.emplace(ctx, config_.access);
+            if (config_.curve) security::make_curve_server(router_, *config_.curve);
+            else security::use_zap(router_);
+            reload_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+            if (reload_fd_ < 0)
+                throw std::system_error(errno, std::generic_category(), "broker: eventfd");
+        }
         // Unroutable sends must fail loudly (EHOSTUNREACH) so a vanished worker is noticed at once
         // and its request kept, instead of being dropped silently by the ROUTER.
         router_.set(zmq::sockopt::router_mandatory, 1);
@@ -110,7 +127,17 @@ class broker::impl {
         engine_.add_stats_source([this](broker_stats& s) {
             if (forwarder_) forwarder_->fill(s);
             s.directory_entries = directory_.entries();
+            if (zap_) {
+                const auto z = zap_->stats();
+                s.connections_admitted = z.admitted;
+                s.connections_refused = z.refused;
+                s.cut_off = cut_off_.load(std::memory_order_relaxed);
+            }
         });
+    }
+
+    ~impl() {
+        if (reload_fd_ >= 0) ::close(reload_fd_);
     }
 
     void run(bool handle_signals) {
@@ -127,10 +154,20 @@ class broker::impl {
         if (handle_signals) reactor_.stop_on_signals({SIGINT, SIGTERM});
         reactor_.add(router_, [this](zmq::socket_ref s) {
             // Drain what is ready, but bounded, so timers still run under a flood.
-            for (int i = 0; i < 1000 && in_.recv(s, zmq::recv_flags::dontwait); ++i)
+            for (int i = 0; i < 1000 && in_.recv(s, zmq::recv_flags::dontwait); ++i) {
+                if (zap_) note_user();
                 engine_.on_message(in_, reactor::clock::now());
+            }
             arm_expiry();
         });
+        if (reload_fd_ >= 0) {
+            reactor_.add_fd(reload_fd_, [this](int fd) {
+                std::uint64_t n = 0;
+                while (::read(fd, &n, sizeof n) == static_cast<ssize_t>(sizeof n)) {}
+                cut_off_removed();
+                arm_expiry();
+            });
+        }
         reactor_.add(monitor_, [this](zmq::socket_ref) {
             drain_monitor();
             arm_expiry();
@@ -169,8 +206,56 @@ class broker::impl {
             std::int32_t fd = -1;
             std::memcpy(&id, event.data(), sizeof id);
             std::memcpy(&fd, static_cast<const char*>(event.data()) + 2, sizeof fd);
-            if (id == ZMQ_EVENT_DISCONNECTED) engine_.on_disconnected(fd, reactor::clock::now());
+            if (id == ZMQ_EVENT_DISCONNECTED) {
+                user_by_fd_.erase(fd);
+                engine_.on_disconnected(fd, reactor::clock::now());
+            }
         }
+    }
+
+    /// Security on: remembers which key (User-Id) each connection authenticated with, so that
+    /// set_access() can find the connections of a removed key. Read from the first frame that
+    /// came off the wire: the identity frame the ROUTER makes up carries no metadata.
+    void note_user() {
+        if (in_.size() < 2) return;
+        const int fd = zmq_msg_get(in_[1].handle(), ZMQ_SRCFD);
+        if (fd < 0) return; // inproc: no descriptor to close
+        const auto user = security::user_id(in_[1]);
+        if (auto it = user_by_fd_.find(fd); it != user_by_fd_.end() && it->second == user) return;
+        // A new connection, perhaps on the descriptor of one that closed: that one's event is
+        // handled first, or it would later erase this entry.
+        drain_monitor();
+        user_by_fd_.insert_or_assign(fd, std::string(user));
+    }
+
+    /// After set_access(): closes every connection whose key the policy no longer admits. The
+    /// descriptor is shut down under libzmq, which then sees the connection end as if the peer
+    /// had closed it: the monitor reports it and the engine forgets the peer's worker or client
+    /// (its requests move on), and the peer's reconnections meet the new policy in the
+    /// handshake. libzmq 4.3 has no call to close one peer of a ROUTER, hence the descriptor.
+    void cut_off_removed() {
+        drain_monitor(); // descriptors closed meanwhile must not be mistaken for live ones
+        for (auto it = user_by_fd_.begin(); it != user_by_fd_.end();) {
+            if (zap_->admits(it->second)) {
+                ++it;
+                continue;
+            }
+            log(log_level::warn, "broker: cut off a connection of '%s': its key is no longer allowed",
+                it->second.c_str());
+            (void)::shutdown(it->first, SHUT_RDWR);
+            cut_off_.fetch_add(1, std::memory_order_relaxed);
+            it = user_by_fd_.erase(it);
+        }
+    }
+
+    void set_access(security::access_policy access) {
+        if (!zap_)
+            throw error(errc::invalid_argument,
+                        "broker: set_access needs a broker started with security (curve or "
+                        "address lists)");
+        zap_->set_policy(std::move(access));
+        const std::uint64_t one = 1;
+        (void)!::write(reload_fd_, &one, sizeof one);
     }
 
     /// Keeps a one-shot timer at the engine's next deadline, so that a request leaves the queue
@@ -234,6 +319,10 @@ class broker::impl {
     }
 
     broker_config config_;
+    std::optional<security::zap_handler> zap_; // before the sockets: they use it
+    int reload_fd_ = -1;                         // eventfd: set_access() wakes the loop
+    std::unordered_map<int, std::string> user_by_fd_; // security on: User-Id per connection
+    std::atomic<std::uint64_t> cut_off_{0};
     zmq::socket_t router_;
     zmq::socket_t monitor_;           // PAIR: the ROUTER's disconnect events
     detail::socket_outbox router_out_; // what the engine sends goes to the ROUTER
@@ -267,5 +356,7 @@ void broker::stop() noexcept { impl_->stop(); }
 bool broker::running() const noexcept { return impl_->running(); }
 
 broker_stats broker::stats() const noexcept { return impl_->engine_.stats(); }
+
+void broker::set_access(security::access_policy access) { impl_->set_access(std::move(access)); }
 
 } // namespace zmesh::nodes

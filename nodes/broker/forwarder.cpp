@@ -71,6 +71,14 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
     o.max_message_size = config.max_frame_size;
     apply(xsub_, o);
     apply(xpub_, o);
+    // The broker's security covers publishers and subscribers too (its ZAP handler decides).
+    if (config.curve) {
+        security::make_curve_server(xsub_, *config.curve);
+        security::make_curve_server(xpub_, *config.curve);
+    } else if (!config.access.allow_addresses.empty() || !config.access.deny_addresses.empty()) {
+        security::use_zap(xsub_);
+        security::use_zap(xpub_);
+    }
     // Only subscriptions (and messages the forwarder drops) come in on the XPUB.
     xpub_.set(zmq::sockopt::maxmsgsize,
               std::min<std::int64_t>(max_subscription_message, config.max_frame_size));

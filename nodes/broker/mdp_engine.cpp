@@ -509,6 +509,9 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
             {"lvc_topics", st.lvc_topics},
             {"lvc_evictions", st.lvc_evictions},
             {"directory_entries", st.directory_entries},
+            {"connections_admitted", st.connections_admitted},
+            {"connections_refused", st.connections_refused},
+            {"cut_off", st.cut_off},
         };
         msgpack::sbuffer buf;
         msgpack::packer<msgpack::sbuffer> pk(buf);

@@ -4,6 +4,7 @@
 // The pub/sub forwarder is opt-in: it opens two more ports, so it runs only when --xsub, --xpub or
 // --pubsub is given; an endpoint not given takes its default (5556 XSUB, 5557 XPUB).
 #include "command.hpp"
+#include "security_flags.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/log.hpp>
@@ -84,6 +85,8 @@ int run_broker(const std::vector<std::string>& args) {
          po::value(&cfg.max_directory_entries)->default_value(cfg.max_directory_entries),
          "registrations the zmesh.directory service holds at most")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
+    server_security_flags security_flags;
+    security_flags.add_to(options);
     po::variables_map vm;
     if (!parse("broker", "[options]", options, args, vm)) return ok;
 
@@ -139,8 +142,22 @@ int run_broker(const std::vector<std::string>& args) {
     cfg.max_memory = *memory;
     cfg.max_client_memory = *backlog;
 
+    // Security: the files are read now, so that a bad key or a secret file others can read
+    // stops the broker before it binds anything.
+    cfg.curve = security_flags.certificate();
+    if (security_flags.on()) cfg.access = security_flags.policy();
+    nodes::broker* running = nullptr;
+    sighup_reloader reloader(security_flags, [&running](security::access_policy p) {
+        running->set_access(std::move(p));
+    }); // before the context: its threads inherit SIGHUP blocked
+
     zmq::context_t ctx;
     nodes::broker broker(ctx, cfg);
+    running = &broker;
+    reloader.start();
+    if (cfg.curve)
+        log(log_level::info, "broker: CURVE on, %zu client keys allowed from %s",
+            cfg.access.keys.size(), security_flags.allow_dir.c_str());
     // One line per bound endpoint, so a script can read ephemeral ports: MDP, then XSUB and
     // XPUB if the forwarder runs.
     for (const auto& ep : broker.endpoints()) std::printf("%s\n", ep.c_str());

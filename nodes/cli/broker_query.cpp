@@ -12,20 +12,27 @@
 namespace zmesh::cli {
 
 void add_broker_query_options(boost::program_options::options_description& options,
-                              std::string& broker, int& timeout_ms) {
+                              broker_query_flags& flags) {
     namespace po = boost::program_options;
     options.add_options()
-        ("broker", po::value(&broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
-        ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait for the answer, in ms");
+        ("broker", po::value(&flags.broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
+        ("timeout-ms", po::value(&flags.timeout_ms)->default_value(flags.timeout_ms),
+         "wait for the answer, in ms");
+    flags.security.add_to(options);
 }
 
-template <class T> T query_broker(const std::string& broker, int timeout_ms, std::string_view service) {
-    if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
+template <class T> T query_broker(const broker_query_flags& flags, std::string_view service) {
+    const std::string& broker = flags.broker;
+    if (flags.timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
     std::error_code ec;
     std::string why;
     if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
+    auto curve = flags.security.load();
     zmq::context_t ctx;
-    mdp::client client(ctx, broker, {.timeout = std::chrono::milliseconds(timeout_ms), .retries = 1});
+    mdp::client client(ctx, broker,
+                       {.timeout = std::chrono::milliseconds(flags.timeout_ms),
+                        .retries = 1,
+                        .curve = std::move(curve)});
     message reply = client.request(service, message{""});
     if (reply.size() != 1)
         throw std::runtime_error("unexpected " + std::string(service) + " reply (is this a zmesh broker?)");
@@ -35,7 +42,7 @@ template <class T> T query_broker(const std::string& broker, int timeout_ms, std
     return std::move(*decoded);
 }
 
-template service_table query_broker<service_table>(const std::string&, int, std::string_view);
-template counter_table query_broker<counter_table>(const std::string&, int, std::string_view);
+template service_table query_broker<service_table>(const broker_query_flags&, std::string_view);
+template counter_table query_broker<counter_table>(const broker_query_flags&, std::string_view);
 
 } // namespace zmesh::cli

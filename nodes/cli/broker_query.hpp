@@ -5,6 +5,8 @@
 
 #include <boost/program_options.hpp>
 
+#include "security_flags.hpp"
+
 #include <map>
 #include <string>
 #include <string_view>
@@ -12,13 +14,20 @@
 
 namespace zmesh::cli {
 
-/// Declares --broker and --timeout-ms on @p options.
+/// What a broker query is sent with: --broker, --timeout-ms and the CURVE flags.
+struct broker_query_flags {
+    std::string broker;
+    int timeout_ms = 2500;
+    client_security_flags security;
+};
+
+/// Declares --broker, --timeout-ms and the client CURVE flags on @p options.
 void add_broker_query_options(boost::program_options::options_description& options,
-                              std::string& broker, int& timeout_ms);
+                              broker_query_flags& flags);
 
 /// Sends one request for @p service and decodes the single-frame msgpack reply into @p T.
 /// @throws usage_error for a bad endpoint; std::runtime_error if there is no or no valid answer.
-template <class T> T query_broker(const std::string& broker, int timeout_ms, std::string_view service);
+template <class T> T query_broker(const broker_query_flags& flags, std::string_view service);
 
 using service_table = std::map<std::string, std::map<std::string, std::uint64_t>>;
 using counter_table = std::map<std::string, std::uint64_t>;

@@ -10,6 +10,7 @@
 // first (its id is printed on stderr), the reply is awaited by polling, then the server is told
 // to forget it.
 #include "command.hpp"
+#include "security_flags.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
@@ -143,6 +144,8 @@ int run_request(const std::vector<std::string>& args) {
         ("plain", po::bool_switch(&plain),
          "speak plain MDP/0.1 (MDPC01), for brokers other than zmesh's: no id, deadline, "
          "priority, type or streaming");
+    client_security_flags security_flags;
+    security_flags.add_to(options);
     po::positional_options_description positional;
     positional.add("body", 1);
     po::variables_map vm;
@@ -187,6 +190,11 @@ int run_request(const std::vector<std::string>& args) {
     if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
     if (body == "-") body.assign(std::istreambuf_iterator<char>(std::cin), {});
 
+    auto curve = security_flags.load(); // before anything connects: a bad key file stops here
+    if (curve && durable)
+        throw usage_error("--durable does not speak CURVE yet: leave out --curve-server-key and "
+                          "--curve-key (and the ZMESH_CURVE_* variables)");
+
     zmq::context_t ctx;
     const auto protocol = plain ? mdp::client_protocol::mdp : mdp::client_protocol::zmesh;
     message request;
@@ -197,7 +205,8 @@ int run_request(const std::vector<std::string>& args) {
                            std::chrono::milliseconds(ttl_ms), protocol);
     const mdp::client_options client_options{.timeout = std::chrono::milliseconds(timeout_ms),
                                              .retries = retries,
-                                             .protocol = protocol};
+                                             .protocol = protocol,
+                                             .curve = std::move(curve)};
     if (plain) {
         mdp::client client(ctx, broker, client_options);
         return print_reply(service, client.request(service, std::move(request)));

@@ -10,14 +10,13 @@
 namespace zmesh::cli {
 
 int run_services(const std::vector<std::string>& args) {
-    std::string broker;
-    int timeout_ms = 2500;
+    broker_query_flags flags;
     boost::program_options::options_description options("options");
-    add_broker_query_options(options, broker, timeout_ms);
+    add_broker_query_options(options, flags);
     boost::program_options::variables_map vm;
     if (!parse("services", "--broker EP", options, args, vm)) return ok;
 
-    auto services = query_broker<service_table>(broker, timeout_ms, mdp::zmesh_services);
+    auto services = query_broker<service_table>(flags, mdp::zmesh_services);
     std::printf("%-32s %8s %8s %8s %10s\n", "SERVICE", "WORKERS", "IDLE", "QUEUED", "IN_FLIGHT");
     for (auto& [name, s] : services)
         std::printf("%-32s %8llu %8llu %8llu %10llu\n", name.c_str(),

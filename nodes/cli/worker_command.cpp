@@ -14,6 +14,7 @@
 // a broker that refuses the registration ends the command with mdp::worker's error (exit 1),
 // which names the broker, the service and the likely reasons.
 #include "command.hpp"
+#include "security_flags.hpp"
 #include "stop_signal.hpp"
 #include "subprocess.hpp"
 
@@ -158,6 +159,8 @@ int run_worker(const std::vector<std::string>& args) {
                   "of zmesh ZMWC02, whose READY a plain broker leaves unanswered for one "
                   "heartbeat before the worker falls back")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
+    client_security_flags security_flags;
+    security_flags.add_to(options);
     po::variables_map vm;
     if (!parse("worker", "--broker EP --service NAME (--echo | --exec 'CMD' [--stream])", options,
                args, vm))
@@ -182,9 +185,12 @@ int run_worker(const std::vector<std::string>& args) {
     if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
     set_log_level(*level);
 
+    auto curve = security_flags.load(); // before anything connects: a bad key file stops here
+
     install_stop_signals();
     zmq::context_t ctx;
     mdp::worker_options wo;
+    wo.curve = std::move(curve);
     wo.heartbeat = milliseconds(heartbeat_ms);
     wo.liveness = liveness;
     wo.credit = credit;

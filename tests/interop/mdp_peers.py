@@ -54,9 +54,11 @@ def _as_frames(body):
 class MdpClient:
     """A synchronous MDP/0.1 client (the client half of 7/MDP)."""
 
-    def __init__(self, ctx, endpoint, timeout=2.5, retries=3, use_dealer=False):
+    def __init__(self, ctx, endpoint, timeout=2.5, retries=3, use_dealer=False,
+                 socket_setup=None):
         self.ctx = ctx
         self.endpoint = endpoint
+        self.socket_setup = socket_setup  # called on each new socket before connect (CURVE keys)
         self.timeout = timeout
         self.retries = retries
         self.use_dealer = use_dealer
@@ -69,6 +71,8 @@ class MdpClient:
             self.sock.close(linger=0)
         self.sock = self.ctx.socket(zmq.DEALER if self.use_dealer else zmq.REQ)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if self.socket_setup:
+            self.socket_setup(self.sock)
         self.sock.connect(self.endpoint)
 
     def close(self):
@@ -122,8 +126,9 @@ class MdpWorker:
 
     def __init__(self, ctx, endpoint, service, handler=echo, heartbeat=2.5, liveness=3,
                  reconnect_delay=0.25, send_heartbeats=True, reconnect_on_disconnect=True,
-                 disconnect_on_stop=True):
+                 disconnect_on_stop=True, socket_setup=None):
         self.ctx = ctx
+        self.socket_setup = socket_setup  # called on each new socket before connect (CURVE keys)
         self.endpoint = endpoint
         self.service = service.encode() if isinstance(service, str) else bytes(service)
         self.handler = handler
@@ -160,6 +165,8 @@ class MdpWorker:
             self.sock.close(linger=0)
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if self.socket_setup:
+            self.socket_setup(self.sock)
         self.sock.connect(self.endpoint)
         # Exactly one READY per connection: it names our single service.
         self._send(READY, self.service)

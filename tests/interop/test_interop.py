@@ -48,12 +48,12 @@ class ScenarioTimeout(BaseException):
 class Process:
     """A child whose stderr goes to a temp file; stopped by stop() or, at the latest, close()."""
 
-    def __init__(self, name, argv, stdout=None):
+    def __init__(self, name, argv, stdout=None, env=None):
         self.name = name
         self.argv = argv
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout,
-                                     stderr=self.err)
+                                     stderr=self.err, env=env)
 
     def stop(self, sig=signal.SIGTERM, timeout=3.0):
         """Signal the child and wait; returns (exit code, seconds it took to exit)."""

@@ -346,6 +346,7 @@ struct client::impl {
         // goes out once it is, which is what a client started before its broker wants. A request
         // queued on a connection that then dies is lost (PROTOCOLS.md §2 item 10); request()'s
         // resend covers that, the asynchronous mode does not.
+        if (opts_.curve) security::make_curve_client(s, opts_.curve->server_public, opts_.curve->client);
         s.connect(endpoint_);
         socket_ = std::move(s);
     }
@@ -355,6 +356,16 @@ struct client::impl {
     }
 
     [[nodiscard]] bool v2() const noexcept { return opts_.protocol == client_protocol::zmesh; }
+
+    /// What a timeout message adds: the broker it waited on, and with CURVE the two usual
+    /// causes, since a refused handshake looks exactly like silence from the client's side.
+    [[nodiscard]] std::string silence_hint() const {
+        std::string hint = " (broker " + endpoint_;
+        if (opts_.curve)
+            hint += "; with CURVE, a broker that does not allow this client's key, or a server "
+                    "key that is not the broker's, also looks like this";
+        return hint + ")";
+    }
 
     /// The whole wait of request(): timeout × retries, as a header can carry it.
     [[nodiscard]] std::chrono::milliseconds whole_wait() const noexcept {
@@ -599,7 +610,8 @@ struct client::impl {
         ++stats_.failures;
         ec = errc::timeout;
         why = "no reply from service '" + std::string(service) + "' after " +
-              std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts");
+              std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts") +
+              silence_hint();
         return std::nullopt;
     }
 
@@ -690,7 +702,7 @@ struct client::impl {
         ++stats_.failures;
         ec = errc::timeout;
         why = "no reply from service '" + std::string(service) + "' after " +
-              std::to_string(opts_.retries) + " attempts";
+              std::to_string(opts_.retries) + " attempts" + silence_hint();
         return std::nullopt;
     }
 

@@ -194,6 +194,7 @@ struct worker::impl {
         // queues READY at once (ZMQ_IMMEDIATE 0), so that it goes out the moment the connection
         // comes up, whether or not the caller is inside recv() then.
         if (v2_) s.set(zmq::sockopt::immediate, 1);
+        if (opts_.curve) security::make_curve_client(s, opts_.curve->server_public, opts_.curve->client);
         s.connect(endpoint_);
         socket_ = std::move(s);
         epoch_ = next_epoch();

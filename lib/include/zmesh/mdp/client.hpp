@@ -22,6 +22,7 @@
 #include <zmesh/export.hpp>
 #include <zmesh/header.hpp>
 #include <zmesh/message.hpp>
+#include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
 
@@ -66,6 +67,10 @@ struct client_options {
     /// The protocol spoken (see client_protocol). Placed last so that existing designated
     /// initialisers ({.timeout = …, .tagged = true}) still compile.
     client_protocol protocol{client_protocol::zmesh};
+    /// CURVE (docs/security.md): the broker's public key and this client's certificate; unset
+    /// for a broker without it. A client with the wrong server key never connects: its
+    /// requests time out.
+    std::optional<security::curve_client_keys> curve{};
 };
 
 /// Per-request settings of a ZMCT02 request (docs/protocol.md, "The header frame").

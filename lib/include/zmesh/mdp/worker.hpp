@@ -21,6 +21,7 @@
 #include <zmesh/export.hpp>
 #include <zmesh/header.hpp>
 #include <zmesh/message.hpp>
+#include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
 
@@ -81,6 +82,9 @@ struct worker_options {
     /// and worker::protocol() tell what is in effect. Set worker_protocol::mdp for a broker known
     /// to be plain MDP/0.1, to skip that wait.
     worker_protocol protocol{worker_protocol::zmesh};
+    /// CURVE (docs/security.md): the broker's public key and this worker's certificate; unset
+    /// for a broker without it.
+    std::optional<security::curve_client_keys> curve{};
 };
 
 /// Counters of a worker, for monitoring.

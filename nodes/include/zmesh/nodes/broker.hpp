@@ -20,6 +20,7 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
 
@@ -27,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -115,6 +117,14 @@ struct broker_config {
 
     /// Registrations (name/endpoint pairs) the directory service `zmesh.directory` holds at most.
     std::size_t max_directory_entries = 10000;
+
+    // Security (docs/security.md). With curve set, every socket of the broker (MDP, XSUB, XPUB)
+    // is a CURVE server and admits only the client keys of access.keys; a NULL (plain) peer
+    // gets nothing. The broker then runs the ZAP handler of its context (one per context).
+    /// The broker's own certificate, with its secret key; unset: no encryption.
+    std::optional<security::certificate> curve;
+    /// Who is admitted: client keys (with curve) and address lists (with or without it).
+    security::access_policy access;
 };
 
 /// Counters, read with stats(). All are totals since start.
@@ -165,6 +175,11 @@ struct broker_stats {
     std::uint64_t lvc_topics = 0;    ///< topics in the last-value cache now
     std::uint64_t lvc_evictions = 0; ///< topics evicted from the full last-value cache
     std::uint64_t directory_entries = 0; ///< registrations in the directory now
+
+    // Security (all 0 when it is off).
+    std::uint64_t connections_admitted = 0; ///< handshakes the ZAP handler admitted
+    std::uint64_t connections_refused = 0;  ///< handshakes it refused (unknown key, address)
+    std::uint64_t cut_off = 0;              ///< connections closed because their key was removed
 };
 
 /// The broker node.
@@ -218,6 +233,14 @@ class ZMESH_EXPORT broker {
 
     /// A snapshot of the counters. Thread-safe.
     [[nodiscard]] broker_stats stats() const noexcept;
+
+    /// Replaces who is admitted (as broker_config::access), e.g. on SIGHUP after re-reading
+    /// the allowed keys. New handshakes use it at once; connections whose key it no longer
+    /// admits are closed by the loop thread right after, and their workers and requests are
+    /// handled as if they had disconnected. Thread-safe.
+    /// @throws zmesh::error errc::invalid_argument for a bad address rule (nothing changes), or
+    ///         if the broker runs without security (no curve and no address lists at start).
+    void set_access(security::access_policy access);
 
   private:
     class impl;

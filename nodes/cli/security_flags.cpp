@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MPL-2.0
+// security_flags.cpp — the shared security flags of the CLI (see security_flags.hpp).
+#include "security_flags.hpp"
+
+#include "command.hpp"
+
+#include <zmesh/error.hpp>
+#include <zmesh/log.hpp>
+
+#include <csignal>
+#include <cstdlib>
+#include <ctime>
+
+namespace zmesh::cli {
+
+void server_security_flags::add_to(boost::program_options::options_description& options) {
+    namespace po = boost::program_options;
+    options.add_options()
+        ("curve-secret", po::value(&curve_secret),
+         "turn CURVE encryption on with this server certificate (NAME.key_secret from zmesh "
+         "keygen, mode 0600); needs --allow")
+        ("allow", po::value(&allow_dir),
+         "directory of the client public keys (NAME.key) admitted with CURVE; re-read on SIGHUP")
+        ("allow-address", po::value(&allow_addresses)->composing(),
+         "admit only peers from this address or network (A.B.C.D, A.B.C.D/N, IPv6); repeatable")
+        ("deny-address", po::value(&deny_addresses)->composing(),
+         "refuse peers from this address or network; repeatable, checked first");
+}
+
+bool server_security_flags::on() const noexcept {
+    return !curve_secret.empty() || !allow_dir.empty() || !allow_addresses.empty() ||
+           !deny_addresses.empty();
+}
+
+std::optional<security::certificate> server_security_flags::certificate() const {
+    if (curve_secret.empty()) {
+        if (!allow_dir.empty())
+            throw usage_error("--allow needs --curve-secret: keys are checked only with CURVE");
+        return std::nullopt;
+    }
+    if (allow_dir.empty())
+        throw usage_error("--curve-secret needs --allow DIR: the client keys it admits "
+                          "(without it no client could connect)");
+    return security::load_secret(curve_secret);
+}
+
+security::access_policy server_security_flags::policy() const {
+    security::access_policy p;
+    for (const auto& rule : allow_addresses) {
+        try {
+            security::check_address_rule(rule);
+        } catch (const error& e) {
+            throw usage_error(std::string("--allow-address: ") + e.what());
+        }
+    }
+    for (const auto& rule : deny_addresses) {
+        try {
+            security::check_address_rule(rule);
+        } catch (const error& e) {
+            throw usage_error(std::string("--deny-address: ") + e.what());
+        }
+    }
+    p.allow_addresses = allow_addresses;
+    p.deny_addresses = deny_addresses;
+    if (!allow_dir.empty()) p.keys = security::load_allowed_keys(allow_dir);
+    return p;
+}
+
+void client_security_flags::add_to(boost::program_options::options_description& options) {
+    namespace po = boost::program_options;
+    options.add_options()
+        ("curve-server-key", po::value(&server_key),
+         "the server's public certificate (NAME.key): turns CURVE on (env ZMESH_CURVE_SERVER_KEY)")
+        ("curve-key", po::value(&key),
+         "this client's own certificate (NAME.key_secret, mode 0600) (env ZMESH_CURVE_KEY)");
+}
+
+std::optional<security::curve_client_keys> client_security_flags::load() const {
+    auto pick = [](const std::string& flag, const char* env) -> std::string {
+        if (!flag.empty()) return flag;
+        const char* v = std::getenv(env);
+        return v ? std::string(v) : std::string();
+    };
+    const std::string server = pick(server_key, "ZMESH_CURVE_SERVER_KEY");
+    const std::string own = pick(key, "ZMESH_CURVE_KEY");
+    if (server.empty() && own.empty()) return std::nullopt;
+    if (server.empty())
+        throw usage_error("--curve-key needs --curve-server-key (or ZMESH_CURVE_SERVER_KEY): the "
+                          "server's public certificate");
+    if (own.empty())
+        throw usage_error("--curve-server-key needs --curve-key (or ZMESH_CURVE_KEY): this "
+                          "client's own secret certificate");
+    security::curve_client_keys keys;
+    keys.server_public = security::load_public(server).public_key;
+    keys.client = security::load_secret(own);
+    return keys;
+}
+
+sighup_reloader::sighup_reloader(server_security_flags flags,
+                                 std::function<void(security::access_policy)> apply)
+    : flags_(std::move(flags)), apply_(std::move(apply)) {
+    // Blocked here and in every thread created after: only sigtimedwait() below receives it,
+    // so a reload never runs inside a signal handler.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void sighup_reloader::start() {
+    thread_ = std::thread([this] {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGHUP);
+        const timespec tick{0, 200'000'000};
+        while (!stop_) {
+            if (sigtimedwait(&set, nullptr, &tick) != SIGHUP) continue;
+            if (flags_.allow_dir.empty() && flags_.allow_addresses.empty() &&
+                flags_.deny_addresses.empty()) {
+                log(log_level::info, "SIGHUP: nothing to reload (no --allow or address lists)");
+                continue;
+            }
+            try {
+                auto policy = flags_.policy();
+                const std::size_t keys = policy.keys.size();
+                apply_(std::move(policy));
+                log(log_level::info, "SIGHUP: reloaded %zu allowed keys from %s", keys,
+                    flags_.allow_dir.empty() ? "(none)" : flags_.allow_dir.c_str());
+            } catch (const std::exception& e) {
+                log(log_level::error, "SIGHUP: reload failed, the old keys stay in force: %s",
+                    e.what());
+            }
+        }
+    });
+}
+
+sighup_reloader::~sighup_reloader() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+}
+
+} // namespace zmesh::cli

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: MPL-2.0
+// security_flags.hpp — internal: the security flags every server and client command shares
+// (docs/security.md), so that each command spells and checks them the same way.
+//
+// Servers: --curve-secret FILE (the server's NAME.key_secret) turns CURVE on and needs
+// --allow DIR (the client public keys admitted); --allow-address and --deny-address add address
+// lists, with or without CURVE. Clients: --curve-server-key FILE (the server's NAME.key) and
+// --curve-key FILE (the client's own NAME.key_secret), or the environment variables
+// ZMESH_CURVE_SERVER_KEY and ZMESH_CURVE_KEY, so that scripts need not repeat them.
+#pragma once
+
+#include <zmesh/security/zap.hpp>
+
+#include <boost/program_options.hpp>
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace zmesh::cli {
+
+struct server_security_flags {
+    std::string curve_secret;
+    std::string allow_dir;
+    std::vector<std::string> allow_addresses;
+    std::vector<std::string> deny_addresses;
+
+    void add_to(boost::program_options::options_description& options);
+    /// Whether any security flag was given.
+    [[nodiscard]] bool on() const noexcept;
+    /// The server's certificate, if --curve-secret was given.
+    /// @throws usage_error (--curve-secret without --allow), zmesh::error (the file).
+    [[nodiscard]] std::optional<security::certificate> certificate() const;
+    /// The policy the flags describe, read from --allow's directory now (also on SIGHUP).
+    /// @throws usage_error (a bad address rule), zmesh::error (the directory or a key file).
+    [[nodiscard]] security::access_policy policy() const;
+};
+
+struct client_security_flags {
+    std::string server_key;
+    std::string key;
+
+    void add_to(boost::program_options::options_description& options);
+    /// The CURVE keys, from the flags or else the environment; std::nullopt if neither names
+    /// them. @throws usage_error (only one of the two), zmesh::error (a file).
+    [[nodiscard]] std::optional<security::curve_client_keys> load() const;
+};
+
+/// Re-reads @p flags' policy on every SIGHUP and hands it to @p apply, on a thread of its own,
+/// until destroyed. SIGHUP is blocked in the calling thread, so create it before any other
+/// thread (threads inherit the mask) — in practice, first thing in the command. A reload that
+/// fails is logged and leaves the old policy in force.
+class sighup_reloader {
+  public:
+    sighup_reloader(server_security_flags flags,
+                    std::function<void(security::access_policy)> apply);
+    ~sighup_reloader();
+    sighup_reloader(const sighup_reloader&) = delete;
+    sighup_reloader& operator=(const sighup_reloader&) = delete;
+    /// Starts answering SIGHUP (after the node exists).
+    void start();
+
+  private:
+    server_security_flags flags_;
+    std::function<void(security::access_policy)> apply_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+} // namespace zmesh::cli

@@ -1,0 +1,355 @@
+# SPDX-License-Identifier: MPL-2.0
+"""test_security.py - CURVE and ZAP on the broker, end to end, through the CLI (docs/security.md).
+
+Usage: test_security.py --zmesh PATH/TO/zmesh SCENARIO
+
+Each scenario makes its keys with `zmesh keygen` (and, where it says so, with pyzmq's
+zmq.auth.create_certificates), starts its own `zmesh broker --curve-secret ... --allow DIR` on
+tcp://127.0.0.1:*, and drives it with zmesh's CLI and with plain python3-zmq MDP/0.1 peers that
+use CURVE through pyzmq alone. Every process is stopped at the end, also on failure.
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+import zmq
+import zmq.auth
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mdp_peers import MdpClient, MdpTimeout, MdpWorker, start_worker_thread  # noqa: E402
+from test_interop import Broker, Failure, Process, check  # noqa: E402
+
+CLI_TIMEOUT = 30
+
+
+class Env:
+    def __init__(self, zmesh):
+        self.zmesh = zmesh
+        self.ctx = zmq.Context()
+        self.processes = []
+        self.workers = []
+        self.dir = tempfile.TemporaryDirectory()
+        self.keys = self.path("keys")
+        self.allowed = self.path("allowed")
+        os.makedirs(self.allowed)
+        self.broker = None
+
+    def path(self, name):
+        return os.path.join(self.dir.name, name)
+
+    def cli(self, *args, timeout=CLI_TIMEOUT, env=None):
+        return subprocess.run([self.zmesh, *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout, env=env)
+
+    def keygen(self, name, allow=True):
+        r = self.cli("keygen", name, "--dir", self.keys)
+        check(r.returncode == 0, "zmesh keygen %s failed: %s" % (name, r.stderr.decode()))
+        if allow:
+            self.allow(self.public(name))
+        return self.public(name), self.secret(name)
+
+    def public(self, name):
+        return os.path.join(self.keys, name + ".key")
+
+    def secret(self, name):
+        return os.path.join(self.keys, name + ".key_secret")
+
+    def allow(self, public_file):
+        shutil.copy(public_file, self.allowed)
+
+    def disallow(self, name):
+        os.remove(os.path.join(self.allowed, name + ".key"))
+
+    def start_broker(self, *extra):
+        self.keygen("broker", allow=False)
+        self.broker = Broker(self.zmesh, "--curve-secret", self.secret("broker"),
+                             "--allow", self.allowed, "--heartbeat-ms", "500", *extra)
+        self.processes.append(self.broker)
+        return self.broker
+
+    def curve_flags(self, name, server="broker"):
+        return ["--curve-server-key", self.public(server), "--curve-key", self.secret(name)]
+
+    def request(self, name, service, body, *extra, server="broker"):
+        return self.cli("request", "--broker", self.broker.endpoint, "--service", service,
+                        *self.curve_flags(name, server), *extra, body)
+
+    def zmesh_worker(self, name, service):
+        # The keys come from the environment here, as a script would set them once.
+        env = dict(os.environ, ZMESH_CURVE_SERVER_KEY=self.public("broker"),
+                   ZMESH_CURVE_KEY=self.secret(name))
+        p = Process("zmesh worker", [self.zmesh, "worker", "--broker", self.broker.endpoint,
+                                     "--service", service, "--echo", "--heartbeat-ms", "500"],
+                    env=env)
+        self.processes.append(p)
+        return p
+
+    def curve_setup(self, public_file, secret_file, server_public_file):
+        """A pyzmq socket hook: CURVE client keys read with zmq.auth (pyzmq alone)."""
+        pub, sec = zmq.auth.load_certificate(secret_file)
+        server_pub, _ = zmq.auth.load_certificate(server_public_file)
+
+        def setup(sock):
+            sock.curve_publickey = pub
+            sock.curve_secretkey = sec
+            sock.curve_serverkey = server_pub
+        return setup
+
+    def py_worker(self, service, setup):
+        w = MdpWorker(self.ctx, self.broker.endpoint, service, heartbeat=0.5,
+                      socket_setup=setup)
+        self.workers.append((w, start_worker_thread(w)))
+        return w
+
+    def stats(self, name="alice"):
+        r = self.cli("stats", "--broker", self.broker.endpoint, *self.curve_flags(name))
+        check(r.returncode == 0, "zmesh stats failed: %s" % r.stderr.decode(errors="replace"))
+        out = {}
+        for line in r.stdout.decode().splitlines():
+            key, value = line.split()
+            out[key] = int(value)
+        return out
+
+    def close(self):
+        for w, t in self.workers:
+            w.stop()
+            t.join(3)
+        for p in self.processes:
+            p.close()
+        self.ctx.destroy(linger=0)
+        self.dir.cleanup()
+
+
+def served(r, body):
+    return r.returncode == 0 and r.stdout.decode().strip() == body
+
+
+def scenario_served(env):
+    """zmesh worker, zmesh request, a pyzmq client with zmesh keys, a pyzmq worker with pyzmq keys."""
+    env.keygen("alice")
+    env.keygen("worker")
+    env.keygen("pyclient")
+    # pyzmq's own certificates, allowed as they are.
+    pub, sec = zmq.auth.create_certificates(env.keys, "pyworker")
+    os.chmod(sec, 0o600)
+    env.allow(pub)
+    env.start_broker()
+    env.zmesh_worker("worker", "echo")
+    r = env.request("alice", "echo", "hello over curve", "--timeout-ms", "3000")
+    check(served(r, "hello over curve"), "zmesh request was not served: rc=%d %s %s"
+          % (r.returncode, r.stdout.decode(), r.stderr.decode()))
+    # A plain MDP/0.1 client in python3-zmq, CURVE from pyzmq, keys from zmesh keygen.
+    c = MdpClient(env.ctx, env.broker.endpoint, timeout=3, retries=1,
+                  socket_setup=env.curve_setup(env.public("pyclient"), env.secret("pyclient"),
+                                               env.public("broker")))
+    reply = c.request("echo", b"from pyzmq")
+    c.close()
+    check(reply == [b"from pyzmq"], "pyzmq client got %r" % reply)
+    # A plain MDP/0.1 worker in python3-zmq with keys made by pyzmq.
+    w = env.py_worker("py.echo", env.curve_setup(pub, sec, env.public("broker")))
+    r = env.request("alice", "py.echo", "to the python worker", "--timeout-ms", "3000")
+    check(served(r, "to the python worker"), "the pyzmq worker did not serve: rc=%d %s"
+          % (r.returncode, r.stderr.decode()))
+    check(w.requests == 1, "pyzmq worker saw %d requests" % w.requests)
+    s = env.stats()
+    check(s["connections_refused"] == 0, "refusals: %d" % s["connections_refused"])
+    return "zmesh and pyzmq peers served; %d connections admitted" % s["connections_admitted"]
+
+
+def scenario_refused(env):
+    """Unknown key, wrong server key and a plain (NULL) peer get nothing."""
+    env.keygen("alice")
+    env.keygen("worker")
+    env.keygen("mallory", allow=False)
+    env.keygen("impostor", allow=False)  # plays a server key that is not the broker's
+    env.start_broker()
+    env.zmesh_worker("worker", "echo")
+    check(served(env.request("alice", "echo", "warm", "--timeout-ms", "3000"), "warm"),
+          "alice was not served")
+    r = env.request("mallory", "echo", "let me in", "--timeout-ms", "500", "--retries", "1")
+    check(r.returncode != 0 and b"let me in" not in r.stdout, "an unknown key was served")
+    check(b"tcp://" in r.stderr, "the timeout does not name the endpoint: %s" % r.stderr.decode())
+    r = env.request("alice", "echo", "wrong server", "--timeout-ms", "500", "--retries", "1",
+                    server="impostor")
+    check(r.returncode != 0, "a client with the wrong server key was served")
+    plain = MdpClient(env.ctx, env.broker.endpoint, timeout=0.5, retries=1)
+    try:
+        plain.request("echo", b"plain")
+        raise Failure("a NULL (plain) client was served")
+    except MdpTimeout:
+        pass
+    finally:
+        plain.close()
+    s = env.stats()
+    check(s["connections_refused"] >= 1, "no refusal counted")
+    check(s["requests"] == 2, "requests reached the broker from refused peers: %d" % s["requests"])
+    return "unknown key, wrong server key and NULL refused (%d refusals)" % s["connections_refused"]
+
+
+def scenario_sighup(env):
+    """SIGHUP adds a key and removes another, without a restart."""
+    env.keygen("alice")
+    env.keygen("worker")
+    env.keygen("bob", allow=False)
+    env.start_broker()
+    env.zmesh_worker("worker", "echo")
+    check(served(env.request("alice", "echo", "a1", "--timeout-ms", "3000"), "a1"), "alice")
+    r = env.request("bob", "echo", "b1", "--timeout-ms", "500", "--retries", "1")
+    check(r.returncode != 0, "bob was served before being allowed")
+    env.allow(env.public("bob"))
+    env.disallow("alice")
+    env.broker.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:
+        r = env.request("bob", "echo", "b2", "--timeout-ms", "500", "--retries", "1")
+        if served(r, "b2"):
+            break
+        check(time.monotonic() < deadline, "bob not served 10 s after SIGHUP: %s"
+              % r.stderr.decode())
+    r = env.request("alice", "echo", "a2", "--timeout-ms", "500", "--retries", "1")
+    check(r.returncode != 0, "alice still served after her key was removed")
+    check(env.broker.proc.poll() is None, "the broker exited on SIGHUP")
+    return "bob admitted and alice refused after SIGHUP, same broker process"
+
+
+class Relay:
+    """A TCP relay between a client and the broker that keeps every byte it carries: what a
+    capture on the loopback interface would see of that connection."""
+
+    def __init__(self, target_port):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.target = target_port
+        self.captured = bytearray()
+        self.lock = threading.Lock()
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        self.listener.settimeout(0.2)
+        while not self.stop:
+            try:
+                a, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return  # closed by close()
+            b = socket.create_connection(("127.0.0.1", self.target))
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    self.captured += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop = True
+        self.listener.close()
+
+
+def scenario_capture(env):
+    """With CURVE on, no payload crosses the wire in clear text (and without it, it does)."""
+    env.keygen("alice")
+    env.keygen("worker")
+    env.start_broker()
+    env.zmesh_worker("worker", "echo")
+    port = int(env.broker.endpoint.rsplit(":", 1)[1])
+    secret_body = "ORDER-4711-price-1234.56-qty-250"
+    relay = Relay(port)
+    try:
+        r = env.cli("request", "--broker", "tcp://127.0.0.1:%d" % relay.port, "--service", "echo",
+                    *env.curve_flags("alice"), "--timeout-ms", "3000", secret_body)
+        check(served(r, secret_body), "not served through the relay: %s" % r.stderr.decode())
+        with relay.lock:
+            wire = bytes(relay.captured)
+    finally:
+        relay.close()
+    check(len(wire) > 200, "the relay captured only %d bytes" % len(wire))
+    check(secret_body.encode() not in wire, "the body crossed the wire in clear text")
+    check(b"echo" not in wire, "the service name crossed the wire in clear text")
+    # The control: the same relay around a plain broker sees the body, so the capture works.
+    plain = Broker(env.zmesh)
+    env.processes.append(plain)
+    w = Process("plain worker", [env.zmesh, "worker", "--broker", plain.endpoint, "--service",
+                                 "echo", "--echo"])
+    env.processes.append(w)
+    relay = Relay(int(plain.endpoint.rsplit(":", 1)[1]))
+    try:
+        r = env.cli("request", "--broker", "tcp://127.0.0.1:%d" % relay.port, "--service", "echo",
+                    "--timeout-ms", "3000", secret_body)
+        check(served(r, secret_body), "plain broker did not serve: %s" % r.stderr.decode())
+        with relay.lock:
+            clear = bytes(relay.captured)
+    finally:
+        relay.close()
+    check(secret_body.encode() in clear, "the control capture did not see the plain body")
+    return "%d bytes captured with CURVE, body absent; present without it" % len(wire)
+
+
+def scenario_secret_mode(env):
+    """A broker given a secret key that others can read exits non-zero and says so."""
+    env.keygen("broker", allow=False)
+    os.chmod(env.secret("broker"), 0o644)
+    r = env.cli("broker", "--mdp", "tcp://127.0.0.1:*", "--curve-secret", env.secret("broker"),
+                "--allow", env.allowed, timeout=10)
+    err = r.stderr.decode()
+    check(r.returncode != 0, "the broker started with a 0644 secret key")
+    check("readable by others" in err and env.secret("broker") in err,
+          "the message does not say what is wrong: %r" % err)
+    return "exit %d: %s" % (r.returncode, err.strip())
+
+
+SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
+             if name.startswith("scenario_")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zmesh", required=True)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    args = ap.parse_args()
+    env = Env(args.zmesh)
+    try:
+        result = SCENARIOS[args.scenario](env)
+        print("PASS %s: %s" % (args.scenario, result))
+        return 0
+    except Exception as e:  # noqa: BLE001 - every failure is reported the same way
+        print("FAIL %s: %s" % (args.scenario, e))
+        if not isinstance(e, Failure):
+            traceback.print_exc()
+        for p in env.processes:
+            log = p.log()
+            if log:
+                print("--- %s log ---\n%s" % (p.name, log[-3000:]))
+        return 1
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    sys.exit(main())

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MPL-2.0
+// test_broker_security.cpp — the broker with CURVE and its ZAP handler (docs/security.md), driven
+// by zmesh's own client and worker over loopback TCP: allowed keys are served; an unknown key, a
+// wrong server key and a plain (NULL) peer get nothing; set_access() cuts off a removed key's
+// connection at once and admits a new key without a restart.
+#include "tcp_broker.hpp"
+
+#include "support/support.hpp"
+
+#include <zmesh/mdp/client.hpp>
+#include <zmesh/mdp/worker.hpp>
+#include <zmesh/security/keys.hpp>
+#include <zmesh/security/zap.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+
+using namespace std::chrono_literals;
+using support::tcp_broker;
+using zmesh::message;
+namespace mdp = zmesh::mdp;
+namespace security = zmesh::security;
+
+namespace {
+
+/// An echo worker on its own thread, with its own context, until destroyed.
+struct echo_worker {
+    zmq::context_t ctx;
+    std::atomic<bool> stop{false};
+    std::atomic<int> served{0};
+    std::thread thread;
+
+    echo_worker(const std::string& endpoint, std::optional<security::curve_client_keys> curve) {
+        mdp::worker_options o;
+        o.heartbeat = 200ms;
+        o.reconnect_initial = 100ms;
+        o.curve = std::move(curve);
+        thread = std::thread([this, endpoint, o] {
+            mdp::worker w(ctx, endpoint, "echo", o);
+            while (!stop) {
+                if (auto r = w.recv(50ms)) {
+                    ++served;
+                    w.reply(std::move(*r));
+                }
+            }
+        });
+    }
+    ~echo_worker() {
+        stop = true;
+        thread.join();
+    }
+};
+
+struct keyring {
+    security::certificate server = security::generate("broker");
+    security::certificate alice = security::generate("alice");
+    security::certificate bob = security::generate("bob");
+    security::certificate worker = security::generate("worker");
+    security::certificate mallory = security::generate("mallory");
+
+    security::curve_client_keys as(const security::certificate& c) const {
+        return {server.public_key, c};
+    }
+    static void allow(security::access_policy& p, const security::certificate& c) {
+        p.keys.insert_or_assign(c.public_key, c.name);
+    }
+};
+
+/// A secure broker admitting alice, bob and the worker, with an echo worker running.
+struct secure_setup {
+    keyring keys;
+    tcp_broker f;
+    std::unique_ptr<echo_worker> w;
+
+    secure_setup() {
+        f.config.curve = keys.server;
+        keyring::allow(f.config.access, keys.alice);
+        keyring::allow(f.config.access, keys.bob);
+        keyring::allow(f.config.access, keys.worker);
+        f.config.heartbeat_interval = 200ms;
+        f.start();
+        w = std::make_unique<echo_worker>(f.endpoint, keys.as(keys.worker));
+    }
+
+    mdp::client client(zmq::context_t& ctx, std::optional<security::curve_client_keys> curve,
+                       std::chrono::milliseconds timeout = 3000ms, int retries = 1) {
+        mdp::client_options o;
+        o.timeout = timeout;
+        o.retries = retries;
+        o.curve = std::move(curve);
+        return mdp::client(ctx, f.endpoint, o);
+    }
+};
+
+/// One request; the reply's first frame, or "" if none came.
+std::string ask(mdp::client& c, const std::string& body) {
+    std::error_code ec;
+    auto reply = c.request("echo", message{body}, ec);
+    if (!reply || reply->empty()) return {};
+    return zmesh::to_string((*reply)[0]);
+}
+
+} // namespace
+
+TEST_SUITE_BEGIN("nodes.broker.security");
+
+TEST_CASE("with CURVE on, a client and a worker whose keys are allowed are served") {
+    secure_setup s;
+    zmq::context_t ctx;
+    auto alice = s.client(ctx, s.keys.as(s.keys.alice));
+    CHECK(ask(alice, "hello") == "hello");
+    CHECK(s.w->served == 1);
+    CHECK(s.f.stats().connections_admitted >= 2); // the worker and alice
+    CHECK(s.f.stats().connections_refused == 0);
+}
+
+TEST_CASE("an unknown client key is refused in the handshake and gets nothing") {
+    secure_setup s;
+    zmq::context_t ctx;
+    auto mallory = s.client(ctx, s.keys.as(s.keys.mallory), 700ms);
+    CHECK(ask(mallory, "let me in") == "");
+    CHECK(support::eventually([&] { return s.f.stats().connections_refused >= 1; }));
+    CHECK(s.f.stats().requests == 0);
+    CHECK(s.w->served == 0);
+}
+
+TEST_CASE("a client holding the wrong server key never connects") {
+    secure_setup s;
+    zmq::context_t ctx;
+    security::curve_client_keys wrong = s.keys.as(s.keys.alice);
+    wrong.server_public = s.keys.mallory.public_key; // not the broker's
+    auto alice = s.client(ctx, wrong, 700ms);
+    CHECK(ask(alice, "hello") == "");
+    CHECK(s.f.stats().requests == 0);
+    CHECK(s.f.stats().connections_admitted == 1); // the worker only
+}
+
+TEST_CASE("a plain (NULL) client gets nothing from a CURVE broker") {
+    secure_setup s;
+    zmq::context_t ctx;
+    auto plain = s.client(ctx, std::nullopt, 700ms);
+    CHECK(ask(plain, "hello") == "");
+    CHECK(s.f.stats().requests == 0);
+    CHECK(s.w->served == 0);
+}
+
+TEST_CASE("set_access cuts off a removed key at once and admits a new one, without a restart") {
+    secure_setup s;
+    zmq::context_t ctx;
+    auto alice = s.client(ctx, s.keys.as(s.keys.alice), 700ms);
+    auto bob = s.client(ctx, s.keys.as(s.keys.bob), 700ms);
+    REQUIRE(ask(alice, "a1") == "a1");
+    REQUIRE(ask(bob, "b1") == "b1");
+
+    security::access_policy next; // bob removed, carol added
+    security::certificate carol = security::generate("carol");
+    keyring::allow(next, s.keys.alice);
+    keyring::allow(next, s.keys.worker);
+    keyring::allow(next, carol);
+    s.f.broker->set_access(next);
+    CHECK(support::eventually([&] { return s.f.stats().cut_off >= 1; }));
+
+    CHECK(ask(bob, "b2") == "");         // cut off, and its reconnection is refused
+    CHECK(ask(alice, "a2") == "a2");     // kept its connection
+    auto c = s.client(ctx, s.keys.as(carol));
+    CHECK(ask(c, "c1") == "c1");
+    CHECK(s.f.stats().connections_refused >= 1);
+}
+
+TEST_CASE("a worker whose key is removed is cut off, and its service waits for another") {
+    secure_setup s;
+    zmq::context_t ctx;
+    auto alice = s.client(ctx, s.keys.as(s.keys.alice), 700ms);
+    REQUIRE(ask(alice, "a1") == "a1");
+    security::access_policy next;
+    keyring::allow(next, s.keys.alice);
+    s.f.broker->set_access(next);
+    CHECK(support::eventually([&] { return s.f.stats().workers == 0; }));
+    // Queued, since no worker may serve it now, until its deadline (the client's whole wait):
+    // then the broker answers 504 and dead-letters it.
+    CHECK(ask(alice, "a2") == "zmesh.error");
+    CHECK(s.f.stats().dead_lettered == 1);
+}
+
+TEST_CASE("address lists without CURVE: a denied address gets nothing, an allowed one is served") {
+    tcp_broker f;
+    f.config.access.deny_addresses = {"127.0.0.0/8"};
+    f.start();
+    zmq::context_t ctx;
+    mdp::client_options o;
+    o.timeout = 700ms;
+    o.retries = 1;
+    mdp::client c(ctx, f.endpoint, o);
+    std::error_code ec;
+    CHECK_FALSE(c.request("zmesh.stats", message{}, ec));
+    CHECK(support::eventually([&] { return f.stats().connections_refused >= 1; }));
+
+    tcp_broker g;
+    g.config.access.allow_addresses = {"127.0.0.1"};
+    g.start();
+    mdp::client d(ctx, g.endpoint, o);
+    CHECK(d.request("zmesh.stats", message{}, ec));
+}
+
+TEST_CASE("a bad address rule is refused with a message naming it") {
+    tcp_broker f;
+    f.config.access.allow_addresses = {"10.0.0.0/33"};
+    CHECK_THROWS_WITH_AS(f.start(), doctest::Contains("10.0.0.0/33"), zmesh::error);
+}
+
+TEST_SUITE_END();
