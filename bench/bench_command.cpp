@@ -49,6 +49,7 @@ int run_mdp(const std::vector<std::string>& args) {
     bench::mdp_bench_config cfg;
     double seconds = 5;
     std::string dedupe = "both";
+    std::string curve = "off";
     long window_ms = static_cast<long>(cfg.dedupe_window.count());
     po::options_description options("options");
     options.add_options()
@@ -65,13 +66,20 @@ int run_mdp(const std::vector<std::string>& args) {
          "off only)")
         ("dedupe-window-ms", po::value(&window_ms)->default_value(window_ms),
          "the broker's --dedupe-window-ms: how long it keeps each reply for retries (0: "
-         "retries still join pending requests, no reply is kept)");
+         "retries still join pending requests, no reply is kept)")
+        ("curve", po::value(&curve)->default_value(curve),
+         "broker mode: on = every connection encrypted with CURVE and admitted by the broker's "
+         "ZAP handler, off = plain, both = one row each (the cost of encryption in one run)");
     po::variables_map vm;
-    if (!parse("bench mdp", "[--mode broker|direct] [--dedupe on|off|both] [options]", options,
+    if (!parse("bench mdp", "[--mode broker|direct] [--dedupe on|off|both] [--curve on|off|both] [options]", options,
                args, vm))
         return ok;
     if (dedupe != "on" && dedupe != "off" && dedupe != "both")
         throw usage_error("--dedupe must be on, off or both");
+    if (curve != "on" && curve != "off" && curve != "both")
+        throw usage_error("--curve must be on, off or both");
+    if (cfg.mode == "direct" && curve != "off")
+        throw usage_error("--curve needs --mode broker");
     if (cfg.mode == "direct" && dedupe == "on")
         throw usage_error("--dedupe on needs --mode broker (the direct echo speaks no protocol)");
     if (cfg.mode != "broker" && cfg.mode != "direct") throw usage_error("--mode must be broker or direct");
@@ -84,22 +92,25 @@ int run_mdp(const std::vector<std::string>& args) {
     if (window_ms < 0) throw usage_error("--dedupe-window-ms must not be negative");
     cfg.dedupe_window = std::chrono::milliseconds(window_ms);
 
-    std::vector<bool> rows;
-    if (dedupe != "on") rows.push_back(false);
-    if (dedupe != "off" && cfg.mode == "broker") rows.push_back(true);
+    std::vector<bool> dedupe_rows, curve_rows;
+    if (dedupe != "on") dedupe_rows.push_back(false);
+    if (dedupe != "off" && cfg.mode == "broker") dedupe_rows.push_back(true);
+    if (curve != "on") curve_rows.push_back(false);
+    if (curve != "off") curve_rows.push_back(true);
     std::printf("%s\n", machine_line().c_str());
-    std::printf("%-7s %-8s %-6s %-7s %-7s %-7s %12s %10s %10s %10s %8s\n", "mode", "workers",
-                "size", "window", "credit", "dedupe", "req/s", "p50 us", "p99 us", "p99.9 us",
-                "lost");
+    std::printf("%-7s %-8s %-6s %-7s %-7s %-7s %-6s %12s %10s %10s %10s %8s\n", "mode",
+                "workers", "size", "window", "credit", "dedupe", "curve", "req/s", "p50 us",
+                "p99 us", "p99.9 us", "lost");
     bool all_answered = true;
     // One run after the other, each with its own broker and workers: they never share the CPU.
-    for (const bool on : rows) {
+    for (const bool encrypted : curve_rows) for (const bool on : dedupe_rows) {
         cfg.dedupe = on;
+        cfg.curve = encrypted;
         auto r = bench::run_mdp_bench(cfg);
-        std::printf("%-7s %-8d %-6zu %-7zu %-7u %-7s %12.0f %10.1f %10.1f %10.1f %8llu\n",
+        std::printf("%-7s %-8d %-6zu %-7zu %-7u %-7s %-6s %12.0f %10.1f %10.1f %10.1f %8llu\n",
                     cfg.mode.c_str(), cfg.mode == "broker" ? cfg.workers : 0, cfg.size,
                     cfg.window, cfg.mode == "broker" ? cfg.credit : 0u, on ? "on" : "off",
-                    r.rate, r.p50_us, r.p99_us, r.p999_us,
+                    encrypted ? "on" : "off", r.rate, r.p50_us, r.p99_us, r.p999_us,
                     static_cast<unsigned long long>(r.sent - r.received));
         std::fflush(stdout);
         all_answered = all_answered && r.sent == r.received;

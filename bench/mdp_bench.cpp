@@ -16,6 +16,7 @@
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/message.hpp>
 #include <zmesh/nodes/broker.hpp>
+#include <zmesh/security/keys.hpp>
 
 #include <atomic>
 #include <cstring>
@@ -28,9 +29,13 @@ namespace {
 
 constexpr std::string_view service = "bench.echo";
 
-void echo_worker(const std::string& endpoint, std::uint32_t credit, const std::atomic<bool>& stop) {
+void echo_worker(const std::string& endpoint, std::uint32_t credit,
+                 std::optional<security::curve_client_keys> curve, const std::atomic<bool>& stop) {
     zmq::context_t ctx(1); // each role has its own context and I/O thread, as a process would
-    mdp::worker w(ctx, endpoint, std::string(service), {.credit = credit});
+    mdp::worker_options o;
+    o.credit = credit;
+    o.curve = std::move(curve);
+    mdp::worker w(ctx, endpoint, std::string(service), o);
     while (!stop.load(std::memory_order_relaxed)) {
         auto request = w.recv(std::chrono::milliseconds(100));
         if (request) w.reply(std::move(*request));
@@ -67,15 +72,28 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
     zmq::socket_t echo_router(broker_ctx, zmq::socket_type::router);
     echo_router.set(zmq::sockopt::linger, 0);
     std::string endpoint;
+    // CURVE: keys made here, in memory, as `zmesh keygen` would make them.
+    std::optional<security::curve_client_keys> client_keys, worker_keys;
+    if (cfg.curve && cfg.mode != "broker")
+        throw error(errc::invalid_argument, "CURVE needs --mode broker");
     if (cfg.mode == "broker") {
         nodes::broker_config bc;
         bc.mdp_endpoint = "tcp://127.0.0.1:*";
         bc.dedupe_window = cfg.dedupe_window;
+        if (cfg.curve) {
+            bc.curve = security::generate("broker");
+            auto c = security::generate("bench-client");
+            auto w = security::generate("bench-worker");
+            bc.access.keys.emplace(c.public_key, c.name);
+            bc.access.keys.emplace(w.public_key, w.name);
+            client_keys = security::curve_client_keys{bc.curve->public_key, std::move(c)};
+            worker_keys = security::curve_client_keys{bc.curve->public_key, std::move(w)};
+        }
         broker = std::make_unique<nodes::broker>(broker_ctx, bc);
         endpoint = broker->endpoints().front();
         broker->start();
         for (int i = 0; i < cfg.workers; ++i)
-            threads.emplace_back([&] { echo_worker(endpoint, cfg.credit, stop); });
+            threads.emplace_back([&] { echo_worker(endpoint, cfg.credit, worker_keys, stop); });
     } else if (cfg.mode == "direct") {
         echo_router.set(zmq::sockopt::sndhwm, 100000);
         echo_router.set(zmq::sockopt::rcvhwm, 100000);
@@ -95,7 +113,8 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
                         .retries = 1,
                         .window = cfg.window,
                         .protocol = cfg.dedupe ? mdp::client_protocol::zmesh
-                                               : mdp::client_protocol::mdp});
+                                               : mdp::client_protocol::mdp,
+                        .curve = client_keys});
     latency_recorder latencies(20'000'000);
     mdp_bench_result result;
     auto on_reply = [&](const mdp::reply& r) {

@@ -21,6 +21,9 @@ struct mdp_bench_config {
     /// The broker's dedupe_window (broker_config): replies kept for retries.
     std::chrono::milliseconds dedupe_window{60000};
     std::chrono::milliseconds duration{5000};
+    /// Broker mode: every connection (client and workers) encrypted with CURVE and admitted by
+    /// the broker's ZAP handler, as `zmesh broker --curve-secret --allow` runs it.
+    bool curve = false;
 };
 
 struct mdp_bench_result {
