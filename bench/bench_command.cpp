@@ -122,6 +122,7 @@ int run_pubsub(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     bench::pubsub_bench_config cfg;
     double seconds = 5;
+    std::string curve = "off";
     po::options_description options("options");
     options.add_options()
         ("mode", po::value(&cfg.mode)->default_value(cfg.mode),
@@ -133,10 +134,17 @@ int run_pubsub(const std::vector<std::string>& args) {
         ("rate", po::value(&cfg.rate)->default_value(cfg.rate), "messages/s to aim for; 0 = flat out")
         ("io-threads", po::value(&cfg.io_threads)->default_value(cfg.io_threads),
          "I/O threads of the forwarder's or proxy's context")
-        ("lossy", "broker mode: the forwarder's default lossy policy (losses are reported)");
+        ("lossy", "broker mode: the forwarder's default lossy policy (losses are reported)")
+        ("curve", po::value(&curve)->default_value(curve),
+         "broker mode: on = publisher and subscribers encrypted with CURVE and admitted by the "
+         "broker's ZAP handler, off = plain, both = one row each");
     po::variables_map vm;
-    if (!parse("bench pubsub", "[--mode raw|direct|broker|proxy] [options]", options, args, vm))
+    if (!parse("bench pubsub", "[--mode raw|direct|broker|proxy] [--curve on|off|both] [options]",
+               options, args, vm))
         return ok;
+    if (curve != "on" && curve != "off" && curve != "both")
+        throw usage_error("--curve must be on, off or both");
+    if (curve != "off" && cfg.mode != "broker") throw usage_error("--curve needs --mode broker");
     if (cfg.mode != "raw" && cfg.mode != "direct" && cfg.mode != "broker" && cfg.mode != "proxy")
         throw usage_error("--mode must be raw, direct, broker or proxy");
     if (cfg.size < 8) throw usage_error("--size must be at least 8");
@@ -146,15 +154,25 @@ int run_pubsub(const std::vector<std::string>& args) {
     cfg.lossy = vm.count("lossy") > 0;
     if (cfg.lossy && cfg.mode != "broker") throw usage_error("--lossy applies to --mode broker");
 
-    auto r = bench::run_pubsub_bench(cfg);
+    std::vector<bool> curve_rows;
+    if (curve != "on") curve_rows.push_back(false);
+    if (curve != "off") curve_rows.push_back(true);
     std::printf("%s\n", machine_line().c_str());
-    std::printf("%-7s %-5s %-6s %-9s %12s %10s %10s %10s %8s\n", "mode", "subs", "size", "rate",
-                "msgs/s", "p50 us", "p99 us", "p99.9 us", "lost");
-    const std::string mode = cfg.lossy ? "lossy" : cfg.mode;
-    std::printf("%-7s %-5d %-6zu %-9s %12.0f %10.1f %10.1f %10.1f %8llu\n", mode.c_str(),
-                cfg.subscribers, cfg.size, cfg.rate ? std::to_string(cfg.rate).c_str() : "max", r.rate,
-                r.p50_us, r.p99_us, r.p999_us, static_cast<unsigned long long>(r.lost));
-    return r.lost == 0 || cfg.lossy ? ok : failure;
+    std::printf("%-7s %-5s %-6s %-9s %-6s %12s %10s %10s %10s %8s\n", "mode", "subs", "size",
+                "rate", "curve", "msgs/s", "p50 us", "p99 us", "p99.9 us", "lost");
+    bool complete = true;
+    for (const bool encrypted : curve_rows) {
+        cfg.curve = encrypted;
+        auto r = bench::run_pubsub_bench(cfg);
+        const std::string mode = cfg.lossy ? "lossy" : cfg.mode;
+        std::printf("%-7s %-5d %-6zu %-9s %-6s %12.0f %10.1f %10.1f %10.1f %8llu\n", mode.c_str(),
+                    cfg.subscribers, cfg.size, cfg.rate ? std::to_string(cfg.rate).c_str() : "max",
+                    encrypted ? "on" : "off", r.rate, r.p50_us, r.p99_us, r.p999_us,
+                    static_cast<unsigned long long>(r.lost));
+        std::fflush(stdout);
+        complete = complete && (r.lost == 0 || cfg.lossy);
+    }
+    return complete ? ok : failure;
 }
 
 int run_titanic_bench(const std::vector<std::string>& args) {

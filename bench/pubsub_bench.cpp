@@ -14,6 +14,8 @@
 #include <zmesh/error.hpp>
 #include <zmesh/message.hpp>
 #include <zmesh/nodes/broker.hpp>
+#include <zmesh/security/keys.hpp>
+#include <zmesh/security/zap.hpp>
 #include <zmesh/pubsub/publisher.hpp>
 #include <zmesh/pubsub/subscriber.hpp>
 
@@ -56,12 +58,14 @@ void record(subscriber_tally& tally, const zmq::message_t& payload) {
     tally.received.fetch_add(1, std::memory_order_relaxed);
 }
 
-void run_subscriber(const std::string& endpoint, subscriber_tally& tally,
-                    const std::atomic<bool>& stop) {
+void run_subscriber(const std::string& endpoint,
+                    const std::optional<security::curve_client_keys>& curve,
+                    subscriber_tally& tally, const std::atomic<bool>& stop) {
     zmq::context_t ctx(1);
     zmq::socket_t sub(ctx, zmq::socket_type::sub);
     sub.set(zmq::sockopt::linger, 0);
     sub.set(zmq::sockopt::subscribe, topic);
+    if (curve) security::make_curve_client(sub, curve->server_public, curve->client);
     connect(sub, endpoint);
     zmq::pollitem_t item{sub.handle(), 0, ZMQ_POLLIN, 0};
     message m;
@@ -108,7 +112,11 @@ class stream_source {
     std::string bind_loopback() {
         return zmesh_ ? zmesh_->endpoints().front() : bind(pub_, "tcp://127.0.0.1:*");
     }
-    void connect_to(const std::string& ep) { connect(pub_, ep); }
+    void connect_to(const std::string& ep,
+                    const std::optional<security::curve_client_keys>& curve = std::nullopt) {
+        if (curve) security::make_curve_client(pub_, curve->server_public, curve->client);
+        connect(pub_, ep);
+    }
     void send(std::size_t size, std::uint64_t stamp) {
         if (zmesh_) {
             // publish() empties body_ but keeps its frame storage, so nothing is allocated here.
@@ -142,6 +150,9 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
     std::thread proxy_thread;
     zmq::socket_t proxy_xsub(middle_ctx, zmq::socket_type::xsub);
     zmq::socket_t proxy_xpub(middle_ctx, zmq::socket_type::xpub);
+    std::optional<security::curve_client_keys> pub_keys, sub_keys; // broker mode with CURVE
+    if (cfg.curve && cfg.mode != "broker")
+        throw error(errc::invalid_argument, "CURVE needs --mode broker");
     if (cfg.mode == "raw" || direct) {
         sub_endpoint = pub.bind_loopback();
     } else if (cfg.mode == "broker") {
@@ -150,9 +161,18 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
         bc.xsub_endpoint = "tcp://127.0.0.1:*";
         bc.xpub_endpoint = "tcp://127.0.0.1:*";
         bc.lossless = !cfg.lossy;
+        if (cfg.curve) {
+            bc.curve = security::generate("broker");
+            auto p = security::generate("bench-publisher");
+            auto s = security::generate("bench-subscriber");
+            bc.access.keys.emplace(p.public_key, p.name);
+            bc.access.keys.emplace(s.public_key, s.name);
+            pub_keys = security::curve_client_keys{bc.curve->public_key, std::move(p)};
+            sub_keys = security::curve_client_keys{bc.curve->public_key, std::move(s)};
+        }
         broker = std::make_unique<nodes::broker>(middle_ctx, bc);
         const auto eps = broker->endpoints();
-        pub.connect_to(eps.at(1));
+        pub.connect_to(eps.at(1), pub_keys);
         sub_endpoint = eps.at(2);
         broker->start();
     } else if (cfg.mode == "proxy") {
@@ -182,7 +202,7 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
         tallies.push_back(std::make_unique<subscriber_tally>(capacity));
         subscribers.emplace_back([&, t = tallies.back().get()] {
             if (direct) run_zmesh_subscriber(sub_endpoint, *t, stop);
-            else run_subscriber(sub_endpoint, *t, stop);
+            else run_subscriber(sub_endpoint, sub_keys, *t, stop);
         });
     }
 

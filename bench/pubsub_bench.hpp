@@ -25,6 +25,9 @@ struct pubsub_bench_config {
     /// broker mode: run the forwarder in its default lossy policy (a full subscriber loses
     /// messages, counted as lost here) instead of lossless.
     bool lossy = false;
+    /// broker mode: the forwarder's XSUB and XPUB are CURVE servers with the broker's ZAP
+    /// handler, and the publisher and subscribers CURVE clients with keys it admits.
+    bool curve = false;
 };
 
 struct pubsub_bench_result {

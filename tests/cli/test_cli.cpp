@@ -128,6 +128,17 @@ TEST_CASE("the benchmarks run briefly with credit and lose nothing") {
                             "2", "--duration", "0.5"});
     CHECK(titanic.code == 0);
     CHECK(titanic.out.find("2x64") != std::string::npos); // the node's default: credit
+    // With CURVE beside the plain rows (the cost of encryption in one run): everything arrives.
+    auto curve = run_cli({"bench", "mdp", "--window", "16", "--credit", "4", "--dedupe", "off",
+                          "--curve", "both", "--duration", "0.3"});
+    CHECK(curve.code == 0);
+    CHECK(curve.out.find(" off     on ") != std::string::npos); // dedupe off, curve on
+    CHECK(curve.out.find(" off     off ") != std::string::npos);
+    auto pubsub = run_cli({"bench", "pubsub", "--mode", "broker", "--curve", "both",
+                           "--duration", "0.3"});
+    CHECK(pubsub.code == 0);
+    CHECK(pubsub.out.find(" on  ") != std::string::npos);
+    CHECK(run_cli({"bench", "pubsub", "--mode", "raw", "--curve", "on"}).code == 2);
 }
 
 TEST_CASE("an exec worker pipes the body through the command and reports its failure") {

@@ -62,6 +62,13 @@ struct publisher::impl {
             socket_.set(zmq::sockopt::xpub_nodrop, 1);
         socket_.set(zmq::sockopt::sndtimeo, send_timeout_ms_);
         header_.source = source_;
+        if (opts_.curve) {
+            if (!opts_.bind.empty())
+                throw error(errc::invalid_argument,
+                            "pubsub::publisher: CURVE keys are for connecting; a publisher that "
+                            "binds would be a CURVE server");
+            security::make_curve_client(socket_, opts_.curve->server_public, opts_.curve->client);
+        }
         for (const auto& ep : opts_.bind)
             endpoints_.push_back(zmesh::bind(socket_, ep));
         for (const auto& ep : opts_.connect)

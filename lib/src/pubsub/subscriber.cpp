@@ -136,6 +136,13 @@ struct subscriber::impl {
                             "pubsub::subscriber: snapshot_timeout must be positive");
         }
         apply(socket_, opts_.socket);
+        if (opts_.curve) {
+            if (!opts_.bind.empty())
+                throw error(errc::invalid_argument,
+                            "pubsub::subscriber: CURVE keys are for connecting; a subscriber that "
+                            "binds would be a CURVE server");
+            security::make_curve_client(socket_, opts_.curve->server_public, opts_.curve->client);
+        }
         // Subscribed before connecting, so the first handshake already carries them.
         for (const auto& t : opts_.topics)
             subscribe(t);
@@ -370,7 +377,8 @@ struct subscriber::impl {
                            {.timeout = opts_.snapshot_timeout,
                             .retries = 1,
                             .window = snapshot_pending_.size(),
-                            .protocol = mdp::client_protocol::mdp});
+                            .protocol = mdp::client_protocol::mdp,
+                            .curve = opts_.curve});
         for (const auto& prefix : snapshot_pending_) {
             message body;
             body.push_back(std::string_view(prefix));

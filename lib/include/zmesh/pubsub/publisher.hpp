@@ -13,6 +13,7 @@
 #include <zmesh/export.hpp>
 #include <zmesh/header.hpp>
 #include <zmesh/message.hpp>
+#include <zmesh/security/zap.hpp>
 #include <zmesh/socket_options.hpp>
 
 #include <zmq.hpp>
@@ -46,6 +47,10 @@ struct publisher_options {
     bool lossless = false;
     /// Lossless mode: how long publish() may wait for room before it throws; negative = forever.
     std::chrono::milliseconds send_timeout{-1};
+    /// CURVE (docs/security.md): the server's public key (e.g. the broker's) and this
+    /// publisher's certificate, for the endpoints it connects to. Unset: plain. A publisher that
+    /// binds cannot use it (it would be the CURVE server of its connections).
+    std::optional<security::curve_client_keys> curve{};
 };
 
 /// Counters of a publisher, for monitoring.

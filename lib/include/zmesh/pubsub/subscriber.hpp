@@ -14,6 +14,7 @@
 #include <zmesh/export.hpp>
 #include <zmesh/header.hpp>
 #include <zmesh/message.hpp>
+#include <zmesh/security/zap.hpp>
 #include <zmesh/socket_options.hpp>
 
 #include <zmq.hpp>
@@ -55,6 +56,10 @@ struct subscriber_options {
     /// At most this many (source, topic) streams are tracked for gap detection; beyond it, the
     /// least recently used tenth is forgotten (their next message starts a new stream).
     std::size_t max_streams = 100000;
+    /// CURVE (docs/security.md): the server's public key and this subscriber's certificate, for
+    /// the endpoints it connects to and the snapshot requests. Unset: plain. A subscriber that
+    /// binds cannot use it (it would be the CURVE server of its connections).
+    std::optional<security::curve_client_keys> curve{};
 };
 
 /// One message handed to the application.
