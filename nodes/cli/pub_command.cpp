@@ -8,6 +8,7 @@
 // (200 ms by default with --connect, the time for the connection to form and the broker's
 // subscriptions to arrive). Subscribers that call wait_ready() are answered meanwhile.
 #include "command.hpp"
+#include "security_flags.hpp"
 #include "stop_signal.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -84,6 +85,8 @@ int run_pub(const std::vector<std::string>& args) {
          "list the bound endpoint under NAME in the broker's directory while publishing")
         ("broker", po::value(&broker)->default_value(broker), "broker MDP endpoint for --register")
         ("message", po::value(&text), "payload, or - to publish each line of stdin");
+    client_security_flags security_flags;
+    security_flags.add_to(options);
     po::positional_options_description positional;
     positional.add("message", 1);
     po::variables_map vm;
@@ -117,9 +120,15 @@ int run_pub(const std::vector<std::string>& args) {
         return body;
     };
 
+    auto curve = security_flags.load();
+    if (curve && !bind.empty())
+        throw usage_error("--curve-server-key and --curve-key are for --connect (a broker's XSUB); "
+                          "a publisher that binds does not take them");
+
     install_stop_signals();
     zmq::context_t ctx;
     pubsub::publisher_options popts;
+    popts.curve = curve;
     popts.connect = connect;
     popts.bind = bind;
     popts.lossless = vm.count("lossless") > 0;

@@ -7,6 +7,7 @@
 // after --count messages or on SIGINT/SIGTERM; 1 if the subscriber fell behind --max-lag-ms, or
 // if --timeout-ms passed without a message before --count (or any message, without --count).
 #include "command.hpp"
+#include "security_flags.hpp"
 #include "stop_signal.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -178,6 +179,8 @@ int run_sub(const std::vector<std::string>& args) {
         ("ready-ms", po::value(&ready_ms)->default_value(ready_ms),
          "wait up to N ms for a publisher or broker to confirm the subscriptions")
         ("hwm", po::value(&hwm)->default_value(hwm), "messages queued per publisher");
+    client_security_flags security_flags;
+    security_flags.add_to(options);
     po::variables_map vm;
     if (!parse("sub",
                "(--connect EP | --bind EP | --resolve NAME [--broker EP]) --topic PREFIX [options]",
@@ -200,10 +203,15 @@ int run_sub(const std::vector<std::string>& args) {
     if (ready_ms < 0) throw usage_error("--ready-ms must not be negative");
     if (hwm < 0) throw usage_error("--hwm must not be negative");
 
+    auto curve = security_flags.load();
+    if (curve && !bind.empty())
+        throw usage_error("--curve-server-key and --curve-key are for --connect (a broker's XPUB); "
+                          "a subscriber that binds does not take them");
+
     install_stop_signals();
     zmq::context_t ctx;
     if (!resolve.empty()) {
-        pubsub::directory_client directory(ctx, broker);
+        pubsub::directory_client directory(ctx, broker, std::chrono::milliseconds(2500), curve);
         const auto found = directory.resolve(resolve);
         if (found.empty())
             throw std::runtime_error("no endpoint is registered under '" + resolve + "' at " +
@@ -212,6 +220,7 @@ int run_sub(const std::vector<std::string>& args) {
     }
 
     pubsub::subscriber_options so;
+    so.curve = curve;
     so.connect = connect;
     so.bind = bind;
     so.topics = topics;

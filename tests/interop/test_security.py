@@ -323,6 +323,73 @@ def scenario_secret_mode(env):
     return "exit %d: %s" % (r.returncode, err.strip())
 
 
+def start_pubsub_broker(env):
+    """A CURVE broker with the forwarder; returns (xsub, xpub) endpoints."""
+    env.keygen("broker", allow=False)
+    p = Process("broker", [env.zmesh, "broker", "--mdp", "tcp://127.0.0.1:*", "--xsub",
+                           "tcp://127.0.0.1:*", "--xpub", "tcp://127.0.0.1:*", "--curve-secret",
+                           env.secret("broker"), "--allow", env.allowed], stdout=subprocess.PIPE)
+    env.processes.append(p)
+    lines = []
+    deadline = time.monotonic() + 10
+    while len(lines) < 3:
+        check(time.monotonic() < deadline, "the broker printed %r, not three endpoints" % lines)
+        line = p.proc.stdout.readline()
+        check(line, "the broker exited at start (rc=%s)" % p.proc.poll())
+        lines.append(line.decode().strip())
+    return lines[1], lines[2]
+
+
+def scenario_pubsub(env):
+    """Publisher and subscribers through the CURVE forwarder: zmesh pub/sub and pyzmq with keys
+    are served; a plain (NULL) subscriber and an unknown key receive nothing."""
+    env.keygen("publisher")
+    env.keygen("subscriber")
+    env.keygen("pysub")
+    env.keygen("mallory", allow=False)
+    xsub, xpub = start_pubsub_broker(env)
+
+    def pysub(setup):
+        s = env.ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        if setup:
+            setup(s)
+        s.setsockopt(zmq.SUBSCRIBE, b"prices")
+        s.connect(xpub)
+        return s
+
+    sub = Process("zmesh sub", [env.zmesh, "sub", "--connect", xpub, "--topic", "prices",
+                                "--count", "1", "--timeout-ms", "15000",
+                                *env.curve_flags("subscriber")], stdout=subprocess.PIPE)
+    env.processes.append(sub)
+    py = pysub(env.curve_setup(env.public("pysub"), env.secret("pysub"), env.public("broker")))
+    plain = pysub(None)
+    intruder = pysub(env.curve_setup(env.public("mallory"), env.secret("mallory"),
+                                     env.public("broker")))
+    time.sleep(1.0)  # the subscriptions travel up to the forwarder
+    body = "ticker-XYZ-bid-42"
+    r = env.cli("pub", "--connect", xsub, "--topic", "prices.xyz", "--count", "20", "--rate",
+                "20", *env.curve_flags("publisher"), body)
+    check(r.returncode == 0, "zmesh pub failed: %s" % r.stderr.decode())
+    out, _ = sub.proc.communicate(timeout=20)
+    check(sub.proc.returncode == 0 and body in out.decode(),
+          "zmesh sub did not get the message: rc=%s %r" % (sub.proc.returncode, out))
+    check(py.poll(3000), "the pyzmq CURVE subscriber got nothing")
+    got = py.recv_multipart()
+    check(got[0] == b"prices.xyz" and got[-1] == body.encode(), "pyzmq got %r" % got)
+    check(not plain.poll(200), "a plain (NULL) subscriber received a message")
+    check(not intruder.poll(200), "an unknown key received a message")
+    # An unknown key cannot publish either: the pyzmq subscriber sees nothing of it.
+    while py.poll(300):
+        py.recv_multipart()  # the rest of the 20 above
+    r = env.cli("pub", "--connect", xsub, "--topic", "prices.xyz", "--count", "5", "--rate",
+                "20", "--linger-ms", "200", *env.curve_flags("mallory"), "forged")
+    check(not py.poll(500), "a publication with an unknown key was forwarded")
+    for s_ in (py, plain, intruder):
+        s_.close()
+    return "zmesh and pyzmq subscribers served over CURVE; NULL and unknown key got nothing"
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 

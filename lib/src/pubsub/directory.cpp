@@ -25,11 +25,12 @@ constexpr std::string_view service = "zmesh.directory";
 struct directory_client::impl {
     mdp::client client;
 
-    impl(zmq::context_t& ctx, std::string broker_endpoint, std::chrono::milliseconds timeout)
+    impl(zmq::context_t& ctx, std::string broker_endpoint, std::chrono::milliseconds timeout,
+         std::optional<security::curve_client_keys> curve)
         // One attempt per call: the caller's timeout is the whole wait. The requests are
         // idempotent, so a caller (or directory_registration's next period) just calls again.
         : client(ctx, std::move(broker_endpoint),
-                 mdp::client_options{.timeout = timeout, .retries = 1}) {}
+                 mdp::client_options{.timeout = timeout, .retries = 1, .curve = std::move(curve)}) {}
 
     /// Sends @p body and returns the reply, whose first frame is "200" (or "404" if
     /// @p allow_not_found); any other status throws.
@@ -48,10 +49,11 @@ struct directory_client::impl {
 };
 
 directory_client::directory_client(zmq::context_t& ctx, std::string broker_endpoint,
-                                   std::chrono::milliseconds timeout) {
+                                   std::chrono::milliseconds timeout,
+                                   std::optional<security::curve_client_keys> curve) {
     if (timeout.count() <= 0)
         throw error(errc::invalid_argument, "directory_client: timeout must be positive");
-    impl_ = std::make_unique<impl>(ctx, std::move(broker_endpoint), timeout);
+    impl_ = std::make_unique<impl>(ctx, std::move(broker_endpoint), timeout, std::move(curve));
 }
 
 directory_client::~directory_client() = default;

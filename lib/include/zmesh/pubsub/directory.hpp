@@ -12,10 +12,12 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
 
 #include <chrono>
+#include <optional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -47,8 +49,11 @@ class ZMESH_EXPORT directory_client {
     /// Connects to the broker's MDP endpoint. Nothing is sent until the first call.
     /// @throws zmesh::error (errc::invalid_argument) if @p timeout is not positive;
     ///         zmq::error_t if libzmq rejects the endpoint.
+    /// @p curve: the broker's public key and this client's certificate, for a broker with
+    /// CURVE (docs/security.md); unset: plain.
     directory_client(zmq::context_t& ctx, std::string broker_endpoint,
-                     std::chrono::milliseconds timeout = std::chrono::milliseconds(2500));
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(2500),
+                     std::optional<security::curve_client_keys> curve = std::nullopt);
     ~directory_client();
     directory_client(directory_client&&) noexcept;
     directory_client& operator=(directory_client&&) noexcept;
