@@ -9,6 +9,7 @@
 //    protocol.md, "The dead-letter queue"): request body "list" | "show" ID | "replay" (ID |
 //    "all") | "purge" (ID | "all"), reply body a status, then msgpack or a count.
 #include "command.hpp"
+#include "security_flags.hpp"
 
 #include "../titanic/sqlite_store.hpp"
 
@@ -168,11 +169,12 @@ broker_entry entry_of(const msgpack::object& o) {
 /// The broker's zmesh.dlq service, one request at a time.
 class broker_dlq {
   public:
-    broker_dlq(const std::string& endpoint, std::chrono::milliseconds timeout)
+    broker_dlq(const std::string& endpoint, std::chrono::milliseconds timeout,
+               std::optional<security::curve_client_keys> curve)
         : endpoint_(endpoint), timeout_(timeout),
           // One attempt: a dead-letter command is answered by the broker itself at once, and
           // --timeout-ms is the whole wait the user asked for.
-          client_(ctx_, endpoint, {.timeout = timeout, .retries = 1}) {}
+          client_(ctx_, endpoint, {.timeout = timeout, .retries = 1, .curve = std::move(curve)}) {}
 
     /// Sends @p body and returns the reply body, its first frame a status.
     /// @throws std::runtime_error naming the endpoint if no answer comes in time, the broker
@@ -313,6 +315,8 @@ int run_dlq(const std::vector<std::string>& args) {
         ("action", po::value(&action), "list | show ID | replay (ID | --all) | purge (ID | --all)")
         ("id", po::value(&id), "request id: 32 hex digits (--store: lowercase)");
     // clang-format on
+    client_security_flags security_flags; // with --broker
+    security_flags.add_to(options);
     po::positional_options_description positional;
     positional.add("action", 1).add("id", 1);
     po::variables_map vm;
@@ -354,7 +358,7 @@ int run_dlq(const std::vector<std::string>& args) {
                                   "': expected 32 hex digits");
             id = parsed->to_hex();
         }
-        broker_dlq dlq(broker, std::chrono::milliseconds(timeout_ms));
+        broker_dlq dlq(broker, std::chrono::milliseconds(timeout_ms), security_flags.load());
         if (action == "list") return broker_list(dlq);
         if (action == "show") return broker_show(dlq, id);
         return broker_act(dlq, action, id);

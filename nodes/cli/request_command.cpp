@@ -87,11 +87,13 @@ constexpr int durable_default_timeout_ms = 30000;
 
 int run_durable(zmq::context_t& ctx, const std::string& broker, const std::string& service,
                 message&& request, std::chrono::milliseconds timeout, int retries,
-                std::chrono::milliseconds ttl, mdp::client_protocol protocol) {
+                std::chrono::milliseconds ttl, mdp::client_protocol protocol,
+                std::optional<security::curve_client_keys> curve) {
     mdp::durable_client client(ctx, broker,
                                {.mdp = {.timeout = std::min(timeout, durable_call_timeout),
                                         .retries = retries,
-                                        .protocol = protocol}});
+                                        .protocol = protocol,
+                                        .curve = std::move(curve)}});
     const std::string id = ttl.count() > 0 ? client.submit(service, std::move(request), ttl)
                                            : client.submit(service, std::move(request));
     std::fprintf(stderr, "durable request %s stored\n", id.c_str());
@@ -191,9 +193,6 @@ int run_request(const std::vector<std::string>& args) {
     if (body == "-") body.assign(std::istreambuf_iterator<char>(std::cin), {});
 
     auto curve = security_flags.load(); // before anything connects: a bad key file stops here
-    if (curve && durable)
-        throw usage_error("--durable does not speak CURVE yet: leave out --curve-server-key and "
-                          "--curve-key (and the ZMESH_CURVE_* variables)");
 
     zmq::context_t ctx;
     const auto protocol = plain ? mdp::client_protocol::mdp : mdp::client_protocol::zmesh;
@@ -202,7 +201,7 @@ int run_request(const std::vector<std::string>& args) {
     if (durable)
         return run_durable(ctx, broker, service, std::move(request),
                            std::chrono::milliseconds(timeout_ms), retries,
-                           std::chrono::milliseconds(ttl_ms), protocol);
+                           std::chrono::milliseconds(ttl_ms), protocol, std::move(curve));
     const mdp::client_options client_options{.timeout = std::chrono::milliseconds(timeout_ms),
                                              .retries = retries,
                                              .protocol = protocol,

@@ -5,6 +5,7 @@
 // The node runs on its own thread while this one waits for a stop signal: the node's loop has no
 // signal handling of its own, and a flag polled here keeps the signal handler trivial.
 #include "command.hpp"
+#include "security_flags.hpp"
 #include "stop_signal.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -48,6 +49,8 @@ int run_titanic(const std::vector<std::string>& args) {
         ("heartbeat-ms", po::value(&heartbeat_ms)->default_value(heartbeat_ms),
          "heartbeat interval; must match the broker's")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
+    client_security_flags security_flags;
+    security_flags.add_to(options);
     po::variables_map vm;
     if (!parse("titanic", "--broker EP [--store PATH] [options]", options, args, vm)) return ok;
 
@@ -74,6 +77,7 @@ int run_titanic(const std::vector<std::string>& args) {
     if (!parse_endpoint(cfg.broker_endpoint, ec, &why))
         throw usage_error("invalid --broker '" + cfg.broker_endpoint + "': " + why);
     set_log_level(*level);
+    cfg.curve = security_flags.load();
     cfg.store_path = store;
     cfg.max_attempts = max_attempts;
     cfg.request_connections = connections;

@@ -209,14 +209,15 @@ class titanic_node::impl {
                            {.heartbeat = config_.heartbeat, .liveness = config_.liveness,
                             .credit = config_.request_credit,
                             .protocol = config_.request_credit > 1 ? mdp::worker_protocol::zmesh
-                                                                   : mdp::worker_protocol::mdp});
+                                                                   : mdp::worker_protocol::mdp,
+                            .curve = config_.curve});
     }
 
     /// Plain mode is for brokers that are not zmesh's: MDP/0.1 clients, one per slot.
     mdp::client make_client() {
         return mdp::client(*ctx_, config_.broker_endpoint,
                            {.timeout = config_.request_timeout, .retries = 1, .window = 1,
-                            .protocol = mdp::client_protocol::mdp});
+                            .protocol = mdp::client_protocol::mdp, .curve = config_.curve});
     }
 
     /// The zmesh extensions (workers with credit, a tagged client) are used unless the node is
@@ -236,7 +237,8 @@ class titanic_node::impl {
             // answered or abandoned, so at most one request per slot is outstanding.
             tagged_.emplace(*ctx_, config_.broker_endpoint,
                             mdp::client_options{.timeout = config_.request_timeout, .retries = 1,
-                                                .window = slots.size(), .tagged = true});
+                                                .window = slots.size(), .tagged = true,
+                                                .curve = config_.curve});
         else
             for (auto& s : slots) s.client.emplace(make_client());
         log(log_level::info, "titanic: serving TSP through %s, store %s",

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
 
@@ -34,6 +35,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace zmesh::nodes {
@@ -82,6 +84,9 @@ struct titanic_config {
     std::chrono::milliseconds heartbeat{2500};
     /// Heartbeat intervals of broker silence after which a worker connection starts over.
     int liveness = 3;
+    /// CURVE (docs/security.md): the broker's public key and the node's certificate, for every
+    /// connection the node makes to the broker; unset: plain.
+    std::optional<security::curve_client_keys> curve{};
 };
 
 /// Counters, read with stats(). All are totals since the node was created.
