@@ -25,6 +25,7 @@ class zmesh_category final : public std::error_category {
         case errc::exhausted: return "workers failed every attempt";
         case errc::unavailable: return "broker limit reached";
         case errc::remote_error: return "remote error";
+        case errc::forbidden: return "forbidden by the access list";
         }
         return "unknown zmesh error";
     }

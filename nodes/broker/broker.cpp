@@ -79,6 +79,10 @@ class broker::impl {
         // ZAP handler must be there for the first handshake.
         const bool address_rules =
             !config_.access.allow_addresses.empty() || !config_.access.deny_addresses.empty();
+        if (config_.acl && !config_.curve)
+            throw error(errc::invalid_argument,
+                        "an access list needs CURVE: without it no peer has a key name");
+        engine_.set_access_list(config_.acl);
         if (config_.curve || address_rules) {
             zap_.emplace(ctx, config_.access);
             if (config_.curve) security::make_curve_server(router_, *config_.curve);
@@ -164,6 +168,11 @@ class broker::impl {
             reactor_.add_fd(reload_fd_, [this](int fd) {
                 std::uint64_t n = 0;
                 while (::read(fd, &n, sizeof n) == static_cast<ssize_t>(sizeof n)) {}
+                {
+                    std::lock_guard lock(acl_mutex_);
+                    if (next_acl_) engine_.set_access_list(std::move(*next_acl_));
+                    next_acl_.reset();
+                }
                 cut_off_removed();
                 arm_expiry();
             });
@@ -248,6 +257,17 @@ class broker::impl {
         }
     }
 
+    void set_acl(std::shared_ptr<const security::access_list> acl) {
+        if (!config_.curve)
+            throw error(errc::invalid_argument, "broker: set_acl needs a broker started with CURVE");
+        {
+            std::lock_guard lock(acl_mutex_);
+            next_acl_ = std::move(acl); // handed to the engine on the loop thread
+        }
+        const std::uint64_t one = 1;
+        (void)!::write(reload_fd_, &one, sizeof one);
+    }
+
     void set_access(security::access_policy access) {
         if (!zap_)
             throw error(errc::invalid_argument,
@@ -323,6 +343,8 @@ class broker::impl {
     int reload_fd_ = -1;                         // eventfd: set_access() wakes the loop
     std::unordered_map<int, std::string> user_by_fd_; // security on: User-Id per connection
     std::atomic<std::uint64_t> cut_off_{0};
+    std::mutex acl_mutex_;                       // guards next_acl_
+    std::optional<std::shared_ptr<const security::access_list>> next_acl_; // set_acl() -> loop
     zmq::socket_t router_;
     zmq::socket_t monitor_;           // PAIR: the ROUTER's disconnect events
     detail::socket_outbox router_out_; // what the engine sends goes to the ROUTER
@@ -358,5 +380,9 @@ bool broker::running() const noexcept { return impl_->running(); }
 broker_stats broker::stats() const noexcept { return impl_->engine_.stats(); }
 
 void broker::set_access(security::access_policy access) { impl_->set_access(std::move(access)); }
+
+void broker::set_acl(std::shared_ptr<const security::access_list> acl) {
+    impl_->set_acl(std::move(acl));
+}
 
 } // namespace zmesh::nodes

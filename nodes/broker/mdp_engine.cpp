@@ -202,6 +202,20 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
         return;
     }
     inc(stats_.requests);
+    if (acl_ && m.size() > 1) {
+        const auto who = security::user_id(m[1]);
+        if (!acl_->may_call(who, name)) {
+            inc(stats_.forbidden);
+            inc(stats_.rejected);
+            if (acl_log_.allow())
+                log(log_level::warn, "refused: '%s' may not call service '%s' (access list)",
+                    std::string(who).c_str(), mdp::printable_service_name(name).c_str());
+            send_error(client_id, from, proto, std::move(tag), co, name, "403",
+                       "forbidden: this client's key may not call service '" +
+                           mdp::printable_service_name(name) + "'");
+            return;
+        }
+    }
     if (mdp::is_broker_service(name)) {
         on_internal(m, from, req, proto, std::move(tag), co);
         return;
@@ -512,6 +526,7 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
             {"connections_admitted", st.connections_admitted},
             {"connections_refused", st.connections_refused},
             {"cut_off", st.cut_off},
+            {"forbidden", st.forbidden},
         };
         msgpack::sbuffer buf;
         msgpack::packer<msgpack::sbuffer> pk(buf);
@@ -768,6 +783,17 @@ void mdp_engine::on_ready(message& m, const codec::worker_ready& ready, codec::p
         refusal = "READY for a new service past max_services";
     else if (!memory_.fits(worker_entry_cost(ready.credit)))
         refusal = "READY past max_memory";
+    else if (acl_ && m.size() > 1 &&
+             !acl_->allows(security::user_id(m[1]), security::permission::serve, name)) {
+        inc(stats_.forbidden);
+        inc(stats_.workers_disconnected);
+        if (acl_log_.allow())
+            log(log_level::warn, "refused: '%s' may not serve service '%s' (access list)",
+                std::string(security::user_id(m[1])).c_str(),
+                mdp::printable_service_name(name).c_str());
+        send_command(identity, proto, mdp::worker_command::disconnect);
+        return;
+    }
     if (refusal) {
         // One DISCONNECT and nothing else: a zmesh worker takes that as a refusal and stops.
         malformed(refusal, identity);
@@ -1458,6 +1484,7 @@ broker_stats mdp_engine::stats() const noexcept {
     s.partials = g(stats_.partials);
     s.parts_dropped = g(stats_.parts_dropped);
     s.failed_fast = g(stats_.failed_fast);
+    s.forbidden = g(stats_.forbidden);
     for (const auto& fill : stats_sources_) fill(s);
     return s;
 }

@@ -48,6 +48,7 @@
 #include <zmesh/mdp/protocol.hpp>
 #include <zmesh/message.hpp>
 #include <zmesh/nodes/broker.hpp>
+#include <zmesh/security/acl.hpp>
 
 #include <zmq.hpp>
 
@@ -207,7 +208,7 @@ struct atomic_stats {
         undeliverable{0}, workers{0}, services{0}, queued{0}, expired{0}, queued_bytes{0},
         clients{0}, disconnects{0}, abandoned{0}, memory{0}, replies_dropped{0}, duplicates{0},
         kept_replies{0}, dead_lettered{0}, dlq{0}, dlq_dropped{0}, partials{0}, parts_dropped{0},
-        failed_fast{0};
+        failed_fast{0}, forbidden{0};
 };
 
 /// Where the engine's messages go (routing id first): the broker's ROUTER socket, or, in tests
@@ -272,6 +273,11 @@ class mdp_engine {
     /// event first: a descriptor closed and then reused by a new connection must be reported
     /// closed before the new peer is tied to it. Call before the loop starts.
     void set_disconnect_sync(std::function<void()> sync) { sync_disconnects_ = std::move(sync); }
+
+    /// Enforces @p acl from now on (null: everything allowed): requests to services the
+    /// sender's key may not call get 403, READYs for services it may not serve a DISCONNECT.
+    /// The key is the User-Id of the message's connection. Loop thread only.
+    void set_access_list(std::shared_ptr<const security::access_list> acl) { acl_ = std::move(acl); }
 
     /// Sends DISCONNECT to every worker and forgets them (broker shutdown).
     void disconnect_all();
@@ -453,6 +459,8 @@ class mdp_engine {
     std::vector<worker*> scratch_;  // reused by on_tick
     std::vector<request*> scratch_requests_; // reused by remove_worker
     log_limiter malformed_log_;
+    std::shared_ptr<const security::access_list> acl_; // null: no access list
+    log_limiter acl_log_{20};
     atomic_stats stats_;
 };
 

@@ -146,18 +146,23 @@ int run_broker(const std::vector<std::string>& args) {
     // stops the broker before it binds anything.
     cfg.curve = security_flags.certificate();
     if (security_flags.on()) cfg.access = security_flags.policy();
+    cfg.acl = security_flags.acl();
     nodes::broker* running = nullptr;
-    sighup_reloader reloader(security_flags, [&running](security::access_policy p) {
-        running->set_access(std::move(p));
-    }); // before the context: its threads inherit SIGHUP blocked
+    sighup_reloader reloader(
+        security_flags,
+        [&running](security::access_policy p, std::shared_ptr<const security::access_list> acl) {
+            if (acl) running->set_acl(std::move(acl));
+            running->set_access(std::move(p));
+        }); // before the context: its threads inherit SIGHUP blocked
 
     zmq::context_t ctx;
     nodes::broker broker(ctx, cfg);
     running = &broker;
     reloader.start();
     if (cfg.curve)
-        log(log_level::info, "broker: CURVE on, %zu client keys allowed from %s",
-            cfg.access.keys.size(), security_flags.allow_dir.c_str());
+        log(log_level::info, "broker: CURVE on, %zu client keys allowed from %s%s%s",
+            cfg.access.keys.size(), security_flags.allow_dir.c_str(),
+            cfg.acl ? ", access list " : "", security_flags.acl_file.c_str());
     // One line per bound endpoint, so a script can read ephemeral ports: MDP, then XSUB and
     // XPUB if the forwarder runs.
     for (const auto& ep : broker.endpoints()) std::printf("%s\n", ep.c_str());

@@ -24,12 +24,22 @@ void server_security_flags::add_to(boost::program_options::options_description& 
         ("allow-address", po::value(&allow_addresses)->composing(),
          "admit only peers from this address or network (A.B.C.D, A.B.C.D/N, IPv6); repeatable")
         ("deny-address", po::value(&deny_addresses)->composing(),
-         "refuse peers from this address or network; repeatable, checked first");
+         "refuse peers from this address or network; repeatable, checked first")
+        ("acl", po::value(&acl_file),
+         "access list: which services each key may call and serve, and more (docs/security.md); "
+         "needs --curve-secret; re-read on SIGHUP");
 }
 
 bool server_security_flags::on() const noexcept {
     return !curve_secret.empty() || !allow_dir.empty() || !allow_addresses.empty() ||
-           !deny_addresses.empty();
+           !deny_addresses.empty() || !acl_file.empty();
+}
+
+std::shared_ptr<const security::access_list> server_security_flags::acl() const {
+    if (acl_file.empty()) return nullptr;
+    if (curve_secret.empty())
+        throw usage_error("--acl needs --curve-secret: without CURVE no client has a key name");
+    return std::make_shared<const security::access_list>(security::access_list::load(acl_file));
 }
 
 std::optional<security::certificate> server_security_flags::certificate() const {
@@ -96,8 +106,7 @@ std::optional<security::curve_client_keys> client_security_flags::load() const {
     return keys;
 }
 
-sighup_reloader::sighup_reloader(server_security_flags flags,
-                                 std::function<void(security::access_policy)> apply)
+sighup_reloader::sighup_reloader(server_security_flags flags, apply_function apply)
     : flags_(std::move(flags)), apply_(std::move(apply)) {
     // Blocked here and in every thread created after: only sigtimedwait() below receives it,
     // so a reload never runs inside a signal handler.
@@ -122,10 +131,14 @@ void sighup_reloader::start() {
             }
             try {
                 auto policy = flags_.policy();
+                auto acl = flags_.acl(); // both read before either applies: all or nothing
                 const std::size_t keys = policy.keys.size();
-                apply_(std::move(policy));
-                log(log_level::info, "SIGHUP: reloaded %zu allowed keys from %s", keys,
-                    flags_.allow_dir.empty() ? "(none)" : flags_.allow_dir.c_str());
+                const std::size_t rules = acl ? acl->size() : 0;
+                apply_(std::move(policy), std::move(acl));
+                log(log_level::info, "SIGHUP: reloaded %zu allowed keys from %s%s%zu%s", keys,
+                    flags_.allow_dir.empty() ? "(none)" : flags_.allow_dir.c_str(),
+                    flags_.acl_file.empty() ? "" : ", ", rules,
+                    flags_.acl_file.empty() ? "" : " access list rules");
             } catch (const std::exception& e) {
                 log(log_level::error, "SIGHUP: reload failed, the old keys stay in force: %s",
                     e.what());

@@ -9,12 +9,14 @@
 // ZMESH_CURVE_SERVER_KEY and ZMESH_CURVE_KEY, so that scripts need not repeat them.
 #pragma once
 
+#include <zmesh/security/acl.hpp>
 #include <zmesh/security/zap.hpp>
 
 #include <boost/program_options.hpp>
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -27,6 +29,7 @@ struct server_security_flags {
     std::string allow_dir;
     std::vector<std::string> allow_addresses;
     std::vector<std::string> deny_addresses;
+    std::string acl_file;
 
     void add_to(boost::program_options::options_description& options);
     /// Whether any security flag was given.
@@ -37,6 +40,9 @@ struct server_security_flags {
     /// The policy the flags describe, read from --allow's directory now (also on SIGHUP).
     /// @throws usage_error (a bad address rule), zmesh::error (the directory or a key file).
     [[nodiscard]] security::access_policy policy() const;
+    /// The access list of --acl, read now (also on SIGHUP); null without --acl.
+    /// @throws usage_error (--acl without --curve-secret), zmesh::error (the file, its line).
+    [[nodiscard]] std::shared_ptr<const security::access_list> acl() const;
 };
 
 struct client_security_flags {
@@ -55,8 +61,9 @@ struct client_security_flags {
 /// fails is logged and leaves the old policy in force.
 class sighup_reloader {
   public:
-    sighup_reloader(server_security_flags flags,
-                    std::function<void(security::access_policy)> apply);
+    using apply_function = std::function<void(security::access_policy,
+                                              std::shared_ptr<const security::access_list>)>;
+    sighup_reloader(server_security_flags flags, apply_function apply);
     ~sighup_reloader();
     sighup_reloader(const sighup_reloader&) = delete;
     sighup_reloader& operator=(const sighup_reloader&) = delete;
@@ -65,7 +72,7 @@ class sighup_reloader {
 
   private:
     server_security_flags flags_;
-    std::function<void(security::access_policy)> apply_;
+    apply_function apply_;
     std::atomic<bool> stop_{false};
     std::thread thread_;
 };

@@ -413,6 +413,38 @@ def scenario_titanic(env):
     return "a durable request stored and answered through Titanic, all over CURVE"
 
 
+def scenario_acl(env):
+    """The access list through the CLI: 403 for a service a key may not call, a worker refused
+    a service it may not serve, and SIGHUP re-reading the list."""
+    env.keygen("alice")
+    env.keygen("bob")
+    env.keygen("worker")
+    env.keygen("rogue")
+    acl = env.path("acl.conf")
+    with open(acl, "w") as f:
+        f.write("alice call echo\nworker serve echo\n")
+    env.start_broker("--acl", acl)
+    env.zmesh_worker("worker", "echo")
+    check(served(env.request("alice", "echo", "a1", "--timeout-ms", "3000"), "a1"), "alice")
+    r = env.request("bob", "echo", "b1", "--timeout-ms", "3000", "--retries", "1")
+    err = r.stderr.decode()
+    check(r.returncode != 0 and "403" in err and "echo" in err,
+          "bob was not refused with 403: rc=%d %s" % (r.returncode, err))
+    rogue = env.cli("worker", "--broker", env.broker.endpoint, "--service", "echo", "--echo",
+                    *env.curve_flags("rogue"), timeout=20)
+    rerr = rogue.stderr.decode()
+    check(rogue.returncode != 0 and "access list" in rerr,
+          "a worker the list does not allow was not refused: rc=%d %s" % (rogue.returncode, rerr))
+    with open(acl, "w") as f:
+        f.write("alice call echo\nbob call echo\nworker serve echo\n")
+    env.broker.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while not served(env.request("bob", "echo", "b2", "--timeout-ms", "1000", "--retries", "1"),
+                     "b2"):
+        check(time.monotonic() < deadline, "bob still refused 10 s after SIGHUP")
+    return "403 for bob, the rogue worker refused, and bob allowed after SIGHUP"
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 

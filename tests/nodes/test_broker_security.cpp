@@ -9,6 +9,7 @@
 
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/worker.hpp>
+#include <zmesh/security/acl.hpp>
 #include <zmesh/security/keys.hpp>
 #include <zmesh/security/zap.hpp>
 
@@ -208,6 +209,62 @@ TEST_CASE("a bad address rule is refused with a message naming it") {
     tcp_broker f;
     f.config.access.allow_addresses = {"10.0.0.0/33"};
     CHECK_THROWS_WITH_AS(f.start(), doctest::Contains("10.0.0.0/33"), zmesh::error);
+}
+
+TEST_CASE("the access list: 403 for a service a key may not call, DISCONNECT for one it may not serve") {
+    keyring keys;
+    security::certificate rogue = security::generate("rogue");
+    tcp_broker f;
+    f.config.curve = keys.server;
+    for (const auto* c : {&keys.alice, &keys.bob, &keys.worker, &rogue})
+        keyring::allow(f.config.access, *c);
+    f.config.acl = std::make_shared<const security::access_list>(security::access_list::parse(
+        "alice call echo\nworker serve echo\nbob call other\n", "test"));
+    f.config.heartbeat_interval = 200ms;
+    f.start();
+    echo_worker w(f.endpoint, keys.as(keys.worker));
+    zmq::context_t ctx;
+    mdp::client_options o;
+    o.timeout = 3000ms;
+    o.retries = 1;
+    o.curve = keys.as(keys.alice);
+    mdp::client alice(ctx, f.endpoint, o);
+    CHECK(ask(alice, "allowed") == "allowed");
+
+    o.curve = keys.as(keys.bob);
+    mdp::client bob(ctx, f.endpoint, o);
+    std::error_code ec;
+    auto r = bob.request("echo", message{"not for bob"}, mdp::request_options{}, ec);
+    CHECK(ec == zmesh::errc::forbidden);
+    REQUIRE(r);
+    REQUIRE(r->body.size() == 2);
+    CHECK(zmesh::to_string(r->body[0]) == "403");
+    CHECK(zmesh::to_string(r->body[1]).find("echo") != std::string::npos);
+    CHECK(w.served == 1);
+    // The broker's own services need admin: nobody here has it.
+    (void)alice.request("zmesh.stats", message{}, mdp::request_options{}, ec);
+    CHECK(ec == zmesh::errc::forbidden);
+
+    // A key that may not serve echo is refused at READY: it never gets a request.
+    mdp::worker_options wo;
+    wo.curve = keys.as(rogue);
+    wo.protocol = mdp::worker_protocol::zmesh;
+    zmq::context_t wctx;
+    mdp::worker thief(wctx, f.endpoint, "echo", wo);
+    CHECK_THROWS_WITH_AS((void)thief.recv(3000ms), doctest::Contains("access list"), zmesh::error);
+    CHECK(f.stats().forbidden == 3); // bob's call, alice's zmesh.stats, the thief's READY
+    CHECK(f.stats().workers == 1);
+
+    // A new list from set_acl applies to the next request: bob may call echo now.
+    f.broker->set_acl(std::make_shared<const security::access_list>(security::access_list::parse(
+        "alice call echo\nbob call echo\nworker serve echo\n", "test")));
+    CHECK(support::eventually([&] { return ask(bob, "now yes") == "now yes"; }));
+}
+
+TEST_CASE("an access list without CURVE is refused: no peer would have a name") {
+    tcp_broker f;
+    f.config.acl = std::make_shared<const security::access_list>();
+    CHECK_THROWS_WITH_AS(f.start(), doctest::Contains("needs CURVE"), zmesh::error);
 }
 
 TEST_SUITE_END();

@@ -33,6 +33,7 @@ enum class errc {
     exhausted,            ///< 500: the request's workers died on every attempt
     unavailable,          ///< 503: a broker limit (queue, memory, clients); worth retrying later
     remote_error,         ///< any other status a broker or service reported
+    forbidden,            ///< 403: the broker's access list does not allow this key the service
 };
 
 /// The category of zmesh::errc; its name() is "zmesh".

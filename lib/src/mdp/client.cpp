@@ -905,6 +905,7 @@ errc status_to_errc(std::string_view status) noexcept {
     if (status == "400") return errc::bad_request;
     if (status == "404") return errc::not_found;
     if (status == "422") return errc::refused;
+    if (status == "403") return errc::forbidden;
     if (status == "500") return errc::exhausted;
     if (status == "503") return errc::unavailable;
     if (status == "504") return errc::timeout;

@@ -310,8 +310,9 @@ struct worker::impl {
         refusal_ = "mdp::worker: the broker at " + endpoint_ + " refused to register service '" +
                    service_ +
                    "' (it answered READY with DISCONNECT); likely reasons: the name is reserved "
-                   "there (mmi.*, zmesh.*), too long or not printable for that broker, or the "
-                   "broker is at its service limit (zmesh broker: --max-services)";
+                   "there (mmi.*, zmesh.*), too long or not printable for that broker, the "
+                   "broker is at its service limit (zmesh broker: --max-services), or its access "
+                   "list does not let this worker's key serve it (zmesh broker --acl)";
         socket_.close(); // no DISCONNECT: the broker has already forgotten this worker
         terminate();
     }

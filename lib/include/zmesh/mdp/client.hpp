@@ -118,8 +118,8 @@ class ZMESH_EXPORT service_error : public error {
     std::string service_, status_, reason_;
 };
 
-/// The errc of a broker status code: 400 bad_request, 404 not_found, 422 refused, 500
-/// exhausted, 503 unavailable, 504 timeout, anything else remote_error.
+/// The errc of a broker status code: 400 bad_request, 403 forbidden, 404 not_found, 422
+/// refused, 500 exhausted, 503 unavailable, 504 timeout, anything else remote_error.
 [[nodiscard]] ZMESH_EXPORT errc status_to_errc(std::string_view status) noexcept;
 
 /// Counters of a client, for monitoring.

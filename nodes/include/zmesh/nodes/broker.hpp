@@ -20,6 +20,7 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/security/acl.hpp>
 #include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
@@ -125,6 +126,9 @@ struct broker_config {
     std::optional<security::certificate> curve;
     /// Who is admitted: client keys (with curve) and address lists (with or without it).
     security::access_policy access;
+    /// What each admitted key may do (security/acl.hpp), by its name; null: everything. Needs
+    /// curve (without it no peer has a name).
+    std::shared_ptr<const security::access_list> acl;
 };
 
 /// Counters, read with stats(). All are totals since start.
@@ -180,6 +184,7 @@ struct broker_stats {
     std::uint64_t connections_admitted = 0; ///< handshakes the ZAP handler admitted
     std::uint64_t connections_refused = 0;  ///< handshakes it refused (unknown key, address)
     std::uint64_t cut_off = 0;              ///< connections closed because their key was removed
+    std::uint64_t forbidden = 0;            ///< requests and READYs the access list refused
 };
 
 /// The broker node.
@@ -241,6 +246,11 @@ class ZMESH_EXPORT broker {
     /// @throws zmesh::error errc::invalid_argument for a bad address rule (nothing changes), or
     ///         if the broker runs without security (no curve and no address lists at start).
     void set_access(security::access_policy access);
+
+    /// Replaces the access list (as broker_config::acl), e.g. on SIGHUP; it applies to the
+    /// next request and READY. Workers already registered stay. Thread-safe.
+    /// @throws zmesh::error errc::invalid_argument if the broker runs without CURVE.
+    void set_acl(std::shared_ptr<const security::access_list> acl);
 
   private:
     class impl;
