@@ -460,6 +460,32 @@ def run_scenario(zmesh, name):
     return ok and clean
 
 
+def run_cli_scenario(scenarios, make_env):
+    """The main() of a script whose scenarios each take an env with close() and processes:
+    parses --zmesh and one scenario name, runs it, prints PASS or FAIL with the processes' logs,
+    and always closes the env. Returns the exit code."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zmesh", required=True)
+    ap.add_argument("scenario", choices=sorted(scenarios))
+    args = ap.parse_args()
+    env = make_env(args.zmesh)
+    try:
+        result = scenarios[args.scenario](env)
+        print("PASS %s: %s" % (args.scenario, result))
+        return 0
+    except Exception as e:  # noqa: BLE001 - every failure is reported the same way
+        print("FAIL %s: %s" % (args.scenario, e))
+        if not isinstance(e, Failure):
+            traceback.print_exc()
+        for p in env.processes:
+            log = p.log()
+            if log:
+                print("--- %s log ---\n%s" % (p.name, log[-3000:]))
+        return 1
+    finally:
+        env.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--zmesh", required=True, help="path to the zmesh CLI")

@@ -9,7 +9,6 @@ counted by the file system, not by the code under test), and `zmesh request` / `
 runs. The MDP/0.2 scenario's worker is plain python3-zmq written from 18/MDP. Every process is
 stopped at the end, also on failure.
 """
-import argparse
 import os
 import select
 import shlex
@@ -18,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_interop import Broker, Failure, Process, check  # noqa: E402
+from test_interop import Broker, Failure, Process, check, run_cli_scenario  # noqa: E402
 
 CLI_TIMEOUT = 30
 
@@ -392,26 +390,7 @@ SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--zmesh", required=True)
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    args = ap.parse_args()
-    env = Env(args.zmesh)
-    try:
-        result = SCENARIOS[args.scenario](env)
-        print("PASS %s: %s" % (args.scenario, result))
-        return 0
-    except Exception as e:  # noqa: BLE001 - every failure is reported the same way
-        print("FAIL %s: %s" % (args.scenario, e))
-        if not isinstance(e, Failure):
-            traceback.print_exc()
-        for p in env.processes:
-            log = p.log()
-            if log:
-                print("--- %s log ---\n%s" % (p.name, log[-3000:]))
-        return 1
-    finally:
-        env.close()
+    return run_cli_scenario(SCENARIOS, Env)
 
 
 if __name__ == "__main__":

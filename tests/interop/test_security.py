@@ -8,7 +8,6 @@ zmq.auth.create_certificates), starts its own `zmesh broker --curve-secret ... -
 tcp://127.0.0.1:*, and drives it with zmesh's CLI and with plain python3-zmq MDP/0.1 peers that
 use CURVE through pyzmq alone. Every process is stopped at the end, also on failure.
 """
-import argparse
 import os
 import shutil
 import signal
@@ -18,14 +17,13 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 import zmq
 import zmq.auth
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mdp_peers import MdpClient, MdpTimeout, MdpWorker, start_worker_thread  # noqa: E402
-from test_interop import Broker, Failure, Process, check  # noqa: E402
+from test_interop import Broker, Failure, Process, check, run_cli_scenario  # noqa: E402
 
 CLI_TIMEOUT = 30
 
@@ -450,26 +448,7 @@ SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--zmesh", required=True)
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    args = ap.parse_args()
-    env = Env(args.zmesh)
-    try:
-        result = SCENARIOS[args.scenario](env)
-        print("PASS %s: %s" % (args.scenario, result))
-        return 0
-    except Exception as e:  # noqa: BLE001 - every failure is reported the same way
-        print("FAIL %s: %s" % (args.scenario, e))
-        if not isinstance(e, Failure):
-            traceback.print_exc()
-        for p in env.processes:
-            log = p.log()
-            if log:
-                print("--- %s log ---\n%s" % (p.name, log[-3000:]))
-        return 1
-    finally:
-        env.close()
+    return run_cli_scenario(SCENARIOS, Env)
 
 
 if __name__ == "__main__":
