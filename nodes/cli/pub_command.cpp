@@ -120,15 +120,21 @@ int run_pub(const std::vector<std::string>& args) {
         return body;
     };
 
+    // The keys are the broker's: for --connect (its XSUB) or for --register (its directory).
+    // A publisher that binds is a brokerless peer, plain: CURVE between peers is not built yet.
     auto curve = security_flags.load();
-    if (curve && !bind.empty())
-        throw usage_error("--curve-server-key and --curve-key are for --connect (a broker's XSUB); "
-                          "a publisher that binds does not take them");
+    if (curve && !bind.empty() && register_name.empty())
+        throw usage_error("--curve-server-key and --curve-key are for a broker (--connect to its "
+                          "XSUB, or --register with its directory); a publisher that binds "
+                          "speaks plain to its subscribers");
+    if (curve && !bind.empty() && !connect.empty())
+        throw usage_error("with --bind and --connect together, CURVE keys cannot say which they "
+                          "are for: give the broker's XSUB with --connect only");
 
     install_stop_signals();
     zmq::context_t ctx;
     pubsub::publisher_options popts;
-    popts.curve = curve;
+    if (bind.empty()) popts.curve = curve;
     popts.connect = connect;
     popts.bind = bind;
     popts.lossless = vm.count("lossless") > 0;
@@ -142,7 +148,8 @@ int run_pub(const std::vector<std::string>& args) {
     std::optional<pubsub::directory_registration> registration;
     if (!register_name.empty())
         registration.emplace(ctx, broker, register_name, pub.endpoints().front(),
-                             std::chrono::milliseconds(10000));
+                             std::chrono::milliseconds(10000), std::chrono::milliseconds(2500),
+                             curve);
 
     // In slices, so that a stop signal ends the wait.
     const auto subscriptions = static_cast<std::size_t>(wait_subscribers);

@@ -203,10 +203,16 @@ int run_sub(const std::vector<std::string>& args) {
     if (ready_ms < 0) throw usage_error("--ready-ms must not be negative");
     if (hwm < 0) throw usage_error("--hwm must not be negative");
 
+    // The keys are the broker's: for --connect (its XPUB) or for --resolve (its directory). The
+    // peers --resolve finds are brokerless, plain: CURVE between peers is not built yet.
     auto curve = security_flags.load();
     if (curve && !bind.empty())
-        throw usage_error("--curve-server-key and --curve-key are for --connect (a broker's XPUB); "
-                          "a subscriber that binds does not take them");
+        throw usage_error("--curve-server-key and --curve-key are for a broker (--connect to its "
+                          "XPUB, or --resolve with its directory); a subscriber that binds "
+                          "speaks plain to its publishers");
+    if (curve && !resolve.empty() && !connect.empty())
+        throw usage_error("with --resolve and --connect together, CURVE keys cannot say which "
+                          "they are for: use one of them");
 
     install_stop_signals();
     zmq::context_t ctx;
@@ -220,7 +226,7 @@ int run_sub(const std::vector<std::string>& args) {
     }
 
     pubsub::subscriber_options so;
-    so.curve = curve;
+    if (resolve.empty()) so.curve = curve;
     so.connect = connect;
     so.bind = bind;
     so.topics = topics;

@@ -443,6 +443,32 @@ def scenario_acl(env):
     return "403 for bob, the rogue worker refused, and bob allowed after SIGHUP"
 
 
+def scenario_directory(env):
+    """The broker's directory over CURVE: a brokerless publisher registers its endpoint with
+    keys, a subscriber resolves it with keys and then hears the publisher directly; without
+    keys the directory does not answer."""
+    env.keygen("alice")
+    env.keygen("feed")
+    env.start_broker()
+    pub = Process("zmesh pub", [env.zmesh, "pub", "--bind", "tcp://127.0.0.1:*", "--topic",
+                                "prices.eu", "--register", "prices-feed", "--broker",
+                                env.broker.endpoint, "--count", "100", "--rate", "10",
+                                *env.curve_flags("feed"), "quote-1.2345"], stdout=subprocess.PIPE)
+    env.processes.append(pub)
+    check(pub.proc.stdout.readline().startswith(b"tcp://127.0.0.1:"), "pub printed no endpoint")
+    time.sleep(0.5)  # the registration goes out as the publisher starts
+    r = env.cli("sub", "--resolve", "prices-feed", "--broker", env.broker.endpoint, "--topic",
+                "prices", "--count", "1", "--timeout-ms", "10000", *env.curve_flags("alice"),
+                timeout=30)
+    check(r.returncode == 0 and b"quote-1.2345" in r.stdout,
+          "the subscriber did not resolve and hear the publisher: rc=%d %s %s"
+          % (r.returncode, r.stdout.decode(), r.stderr.decode()))
+    r = env.cli("sub", "--resolve", "prices-feed", "--broker", env.broker.endpoint, "--topic",
+                "prices", "--count", "1", "--timeout-ms", "3000", timeout=30)
+    check(r.returncode != 0, "the directory answered a client without keys")
+    return "registered and resolved through the directory over CURVE"
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 

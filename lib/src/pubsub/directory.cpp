@@ -113,9 +113,10 @@ struct directory_registration::impl {
     std::thread thread;
 
     impl(zmq::context_t& ctx, std::string broker_endpoint, std::string name_,
-         std::string endpoint_, std::chrono::milliseconds ttl_, std::chrono::milliseconds timeout)
+         std::string endpoint_, std::chrono::milliseconds ttl_, std::chrono::milliseconds timeout,
+         std::optional<security::curve_client_keys> curve)
         : name(std::move(name_)), endpoint(std::move(endpoint_)), ttl(ttl_),
-          client(ctx, std::move(broker_endpoint), timeout) {
+          client(ctx, std::move(broker_endpoint), timeout, std::move(curve)) {
         client.register_endpoint(name, endpoint, ttl); // throws: a bad setup is reported at once
         thread = std::thread([this] { renew(); });
     }
@@ -170,9 +171,10 @@ struct directory_registration::impl {
 directory_registration::directory_registration(zmq::context_t& ctx, std::string broker_endpoint,
                                                std::string name, std::string endpoint,
                                                std::chrono::milliseconds ttl,
-                                               std::chrono::milliseconds timeout)
+                                               std::chrono::milliseconds timeout,
+                                               std::optional<security::curve_client_keys> curve)
     : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoint), std::move(name),
-                                   std::move(endpoint), ttl, timeout)) {}
+                                   std::move(endpoint), ttl, timeout, std::move(curve))) {}
 
 directory_registration::~directory_registration() = default; // impl's destructor stops
 

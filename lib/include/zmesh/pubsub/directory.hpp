@@ -117,11 +117,14 @@ class ZMESH_EXPORT directory_registration {
   public:
     /// Registers @p endpoint under @p name for @p ttl and starts renewing it.
     /// @param timeout how long each request waits for the broker.
+    /// @param curve the broker's public key and this client's certificate, for a broker with
+    ///        CURVE; unset: plain.
     /// @throws as directory_client::register_endpoint(); std::system_error if the thread cannot be
     ///         started.
     directory_registration(zmq::context_t& ctx, std::string broker_endpoint, std::string name,
                            std::string endpoint, std::chrono::milliseconds ttl,
-                           std::chrono::milliseconds timeout = std::chrono::milliseconds(2500));
+                           std::chrono::milliseconds timeout = std::chrono::milliseconds(2500),
+                           std::optional<security::curve_client_keys> curve = std::nullopt);
     /// stop().
     ~directory_registration();
     directory_registration(directory_registration&&) noexcept;
