@@ -247,8 +247,13 @@ void read_file(const fs::path& file, bool secret, secret_string& out) {
     if (secret && (st.st_mode & 077) != 0) {
         char mode[8];
         std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-        fail(errc::invalid_argument, std::string(kind) + name + " is readable by others (mode " +
-                                         mode + "): chmod 600 " + shell_word(name));
+        // A public NAME.key given where the secret file belongs is the likelier mistake.
+        const bool public_name = file.extension() == ".key";
+        fail(errc::invalid_argument,
+             std::string(kind) + name + " is readable by others (mode " + mode +
+                 "): chmod 600 " + shell_word(name) +
+                 (public_name ? " (or, if it is a public NAME.key, give NAME.key_secret here)"
+                              : ""));
     }
     if (static_cast<std::uintmax_t>(st.st_size) > max_file_size)
         fail(errc::malformed, std::string(kind) + name + " is too large for a certificate (" +
