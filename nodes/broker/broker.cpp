@@ -51,6 +51,8 @@ class broker::impl {
                         "max client backlog must be positive and at most max memory");
         if (config_.max_clients == 0)
             throw error(errc::invalid_argument, "max clients must be positive");
+        if (config_.max_key_requests == 0)
+            throw error(errc::invalid_argument, "max key requests must be positive");
         if (config_.max_client_requests == 0)
             throw error(errc::invalid_argument, "max client requests must be positive");
         const bool pubsub = !config_.xsub_endpoint.empty() || !config_.xpub_endpoint.empty();

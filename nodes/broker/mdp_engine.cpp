@@ -263,8 +263,14 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
         return;
     }
     ++from->outstanding;
+    if (from->key_outstanding) ++*from->key_outstanding;
     if (from->outstanding > config_.max_client_requests) {
         reject(r, name, reject_reason::client_limit);
+        return;
+    }
+    if (from->key_outstanding && *from->key_outstanding > config_.max_key_requests) {
+        // One key over several connections: each within its own limit, together not.
+        reject(r, name, reject_reason::key_limit);
         return;
     }
     if (services_.size() >= config_.max_services && services_.find(name) == services_.end()) {
@@ -352,8 +358,10 @@ void mdp_engine::transfer(request* r, client& to) {
     }
     from.held -= r->cost;
     --from.outstanding;
+    if (from.key_outstanding) --*from.key_outstanding;
     to.held += r->cost;
     ++to.outstanding;
+    if (to.key_outstanding) ++*to.key_outstanding;
     r->from = &to;
     if (!from.connected) forget_client_if_done(from);
 }
@@ -372,6 +380,12 @@ client* mdp_engine::client_for(message& m, clock::time_point now) {
         c.handle = handles_.next();
         c.replies = new reply_account;
         c.fd = track_fd(m, c.id);
+        // CURVE: the key it authenticated with, for the per-key limit. Read from the first
+        // frame off the wire (the identity frame carries no metadata).
+        if (m.size() > 1) {
+            if (const auto key = security::user_id(m[1]); !key.empty())
+                c.key_outstanding = &key_outstanding_[std::string(key)];
+        }
         stats_.clients.store(clients_.size(), std::memory_order_relaxed);
     } else if (source_fd(m) != it->second.fd) {
         // The same routing id on a new connection (a peer that set its own id reconnected).
@@ -402,6 +416,7 @@ void mdp_engine::finish(request* r) noexcept {
     release(r);
     if (c) {
         --c->outstanding;
+        if (c->key_outstanding) --*c->key_outstanding;
         if (!c->connected) forget_client_if_done(*c);
     }
 }
@@ -655,6 +670,11 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
     case reject_reason::client_limit:
         reason = "too many requests outstanding: this client already has " +
                  std::to_string(config_.max_client_requests) + " queued or in flight";
+        break;
+    case reject_reason::key_limit:
+        reason = "too many requests outstanding for this client's key: its connections already "
+                 "have " + std::to_string(config_.max_key_requests) +
+                 " queued or in flight (max_key_requests)";
         break;
     case reject_reason::client_memory:
         reason = "client over its memory share: its requests and unread replies hold " +

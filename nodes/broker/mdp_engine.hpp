@@ -82,6 +82,7 @@ struct client {
     int fd = -1;                // descriptor of its connection; -1 for inproc (no events)
     bool connected = true;      // false once its connection closed: its replies go nowhere
     std::size_t outstanding = 0; // its requests queued or in flight
+    std::size_t* key_outstanding = nullptr; // CURVE: its key's count, shared by its connections
     clock::time_point last_active; // for forgetting idle clients
     std::vector<lane*> lanes;   // its requests waiting, one lane per service (usually one)
     reply_account* replies = nullptr; // its replies still inside libzmq (memory_meter.hpp)
@@ -294,6 +295,7 @@ class mdp_engine {
         memory_full,
         too_many_services,
         client_limit,
+        key_limit,
         client_memory,
         too_many_attempts,
         expired,
@@ -460,6 +462,9 @@ class mdp_engine {
     std::vector<request*> scratch_requests_; // reused by remove_worker
     log_limiter malformed_log_;
     std::shared_ptr<const security::access_list> acl_; // null: no access list
+    // CURVE: requests outstanding per key (User-Id), over all of that key's connections; one
+    // entry per key ever seen, and keys are those the ZAP handler admits, so it stays small.
+    std::unordered_map<std::string, std::size_t> key_outstanding_;
     log_limiter acl_log_{20};
     atomic_stats stats_;
 };

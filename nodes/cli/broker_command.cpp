@@ -61,6 +61,9 @@ int run_broker(const std::vector<std::string>& args) {
         ("max-client-requests",
          po::value(&cfg.max_client_requests)->default_value(cfg.max_client_requests),
          "requests one client may have queued or in flight")
+        ("max-key-requests",
+         po::value(&cfg.max_key_requests)->default_value(cfg.max_key_requests),
+         "with CURVE: requests one client key may have outstanding over all its connections")
         ("max-services", po::value(&cfg.max_services)->default_value(cfg.max_services),
          "services the broker tracks at most")
         ("xsub", po::value(&cfg.xsub_endpoint),
@@ -108,6 +111,7 @@ int run_broker(const std::vector<std::string>& args) {
                           "': give a positive byte count (k, M or G) no larger than --max-memory");
     if (cfg.max_clients == 0) throw usage_error("--max-clients must be positive");
     if (cfg.max_client_requests == 0) throw usage_error("--max-client-requests must be positive");
+    if (cfg.max_key_requests == 0) throw usage_error("--max-key-requests must be positive");
     if (cfg.max_services == 0) throw usage_error("--max-services must be positive");
     std::error_code ec;
     std::string why;

@@ -261,6 +261,49 @@ TEST_CASE("the access list: 403 for a service a key may not call, DISCONNECT for
     CHECK(support::eventually([&] { return ask(bob, "now yes") == "now yes"; }));
 }
 
+TEST_CASE("one key over several connections is held to max_key_requests; other keys are not") {
+    keyring keys;
+    tcp_broker f;
+    f.config.curve = keys.server;
+    keyring::allow(f.config.access, keys.alice);
+    keyring::allow(f.config.access, keys.bob);
+    f.config.max_key_requests = 3; // each connection alone stays under max_client_requests
+    f.start();
+    zmq::context_t ctx;
+    auto client_of = [&](const security::certificate& c) {
+        mdp::client_options o;
+        o.timeout = 3000ms;
+        o.retries = 1;
+        o.window = 10;
+        o.protocol = mdp::client_protocol::mdp; // errors as a zmesh.error body
+        o.curve = keys.as(c);
+        return std::make_unique<mdp::client>(ctx, f.endpoint, o);
+    };
+    auto a1 = client_of(keys.alice);
+    auto a2 = client_of(keys.alice);
+    auto b = client_of(keys.bob);
+    // No worker for "slow": requests wait in the queue, outstanding.
+    a1->send("slow", message{"1"});
+    a1->send("slow", message{"2"});
+    a2->send("slow", message{"3"});
+    a2->send("slow", message{"4"});
+    int refused = 0;
+    for (auto* c : {a1.get(), a2.get()}) {
+        while (auto r = c->recv(500ms)) {
+            REQUIRE(r->body.size() == 3);
+            CHECK(zmesh::to_string(r->body[0]) == "zmesh.error");
+            CHECK(zmesh::to_string(r->body[1]) == "503");
+            CHECK(zmesh::to_string(r->body[2]).find("max_key_requests") != std::string::npos);
+            ++refused;
+        }
+    }
+    CHECK(refused == 1); // the fourth, whichever connection it came on
+    CHECK(f.stats().queued == 3);
+    b->send("slow", message{"5"}); // bob's key has its own count
+    CHECK_FALSE(b->recv(300ms));
+    CHECK(support::eventually([&] { return f.stats().queued == 4; }));
+}
+
 TEST_CASE("an access list without CURVE is refused: no peer would have a name") {
     tcp_broker f;
     f.config.acl = std::make_shared<const security::access_list>();

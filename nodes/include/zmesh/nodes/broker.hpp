@@ -78,6 +78,10 @@ struct broker_config {
     /// Requests one client may have outstanding (queued or with a worker); past it its new
     /// requests are rejected (503), so one client cannot fill the queues alone.
     std::size_t max_client_requests = 10000;
+    /// With CURVE: requests one key may have outstanding over all its connections together, so
+    /// that an authenticated client cannot get round max_client_requests by opening more
+    /// connections and starve the others (503 past it).
+    std::size_t max_key_requests = 20000;
     /// A service with no worker, no queued and no in-flight request is forgotten after this long.
     std::chrono::milliseconds service_ttl{30000};
     /// Largest frame accepted from any peer (ZMQ_MAXMSGSIZE); larger ones close that connection.
