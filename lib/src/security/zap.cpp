@@ -149,6 +149,13 @@ struct zap_handler::impl {
     ~impl() {
         stop = true;
         thread.join();
+        // Closing alone frees the endpoint later, on libzmq's reaper thread; unbinding frees it
+        // now, so that a server recreated at once in the same context can bind it again.
+        try {
+            socket.unbind(zap_endpoint);
+        } catch (const zmq::error_t&) {
+            // ETERM: the context is closing, and the endpoint goes with it.
+        }
     }
 
     void run() {
