@@ -6,6 +6,7 @@
 // struct and its encoding buffer are reused, and payload frames are handed to libzmq without a
 // copy. libzmq still allocates for frames larger than its 33-byte inline size.
 #include "pubsub/common.hpp"
+#include "pubsub/peer_security.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
@@ -37,6 +38,9 @@ struct topic_hash {
 } // namespace
 
 struct publisher::impl {
+    // Declared before the socket, so that it outlives it: a CURVE server whose context has no
+    // ZAP handler any more would admit every key it is shown.
+    std::unique_ptr<security::zap_handler> zap_; // with curve_server only
     zmq::socket_t socket_;
     publisher_options opts_;
     std::vector<std::string> endpoints_;
@@ -62,13 +66,8 @@ struct publisher::impl {
             socket_.set(zmq::sockopt::xpub_nodrop, 1);
         socket_.set(zmq::sockopt::sndtimeo, send_timeout_ms_);
         header_.source = source_;
-        if (opts_.curve) {
-            if (!opts_.bind.empty())
-                throw error(errc::invalid_argument,
-                            "pubsub::publisher: CURVE keys are for connecting; a publisher that "
-                            "binds would be a CURVE server");
-            security::make_curve_client(socket_, opts_.curve->server_public, opts_.curve->client);
-        }
+        zap_ = detail::apply_curve(ctx, socket_, "pubsub::publisher", opts_.curve,
+                                   opts_.curve_server, opts_.bind, opts_.connect);
         for (const auto& ep : opts_.bind)
             endpoints_.push_back(zmesh::bind(socket_, ep));
         for (const auto& ep : opts_.connect)
@@ -289,8 +288,25 @@ const std::vector<std::string>& publisher::endpoints() const noexcept {
     return impl_ ? impl_->endpoints_ : none;
 }
 
+void publisher::set_access(security::access_policy policy) {
+    if (!impl_)
+        throw_moved();
+    if (!impl_->zap_)
+        throw error(errc::invalid_argument,
+                    "pubsub::publisher: set_access needs curve_server (nothing checks keys)");
+    impl_->zap_->set_policy(std::move(policy));
+}
+
 publisher_stats publisher::stats() const noexcept {
-    return impl_ ? impl_->stats_ : publisher_stats{};
+    if (!impl_)
+        return publisher_stats{};
+    publisher_stats s = impl_->stats_;
+    if (impl_->zap_) {
+        const auto z = impl_->zap_->stats();
+        s.connections_admitted = z.admitted;
+        s.connections_refused = z.refused;
+    }
+    return s;
 }
 
 } // namespace zmesh::pubsub

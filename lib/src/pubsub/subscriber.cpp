@@ -8,6 +8,7 @@
 // it reads while probing or fetching a snapshot, and the sequence rules may only run once the
 // snapshot is in: a buffered live message is judged against the snapshot that precedes it.
 #include "pubsub/common.hpp"
+#include "pubsub/peer_security.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
@@ -104,6 +105,9 @@ std::optional<std::size_t> parse_count(std::string_view text, std::size_t limit)
 struct subscriber::impl {
     zmq::context_t* ctx_;
     subscriber_options opts_;
+    // Declared before the socket, so that it outlives it: a CURVE server whose context has no
+    // ZAP handler any more would admit every key it is shown.
+    std::unique_ptr<security::zap_handler> zap_; // with curve_server only
     zmq::socket_t socket_;
     std::vector<std::string> endpoints_;
     std::vector<std::string> topics_;           // subscribed prefixes, repeats included
@@ -136,13 +140,8 @@ struct subscriber::impl {
                             "pubsub::subscriber: snapshot_timeout must be positive");
         }
         apply(socket_, opts_.socket);
-        if (opts_.curve) {
-            if (!opts_.bind.empty())
-                throw error(errc::invalid_argument,
-                            "pubsub::subscriber: CURVE keys are for connecting; a subscriber that "
-                            "binds would be a CURVE server");
-            security::make_curve_client(socket_, opts_.curve->server_public, opts_.curve->client);
-        }
+        zap_ = detail::apply_curve(ctx, socket_, "pubsub::subscriber", opts_.curve,
+                                   opts_.curve_server, opts_.bind, opts_.connect);
         // Subscribed before connecting, so the first handshake already carries them.
         for (const auto& t : opts_.topics)
             subscribe(t);
@@ -507,8 +506,25 @@ const std::vector<std::string>& subscriber::endpoints() const noexcept {
     return impl_ ? impl_->endpoints_ : none;
 }
 
+void subscriber::set_access(security::access_policy policy) {
+    if (!impl_)
+        throw_moved();
+    if (!impl_->zap_)
+        throw error(errc::invalid_argument,
+                    "pubsub::subscriber: set_access needs curve_server (nothing checks keys)");
+    impl_->zap_->set_policy(std::move(policy));
+}
+
 subscriber_stats subscriber::stats() const noexcept {
-    return impl_ ? impl_->stats_ : subscriber_stats{};
+    if (!impl_)
+        return subscriber_stats{};
+    subscriber_stats s = impl_->stats_;
+    if (impl_->zap_) {
+        const auto z = impl_->zap_->stats();
+        s.connections_admitted = z.admitted;
+        s.connections_refused = z.refused;
+    }
+    return s;
 }
 
 } // namespace zmesh::pubsub

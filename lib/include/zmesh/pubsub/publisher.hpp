@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,10 +48,22 @@ struct publisher_options {
     bool lossless = false;
     /// Lossless mode: how long publish() may wait for room before it throws; negative = forever.
     std::chrono::milliseconds send_timeout{-1};
-    /// CURVE (docs/security.md): the server's public key (e.g. the broker's) and this
-    /// publisher's certificate, for the endpoints it connects to. Unset: plain. A publisher that
-    /// binds cannot use it (it would be the CURVE server of its connections).
+    /// CURVE client (docs/security.md): the server's public key (a broker's, or a subscriber's
+    /// that binds with curve_server) and this publisher's certificate, for the endpoints it
+    /// connects to. Unset: plain. Not with bind endpoints, nor with curve_server.
     std::optional<security::curve_client_keys> curve{};
+    /// CURVE server, for a publisher that binds (docs/security.md, "Brokerless peers"): this
+    /// publisher's certificate with its secret key, and the subscriber keys it admits. A plain
+    /// (NULL) subscriber, an unknown key and a subscriber holding the wrong public key of this
+    /// publisher all fail in the handshake and receive nothing. Not with connect endpoints, nor
+    /// with curve: libzmq makes a socket either a CURVE client or a CURVE server.
+    ///
+    /// The publisher then runs the ZAP handler of @p ctx (security::zap_handler) for as long as
+    /// it lives, since a CURVE server without one would admit any key. A context has one ZAP
+    /// endpoint, and sharing one handler would merge the key lists of its servers, so a second
+    /// peer with curve_server (or a broker, or any zap_handler) in the same context is refused:
+    /// give each binding CURVE peer a zmq::context_t of its own.
+    std::optional<security::curve_server_settings> curve_server{};
 };
 
 /// Counters of a publisher, for monitoring.
@@ -61,6 +74,10 @@ struct publisher_stats {
     std::uint64_t unsubscribes = 0;    ///< unsubscribe messages seen (probes excluded)
     std::uint64_t probes_answered = 0; ///< readiness probes answered
     std::uint64_t probes_dropped = 0;  ///< probe answers that found a full queue (re-probed later)
+    /// With curve_server: handshakes the ZAP handler admitted and refused (unknown key). A plain
+    /// subscriber or one with the wrong server key fails before ZAP and counts in neither.
+    std::uint64_t connections_admitted = 0;
+    std::uint64_t connections_refused = 0;
 };
 
 /// A zmesh pub/sub publisher on one XPUB socket.
@@ -94,8 +111,11 @@ struct publisher_stats {
 /// @endcode
 class ZMESH_EXPORT publisher {
   public:
-    /// Creates the XPUB socket, applies the options, binds and connects.
-    /// @throws zmesh::error errc::invalid_argument if there is no endpoint at all;
+    /// Creates the XPUB socket, applies the options (with curve_server, starts the ZAP handler),
+    /// binds and connects.
+    /// @throws zmesh::error errc::invalid_argument if there is no endpoint at all, for CURVE
+    ///         settings that do not fit the endpoints (see curve and curve_server), and if
+    ///         @p ctx has a ZAP handler already while curve_server is set;
     ///         errc::invalid_endpoint for a malformed endpoint.
     /// @throws zmq::error_t if libzmq refuses an option, a bind (EADDRINUSE…) or a connect.
     publisher(zmq::context_t& ctx, publisher_options options);
@@ -171,6 +191,14 @@ class ZMESH_EXPORT publisher {
 
     /// The endpoints actually bound, in the order given (wildcard ports resolved).
     [[nodiscard]] const std::vector<std::string>& endpoints() const noexcept;
+
+    /// Replaces the subscriber keys (and address lists) that curve_server admits, e.g. after
+    /// the --allow directory changed. The next handshake uses them; a subscriber already
+    /// connected stays connected until its connection breaks. Thread-safe, unlike the rest of
+    /// the publisher (a SIGHUP thread may call it).
+    /// @throws zmesh::error errc::invalid_argument if curve_server is unset, or for a bad
+    ///         address rule (the old policy stays); errc::not_running if moved from.
+    void set_access(security::access_policy policy);
 
     /// The counters so far.
     [[nodiscard]] publisher_stats stats() const noexcept;

@@ -56,10 +56,24 @@ struct subscriber_options {
     /// At most this many (source, topic) streams are tracked for gap detection; beyond it, the
     /// least recently used tenth is forgotten (their next message starts a new stream).
     std::size_t max_streams = 100000;
-    /// CURVE (docs/security.md): the server's public key and this subscriber's certificate, for
-    /// the endpoints it connects to and the snapshot requests. Unset: plain. A subscriber that
-    /// binds cannot use it (it would be the CURVE server of its connections).
+    /// CURVE client (docs/security.md): the server's public key (a broker's, or a publisher's
+    /// that binds with curve_server) and this subscriber's certificate, for the endpoints it
+    /// connects to and the snapshot requests. Unset: plain. Not with bind endpoints, nor with
+    /// curve_server.
     std::optional<security::curve_client_keys> curve{};
+    /// CURVE server, for a subscriber that binds (docs/security.md, "Brokerless peers"): this
+    /// subscriber's certificate with its secret key, and the publisher keys it admits. A plain
+    /// (NULL) publisher, an unknown key and a publisher holding the wrong public key of this
+    /// subscriber all fail in the handshake, and nothing they publish arrives. Not with connect
+    /// endpoints, nor with curve: libzmq makes a socket either a CURVE client or a CURVE server.
+    /// snapshot_from stays plain then (its CURVE keys would be those of curve).
+    ///
+    /// The subscriber then runs the ZAP handler of @p ctx (security::zap_handler) for as long as
+    /// it lives, since a CURVE server without one would admit any key. A context has one ZAP
+    /// endpoint, and sharing one handler would merge the key lists of its servers, so a second
+    /// peer with curve_server (or a broker, or any zap_handler) in the same context is refused:
+    /// give each binding CURVE peer a zmq::context_t of its own.
+    std::optional<security::curve_server_settings> curve_server{};
 };
 
 /// One message handed to the application.
@@ -95,6 +109,10 @@ struct subscriber_stats {
     /// expected overlap at the seam; not counted as duplicates).
     std::uint64_t snapshot_overlap = 0;
     std::uint64_t streams_evicted = 0; ///< streams forgotten because of max_streams
+    /// With curve_server: handshakes the ZAP handler admitted and refused (unknown key). A plain
+    /// publisher or one with the wrong server key fails before ZAP and counts in neither.
+    std::uint64_t connections_admitted = 0;
+    std::uint64_t connections_refused = 0;
 };
 
 /// A zmesh pub/sub subscriber on one SUB socket.
@@ -133,9 +151,12 @@ class ZMESH_EXPORT subscriber {
   public:
     using gap_handler = std::function<void(const gap&)>;
 
-    /// Creates the SUB socket, applies the options, subscribes, binds and connects.
-    /// @throws zmesh::error errc::invalid_argument if there is no endpoint at all or max_streams
-    ///         is 0; errc::invalid_endpoint for a malformed endpoint (snapshot_from included).
+    /// Creates the SUB socket, applies the options (with curve_server, starts the ZAP handler),
+    /// subscribes, binds and connects.
+    /// @throws zmesh::error errc::invalid_argument if there is no endpoint at all, max_streams
+    ///         is 0, for CURVE settings that do not fit the endpoints (see curve and
+    ///         curve_server), and if @p ctx has a ZAP handler already while curve_server is set;
+    ///         errc::invalid_endpoint for a malformed endpoint (snapshot_from included).
     /// @throws zmq::error_t if libzmq refuses an option, a bind or a connect.
     subscriber(zmq::context_t& ctx, subscriber_options options);
     ~subscriber();
@@ -200,6 +221,14 @@ class ZMESH_EXPORT subscriber {
 
     /// The endpoints actually bound, in the order given (wildcard ports resolved).
     [[nodiscard]] const std::vector<std::string>& endpoints() const noexcept;
+
+    /// Replaces the publisher keys (and address lists) that curve_server admits, e.g. after
+    /// the --allow directory changed. The next handshake uses them; a publisher already
+    /// connected stays connected until its connection breaks. Thread-safe, unlike the rest of
+    /// the subscriber (a SIGHUP thread may call it).
+    /// @throws zmesh::error errc::invalid_argument if curve_server is unset, or for a bad
+    ///         address rule (the old policy stays); errc::not_running if moved from.
+    void set_access(security::access_policy policy);
 
     /// The counters so far.
     [[nodiscard]] subscriber_stats stats() const noexcept;

@@ -111,6 +111,14 @@ struct curve_client_keys {
     certificate client;
 };
 
+/// What a server needs for CURVE: its own certificate, with the secret key, and the clients it
+/// admits. The servers that are not nodes, the publishers and subscribers that bind
+/// (pubsub::publisher_options::curve_server), take it whole and run the zap_handler themselves.
+struct curve_server_settings {
+    certificate server{};   ///< from load_secret() or generate(): must hold the secret key
+    access_policy access{}; ///< the client keys admitted (load_allowed_keys()); none = nobody
+};
+
 /// The User-Id libzmq attached to @p frame's connection ("" if none, as for NULL peers).
 [[nodiscard]] ZMESH_EXPORT std::string_view user_id(const zmq::message_t& frame) noexcept;
 
