@@ -7,6 +7,11 @@
 // message the command waits: for --wait-subscribers subscriptions if given, and for --settle-ms
 // (200 ms by default with --connect, the time for the connection to form and the broker's
 // subscriptions to arrive). Subscribers that call wait_ready() are answered meanwhile.
+//
+// CURVE has two roles here (docs/security.md). --curve-secret and --allow make a publisher that
+// binds the CURVE server of the subscribers that connect to it; the client flags make a
+// publisher that connects the CURVE client of what it connects to (a broker's XSUB or a
+// subscriber that binds), or, with --bind --register, of the broker's directory only.
 #include "command.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
@@ -87,11 +92,15 @@ int run_pub(const std::vector<std::string>& args) {
         ("message", po::value(&text), "payload, or - to publish each line of stdin");
     client_security_flags security_flags;
     security_flags.add_to(options);
+    server_security_flags server_flags;
+    server_flags.add_peer_to(options, "subscribers");
     po::positional_options_description positional;
     positional.add("message", 1);
     po::variables_map vm;
-    if (!parse("pub", "(--connect EP | --bind EP) --topic T [options] [MESSAGE | -]", options, args,
-               vm, &positional))
+    if (!parse("pub",
+               "(--connect EP [--curve-server-key F --curve-key F] | --bind EP [--curve-secret F "
+               "--allow DIR]) --topic T [options] [MESSAGE | -]",
+               options, args, vm, &positional))
         return ok;
 
     if (connect.empty() && bind.empty()) throw usage_error("give --connect or --bind");
@@ -120,27 +129,51 @@ int run_pub(const std::vector<std::string>& args) {
         return body;
     };
 
-    // The keys are the broker's: for --connect (its XSUB) or for --register (its directory).
-    // A publisher that binds is a brokerless peer, plain: CURVE between peers is not built yet.
+    // The client keys are for --connect (a broker's XSUB or a binding subscriber) or, with
+    // --bind, for --register (the broker's directory); the server flags for --bind. libzmq makes
+    // one socket either a CURVE client or a CURVE server, hence one role per publisher.
+    const bool serving = server_flags.on();
+    if (serving && bind.empty())
+        throw usage_error("--curve-secret and --allow are for --bind: they make this publisher the "
+                          "CURVE server of the subscribers that connect to it");
+    if (serving && !connect.empty())
+        throw usage_error("--curve-secret and --allow (for --bind) cannot go with --connect: a "
+                          "socket is either a CURVE server or a CURVE client; run one zmesh pub "
+                          "per side");
+    auto server = server_flags.peer_server();
     auto curve = security_flags.load();
-    if (curve && !bind.empty() && register_name.empty())
-        throw usage_error("--curve-server-key and --curve-key are for a broker (--connect to its "
-                          "XSUB, or --register with its directory); a publisher that binds "
-                          "speaks plain to its subscribers");
     if (curve && !bind.empty() && !connect.empty())
         throw usage_error("with --bind and --connect together, CURVE keys cannot say which they "
                           "are for: give the broker's XSUB with --connect only");
+    if (curve && !bind.empty() && register_name.empty())
+        throw usage_error("--curve-server-key and --curve-key (or ZMESH_CURVE_SERVER_KEY and "
+                          "ZMESH_CURVE_KEY) are for --connect, or for the broker's directory with "
+                          "--register; a publisher that binds takes --curve-secret and --allow");
+
+    // SIGHUP re-reads --allow. Only when serving: elsewhere SIGHUP keeps its default meaning.
+    // Before the context, whose threads inherit SIGHUP blocked.
+    pubsub::publisher* running = nullptr;
+    std::optional<sighup_reloader> reloader;
+    if (server)
+        reloader.emplace(server_flags,
+                         [&running](security::access_policy p,
+                                    std::shared_ptr<const security::access_list>) {
+                             running->set_access(std::move(p)); // thread-safe
+                         });
 
     install_stop_signals();
     zmq::context_t ctx;
     pubsub::publisher_options popts;
     if (bind.empty()) popts.curve = curve;
+    popts.curve_server = std::move(server);
     popts.connect = connect;
     popts.bind = bind;
     popts.lossless = vm.count("lossless") > 0;
     popts.socket.send_hwm = hwm;
     popts.socket.linger = milliseconds(linger_ms);
     pubsub::publisher pub(ctx, popts);
+    running = &pub;
+    if (reloader) reloader->start();
     // One line per bound endpoint, so a script can read ephemeral ports.
     for (const auto& ep : pub.endpoints()) std::printf("%s\n", ep.c_str());
     std::fflush(stdout);

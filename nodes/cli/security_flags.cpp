@@ -30,6 +30,29 @@ void server_security_flags::add_to(boost::program_options::options_description& 
          "needs --curve-secret; re-read on SIGHUP");
 }
 
+void server_security_flags::add_peer_to(boost::program_options::options_description& options,
+                                         const char* peers) {
+    namespace po = boost::program_options;
+    options.add_options()
+        ("curve-secret", po::value(&curve_secret),
+         (std::string("with --bind: be the CURVE server of the ") + peers +
+          " that connect, with this certificate (NAME.key_secret, mode 0600); needs --allow")
+             .c_str())
+        ("allow", po::value(&allow_dir),
+         (std::string("with --curve-secret: directory of the ") + peers +
+          "' public keys (NAME.key) admitted; re-read on SIGHUP")
+             .c_str());
+}
+
+std::optional<security::curve_server_settings> server_security_flags::peer_server() const {
+    auto cert = certificate();
+    if (!cert) return std::nullopt;
+    security::curve_server_settings s;
+    s.server = std::move(*cert);
+    s.access = policy();
+    return s;
+}
+
 bool server_security_flags::on() const noexcept {
     return !curve_secret.empty() || !allow_dir.empty() || !allow_addresses.empty() ||
            !deny_addresses.empty() || !acl_file.empty();

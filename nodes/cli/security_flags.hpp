@@ -7,6 +7,9 @@
 // lists, with or without CURVE. Clients: --curve-server-key FILE (the server's NAME.key) and
 // --curve-key FILE (the client's own NAME.key_secret), or the environment variables
 // ZMESH_CURVE_SERVER_KEY and ZMESH_CURVE_KEY, so that scripts need not repeat them.
+//
+// A publisher or subscriber that binds is the server of its direct links: it takes
+// --curve-secret and --allow (add_peer_to()); the one that connects to it takes the client flags.
 #pragma once
 
 #include <zmesh/security/acl.hpp>
@@ -32,6 +35,10 @@ struct server_security_flags {
     std::string acl_file;
 
     void add_to(boost::program_options::options_description& options);
+    /// Only --curve-secret and --allow, worded for a publisher or subscriber that binds. The
+    /// address lists and --acl are the broker's: a peer's access list would have nothing to
+    /// enforce, and its address lists are not wired (CURVE keys say who a peer is).
+    void add_peer_to(boost::program_options::options_description& options, const char* peers);
     /// Whether any security flag was given.
     [[nodiscard]] bool on() const noexcept;
     /// The server's certificate, if --curve-secret was given.
@@ -43,6 +50,9 @@ struct server_security_flags {
     /// The access list of --acl, read now (also on SIGHUP); null without --acl.
     /// @throws usage_error (--acl without --curve-secret), zmesh::error (the file, its line).
     [[nodiscard]] std::shared_ptr<const security::access_list> acl() const;
+    /// For a binding peer: its certificate and policy, if --curve-secret was given.
+    /// @throws as certificate() and policy().
+    [[nodiscard]] std::optional<security::curve_server_settings> peer_server() const;
 };
 
 struct client_security_flags {

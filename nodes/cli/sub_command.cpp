@@ -6,6 +6,11 @@
 // control bytes escaped as \xNN; json is one object per line. Gaps go to stderr. Exit status: 0
 // after --count messages or on SIGINT/SIGTERM; 1 if the subscriber fell behind --max-lag-ms, or
 // if --timeout-ms passed without a message before --count (or any message, without --count).
+//
+// CURVE has two roles here (docs/security.md). --curve-secret and --allow make a subscriber that
+// binds the CURVE server of the publishers that connect to it; the client flags make a
+// subscriber that connects the CURVE client of what it connects to (a broker's XPUB or a
+// publisher that binds), or, with --resolve, of the broker's directory only.
 #include "command.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
@@ -181,9 +186,12 @@ int run_sub(const std::vector<std::string>& args) {
         ("hwm", po::value(&hwm)->default_value(hwm), "messages queued per publisher");
     client_security_flags security_flags;
     security_flags.add_to(options);
+    server_security_flags server_flags;
+    server_flags.add_peer_to(options, "publishers");
     po::variables_map vm;
     if (!parse("sub",
-               "(--connect EP | --bind EP | --resolve NAME [--broker EP]) --topic PREFIX [options]",
+               "(--connect EP [--curve-server-key F --curve-key F] | --bind EP [--curve-secret F "
+               "--allow DIR] | --resolve NAME [--broker EP]) --topic PREFIX [options]",
                options, args, vm))
         return ok;
 
@@ -203,16 +211,38 @@ int run_sub(const std::vector<std::string>& args) {
     if (ready_ms < 0) throw usage_error("--ready-ms must not be negative");
     if (hwm < 0) throw usage_error("--hwm must not be negative");
 
-    // The keys are the broker's: for --connect (its XPUB) or for --resolve (its directory). The
-    // peers --resolve finds are brokerless, plain: CURVE between peers is not built yet.
+    // The client keys are for --connect (a broker's XPUB or a binding publisher) or for
+    // --resolve (the broker's directory: the peers it finds are connected to plain); the server
+    // flags for --bind. libzmq makes one socket either a CURVE client or a CURVE server, hence
+    // one role per subscriber.
+    const bool serving = server_flags.on();
+    if (serving && bind.empty())
+        throw usage_error("--curve-secret and --allow are for --bind: they make this subscriber "
+                          "the CURVE server of the publishers that connect to it");
+    if (serving && (!connect.empty() || !resolve.empty()))
+        throw usage_error("--curve-secret and --allow (for --bind) cannot go with --connect or "
+                          "--resolve: a socket is either a CURVE server or a CURVE client; run "
+                          "one zmesh sub per side");
+    auto server = server_flags.peer_server();
     auto curve = security_flags.load();
     if (curve && !bind.empty())
-        throw usage_error("--curve-server-key and --curve-key are for a broker (--connect to its "
-                          "XPUB, or --resolve with its directory); a subscriber that binds "
-                          "speaks plain to its publishers");
+        throw usage_error("--curve-server-key and --curve-key (or ZMESH_CURVE_SERVER_KEY and "
+                          "ZMESH_CURVE_KEY) are for --connect or --resolve; a subscriber that "
+                          "binds takes --curve-secret and --allow");
     if (curve && !resolve.empty() && !connect.empty())
         throw usage_error("with --resolve and --connect together, CURVE keys cannot say which "
                           "they are for: use one of them");
+
+    // SIGHUP re-reads --allow. Only when serving: elsewhere SIGHUP keeps its default meaning.
+    // Before the context, whose threads inherit SIGHUP blocked.
+    pubsub::subscriber* running = nullptr;
+    std::optional<sighup_reloader> reloader;
+    if (server)
+        reloader.emplace(server_flags,
+                         [&running](security::access_policy p,
+                                    std::shared_ptr<const security::access_list>) {
+                             running->set_access(std::move(p)); // thread-safe
+                         });
 
     install_stop_signals();
     zmq::context_t ctx;
@@ -227,6 +257,7 @@ int run_sub(const std::vector<std::string>& args) {
 
     pubsub::subscriber_options so;
     if (resolve.empty()) so.curve = curve;
+    so.curve_server = std::move(server);
     so.connect = connect;
     so.bind = bind;
     so.topics = topics;
@@ -234,6 +265,8 @@ int run_sub(const std::vector<std::string>& args) {
     if (max_lag_ms > 0) so.max_lag = milliseconds(max_lag_ms);
     so.snapshot_from = snapshot_from;
     pubsub::subscriber sub(ctx, so);
+    running = &sub;
+    if (reloader) reloader->start();
     sub.on_gap([](const pubsub::gap& g) {
         std::string topic;
         append_text(topic, g.topic);
