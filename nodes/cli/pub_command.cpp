@@ -173,6 +173,11 @@ int run_pub(const std::vector<std::string>& args) {
     popts.socket.linger = milliseconds(linger_ms);
     pubsub::publisher pub(ctx, popts);
     running = &pub;
+    // Its thread calls into pub, so it stops before pub goes, however this function ends.
+    struct reloader_stop {
+        std::optional<sighup_reloader>& r;
+        ~reloader_stop() { r.reset(); }
+    } stop_reloader_first{reloader};
     if (reloader) reloader->start();
     // One line per bound endpoint, so a script can read ephemeral ports.
     for (const auto& ep : pub.endpoints()) std::printf("%s\n", ep.c_str());

@@ -266,6 +266,11 @@ int run_sub(const std::vector<std::string>& args) {
     so.snapshot_from = snapshot_from;
     pubsub::subscriber sub(ctx, so);
     running = &sub;
+    // Its thread calls into sub, so it stops before sub goes, however this function ends.
+    struct reloader_stop {
+        std::optional<sighup_reloader>& r;
+        ~reloader_stop() { r.reset(); }
+    } stop_reloader_first{reloader};
     if (reloader) reloader->start();
     sub.on_gap([](const pubsub::gap& g) {
         std::string topic;
