@@ -11,6 +11,7 @@
 #include "directory.hpp"
 #include "forwarder.hpp"
 #include "mdp_engine.hpp"
+#include "socket_monitor.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
@@ -37,7 +38,7 @@ class broker::impl {
   public:
     impl(zmq::context_t& ctx, broker_config config)
         : config_(std::move(config)), router_(detail::make_seeded_router(ctx)),
-          monitor_(ctx, zmq::socket_type::pair), router_out_(router_),
+          monitor_(detail::watch_connections(ctx, router_, "broker")), router_out_(router_),
           engine_(config_, router_out_),
           directory_(config_.max_directory_entries) {
         if (config_.heartbeat_interval.count() <= 0)
@@ -99,17 +100,7 @@ class broker::impl {
         endpoints_.push_back(zmesh::bind(router_, config_.mdp_endpoint));
         // Closed connections are reported at once by libzmq's monitor, matched to peers by the
         // descriptor their messages came on: a killed worker's requests move on within
-        // milliseconds instead of after heartbeat × liveness. The name comes from a process-wide
-        // counter: a new broker at the address of one just destroyed must not meet the old
-        // monitor endpoint, which libzmq may not have released yet.
-        static std::atomic<std::uint64_t> monitors{0};
-        const std::string monitor_endpoint =
-            "inproc://zmesh.broker.monitor." + std::to_string(monitors.fetch_add(1));
-        if (zmq_socket_monitor(router_.handle(), monitor_endpoint.c_str(),
-                               ZMQ_EVENT_DISCONNECTED) != 0)
-            throw zmq::error_t();
-        monitor_.set(zmq::sockopt::linger, 0);
-        monitor_.connect(monitor_endpoint);
+        // milliseconds instead of after heartbeat × liveness.
         engine_.set_disconnect_sync([this] { drain_monitor(); });
         if (pubsub) {
             forwarder_.emplace(ctx, config_);
@@ -124,8 +115,14 @@ class broker::impl {
                 reply.push_back(std::string_view("404"));
                 return;
             }
+            const auto prefix = request.empty() ? std::string_view() : view(request[0]);
+            // A snapshot of a prefix shows what a subscription to it would: the same rule.
+            if (!engine_.caller_may(security::permission::subscribe, prefix)) {
+                reply.push_back(std::string_view("403"));
+                return;
+            }
             reply.push_back(std::string_view("200"));
-            lvc->snapshot(request.empty() ? std::string_view() : view(request[0]), reply);
+            lvc->snapshot(prefix, reply);
         });
         engine_.add_internal_service("zmesh.directory", [this](message& request, message& reply) {
             directory_.handle(request, reply, reactor::clock::now());
@@ -172,7 +169,10 @@ class broker::impl {
                 while (::read(fd, &n, sizeof n) == static_cast<ssize_t>(sizeof n)) {}
                 {
                     std::lock_guard lock(acl_mutex_);
-                    if (next_acl_) engine_.set_access_list(std::move(*next_acl_));
+                    if (next_acl_) {
+                        if (forwarder_) forwarder_->set_access_list(*next_acl_);
+                        engine_.set_access_list(std::move(*next_acl_));
+                    }
                     next_acl_.reset();
                 }
                 cut_off_removed();
@@ -206,22 +206,13 @@ class broker::impl {
         finish(tick, expiry);
     }
 
-    /// Hands every pending disconnect event to the engine. Event: 6 bytes (uint16 event, uint32
-    /// value = the descriptor), then the endpoint (libzmq 4.3's monitor format).
+    /// Hands every pending disconnect event to the engine.
     void drain_monitor() {
-        zmq::message_t event, address;
-        while (monitor_.recv(event, zmq::recv_flags::dontwait)) {
-            if (event.more()) (void)monitor_.recv(address, zmq::recv_flags::dontwait);
-            if (event.size() < 6) continue;
-            std::uint16_t id = 0;
-            std::int32_t fd = -1;
-            std::memcpy(&id, event.data(), sizeof id);
-            std::memcpy(&fd, static_cast<const char*>(event.data()) + 2, sizeof fd);
-            if (id == ZMQ_EVENT_DISCONNECTED) {
-                user_by_fd_.erase(fd);
-                engine_.on_disconnected(fd, reactor::clock::now());
-            }
-        }
+        detail::drain_events(monitor_, [this](int event, int fd) {
+            if (event != ZMQ_EVENT_DISCONNECTED) return;
+            user_by_fd_.erase(fd);
+            engine_.on_disconnected(fd, reactor::clock::now());
+        });
     }
 
     /// Security on: remembers which key (User-Id) each connection authenticated with, so that
@@ -257,6 +248,10 @@ class broker::impl {
             cut_off_.fetch_add(1, std::memory_order_relaxed);
             it = user_by_fd_.erase(it);
         }
+        if (forwarder_)
+            cut_off_.fetch_add(
+                forwarder_->cut_off_removed([this](std::string_view key) { return zap_->admits(key); }),
+                std::memory_order_relaxed);
     }
 
     void set_acl(std::shared_ptr<const security::access_list> acl) {

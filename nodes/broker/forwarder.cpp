@@ -4,11 +4,15 @@
 #include "forwarder.hpp"
 
 #include "printable.hpp"
+#include "socket_monitor.hpp"
 
 #include <zmesh/endpoint.hpp>
+#include <zmesh/error.hpp>
 #include <zmesh/header.hpp>
 #include <zmesh/log.hpp>
 #include <zmesh/socket_options.hpp>
+
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,13 +22,10 @@ namespace {
 
 using namespace std::string_view_literals;
 
-// Subscriptions to topics starting with this are readiness probes (docs/pubsub.md).
-constexpr std::string_view probe_prefix = "\0zmesh.probe."sv;
+using pubsub_wire::probe_prefix;
+using pubsub_wire::subscribe_byte;
+using pubsub_wire::unsubscribe_byte;
 constexpr std::string_view probe_type = "zmesh.probe"sv;
-
-// Subscription messages as XPUB hands them up and XSUB takes them: one byte, then the topic.
-constexpr char unsubscribe_byte = 0;
-constexpr char subscribe_byte = 1;
 
 // Messages handled per readiness callback. Bounded so that a flood on one socket cannot starve
 // the MDP socket or the timers sharing the loop; what is left is reported again at once.
@@ -56,15 +57,15 @@ constexpr std::size_t max_held_probes = 1024;
 // anything (tcp and ipc; inproc peers are in-process and not checked).
 constexpr std::int64_t max_subscription_message = 1024 + 16;
 
-void inc(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
-
 } // namespace
 
 forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
     : lossless_(config.lossless), max_subscriptions_(config.max_subscriptions),
       xsub_(ctx, zmq::socket_type::xsub), xpub_(ctx, zmq::socket_type::xpub),
       xpub_fd_(xpub_.get(zmq::sockopt::fd)), retry_delay_(first_retry),
-      refused_log_(5, std::chrono::seconds(10)) {
+      refused_log_(5, std::chrono::seconds(10)),
+      publish_rate_(config.curve ? config.max_key_publish_rate : 0),
+      acl_log_(20, std::chrono::seconds(10)) {
     socket_options o;
     o.send_hwm = config.pubsub_hwm;
     o.recv_hwm = config.pubsub_hwm;
@@ -79,6 +80,20 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
         security::use_zap(xsub_);
         security::use_zap(xpub_);
     }
+    if (config.curve) {
+        // Every peer has a key name: screen by it (forwarder_screening.cpp). An inproc peer
+        // would have none, and would skip the handshake: not allowed.
+        for (const auto* e : {&config.xsub_endpoint, &config.xpub_endpoint})
+            if (e->starts_with("inproc://"))
+                throw error(errc::invalid_argument,
+                            "forwarder: " + *e +
+                                ": inproc endpoints have no CURVE; use tcp:// or ipc://");
+        screening_ = true;
+        acl_ = config.acl;
+        xsub_monitor_.emplace(watch_connections(ctx, xsub_, "forwarder.xsub"));
+        xpub_monitor_.emplace(watch_connections(ctx, xpub_, "forwarder.xpub",
+                                                ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED));
+    }
     // Only subscriptions (and messages the forwarder drops) come in on the XPUB.
     xpub_.set(zmq::sockopt::maxmsgsize,
               std::min<std::int64_t>(max_subscription_message, config.max_frame_size));
@@ -87,8 +102,11 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
     // Unsubscribes still come up only when a prefix's last subscriber has left (or from a peer
     // that never subscribed: see on_subscription()): libzmq counts subscribers per prefix, and
     // its count is exact where the forwarder's could not be, since XPUB does not say which
-    // subscriber a message came from. Hence VERBOSE, not VERBOSER.
-    xpub_.set(zmq::sockopt::xpub_verbose, 1);
+    // subscriber a message came from. Hence VERBOSE, not VERBOSER. A screening forwarder
+    // (CURVE) runs the XPUB in manual mode instead: it applies each subscription itself, after
+    // checking it, and counts subscribers by connection (forwarder_screening.cpp).
+    if (screening_) xpub_.set(zmq::sockopt::xpub_manual, 1);
+    else xpub_.set(zmq::sockopt::xpub_verbose, 1);
     // A full subscriber makes send fail with EAGAIN instead of being skipped silently: the
     // forwarder decides what to do (drop and count, or hold back). See forward().
     xpub_.set(zmq::sockopt::xpub_nodrop, 1);
@@ -105,6 +123,15 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
 
 void forwarder::attach(reactor& r) {
     reactor_ = &r;
+    if (xsub_monitor_) r.add(*xsub_monitor_, [this](zmq::socket_ref) { drain_monitors(); });
+    if (xpub_monitor_)
+        r.add(*xpub_monitor_, [this](zmq::socket_ref) {
+            drain_monitors();
+            // Reading the subscriptions until none is left marks the queue quiet, which a
+            // subscriber reconnecting on the same descriptor needs to be in step
+            // (forwarder_screening.cpp).
+            on_downstream(xpub_);
+        });
     r.add(xpub_, [this](zmq::socket_ref s) { on_downstream(s); });
     if (holding()) wait_for_room();
     if (!paused_) r.add(xsub_, [this](zmq::socket_ref s) { on_upstream(s); });
@@ -115,12 +142,18 @@ void forwarder::detach() noexcept {
     stop_waiting();
     reactor_->remove(xsub_);
     reactor_->remove(xpub_);
+    if (xsub_monitor_) reactor_->remove(*xsub_monitor_);
+    if (xpub_monitor_) reactor_->remove(*xpub_monitor_);
     reactor_ = nullptr;
 }
 
 void forwarder::on_upstream(zmq::socket_ref s) {
     for (int i = 0; i < batch && !paused_; ++i) {
         if (!in_.recv(s, zmq::recv_flags::dontwait)) return;
+        if (screening_ && !admit_publication()) {
+            in_.clear();
+            continue;
+        }
         if (!forward()) hold();
     }
 }
@@ -237,17 +270,22 @@ void forwarder::on_room() {
     else stop_waiting();
 }
 
-void forwarder::on_downstream(zmq::socket_ref s) {
-    for (int i = 0; i < batch; ++i) {
-        if (!sub_.recv(s, zmq::recv_flags::dontwait)) break;
+void forwarder::on_downstream(zmq::socket_ref) {
+    read_subscriptions(batch);
+    // Those receives may have processed the command that reports a subscriber's room, which then
+    // never reaches ZMQ_FD: look now rather than at the next timer.
+    if (holding()) on_room();
+}
+
+void forwarder::read_subscriptions(int limit) {
+    if (screening_) return read_screened(limit);
+    for (int i = 0; i < limit; ++i) {
+        if (!sub_.recv(xpub_, zmq::recv_flags::dontwait)) break;
         // A one-frame message is a (un)subscription. Anything else is a message an XSUB
         // subscriber sent upstream; zmesh does not carry those to publishers, so that a
         // subscriber cannot flood them through the broker.
         if (sub_.size() == 1) on_subscription(sub_[0]);
     }
-    // Those receives may have processed the command that reports a subscriber's room, which then
-    // never reaches ZMQ_FD: look now rather than at the next timer.
-    if (holding()) on_room();
 }
 
 void forwarder::on_subscription(zmq::message_t& frame) {
@@ -266,20 +304,30 @@ void forwarder::on_subscription(zmq::message_t& frame) {
     // libzmq reports a subscribe for every subscriber, and again for a subscriber that repeats
     // it; those find the prefix admitted already.
     if (bytes[0] == subscribe_byte) {
-        if (subscribed_.contains(topic)) return;
-        if (subscribed_.size() >= max_subscriptions_) return refuse(topic);
-        subscribed_.emplace(topic);
-        inc(subscriptions_);
-    } else if (auto it = subscribed_.find(topic); it != subscribed_.end()) {
+        subscribe_upstream(frame, topic);
+    } else {
         // A prefix never admitted (refused) is not upstream, and its cancel is not passed on.
         // Caveat: libzmq also reports a cancel from a peer that never held the prefix. libzmq's
         // own subscribers never send one, but a hand-made ZMTP peer can, and the prefix is then
-        // cancelled upstream under the subscribers that hold it (docs/pubsub.md).
-        subscribed_.erase(it);
-    } else {
-        return;
+        // cancelled upstream under the subscribers that hold it (docs/pubsub.md). The screening
+        // forwarder counts holders itself and has no such caveat (forwarder_screening.cpp).
+        cancel_upstream(frame, topic);
     }
+}
+
+void forwarder::subscribe_upstream(zmq::message_t& frame, std::string_view topic) {
+    if (subscribed_.contains(topic)) return;
+    if (subscribed_.size() >= max_subscriptions_) return refuse(topic);
+    subscribed_.emplace(topic);
+    inc(subscriptions_);
     // XSUB never blocks on a send: it passes the subscription to every publisher with room.
+    (void)xsub_.send(frame, zmq::send_flags::dontwait);
+}
+
+void forwarder::cancel_upstream(zmq::message_t& frame, std::string_view topic) {
+    auto it = subscribed_.find(topic);
+    if (it == subscribed_.end()) return;
+    subscribed_.erase(it);
     (void)xsub_.send(frame, zmq::send_flags::dontwait);
 }
 
@@ -332,6 +380,9 @@ void forwarder::fill(broker_stats& s) const noexcept {
     s.subscriptions_refused = g(subscriptions_refused_);
     s.probes = g(probes_);
     s.stalls = g(stalls_);
+    s.publications_forbidden = g(publications_forbidden_);
+    s.subscriptions_forbidden = g(subscriptions_forbidden_);
+    s.publications_throttled = g(publications_throttled_);
     if (lvc_) {
         s.lvc_topics = lvc_->topics();
         s.lvc_evictions = lvc_->evictions();

@@ -16,17 +16,23 @@
 //    take is delivered to the others and counted as dropped; in lossless mode the forwarder holds
 //    it and stops reading publishers until the subscriber has room, so back-pressure reaches the
 //    publishers. Neither mode ever blocks the loop it shares with the MDP engine;
-//  - optionally keeps a last-value cache of every topic it forwards.
+//  - optionally keeps a last-value cache of every topic it forwards;
+//  - with CURVE, screens by key (docs/security.md): a publication the access list refuses or
+//    that is over its key's publish rate is dropped and counted; a subscriber that subscribes to
+//    a topic prefix the access list refuses is cut off; connections of a key the broker no
+//    longer admits are cut off on reload.
 //
 // Not thread-safe: everything but fill() runs on the loop thread.
 #pragma once
 
+#include "key_rate_limiter.hpp"
 #include "last_value_cache.hpp"
 
 #include <zmesh/log.hpp>
 #include <zmesh/message.hpp>
 #include <zmesh/nodes/broker.hpp>
 #include <zmesh/reactor.hpp>
+#include <zmesh/security/acl.hpp>
 
 #include <zmq.hpp>
 
@@ -35,12 +41,23 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace zmesh::nodes::detail {
+
+/// The bytes of docs/pubsub.md the forwarder reads.
+namespace pubsub_wire {
+/// Subscriptions to topics starting with this are readiness probes.
+inline constexpr std::string_view probe_prefix{"\0zmesh.probe.", 13};
+/// Subscription messages as XPUB hands them up and XSUB takes them: one byte, then the topic.
+inline constexpr char unsubscribe_byte = 0;
+inline constexpr char subscribe_byte = 1;
+} // namespace pubsub_wire
 
 class forwarder {
   public:
@@ -66,6 +83,16 @@ class forwarder {
     /// Copies the forwarder's counters into @p s. Thread-safe.
     void fill(broker_stats& s) const noexcept;
 
+    /// With CURVE: applies @p acl (null: everything allowed) to publications and subscriptions
+    /// from now on, and cuts off every subscriber that holds a subscription it refuses. Loop
+    /// thread.
+    void set_access_list(std::shared_ptr<const security::access_list> acl);
+
+    /// With CURVE: cuts off every publisher and subscriber connection whose key @p admits
+    /// refuses now (after the broker's allowed keys changed). Loop thread.
+    /// @returns the connections cut off.
+    std::size_t cut_off_removed(const std::function<bool(std::string_view)>& admits);
+
   private:
     struct topic_hash {
         using is_transparent = void;
@@ -74,8 +101,36 @@ class forwarder {
         }
     };
 
+    static void inc(std::atomic<std::uint64_t>& c) noexcept {
+        c.fetch_add(1, std::memory_order_relaxed);
+    }
+
     void on_upstream(zmq::socket_ref s);
     void on_downstream(zmq::socket_ref s);
+    /// Reads and handles up to @p limit messages from subscribers.
+    void read_subscriptions(int limit);
+    /// Passes the subscription @p frame to @p topic upstream, unless it is there already or the
+    /// table is full (refused).
+    void subscribe_upstream(zmq::message_t& frame, std::string_view topic);
+    /// Passes the cancel @p frame upstream if @p topic is there.
+    void cancel_upstream(zmq::message_t& frame, std::string_view topic);
+
+    // Screening (forwarder_screening.cpp).
+    /// Whether in_ may be forwarded (access list, publish rate).
+    bool admit_publication();
+    /// read_subscriptions() of a screening forwarder: the XPUB is in manual mode.
+    void read_screened(int limit);
+    void on_screened_frame(zmq::message_t& frame);
+    /// A subscriber's connection now holds @p topic in libzmq's table (applied or not).
+    void add_holder(std::string_view topic);
+    /// One holder of @p topic fewer; the last one cancels it upstream.
+    void remove_holder(std::string_view topic, zmq::message_t& frame);
+    /// Shuts down the connection on descriptor @p fd under libzmq.
+    static void cut_off(int fd) noexcept;
+    /// cut_off() for a subscriber's descriptor, unless it may belong to someone else by now.
+    void cut_off_subscriber(int fd) noexcept;
+    /// Forgets the connections the monitors report closed.
+    void drain_monitors();
     /// Sends in_ downstream. @returns false if it was held back (lossless, a subscriber full).
     bool forward();
     void on_subscription(zmq::message_t& frame);
@@ -113,8 +168,37 @@ class forwarder {
     std::unordered_set<std::string, topic_hash, std::equal_to<>> subscribed_;
     log_limiter refused_log_;
 
+    // Screening by key (CURVE only: other peers have no key name). What each connection is,
+    // by the descriptor libzmq reports with its messages (ZMQ_SRCFD), so that a connection can
+    // be cut off; the monitors tell when a descriptor closes, before it can be reused.
+    struct subscriber_peer {
+        std::string key;
+        std::unordered_set<std::string, topic_hash, std::equal_to<>> prefixes; // as it sent them
+    };
+    bool screening_ = false;
+    // libzmq 4.3.4's manual XPUB applies ZMQ_SUBSCRIBE to "the last pipe", which it takes from a
+    // queue that two things can make wrong (forwarder_screening.cpp): a message a subscriber
+    // sends upstream (tainted_), and a connection that closed while its subscription waited
+    // (closed_since_quiet_: descriptors the monitor reported closed since the queue was last
+    // seen empty). Either way nothing is applied until the queue has been empty once.
+    bool tainted_ = false;
+    std::unordered_set<int> closed_since_quiet_;
+    std::unordered_set<int> reaccepted_since_quiet_; // of those, accepted by the XPUB again
+    zmq::message_t sub_frame_; // reused for every frame from subscribers
+    // Connections holding each prefix in libzmq's table, whether applied or refused, so that
+    // the last one to go cancels it upstream.
+    std::unordered_map<std::string, std::uint32_t, topic_hash, std::equal_to<>> holders_;
+    std::shared_ptr<const security::access_list> acl_; // null: everything allowed
+    key_rate_limiter publish_rate_;
+    std::optional<zmq::socket_t> xsub_monitor_, xpub_monitor_; // PAIR, screening only
+    std::unordered_map<int, std::string> publishers_;          // fd -> key
+    std::unordered_map<int, subscriber_peer> subscribers_;     // fd -> key, prefixes
+    int last_publisher_fd_ = -1;                               // publishers_ cache
+    log_limiter acl_log_;
+
     std::atomic<std::uint64_t> forwarded_{0}, dropped_{0}, subscriptions_{0},
-        subscriptions_refused_{0}, probes_{0}, stalls_{0};
+        subscriptions_refused_{0}, probes_{0}, stalls_{0}, publications_forbidden_{0},
+        subscriptions_forbidden_{0}, publications_throttled_{0};
 };
 
 } // namespace zmesh::nodes::detail

@@ -473,7 +473,11 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
     if (auto handler = internal_.find(name); handler != internal_.end()) {
         message request;
         m.move_tail_to(body_at, request);
+        // The first frame after the identity came off the wire and carries the connection's
+        // User-Id (the identity frame the ROUTER makes up carries none).
+        caller_key_ = m.size() > 1 ? security::user_id(m[1]) : std::string_view();
         handler->second(request, body);
+        caller_key_ = {};
     } else if (name == mdp::mmi_service) {
         const auto target = body_at < m.size() ? view(m[body_at]) : std::string_view();
         auto it = services_.find(target);
@@ -542,6 +546,9 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
             {"connections_refused", st.connections_refused},
             {"cut_off", st.cut_off},
             {"forbidden", st.forbidden},
+            {"publications_forbidden", st.publications_forbidden},
+            {"subscriptions_forbidden", st.subscriptions_forbidden},
+            {"publications_throttled", st.publications_throttled},
         };
         msgpack::sbuffer buf;
         msgpack::packer<msgpack::sbuffer> pk(buf);

@@ -280,6 +280,12 @@ class mdp_engine {
     /// The key is the User-Id of the message's connection. Loop thread only.
     void set_access_list(std::shared_ptr<const security::access_list> acl) { acl_ = std::move(acl); }
 
+    /// Inside an internal service's handler: whether the access list lets the calling client's
+    /// key do @p what to @p resource (true without an access list).
+    [[nodiscard]] bool caller_may(security::permission what, std::string_view resource) const {
+        return !acl_ || acl_->allows(caller_key_, what, resource);
+    }
+
     /// Sends DISCONNECT to every worker and forgets them (broker shutdown).
     void disconnect_all();
 
@@ -462,6 +468,7 @@ class mdp_engine {
     std::vector<request*> scratch_requests_; // reused by remove_worker
     log_limiter malformed_log_;
     std::shared_ptr<const security::access_list> acl_; // null: no access list
+    std::string_view caller_key_; // the client's key while an internal handler runs
     // CURVE: requests outstanding per key (User-Id), over all of that key's connections; one
     // entry per key ever seen, and keys are those the ZAP handler admits, so it stays small.
     std::unordered_map<std::string, std::size_t> key_outstanding_;

@@ -82,6 +82,11 @@ struct broker_config {
     /// that an authenticated client cannot get round max_client_requests by opening more
     /// connections and starve the others (503 past it).
     std::size_t max_key_requests = 20000;
+    /// With CURVE: messages per second one key may publish through the forwarder, over all its
+    /// connections together, with bursts of up to one second's worth; past it its messages are
+    /// dropped, counted in broker_stats::publications_throttled and logged with the key's name,
+    /// so that one publisher cannot flood the subscribers of everyone else. 0: no limit.
+    std::uint32_t max_key_publish_rate = 0;
     /// A service with no worker, no queued and no in-flight request is forgotten after this long.
     std::chrono::milliseconds service_ttl{30000};
     /// Largest frame accepted from any peer (ZMQ_MAXMSGSIZE); larger ones close that connection.
@@ -189,6 +194,12 @@ struct broker_stats {
     std::uint64_t connections_refused = 0;  ///< handshakes it refused (unknown key, address)
     std::uint64_t cut_off = 0;              ///< connections closed because their key was removed
     std::uint64_t forbidden = 0;            ///< requests and READYs the access list refused
+    /// Publications the access list refused (dropped, never forwarded).
+    std::uint64_t publications_forbidden = 0;
+    /// Subscriptions the access list refused; the subscriber's connection is cut off.
+    std::uint64_t subscriptions_forbidden = 0;
+    /// Publications dropped because their key was over max_key_publish_rate.
+    std::uint64_t publications_throttled = 0;
 };
 
 /// The broker node.
