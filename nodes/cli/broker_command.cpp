@@ -64,6 +64,10 @@ int run_broker(const std::vector<std::string>& args) {
         ("max-key-requests",
          po::value(&cfg.max_key_requests)->default_value(cfg.max_key_requests),
          "with CURVE: requests one client key may have outstanding over all its connections")
+        ("max-key-publish-rate",
+         po::value(&cfg.max_key_publish_rate)->default_value(cfg.max_key_publish_rate),
+         "with CURVE: messages per second one client key may publish through the forwarder, "
+         "over all its connections (bursts of one second's worth); 0: no limit")
         ("max-services", po::value(&cfg.max_services)->default_value(cfg.max_services),
          "services the broker tracks at most")
         ("xsub", po::value(&cfg.xsub_endpoint),
@@ -113,6 +117,9 @@ int run_broker(const std::vector<std::string>& args) {
     if (cfg.max_client_requests == 0) throw usage_error("--max-client-requests must be positive");
     if (cfg.max_key_requests == 0) throw usage_error("--max-key-requests must be positive");
     if (cfg.max_services == 0) throw usage_error("--max-services must be positive");
+    if (cfg.max_key_publish_rate != 0 && security_flags.curve_secret.empty())
+        throw usage_error("--max-key-publish-rate needs --curve-secret: without CURVE no "
+                          "publisher has a key");
     std::error_code ec;
     std::string why;
     if (!parse_endpoint(cfg.mdp_endpoint, ec, &why))

@@ -321,12 +321,13 @@ def scenario_secret_mode(env):
     return "exit %d: %s" % (r.returncode, err.strip())
 
 
-def start_pubsub_broker(env):
+def start_pubsub_broker(env, *extra):
     """A CURVE broker with the forwarder; returns (xsub, xpub) endpoints."""
     env.keygen("broker", allow=False)
     p = Process("broker", [env.zmesh, "broker", "--mdp", "tcp://127.0.0.1:*", "--xsub",
                            "tcp://127.0.0.1:*", "--xpub", "tcp://127.0.0.1:*", "--curve-secret",
-                           env.secret("broker"), "--allow", env.allowed], stdout=subprocess.PIPE)
+                           env.secret("broker"), "--allow", env.allowed, *extra],
+                stdout=subprocess.PIPE)
     env.processes.append(p)
     lines = []
     deadline = time.monotonic() + 10
@@ -335,7 +336,105 @@ def start_pubsub_broker(env):
         line = p.proc.stdout.readline()
         check(line, "the broker exited at start (rc=%s)" % p.proc.poll())
         lines.append(line.decode().strip())
+    env.mdp_endpoint = lines[0]
     return lines[1], lines[2]
+
+
+def pubsub_stats(env, name):
+    r = env.cli("stats", "--broker", env.mdp_endpoint, *env.curve_flags(name))
+    check(r.returncode == 0, "zmesh stats failed: %s" % r.stderr.decode(errors="replace"))
+    return {k: int(v) for k, v in (line.split() for line in r.stdout.decode().splitlines())}
+
+
+def py_subscriber(env, name, xpub, topic):
+    s = env.ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    env.curve_setup(env.public(name), env.secret(name), env.public("broker"))(s)
+    s.setsockopt(zmq.SUBSCRIBE, topic)
+    s.connect(xpub)
+    return s
+
+
+def drain(sock, quiet_ms=500):
+    topics = []
+    while sock.poll(quiet_ms):
+        topics.append(sock.recv_multipart()[0])
+    return topics
+
+
+def scenario_topic_acl(env):
+    """The access list on pub/sub through the CLI: a topic prefix refused to one subscriber
+    (zmesh sub waits, receives nothing and says so) and allowed to another; a publication on a
+    topic its key may not publish dropped; both counted in zmesh stats."""
+    for name in ("feed", "mallory", "alice", "bob", "ops"):
+        env.keygen(name)
+    acl = env.path("acl.conf")
+    with open(acl, "w") as f:
+        f.write("feed publish prices.*\nmallory publish news.*\n"
+                "alice subscribe prices.*\nbob subscribe news.*\nops admin\n")
+    xsub, xpub = start_pubsub_broker(env, "--acl", acl)
+    alice = Process("zmesh sub alice", [env.zmesh, "sub", "--connect", xpub, "--topic",
+                                        "prices.", "--count", "1", "--timeout-ms", "15000",
+                                        *env.curve_flags("alice")], stdout=subprocess.PIPE)
+    bob = Process("zmesh sub bob", [env.zmesh, "sub", "--connect", xpub, "--topic", "prices.",
+                                    "--count", "1", "--timeout-ms", "4000",
+                                    *env.curve_flags("bob")], stdout=subprocess.PIPE)
+    env.processes += [alice, bob]
+    watcher = py_subscriber(env, "alice", xpub, b"prices.")
+    time.sleep(1.0)  # the subscriptions travel up to the forwarder
+    r = env.cli("pub", "--connect", xsub, "--topic", "prices.forged", "--count", "5", "--rate",
+                "50", "--linger-ms", "200", *env.curve_flags("mallory"), "forged")
+    check(r.returncode == 0, "zmesh pub (mallory) failed: %s" % r.stderr.decode())
+    body = "quote-EUR-1.0842"
+    r = env.cli("pub", "--connect", xsub, "--topic", "prices.eur", "--count", "10", "--rate",
+                "20", *env.curve_flags("feed"), body)
+    check(r.returncode == 0, "zmesh pub (feed) failed: %s" % r.stderr.decode())
+    out, _ = alice.proc.communicate(timeout=20)
+    check(alice.proc.returncode == 0 and body in out.decode(),
+          "alice did not get the allowed topic: rc=%s %r" % (alice.proc.returncode, out))
+    bout, _ = bob.proc.communicate(timeout=20)
+    bob.err.seek(0)
+    berr = bob.err.read()
+    check(bob.proc.returncode != 0 and body not in bout.decode(),
+          "bob received a topic the access list refuses: rc=%s %r" % (bob.proc.returncode, bout))
+    check(b"4000" in berr or b"no message" in berr.lower() or b"timed out" in berr.lower(),
+          "bob's zmesh sub did not say what it waited for: %r" % berr)
+    seen = drain(watcher)
+    check(b"prices.eur" in seen, "the pyzmq subscriber with alice's key got %r" % seen)
+    check(b"prices.forged" not in seen, "mallory's refused publication was forwarded")
+    watcher.close()
+    st = pubsub_stats(env, "ops")
+    check(st.get("subscriptions_forbidden", 0) >= 1, "no refused subscription counted: %r" % st)
+    check(st.get("publications_forbidden", 0) == 5, "refused publications counted: %r" % st)
+    return "prices. refused to bob and served to alice; mallory's forged prices dropped (5)"
+
+
+def scenario_publish_rate(env):
+    """--max-key-publish-rate: a key publishing far over its rate is throttled; another key's
+    messages all arrive; the drops are counted."""
+    for name in ("loud", "quiet", "alice", "ops"):
+        env.keygen(name)
+    acl = env.path("acl.conf")
+    with open(acl, "w") as f:
+        f.write("* publish *\n* subscribe *\nops admin\n")
+    xsub, xpub = start_pubsub_broker(env, "--acl", acl, "--max-key-publish-rate", "50")
+    watcher = py_subscriber(env, "alice", xpub, b"t.")
+    watcher.setsockopt(zmq.RCVHWM, 0)
+    time.sleep(1.0)
+    r = env.cli("pub", "--connect", xsub, "--topic", "t.loud", "--count", "1000", "--rate", "0",
+                "--linger-ms", "500", *env.curve_flags("loud"), "x")
+    check(r.returncode == 0, "zmesh pub (loud) failed: %s" % r.stderr.decode())
+    r = env.cli("pub", "--connect", xsub, "--topic", "t.quiet", "--count", "20", "--rate", "40",
+                *env.curve_flags("quiet"), "y")
+    check(r.returncode == 0, "zmesh pub (quiet) failed: %s" % r.stderr.decode())
+    seen = drain(watcher)
+    loud, quiet = seen.count(b"t.loud"), seen.count(b"t.quiet")
+    check(quiet == 20, "the quiet key lost messages: %d of 20" % quiet)
+    check(50 <= loud < 1000, "the loud key was not throttled to its rate: %d of 1000" % loud)
+    st = pubsub_stats(env, "ops")
+    check(st.get("publications_throttled", 0) == 1000 - loud, "throttled count: %r" % st)
+    watcher.close()
+    return "loud key: %d of 1000 forwarded at 50/s; quiet key: 20 of 20" % loud
 
 
 def scenario_pubsub(env):
