@@ -19,6 +19,11 @@ endif()
 if(ZMESH_BUILD_CLI OR ZMESH_BUILD_BENCH)
     find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
 endif()
+if(ZMESH_BUILD_CLI)
+    # The CLI's configuration file (nodes/cli/config.cpp) is TOML, read with toml++ (Debian 12:
+    # libtomlplusplus-dev, whose CMake config gives tomlplusplus::tomlplusplus).
+    find_package(tomlplusplus 3 CONFIG REQUIRED)
+endif()
 find_package(Threads REQUIRED)
 # The Titanic node's store (nodes/titanic); CMake's FindSQLite3 gives SQLite::SQLite3.
 find_package(SQLite3 REQUIRED)
