@@ -3,6 +3,7 @@
 #include "broker_query.hpp"
 
 #include "command.hpp"
+#include "config.hpp"
 
 #include <zmesh/codec.hpp>
 #include <zmesh/endpoint.hpp>
@@ -15,7 +16,8 @@ void add_broker_query_options(boost::program_options::options_description& optio
                               broker_query_flags& flags) {
     namespace po = boost::program_options;
     options.add_options()
-        ("broker", po::value(&flags.broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
+        ("broker", po::value(&flags.broker)->default_value(default_broker_endpoint()),
+         "broker endpoint (env ZMESH_BROKER)")
         ("timeout-ms", po::value(&flags.timeout_ms)->default_value(flags.timeout_ms),
          "wait for the answer, in ms");
     flags.security.add_to(options);

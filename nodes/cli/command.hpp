@@ -54,9 +54,10 @@ struct command {
 /// Every subcommand, in the order `zmesh --help` lists them.
 const std::vector<command>& commands();
 
-/// Parses @p args against @p options (and @p positional, if any) into @p vm.
+/// Parses @p args against @p options (and @p positional, if any) into @p vm, then completes it
+/// from the environment and the configuration file (config.hpp); adds --help and --config.
 /// @returns false if --help was given, after printing usage for @p name.
-/// @throws usage_error on unknown or malformed options.
+/// @throws usage_error on unknown or malformed options, config_error on a bad file or variable.
 bool parse(const std::string& name, const std::string& synopsis,
            boost::program_options::options_description& options,
            const std::vector<std::string>& args, boost::program_options::variables_map& vm,
@@ -98,6 +99,7 @@ int run_sub(const std::vector<std::string>& args);
 int run_titanic(const std::vector<std::string>& args);
 int run_dlq(const std::vector<std::string>& args);
 int run_keygen(const std::vector<std::string>& args);
+int run_config(const std::vector<std::string>& args);
 int run_version(const std::vector<std::string>& args);
 #ifdef ZMESH_HAVE_BENCH
 int run_bench(const std::vector<std::string>& args);

@@ -9,6 +9,7 @@
 //    protocol.md, "The dead-letter queue"): request body "list" | "show" ID | "replay" (ID |
 //    "all") | "purge" (ID | "all"), reply body a status, then msgpack or a count.
 #include "command.hpp"
+#include "config.hpp"
 #include "security_flags.hpp"
 
 #include "../titanic/sqlite_store.hpp"
@@ -339,6 +340,9 @@ int run_dlq(const std::vector<std::string>& args) {
             throw usage_error(action + " needs an ID" + (action == "show" ? "" : " or --all"));
         if (!id.empty() && all) throw usage_error("give an ID or --all, not both");
     }
+    // A broker from ZMESH_BROKER or the configuration file names the usual broker, not a choice
+    // made for this command: --store wins over it. There is no default source.
+    if (!store_path.empty() && origin_of("broker").from != origin::kind::flag) broker.clear();
     if (!store_path.empty() && !broker.empty())
         throw usage_error("--store and --broker are exclusive: give one source");
     if (store_path.empty() && broker.empty())
@@ -364,7 +368,8 @@ int run_dlq(const std::vector<std::string>& args) {
         return broker_act(dlq, action, id);
     }
 
-    if (!vm["timeout-ms"].defaulted()) throw usage_error("--timeout-ms applies to --broker only");
+    if (origin_of("timeout-ms").from == origin::kind::flag)
+        throw usage_error("--timeout-ms applies to --broker only");
     if (!id.empty() && !ts::is_valid_id(id))
         throw usage_error("invalid request id '" + printable(id) +
                           "': expected 32 lowercase hex digits");

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 // main.cpp — the zmesh CLI: finds the subcommand and reports errors on one line.
 #include "command.hpp"
+#include "config.hpp"
 
 #include <zmesh/version.hpp>
 
@@ -24,6 +25,7 @@ const std::vector<command>& commands() {
         {"titanic", "durable request/reply node (rfc 9/TSP) on SQLite", run_titanic},
         {"dlq", "list, show, replay or purge dead-lettered requests", run_dlq},
         {"keygen", "make a CURVE key pair (certificate files), or show one", run_keygen},
+        {"config", "show the effective settings and where each one comes from", run_config},
         {"version", "print the zmesh and libzmq versions", run_version},
 #ifdef ZMESH_HAVE_BENCH
         {"bench", "measure throughput and latency (zmesh bench mdp)", run_bench},
@@ -38,6 +40,7 @@ bool parse(const std::string& name, const std::string& synopsis,
            const boost::program_options::positional_options_description* positional) {
     namespace po = boost::program_options;
     options.add_options()("help,h", "show this help");
+    add_config_option(options);
     try {
         po::command_line_parser parser(args);
         parser.options(options);
@@ -47,6 +50,8 @@ bool parse(const std::string& name, const std::string& synopsis,
             std::cout << "usage: zmesh " << name << " " << synopsis << "\n\n" << options;
             return false;
         }
+        // Under the flags: the environment, then the configuration file (config.hpp).
+        apply_configuration(name, options, vm);
         po::notify(vm);
     } catch (const po::error& e) {
         throw usage_error(e.what());
@@ -90,6 +95,9 @@ int main(int argc, char** argv) {
         if (c.name != name) continue;
         try {
             return c.run(std::vector<std::string>(argv + 2, argv + argc));
+        } catch (const config_error& e) {
+            std::fprintf(stderr, "zmesh: %s: %s\n", name.c_str(), e.what());
+            return usage;
         } catch (const usage_error& e) {
             std::fprintf(stderr, "zmesh: %s: %s (see 'zmesh %s --help')\n", name.c_str(), e.what(),
                          name.c_str());

@@ -13,6 +13,7 @@
 // publisher that connects the CURVE client of what it connects to (a broker's XSUB or a
 // subscriber that binds), or, with --bind --register, of the broker's directory only.
 #include "command.hpp"
+#include "config.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
 
@@ -59,7 +60,7 @@ void idle_until(pubsub::publisher& pub, clock::time_point until) {
 int run_pub(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::vector<std::string> connect, bind;
-    std::string topic, type, text, register_name, broker = "tcp://127.0.0.1:5555";
+    std::string topic, type, text, register_name, broker = default_broker_endpoint();
     double rate = 0;
     long long count = 1, wait_subscribers = 0, size = -1, settle_ms = -1;
     int hwm = 1000, wait_ms = 5000, linger_ms = 2000;
@@ -141,7 +142,11 @@ int run_pub(const std::vector<std::string>& args) {
                           "socket is either a CURVE server or a CURVE client; run one zmesh pub "
                           "per side");
     auto server = server_flags.peer_server();
-    auto curve = security_flags.load();
+    // Keys from the environment or the configuration file are for what this command connects
+    // to: a publisher that only binds connects to nothing, and leaves them unused.
+    auto curve = connect.empty() && register_name.empty() && !security_flags.given_as_flags()
+                     ? std::nullopt
+                     : security_flags.load();
     if (curve && !bind.empty() && !connect.empty())
         throw usage_error("with --bind and --connect together, CURVE keys cannot say which they "
                           "are for: give the broker's XSUB with --connect only");

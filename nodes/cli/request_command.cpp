@@ -10,6 +10,7 @@
 // first (its id is printed on stderr), the reply is awaited by polling, then the server is told
 // to forget it.
 #include "command.hpp"
+#include "config.hpp"
 #include "security_flags.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -114,13 +115,13 @@ int run_durable(zmq::context_t& ctx, const std::string& broker, const std::strin
 
 int run_request(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
-    std::string broker, service, body, id_text, type;
+    std::string broker = default_broker_endpoint(), service, body, id_text, type;
     int timeout_ms = 2500, retries = 3, priority = default_priority;
     bool durable = false, plain = false, fail_fast = false;
     long ttl_ms = 0;
     po::options_description options("options");
     options.add_options()
-        ("broker", po::value(&broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
+        ("broker", po::value(&broker)->default_value(broker), "broker endpoint (env ZMESH_BROKER)")
         ("service", po::value(&service)->required(), "service to call")
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
          "wait per attempt, in ms; with --durable, the whole wait for the reply (default 30000)")
@@ -151,10 +152,13 @@ int run_request(const std::vector<std::string>& args) {
     po::positional_options_description positional;
     positional.add("body", 1);
     po::variables_map vm;
-    if (!parse("request", "--broker EP --service NAME [options] [BODY | -]", options, args, vm,
+    if (!parse("request", "[--broker EP] --service NAME [options] [BODY | -]", options, args, vm,
                &positional))
         return ok;
-    if (durable && vm["timeout-ms"].defaulted()) timeout_ms = durable_default_timeout_ms;
+    // ZMESH_TIMEOUT_MS and the file's timeout-ms are the wait per attempt; the whole wait of a
+    // durable request is set by the flag only.
+    if (durable && origin_of("timeout-ms").from != origin::kind::flag)
+        timeout_ms = durable_default_timeout_ms;
     // Reserved names are fine here (mmi.service, zmesh.services... are real services); a name
     // no broker can route is refused before anything is sent.
     if (auto problem = mdp::service_name_problem(service); !problem.empty())

@@ -3,6 +3,7 @@
 #include "security_flags.hpp"
 
 #include "command.hpp"
+#include "config.hpp"
 
 #include <zmesh/error.hpp>
 #include <zmesh/log.hpp>
@@ -108,21 +109,23 @@ void client_security_flags::add_to(boost::program_options::options_description& 
          "this client's own certificate (NAME.key_secret, mode 0600) (env ZMESH_CURVE_KEY)");
 }
 
+bool client_security_flags::given_as_flags() const {
+    return origin_of("curve-server-key").from == origin::kind::flag ||
+           origin_of("curve-key").from == origin::kind::flag;
+}
+
 std::optional<security::curve_client_keys> client_security_flags::load() const {
-    auto pick = [](const std::string& flag, const char* env) -> std::string {
-        if (!flag.empty()) return flag;
-        const char* v = std::getenv(env);
-        return v ? std::string(v) : std::string();
-    };
-    const std::string server = pick(server_key, "ZMESH_CURVE_SERVER_KEY");
-    const std::string own = pick(key, "ZMESH_CURVE_KEY");
+    // parse() has filled in ZMESH_CURVE_SERVER_KEY, ZMESH_CURVE_KEY or the file's keys.
+    const std::string& server = server_key;
+    const std::string& own = key;
     if (server.empty() && own.empty()) return std::nullopt;
     if (server.empty())
-        throw usage_error("--curve-key needs --curve-server-key (or ZMESH_CURVE_SERVER_KEY): the "
-                          "server's public certificate");
+        throw usage_error("--curve-key needs --curve-server-key (or ZMESH_CURVE_SERVER_KEY, or "
+                          "curve-server-key in the configuration file): the server's public "
+                          "certificate");
     if (own.empty())
-        throw usage_error("--curve-server-key needs --curve-key (or ZMESH_CURVE_KEY): this "
-                          "client's own secret certificate");
+        throw usage_error("--curve-server-key needs --curve-key (or ZMESH_CURVE_KEY, or curve-key "
+                          "in the configuration file): this client's own secret certificate");
     security::curve_client_keys keys;
     keys.server_public = security::load_public(server).public_key;
     keys.client = security::load_secret(own);

@@ -6,7 +6,8 @@
 // --allow DIR (the client public keys admitted); --allow-address and --deny-address add address
 // lists, with or without CURVE. Clients: --curve-server-key FILE (the server's NAME.key) and
 // --curve-key FILE (the client's own NAME.key_secret), or the environment variables
-// ZMESH_CURVE_SERVER_KEY and ZMESH_CURVE_KEY, so that scripts need not repeat them.
+// ZMESH_CURVE_SERVER_KEY and ZMESH_CURVE_KEY, or the keys curve-server-key and curve-key of the
+// configuration file (config.hpp), so that scripts need not repeat them.
 //
 // A publisher or subscriber that binds is the server of its direct links: it takes
 // --curve-secret and --allow (add_peer_to()); the one that connects to it takes the client flags.
@@ -60,9 +61,13 @@ struct client_security_flags {
     std::string key;
 
     void add_to(boost::program_options::options_description& options);
-    /// The CURVE keys, from the flags or else the environment; std::nullopt if neither names
-    /// them. @throws usage_error (only one of the two), zmesh::error (a file).
+    /// The CURVE keys, from the flags, the environment or the configuration file (parse() fills
+    /// them in, config.hpp); std::nullopt if none names them.
+    /// @throws usage_error (only one of the two), zmesh::error (a file).
     [[nodiscard]] std::optional<security::curve_client_keys> load() const;
+    /// Whether --curve-server-key or --curve-key was on the command line, rather than taken
+    /// from the environment or the configuration file.
+    [[nodiscard]] bool given_as_flags() const;
 };
 
 /// Re-reads @p flags' policy on every SIGHUP and hands it to @p apply, on a thread of its own,

@@ -14,7 +14,7 @@ int run_services(const std::vector<std::string>& args) {
     boost::program_options::options_description options("options");
     add_broker_query_options(options, flags);
     boost::program_options::variables_map vm;
-    if (!parse("services", "--broker EP", options, args, vm)) return ok;
+    if (!parse("services", "[--broker EP]", options, args, vm)) return ok;
 
     auto services = query_broker<service_table>(flags, mdp::zmesh_services);
     std::printf("%-32s %8s %8s %8s %10s\n", "SERVICE", "WORKERS", "IDLE", "QUEUED", "IN_FLIGHT");

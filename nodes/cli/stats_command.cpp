@@ -14,7 +14,7 @@ int run_stats(const std::vector<std::string>& args) {
     boost::program_options::options_description options("options");
     add_broker_query_options(options, flags);
     boost::program_options::variables_map vm;
-    if (!parse("stats", "--broker EP", options, args, vm)) return ok;
+    if (!parse("stats", "[--broker EP]", options, args, vm)) return ok;
 
     for (const auto& [name, value] : query_broker<counter_table>(flags, mdp::zmesh_stats))
         std::printf("%-22s %llu\n", name.c_str(), static_cast<unsigned long long>(value));

@@ -12,6 +12,7 @@
 // subscriber that connects the CURVE client of what it connects to (a broker's XPUB or a
 // publisher that binds), or, with --resolve, of the broker's directory only.
 #include "command.hpp"
+#include "config.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
 
@@ -158,7 +159,7 @@ std::string format_json(const pubsub::delivery& d) {
 int run_sub(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::vector<std::string> connect, bind, topics;
-    std::string resolve, broker = "tcp://127.0.0.1:5555", format = "text", snapshot_from;
+    std::string resolve, broker = default_broker_endpoint(), format = "text", snapshot_from;
     long long count = 0, max_lag_ms = 0, timeout_ms = 0;
     int hwm = 1000, ready_ms = 2000;
     po::options_description options("options");
@@ -224,7 +225,11 @@ int run_sub(const std::vector<std::string>& args) {
                           "--resolve: a socket is either a CURVE server or a CURVE client; run "
                           "one zmesh sub per side");
     auto server = server_flags.peer_server();
-    auto curve = security_flags.load();
+    // Keys from the environment or the configuration file are for what this command connects
+    // to: a subscriber that only binds connects to nothing, and leaves them unused.
+    auto curve = connect.empty() && resolve.empty() && !security_flags.given_as_flags()
+                     ? std::nullopt
+                     : security_flags.load();
     if (curve && !bind.empty())
         throw usage_error("--curve-server-key and --curve-key (or ZMESH_CURVE_SERVER_KEY and "
                           "ZMESH_CURVE_KEY) are for --connect or --resolve; a subscriber that "

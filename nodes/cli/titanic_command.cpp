@@ -5,6 +5,7 @@
 // The node runs on its own thread while this one waits for a stop signal: the node's loop has no
 // signal handling of its own, and a flag polled here keeps the signal handler trivial.
 #include "command.hpp"
+#include "config.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
 
@@ -30,8 +31,8 @@ int run_titanic(const std::vector<std::string>& args) {
     long timeout_ms = static_cast<long>(cfg.request_timeout.count());
     po::options_description options("options");
     options.add_options()
-        ("broker", po::value(&cfg.broker_endpoint)->required(),
-         "broker endpoint, e.g. tcp://127.0.0.1:5555")
+        ("broker", po::value(&cfg.broker_endpoint)->default_value(default_broker_endpoint()),
+         "broker endpoint (env ZMESH_BROKER)")
         ("store", po::value(&store)->default_value(store), "SQLite store file (created if missing)")
         ("sync", po::value(&sync)->default_value(sync),
          "full (fsync each commit) or normal (fsync at checkpoints)")
@@ -52,7 +53,7 @@ int run_titanic(const std::vector<std::string>& args) {
     client_security_flags security_flags;
     security_flags.add_to(options);
     po::variables_map vm;
-    if (!parse("titanic", "--broker EP [--store PATH] [options]", options, args, vm)) return ok;
+    if (!parse("titanic", "[--broker EP] [--store PATH] [options]", options, args, vm)) return ok;
 
     auto level = parse_log_level(log_level);
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");

@@ -14,6 +14,7 @@
 // a broker that refuses the registration ends the command with mdp::worker's error (exit 1),
 // which names the broker, the service and the likely reasons.
 #include "command.hpp"
+#include "config.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
 #include "subprocess.hpp"
@@ -134,12 +135,12 @@ void serve_exec(mdp::worker& worker, mdp::held_request& r, const exec_settings& 
 
 int run_worker(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
-    std::string broker, service, exec, log_level = "info";
+    std::string broker = default_broker_endpoint(), service, exec, log_level = "info";
     int heartbeat_ms = 2500, liveness = 3;
     std::uint32_t credit = 1;
     po::options_description options("options");
     options.add_options()
-        ("broker", po::value(&broker)->required(), "broker endpoint, e.g. tcp://127.0.0.1:5555")
+        ("broker", po::value(&broker)->default_value(broker), "broker endpoint (env ZMESH_BROKER)")
         ("service", po::value(&service)->required(), "service name to serve")
         ("echo", "reply with the request body")
         ("exec", po::value(&exec),
@@ -162,7 +163,7 @@ int run_worker(const std::vector<std::string>& args) {
     client_security_flags security_flags;
     security_flags.add_to(options);
     po::variables_map vm;
-    if (!parse("worker", "--broker EP --service NAME (--echo | --exec 'CMD' [--stream])", options,
+    if (!parse("worker", "[--broker EP] --service NAME (--echo | --exec 'CMD' [--stream])", options,
                args, vm))
         return ok;
     const bool echo = vm.count("echo") > 0;

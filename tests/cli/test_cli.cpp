@@ -73,7 +73,7 @@ TEST_CASE("no command, an unknown command or a bad flag is a one-line error with
           {"worker", "--broker", "tcp://127.0.0.1:1", "--service", "s", "--echo", "--credit", "0"},
           {"worker", "--broker", "tcp://127.0.0.1:1", "--service", "s", "--echo", "--credit", "1025"},
           {"titanic", "--broker", "tcp://127.0.0.1:1", "--credit", "0"},
-          {"request", "--service", "s"},                                 // no --broker
+          {"request", "--broker", "tcp://127.0.0.1:1"},                  // no --service
           {"request", "--broker", "udp://x:1", "--service", "s"},
           {"services", "--broker", "nonsense"}}) {
         CAPTURE(bad[0] + " " + bad[1]);
