@@ -123,7 +123,9 @@ std::optional<config_file_info> locate(const po::variables_map& vm) {
     return std::nullopt;
 }
 
-/// The values the file gives @p command's options: its [command] table, then the top level.
+/// The values the file gives @p command's options: its [command.NAME] table, then the top level.
+/// Command tables are under [command] because a command and a setting may share a name
+/// (`broker = "tcp://..."` and the options of `zmesh broker`), which TOML cannot tell apart.
 /// @throws config_error for a malformed file, an unknown key or table, or an unusable value.
 std::map<std::string, file_value> read_file(const std::filesystem::path& file,
                                             const std::string& command,
@@ -143,17 +145,24 @@ std::map<std::string, file_value> read_file(const std::filesystem::path& file,
     std::map<std::string, file_value> from_table, from_top;
     for (const auto& [k, node] : root) {
         const std::string key(k.str());
-        if (const auto* table = node.as_table()) {
-            if (!is_command(key))
-                throw config_error(location(file, k.source()) + ": unknown table [" + key +
-                                   "]: tables are named after commands (zmesh --help)");
-            if (key != command) continue;
-            for (const auto& [ck, cnode] : *table) {
-                const std::string name(ck.str());
-                if (name == "config" || name == "help" || !options.find_nothrow(name, false))
-                    throw config_error(location(file, ck.source()) + ": unknown key '" + name +
-                                       "' in [" + key + "]: not an option of zmesh " + key);
-                from_table[name] = value_of(file, name, cnode, is_switch(name));
+        if (key == "command" && node.is_table()) {
+            for (const auto& [name_key, table_node] : *node.as_table()) {
+                const std::string name(name_key.str());
+                const auto* table = table_node.as_table();
+                if (!table || !is_command(name))
+                    throw config_error(location(file, name_key.source()) + ": unknown command '" +
+                                       name + "': [command.NAME] tables are named after "
+                                       "commands (zmesh --help)");
+                if (name != command) continue;
+                for (const auto& [ck, cnode] : *table) {
+                    const std::string option(ck.str());
+                    if (option == "config" || option == "help" ||
+                        !options.find_nothrow(option, false))
+                        throw config_error(location(file, ck.source()) + ": unknown key '" +
+                                           option + "' in [command." + name +
+                                           "]: not an option of zmesh " + name);
+                    from_table[option] = value_of(file, option, cnode, is_switch(option));
+                }
             }
         } else if (const auto* common = common_setting_named(key)) {
             if (options.find_nothrow(key, false) && common->applies_to(command))
@@ -163,7 +172,7 @@ std::map<std::string, file_value> read_file(const std::filesystem::path& file,
             for (const auto& s : common_settings())
                 known += std::string(known.empty() ? "" : ", ") + s.option;
             throw config_error(location(file, k.source()) + ": unknown key '" + key +
-                               "' (at the top level: " + known + "; or a [command] table)");
+                               "' (at the top level: " + known + "; or [command.NAME] tables)");
         }
     }
     from_table.merge(from_top); // keeps the table's value where both set one

@@ -3,7 +3,7 @@
 //
 // A setting is taken from the first of: the command-line flag, its environment variable
 // (ZMESH_BROKER for --broker... only the common settings have one), the configuration file
-// (a [command] table before the top level), the built-in default. The file is --config FILE
+// (the command's [command.NAME] table before the top level), the built-in default. The file is --config FILE
 // (or ZMESH_CONFIG), else $XDG_CONFIG_HOME/zmesh/config.toml, else ~/.config/zmesh/config.toml;
 // it is TOML, read with toml++. parse() (command.hpp) applies all of it, so a subcommand only
 // declares its options; origin_of() says where each value came from (zmesh config, and the

@@ -3,7 +3,7 @@
 // each comes from (flag, env VAR, file PATH:LINE, default), or one JSON object with --json.
 //
 // It declares the common settings as any command does and goes through the same parse(), so
-// what it shows is what another command would get (a [command] table aside: see --help).
+// what it shows is what another command would get (a [command.NAME] table aside: see --help).
 #include "command.hpp"
 #include "config.hpp"
 
@@ -67,7 +67,8 @@ int run_config(const std::vector<std::string>& args) {
     if (!parse("config", "[--config FILE] [--json]\n\n"
                          "Shows the settings every command shares, their values and where each "
                          "comes from: flag > environment > configuration file > default. A "
-                         "command's own [table] in the file is applied by that command.",
+                         "command's own [command.NAME] table in the file is applied by that "
+                         "command only.",
                options, args, vm))
         return ok;
 

@@ -125,8 +125,10 @@ TEST_CASE("ZMESH_BROKER is used when --broker is absent, and --broker overrides 
 TEST_CASE("the file's broker and a command's own table are used, under the flags") {
     sandbox box;
     broker_process broker(box);
-    // timeout-ms = -5 in [stats] is refused by stats only: it is that table's value that counts.
-    box.write("broker = \"" + broker.endpoint + "\"\n[stats]\ntimeout-ms = -5\n");
+    // timeout-ms = -5 in [command.stats] is refused by stats only: that table's value counts.
+    // [command.broker] sits beside the setting broker: the two never clash.
+    box.write("broker = \"" + broker.endpoint + "\"\ntimeout-ms = 3000\n"
+              "[command.stats]\ntimeout-ms = -5\n[command.broker]\nlog-level = \"warn\"\n");
     auto table = box.run({"stats"});
     CHECK(table.code == 2);
     CHECK(contains(table.err, "--timeout-ms must be positive"));
@@ -167,7 +169,7 @@ TEST_CASE("the environment beats the file") {
 TEST_CASE("zmesh config shows each value and where it comes from") {
     sandbox box;
     const auto file = box.write("# shared\ntimeout-ms = 4000\ncurve-key = \"/k/me.key_secret\"\n"
-                                "[request]\nretries = 5\n");
+                                "[command.request]\nretries = 5\n");
     auto r = box.run({"config", "--log-level", "debug"}, {{"ZMESH_BROKER", "tcp://h:7"}});
     CHECK(r.code == 0);
     CAPTURE(r.out);
@@ -201,15 +203,16 @@ TEST_CASE("a malformed file, an unknown key or a bad value is one line naming fi
         std::string text;
         std::string line; // ":N" expected after the file name
         std::string says;
-        bool for_every_command; // not only in the [stats] table, which only stats reads
+        bool for_every_command; // not only in [command.stats], which only stats reads
     };
     const std::vector<bad> cases{
         {"broker = \"tcp://127.0.0.1:5555\"\n[stats\n", ":2", "", true},
         {"timeout-ms = 1\n\nbrokr = \"x\"\n", ":3", "unknown key 'brokr'", true},
-        {"[stats]\ntimeout-ms = 1\nretries = 2\n", ":3", "unknown key 'retries' in [stats]",
-         false},
-        {"[nope]\nx = 1\n", ":1", "unknown table [nope]", true},
-        {"[stats]\n\ntimeout-ms = \"soon\"\n", ":3", "timeout-ms", false},
+        {"[command.stats]\ntimeout-ms = 1\nretries = 2\n", ":3",
+         "unknown key 'retries' in [command.stats]", false},
+        {"[command.nope]\nx = 1\n", ":1", "unknown command 'nope'", true},
+        {"[nope]\nx = 1\n", ":1", "unknown key 'nope'", true},
+        {"[command.stats]\n\ntimeout-ms = \"soon\"\n", ":3", "timeout-ms", false},
     };
     for (const auto& c : cases) {
         CAPTURE(c.text);
