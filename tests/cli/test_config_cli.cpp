@@ -3,8 +3,9 @@
 // variables, the TOML file ($XDG_CONFIG_HOME/zmesh/config.toml or --config), their order (flag >
 // environment > file > default), the errors a bad file gets, and `zmesh config`.
 //
-// Every run has a clean environment (env -i) whose HOME and XDG_CONFIG_HOME are a private
-// scratch directory, so the user's own variables and file never take part.
+// Every run has the zmesh variables removed and HOME and XDG_CONFIG_HOME set to a private
+// scratch directory, so the user's own variables and file never take part. The rest of the
+// environment stays: the sanitizer passes of scripts/test set their options there.
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -46,12 +47,15 @@ struct sandbox {
         return path.string();
     }
 
-    /// The argv of `zmesh ARGS` with only HOME, XDG_CONFIG_HOME, PATH and @p env set.
+    /// The argv of `zmesh ARGS` without any ZMESH_ variable but @p env, in the scratch HOME.
     std::vector<std::string> argv(const std::vector<std::string>& args,
                                   const std::map<std::string, std::string>& env = {}) const {
-        std::vector<std::string> a{"/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-                                   "HOME=" + dir.path().string(),
-                                   "XDG_CONFIG_HOME=" + xdg.string()};
+        std::vector<std::string> a{"/usr/bin/env"};
+        for (const char* v : {"ZMESH_BROKER", "ZMESH_TIMEOUT_MS", "ZMESH_LOG_LEVEL",
+                              "ZMESH_CURVE_SERVER_KEY", "ZMESH_CURVE_KEY", "ZMESH_CONFIG"})
+            a.insert(a.end(), {"-u", v});
+        a.push_back("HOME=" + dir.path().string());
+        a.push_back("XDG_CONFIG_HOME=" + xdg.string());
         for (const auto& [k, v] : env) a.push_back(k + "=" + v);
         a.push_back(support::zmesh_cli());
         a.insert(a.end(), args.begin(), args.end());
