@@ -137,6 +137,9 @@ void forwarder::on_screened_frame(zmq::message_t& frame) {
     auto& held = peer->second.prefixes;
 
     if (!subscribe) {
+        // First, while topic still points into the frame (remove_holder() may send it on).
+        if (in_step) xpub_.set(zmq::sockopt::unsubscribe, topic);
+        else cut_off_subscriber(fd); // libzmq may go on sending it what it cancelled
         if (!probe) {
             // libzmq drops it from the connection's entry if it is there; so does the count.
             if (auto it = held.find(topic); it != held.end()) {
@@ -144,8 +147,6 @@ void forwarder::on_screened_frame(zmq::message_t& frame) {
                 remove_holder(topic, frame);
             }
         }
-        if (in_step) xpub_.set(zmq::sockopt::unsubscribe, topic);
-        else cut_off_subscriber(fd); // libzmq may go on sending it what it cancelled
         return;
     }
     if (!probe && held.emplace(topic).second) add_holder(topic);
@@ -193,7 +194,7 @@ void forwarder::remove_holder(std::string_view topic, zmq::message_t& frame) {
     if (it == holders_.end()) return;
     if (--it->second > 0) return;
     holders_.erase(it);
-    // The frame is a cancel (first byte 0), as XSUB takes it.
+    // The frame is a cancel (first byte 0), as XSUB takes it; sending it ends @p topic.
     cancel_upstream(frame, topic);
 }
 

@@ -272,9 +272,14 @@ TEST_CASE("a subscriber that sends a message upstream is cut off; the others' su
 
 TEST_CASE("subscribers coming and going under load leave the forwarder sound") {
     // libzmq 4.3.4 keeps a pointer to a closed connection's pipe next to its queued
-    // subscriptions; applying one of those would store a freed pointer (caught by ASan). The
-    // forwarder must skip them and still serve everyone who stays.
+    // subscriptions, and applying one of those would store a freed pointer. Subscribers that
+    // close the moment their subscription leaves make such subscriptions arrive (the forwarder
+    // logs "out of step" for each, a few per run here): the forwarder must skip them, and go on
+    // serving everyone who stays and everyone who comes. Run under ASan by scripts/test
+    // --sanitize. Whether libzmq had already freed a given pipe is a matter of timing, so this
+    // exercises the guard rather than proving the crash it prevents.
     secure_forwarder f("feed publish *\n* subscribe *\n");
+    f.config.lossless = true; // the steady subscriber reads only at the end
     f.start();
     auto feed = f.pub("feed");
     auto steady = f.sub("alice", {"load."});
@@ -283,10 +288,24 @@ TEST_CASE("subscribers coming and going under load leave the forwarder sound") {
     await_subscription(feed, "load.");
     std::atomic<bool> stop{false};
     std::thread churn([&] {
-        // Bounded: at most 300 short-lived subscribers.
+        // Bounded: at most 300 short-lived subscribers, each closed the moment its handshake
+        // is done, which is when its subscription leaves: some close while their subscriptions
+        // wait in the forwarder's queue. Their own context, so that their I/O thread is not
+        // the broker's.
+        zmq::context_t cctx;
         for (int i = 0; i < 300 && !stop; ++i) {
-            auto s = f.sub(i % 2 ? "bob" : "mallory", {"load.", "other."});
-            if (i % 3 == 0) std::this_thread::sleep_for(1ms);
+            zmq::socket_t s(cctx, zmq::socket_type::sub);
+            s.set(zmq::sockopt::linger, 0);
+            security::make_curve_client(s, f.server.public_key, f.keys.at(i % 2 ? "bob" : "mallory"));
+            const std::string events = "inproc://churn." + std::to_string(i);
+            REQUIRE(zmq_socket_monitor(s.handle(), events.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0);
+            zmq::socket_t monitor(cctx, zmq::socket_type::pair);
+            monitor.set(zmq::sockopt::linger, 0);
+            monitor.connect(events);
+            s.set(zmq::sockopt::subscribe, "load.");
+            s.set(zmq::sockopt::subscribe, "other.");
+            s.connect(f.xpub);
+            (void)support::recv_for(monitor, 1000ms);
         }
     });
     std::uint64_t sent = 0;
