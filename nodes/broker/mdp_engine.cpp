@@ -215,6 +215,10 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
                            mdp::printable_service_name(name) + "'");
             return;
         }
+        // The allowed side of the decision, at debug: one line per request is for diagnosis.
+        if (log_enabled(log_level::debug))
+            log(log_level::debug, "allowed: '%s' calls service '%s' (access list)",
+                std::string(who).c_str(), mdp::printable_service_name(name).c_str());
     }
     if (mdp::is_broker_service(name)) {
         on_internal(m, from, req, proto, std::move(tag), co);
@@ -828,6 +832,10 @@ void mdp_engine::on_ready(message& m, const codec::worker_ready& ready, codec::p
         send_command(identity, proto, mdp::worker_command::disconnect);
         return;
     }
+    if (acl_ && m.size() > 1)
+        log(log_level::info, "allowed: '%s' serves service '%s' (access list)",
+            std::string(security::user_id(m[1])).c_str(),
+            mdp::printable_service_name(name).c_str());
     const std::uint32_t credit = ready.credit;
     memory_.hold(worker_entry_cost(credit));
     note_memory();
