@@ -851,6 +851,8 @@ const std::string& worker::service() const noexcept {
     return impl_ ? impl_->service_ : none;
 }
 
+bool worker::broker_answered() const noexcept { return impl_ && impl_->open_ && impl_->heard_; }
+
 std::uint32_t worker::credit() const noexcept { return impl_ ? impl_->credit_ : 0; }
 
 worker_protocol worker::protocol() const noexcept {

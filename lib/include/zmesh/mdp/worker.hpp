@@ -453,6 +453,12 @@ class ZMESH_EXPORT worker {
     /// The service this worker registers.
     [[nodiscard]] const std::string& service() const noexcept;
 
+    /// Whether the broker has answered on the current connection: a valid HEARTBEAT or REQUEST
+    /// came since READY. False while no broker is reachable at the endpoint (or none answers), on
+    /// each new socket until the broker speaks again, and after close(). Lets a caller tell
+    /// "registered" from "still waiting" (zmesh worker warns while it waits).
+    [[nodiscard]] bool broker_answered() const noexcept;
+
     /// The credit in effect: worker_options::credit, or 1 once the worker fell back to plain
     /// MDP/0.1 because the broker did not answer ZMWC02 (0 after a move).
     [[nodiscard]] std::uint32_t credit() const noexcept;
