@@ -19,6 +19,7 @@
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/durable_client.hpp>
 #include <zmesh/mdp/protocol.hpp>
+#include <zmesh/nodes/broker.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -50,14 +51,38 @@ int print_failure(const std::string& service, std::string_view status, std::stri
     return failure;
 }
 
+/// A reply of a service the broker answers itself (mmi.*, zmesh.*) whose first frame is a
+/// status other than 200 ("404" from mmi.service for a service without workers, "501" for an
+/// unknown one, zmesh.dlq's and zmesh.lvc's errors): the frames stay on stdout, as the answer
+/// they are, and one line on stderr names the service and the status; exit 1. Replies without a
+/// status (zmesh.services, zmesh.stats: a msgpack map) pass.
+int check_broker_service_reply(const std::string& service, const message& body,
+                               const std::string& request_body) {
+    if (!mdp::is_broker_service(service) || body.empty()) return ok;
+    const auto status = view(body[0]);
+    const bool is_status =
+        status.size() == 3 &&
+        std::all_of(status.begin(), status.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!is_status || status == "200") return ok;
+    std::string reason;
+    if (service == mdp::mmi_service && status == "404")
+        reason = "(no worker serves '" + mdp::printable_service_name(request_body) + "')";
+    else if (status == "501")
+        reason = "(the broker answers no such service)";
+    else if (body.size() > 1)
+        reason = std::string(view(body[1]));
+    return print_failure(service, status, reason);
+}
+
 /// Prints a plain MDP reply one frame per line. A plain client cannot tell an error from a
 /// result by the protocol: a zmesh broker marks it with a first frame "zmesh.error" (docs/
 /// protocol.md), which goes to stderr instead.
-int print_reply(const std::string& service, const message& reply) {
+int print_reply(const std::string& service, const message& reply,
+                const std::string& request_body = {}) {
     if (reply.size() >= 2 && view(reply[0]) == mdp::error_type)
         return print_failure(service, view(reply[1]), reply.size() > 2 ? view(reply[2]) : "");
     print_frames(reply);
-    return ok;
+    return check_broker_service_reply(service, reply, request_body);
 }
 
 /// The reply's type on stderr (stdout stays the body), if it has one.
@@ -69,13 +94,14 @@ void print_type(const header& h) {
 int run_zmesh(zmq::context_t& ctx, const std::string& broker, const std::string& service,
               message&& request, const mdp::client_options& options,
               const mdp::request_options& request_options) {
+    const std::string request_body(request.empty() ? std::string_view() : view(request[0]));
     mdp::client client(ctx, broker, options);
     try {
         auto r = client.request(service, std::move(request), request_options,
                                 [](const header&, message& part) { print_frames(part); });
         print_type(r.head);
         print_frames(r.body);
-        return ok;
+        return check_broker_service_reply(service, r.body, request_body);
     } catch (const mdp::service_error& e) {
         return print_failure(service, e.status(), e.reason());
     }
@@ -195,6 +221,16 @@ int run_request(const std::vector<std::string>& args) {
     std::string why;
     if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
     if (body == "-") body.assign(std::istreambuf_iterator<char>(std::cin), {});
+    // A frame over the broker's limit (ZMQ_MAXMSGSIZE) makes the broker drop the connection
+    // without a word, and the request would only time out: refuse it here, naming both sizes.
+    // The limit is the default max_frame_size of zmesh's broker, which `zmesh broker` uses.
+    if (const auto limit = static_cast<std::size_t>(nodes::broker_config{}.max_frame_size);
+        body.size() > limit)
+        throw std::runtime_error("body of " + std::to_string(body.size()) +
+                                 " bytes is over the broker's frame limit of " +
+                                 std::to_string(limit) + " bytes (" +
+                                 std::to_string(limit >> 20) +
+                                 " MiB, zmesh broker's max_frame_size): not sent");
 
     auto curve = security_flags.load(); // before anything connects: a bad key file stops here
 
@@ -212,7 +248,8 @@ int run_request(const std::vector<std::string>& args) {
                                              .curve = std::move(curve)};
     if (plain) {
         mdp::client client(ctx, broker, client_options);
-        return print_reply(service, client.request(service, std::move(request)));
+        const std::string request_body = body;
+        return print_reply(service, client.request(service, std::move(request)), request_body);
     }
     return run_zmesh(ctx, broker, service, std::move(request), client_options,
                      {.id = id,
