@@ -42,7 +42,7 @@ struct common_setting {
     [[nodiscard]] bool applies_to(const std::string& command) const;
 };
 
-/// broker, timeout-ms, log-level, curve-server-key, curve-key.
+/// broker, timeout-ms, log-level, connect-timeout-ms, curve-server-key, curve-key.
 const std::vector<common_setting>& common_settings();
 
 /// Where a value came from.

@@ -12,7 +12,10 @@
 //
 // A service name the worker may not register is a usage error (exit 2) found before connecting;
 // a broker that refuses the registration ends the command with mdp::worker's error (exit 1),
-// which names the broker, the service and the likely reasons.
+// which names the broker, the service and the likely reasons. Waiting for a broker is a
+// worker's job, so one that does not answer is no error: the worker says which endpoint it waits
+// for, warns every --connect-timeout-ms that nothing answered, and says "serving" only once the
+// broker has answered its READY (mdp::worker::broker_answered()).
 #include "command.hpp"
 #include "config.hpp"
 #include "security_flags.hpp"
@@ -136,7 +139,7 @@ void serve_exec(mdp::worker& worker, mdp::held_request& r, const exec_settings& 
 int run_worker(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::string broker = default_broker_endpoint(), service, exec, log_level = "info";
-    int heartbeat_ms = 2500, liveness = 3;
+    int heartbeat_ms = 2500, liveness = 3, connect_timeout_ms = 5000;
     std::uint32_t credit = 1;
     po::options_description options("options");
     options.add_options()
@@ -152,6 +155,8 @@ int run_worker(const std::vector<std::string>& args) {
                    "(behind a plain MDP/0.1 broker, all of it in the one reply)")
         ("heartbeat-ms", po::value(&heartbeat_ms)->default_value(heartbeat_ms),
          "heartbeat interval; must match the broker's")
+        ("connect-timeout-ms", po::value(&connect_timeout_ms)->default_value(connect_timeout_ms),
+         "warn every N ms while no broker answers at --broker (env ZMESH_CONNECT_TIMEOUT_MS)")
         ("liveness", po::value(&liveness)->default_value(liveness),
          "missed heartbeats before the broker is taken for dead")
         ("credit", po::value(&credit)->default_value(credit),
@@ -176,6 +181,7 @@ int run_worker(const std::vector<std::string>& args) {
                           "': the name " + std::string(problem));
     if (heartbeat_ms <= 0) throw usage_error("--heartbeat-ms must be positive");
     if (liveness < 1) throw usage_error("--liveness must be at least 1");
+    if (connect_timeout_ms <= 0) throw usage_error("--connect-timeout-ms must be positive");
     if (credit < 1 || credit > mdp::max_worker_credit)
         throw usage_error("--credit must be in 1.." + std::to_string(mdp::max_worker_credit));
     if (plain && credit > 1) throw usage_error("--plain has no credit: give --credit 1 or leave it out");
@@ -197,11 +203,39 @@ int run_worker(const std::vector<std::string>& args) {
     wo.credit = credit;
     wo.protocol = plain ? mdp::worker_protocol::mdp : mdp::worker_protocol::zmesh;
     mdp::worker worker(ctx, broker, service, wo);
-    log(log_level::info, "worker: serving '%s' via %s (%s)", service.c_str(), broker.c_str(),
-        plain ? "MDP/0.1" : "ZMWC02, or MDP/0.1 if the broker does not answer it");
+    log(log_level::info, "worker: '%s': waiting for the broker at %s (%s)", service.c_str(),
+        broker.c_str(), plain ? "MDP/0.1" : "ZMWC02, or MDP/0.1 if the broker does not answer it");
     const exec_settings settings{service, exec, stream, milliseconds(heartbeat_ms / 2 + 1)};
     std::uint64_t served = 0;
+    // Whether the broker answers: "serving" once it does, a warning every connect_timeout while
+    // it does not (at start, or after it fell silent and the worker started over).
+    const milliseconds connect_timeout(connect_timeout_ms);
+    bool answered = false;
+    auto waiting_since = std::chrono::steady_clock::now();
+    auto next_warning = waiting_since + connect_timeout;
     while (!stop_requested()) {
+        const auto now = std::chrono::steady_clock::now();
+        if (worker.broker_answered() != answered) {
+            answered = !answered;
+            if (answered) {
+                log(log_level::info, "worker: serving '%s' via %s (%s)", service.c_str(),
+                    broker.c_str(),
+                    worker.protocol() == mdp::worker_protocol::zmesh ? "ZMWC02" : "MDP/0.1");
+            } else {
+                log(log_level::warn, "worker: '%s': the broker at %s fell silent; waiting for it",
+                    service.c_str(), broker.c_str());
+                waiting_since = now;
+                next_warning = now + connect_timeout;
+            }
+        } else if (!answered && now >= next_warning) {
+            const auto waited =
+                std::chrono::duration_cast<milliseconds>(now - waiting_since).count();
+            log(log_level::warn,
+                "worker: '%s': no answer from the broker at %s after %lld ms (is a broker "
+                "running there? still trying)",
+                service.c_str(), broker.c_str(), static_cast<long long>(waited));
+            next_warning = now + connect_timeout;
+        }
         std::optional<mdp::held_request> request;
         try {
             request = worker.take(milliseconds(200));

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
 // test_errors_cli.cpp — errors that name what failed (issue 14), each through the CLI with a time
 // bound and an assertion on the message: a non-200 answer of a broker service exits 1 naming the
-// service and the status, and a body over the broker's frame limit is refused before it is
-// sent.
+// service and the status; a worker with nobody at its endpoint says which endpoint it waits for
+// and warns every --connect-timeout-ms; a body over the broker's frame limit is refused before it
+// is sent; and an --exec command that ignores SIGTERM is killed on Ctrl-C and at its deadline.
 //
 // "Nobody there" is an ipc:// path in a private temp directory that nothing binds.
 #include "support/process.hpp"
@@ -36,6 +37,12 @@ std::string read_file(const std::filesystem::path& p) {
     return s.str();
 }
 
+std::size_t occurrences(const std::string& s, const std::string& part) {
+    std::size_t n = 0;
+    for (auto at = s.find(part); at != std::string::npos; at = s.find(part, at + 1)) ++n;
+    return n;
+}
+
 struct broker_process {
     child_process process;
     std::string endpoint;
@@ -47,6 +54,34 @@ struct broker_process {
         endpoint = *line;
     }
 };
+
+/// Whether process @p pid is gone (or a zombie: it runs no more either way).
+bool gone(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    if (!stat) return true;
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+/// The pid a command wrote to @p file, once it has (0 if it did not within the time).
+pid_t pid_written(const std::filesystem::path& file) {
+    pid_t pid = 0;
+    support::eventually(
+        [&] {
+            std::ifstream in(file);
+            return static_cast<bool>(in >> pid) && pid > 0;
+        },
+        5000ms);
+    return pid;
+}
+
+/// A command that ignores SIGTERM (so only SIGKILL ends it) and writes its long-running
+/// child's pid to @p pid_file.
+std::string stubborn_command(const std::filesystem::path& pid_file) {
+    return "trap '' TERM; sleep 30 & echo $! > '" + pid_file.string() + "'; wait";
+}
 
 } // namespace
 
@@ -88,6 +123,51 @@ TEST_CASE("a non-200 answer of a broker service exits 1 naming the service and t
     CHECK(services.err.empty());
 }
 
+TEST_CASE("a worker with no broker at its endpoint names it and warns every "
+          "--connect-timeout-ms") {
+    const auto nowhere = support::ipc_endpoint("no-broker");
+    support::temp_dir dir;
+    const auto log = dir.path() / "worker.err";
+    child_process worker({support::zmesh_cli(), "worker", "--broker", nowhere, "--service",
+                          "echo", "--echo", "--connect-timeout-ms", "300"},
+                         log.string());
+    CHECK(support::eventually(
+        [&] { return occurrences(read_file(log), "no answer from the broker at " + nowhere) >= 2; },
+        5000ms));
+    const auto err = read_file(log);
+    CAPTURE(err);
+    CHECK(contains(err, "waiting for the broker at " + nowhere));
+    CHECK_FALSE(contains(err, "serving"));
+    // Waiting is a worker's job: a stop signal ends it normally.
+    worker.signal(SIGINT);
+    auto code = worker.wait_for(5000ms);
+    REQUIRE(code);
+    CHECK(*code == 0);
+
+    auto bad = run_cli({"worker", "--broker", nowhere, "--service", "echo", "--echo",
+                        "--connect-timeout-ms", "0"});
+    CHECK(bad.code == 2);
+    CHECK(count_lines(bad.err) == 1);
+    CHECK(contains(bad.err, "--connect-timeout-ms"));
+}
+
+TEST_CASE("a worker says it is serving only once the broker answered") {
+    broker_process broker;
+    support::temp_dir dir;
+    const auto log = dir.path() / "worker.err";
+    child_process worker({support::zmesh_cli(), "worker", "--broker", broker.endpoint,
+                          "--service", "echo", "--echo", "--connect-timeout-ms", "300"},
+                         log.string());
+    CHECK(support::eventually(
+        [&] { return contains(read_file(log), "serving 'echo' via " + broker.endpoint); },
+        5000ms));
+    CHECK_FALSE(contains(read_file(log), "no answer"));
+    worker.signal(SIGINT);
+    auto code = worker.wait_for(5000ms);
+    REQUIRE(code);
+    CHECK(*code == 0);
+}
+
 TEST_CASE("a body over the broker's frame limit is refused before it is sent, naming both "
           "sizes") {
     const auto nowhere = support::ipc_endpoint("no-broker");
@@ -108,6 +188,49 @@ TEST_CASE("a body over the broker's frame limit is refused before it is sent, na
     CHECK(count_lines(err) == 1);
     CHECK(contains(err, "zmesh: request: body of 67108865 bytes"));
     CHECK(contains(err, "frame limit of 67108864 bytes"));
+}
+
+TEST_CASE("an --exec command that ignores SIGTERM is killed on Ctrl-C and at its deadline") {
+    broker_process broker;
+    support::temp_dir dir;
+    const auto pid_file = dir.path() / "pid";
+    const auto log = dir.path() / "worker.err";
+    child_process worker({support::zmesh_cli(), "worker", "--broker", broker.endpoint,
+                          "--service", "stubborn", "--exec", stubborn_command(pid_file)},
+                         log.string());
+    REQUIRE(support::eventually(
+        [&] { return contains(read_file(log), "serving 'stubborn'"); }, 5000ms));
+
+    SUBCASE("at the request's deadline: SIGTERM, then SIGKILL, and a 504") {
+        const auto start = std::chrono::steady_clock::now();
+        auto r = run_cli({"request", "--broker", broker.endpoint, "--service", "stubborn",
+                          "--ttl-ms", "500", "--timeout-ms", "3000", "--retries", "1", "x"},
+                         10000ms);
+        CHECK(r.code == 1);
+        CHECK(contains(r.err, "service 'stubborn' failed: 504"));
+        const pid_t pid = pid_written(pid_file);
+        REQUIRE(pid > 0);
+        CHECK(support::eventually([&] { return gone(pid); }, 2000ms));
+        CHECK(std::chrono::steady_clock::now() - start < 4s);
+        const std::string killed = "killed the command at the request's deadline";
+        CHECK(support::eventually([&] { return contains(read_file(log), killed); }, 2000ms));
+    }
+    SUBCASE("on Ctrl-C: the worker exits 0 at once and the command is gone") {
+        child_process request({support::zmesh_cli(), "request", "--broker", broker.endpoint,
+                               "--service", "stubborn", "--timeout-ms", "20000", "--retries",
+                               "1", "x"},
+                              (dir.path() / "request.err").string());
+        const pid_t pid = pid_written(pid_file);
+        REQUIRE(pid > 0);
+        const auto start = std::chrono::steady_clock::now();
+        worker.signal(SIGINT);
+        auto code = worker.wait_for(3000ms);
+        REQUIRE(code);
+        CHECK(*code == 0);
+        CHECK(std::chrono::steady_clock::now() - start < 2s);
+        CHECK(support::eventually([&] { return gone(pid); }, 2000ms));
+        CHECK(contains(read_file(log), "killed the command"));
+    }
 }
 
 } // TEST_SUITE
