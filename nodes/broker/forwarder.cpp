@@ -90,7 +90,8 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
                                 ": inproc endpoints have no CURVE; use tcp:// or ipc://");
         screening_ = true;
         acl_ = config.acl;
-        xsub_monitor_.emplace(watch_connections(ctx, xsub_, "forwarder.xsub"));
+        xsub_monitor_.emplace(watch_connections(ctx, xsub_, "forwarder.xsub",
+                                                ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED));
         xpub_monitor_.emplace(watch_connections(ctx, xpub_, "forwarder.xpub",
                                                 ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_ACCEPTED));
     }

@@ -170,11 +170,24 @@ class forwarder {
 
     // Screening by key (CURVE only: other peers have no key name). What each connection is,
     // by the descriptor libzmq reports with its messages (ZMQ_SRCFD), so that a connection can
-    // be cut off; the monitors tell when a descriptor closes, before it can be reused.
-    struct subscriber_peer {
+    // be cut off; the monitors tell when a descriptor opens and closes. A descriptor is reused
+    // at once, and a closed connection's messages may still be read after its close was
+    // reported, so an entry also holds the connection's identity: the address of its metadata's
+    // "__fd" string, unique while the metadata lives, which the entry pins with a frame of it.
+    struct peer {
         std::string key;
+        const char* identity = nullptr;
+        zmq::message_t pin; // keeps the metadata, and so the identity, alive
+    };
+    struct subscriber_peer : peer {
         std::unordered_set<std::string, topic_hash, std::equal_to<>> prefixes; // as it sent them
     };
+    /// The connection's identity (see peer), or nullptr for a peer without metadata.
+    static const char* identity_of(const zmq::message_t& frame) noexcept {
+        return zmq_msg_gets(frame.handle(), "__fd");
+    }
+    /// Makes @p p the entry of @p frame's connection if it is another one's.
+    static bool claim(peer& p, std::string_view key, zmq::message_t& frame, const char* identity);
     bool screening_ = false;
     // libzmq 4.3.4's manual XPUB applies ZMQ_SUBSCRIBE to "the last pipe", which it takes from a
     // queue that two things can make wrong (forwarder_screening.cpp): a message a subscriber
@@ -191,9 +204,10 @@ class forwarder {
     std::shared_ptr<const security::access_list> acl_; // null: everything allowed
     key_rate_limiter publish_rate_;
     std::optional<zmq::socket_t> xsub_monitor_, xpub_monitor_; // PAIR, screening only
-    std::unordered_map<int, std::string> publishers_;          // fd -> key
+    std::unordered_map<int, peer> publishers_;                 // fd -> key
     std::unordered_map<int, subscriber_peer> subscribers_;     // fd -> key, prefixes
-    int last_publisher_fd_ = -1;                               // publishers_ cache
+    std::unordered_set<int> xsub_live_, xpub_live_; // accepted and not reported closed since
+    const char* last_publisher_ = nullptr; // identity of the last publication's connection
     log_limiter acl_log_;
 
     std::atomic<std::uint64_t> forwarded_{0}, dropped_{0}, subscriptions_{0},

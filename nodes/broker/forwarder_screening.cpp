@@ -44,6 +44,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace zmesh::nodes::detail {
 
@@ -54,18 +55,18 @@ using pubsub_wire::unsubscribe_byte;
 bool forwarder::admit_publication() {
     const auto& topic_frame = in_[0];
     const auto key = security::user_id(topic_frame);
-    const int fd = zmq_msg_get(topic_frame.handle(), ZMQ_SRCFD);
-    if (fd >= 0 && (fd != last_publisher_fd_ || publishers_[fd] != key)) {
-        // A connection not seen before, or a descriptor reused since: note its key, so that
-        // cut_off_removed() finds it. Logged once per connection: the allowed side of the
-        // decisions (refusals are logged below).
+    if (const char* identity = identity_of(topic_frame); identity && identity != last_publisher_) {
+        // Another connection than the last message's: note its key, so that cut_off_removed()
+        // finds it. Logged once per connection: the allowed side of the decisions (refusals are
+        // logged below). A connection already reported closed is not noted.
+        const int fd = std::atoi(identity);
         drain_monitors();
-        if (auto [it, fresh] = publishers_.try_emplace(fd, key); fresh || it->second != key) {
-            it->second = key;
-            log(log_level::info, "forwarder: publisher '%s' connected (descriptor %d)",
-                printable(key).c_str(), fd);
+        if (xsub_live_.contains(fd)) {
+            if (claim(publishers_[fd], key, in_[0], identity))
+                log(log_level::info, "forwarder: publisher '%s' connected (descriptor %d)",
+                    printable(key).c_str(), fd);
+            last_publisher_ = identity;
         }
-        last_publisher_fd_ = fd;
     }
     if (acl_ && !acl_->allows(key, security::permission::publish, view(topic_frame))) {
         inc(publications_forbidden_);
@@ -131,10 +132,12 @@ void forwarder::on_screened_frame(zmq::message_t& frame) {
     drain_monitors();
     const bool in_step = !tainted_ && !closed_since_quiet_.contains(fd);
     const auto key = security::user_id(frame);
-    auto peer = subscribers_.find(fd);
-    if (peer == subscribers_.end() || peer->second.key != key)
-        peer = subscribers_.insert_or_assign(fd, subscriber_peer{std::string(key), {}}).first;
-    auto& held = peer->second.prefixes;
+    // What this connection holds in libzmq's table, kept per connection as libzmq keeps it: a
+    // descriptor reused by another connection gets a fresh entry, even while messages of the
+    // one before are still being read.
+    auto& entry = subscribers_[fd];
+    if (claim(entry, key, frame, identity_of(frame))) entry.prefixes.clear();
+    auto& held = entry.prefixes;
 
     if (!subscribe) {
         // First, while topic still points into the frame (remove_holder() may send it on).
@@ -183,6 +186,14 @@ void forwarder::on_screened_frame(zmq::message_t& frame) {
     subscribe_upstream(frame, topic);
 }
 
+bool forwarder::claim(peer& p, std::string_view key, zmq::message_t& frame, const char* identity) {
+    if (p.identity == identity) return false;
+    p.key.assign(key);
+    p.identity = identity;
+    p.pin.copy(frame); // shares the metadata: its reference count keeps the identity unique
+    return true;
+}
+
 void forwarder::add_holder(std::string_view topic) {
     auto it = holders_.find(topic);
     if (it == holders_.end()) it = holders_.emplace(std::string(topic), 0).first;
@@ -214,18 +225,26 @@ void forwarder::cut_off_subscriber(int fd) noexcept {
 void forwarder::drain_monitors() {
     if (xsub_monitor_)
         drain_events(*xsub_monitor_, [this](int event, int fd) {
-            if (event != ZMQ_EVENT_DISCONNECTED) return;
-            publishers_.erase(fd);
-            if (fd == last_publisher_fd_) last_publisher_fd_ = -1;
+            if (event == ZMQ_EVENT_ACCEPTED) {
+                xsub_live_.insert(fd);
+            } else if (event == ZMQ_EVENT_DISCONNECTED) {
+                xsub_live_.erase(fd);
+                if (auto it = publishers_.find(fd); it != publishers_.end()) {
+                    if (it->second.identity == last_publisher_) last_publisher_ = nullptr;
+                    publishers_.erase(it);
+                }
+            }
         });
     if (xpub_monitor_)
         drain_events(*xpub_monitor_, [this](int event, int fd) {
             if (event == ZMQ_EVENT_DISCONNECTED) {
+                xpub_live_.erase(fd);
                 subscribers_.erase(fd);
                 closed_since_quiet_.insert(fd);
                 reaccepted_since_quiet_.erase(fd);
-            } else if (event == ZMQ_EVENT_ACCEPTED && closed_since_quiet_.contains(fd)) {
-                reaccepted_since_quiet_.insert(fd);
+            } else if (event == ZMQ_EVENT_ACCEPTED) {
+                xpub_live_.insert(fd);
+                if (closed_since_quiet_.contains(fd)) reaccepted_since_quiet_.insert(fd);
             }
         });
 }
@@ -238,19 +257,19 @@ void forwarder::set_access_list(std::shared_ptr<const security::access_list> acl
     // subscriber goes, and meets the new list when it subscribes again.
     drain_monitors();
     for (auto it = subscribers_.begin(); it != subscribers_.end();) {
-        const auto& [fd, peer] = *it;
+        const auto& [fd, sp] = *it;
         const auto refused =
-            std::find_if(peer.prefixes.begin(), peer.prefixes.end(), [&](const std::string& p) {
-                return !acl_->allows(peer.key, security::permission::subscribe, p);
+            std::find_if(sp.prefixes.begin(), sp.prefixes.end(), [&](const std::string& p) {
+                return !acl_->allows(sp.key, security::permission::subscribe, p);
             });
-        if (refused == peer.prefixes.end()) {
+        if (refused == sp.prefixes.end() || !xpub_live_.contains(fd)) {
             ++it;
             continue;
         }
         inc(subscriptions_forbidden_);
         log(log_level::warn,
             "forwarder: '%s' may no longer subscribe to '%s' (access list reloaded); cut off",
-            printable(peer.key).c_str(), printable(*refused).c_str());
+            printable(sp.key).c_str(), printable(*refused).c_str());
         cut_off(fd);
         it = subscribers_.erase(it);
     }
@@ -260,10 +279,12 @@ std::size_t forwarder::cut_off_removed(const std::function<bool(std::string_view
     if (!screening_) return 0;
     drain_monitors();
     std::size_t n = 0;
-    auto sweep = [&](auto& table, const char* role, auto key_of) {
+    auto sweep = [&](auto& table, const std::unordered_set<int>& live, const char* role) {
         for (auto it = table.begin(); it != table.end();) {
-            const std::string& key = key_of(it->second);
-            if (admits(key)) {
+            const std::string& key = it->second.key;
+            // An entry of a connection that closed, noted after its close was reported, is not
+            // cut: its descriptor may be anyone's by now.
+            if (admits(key) || !live.contains(it->first)) {
                 ++it;
                 continue;
             }
@@ -274,10 +295,9 @@ std::size_t forwarder::cut_off_removed(const std::function<bool(std::string_view
             ++n;
         }
     };
-    sweep(publishers_, "publisher", [](const std::string& key) -> const std::string& { return key; });
-    sweep(subscribers_, "subscriber",
-          [](const subscriber_peer& p) -> const std::string& { return p.key; });
-    last_publisher_fd_ = -1;
+    sweep(publishers_, xsub_live_, "publisher");
+    sweep(subscribers_, xpub_live_, "subscriber");
+    last_publisher_ = nullptr;
     return n;
 }
 
