@@ -198,9 +198,14 @@ int run_pub(const std::vector<std::string>& args) {
     const auto subscriptions = static_cast<std::size_t>(wait_subscribers);
     const auto wait_end = clock::now() + milliseconds(wait_ms);
     while (!stop_requested() && !pub.wait_for_subscribers(subscriptions, milliseconds(100)))
-        if (clock::now() >= wait_end)
+        if (clock::now() >= wait_end) {
+            std::string where; // the endpoints the subscriptions would have come through
+            for (const auto& ep : connect) where += (where.empty() ? "" : ", ") + ep;
+            for (const auto& ep : pub.endpoints()) where += (where.empty() ? "" : ", ") + ep;
             throw std::runtime_error("fewer than " + std::to_string(wait_subscribers) +
-                                     " subscriptions within " + std::to_string(wait_ms) + " ms");
+                                     " subscriptions within " + std::to_string(wait_ms) +
+                                     " ms (--wait-subscribers) at " + where);
+        }
     idle_until(pub, clock::now() + milliseconds(settle_ms));
 
     const auto period = rate > 0 ? std::chrono::duration<double>(1.0 / rate)

@@ -5,7 +5,10 @@
 // Output is line-oriented so scripts can consume it: text is "topic seq latency_us payload" with
 // control bytes escaped as \xNN; json is one object per line. Gaps go to stderr. Exit status: 0
 // after --count messages or on SIGINT/SIGTERM; 1 if the subscriber fell behind --max-lag-ms, or
-// if --timeout-ms passed without a message before --count (or any message, without --count).
+// if --timeout-ms passed without a message before --count (or any message, without --count),
+// or if --ready-ms was given and no publisher or broker confirmed the subscriptions in time (the
+// line names the endpoints). Without --ready-ms, an unconfirmed wait is no error (a publisher may
+// start later, or not speak zmesh): it says once which endpoints it is waiting for, and goes on.
 //
 // CURVE has two roles here (docs/security.md). --curve-secret and --allow make a subscriber that
 // binds the CURVE server of the publishers that connect to it; the client flags make a
@@ -183,7 +186,8 @@ int run_sub(const std::vector<std::string>& args) {
          "give up when no message arrives for N ms (exit 1 unless --count, or without --count "
          "any message, was received)")
         ("ready-ms", po::value(&ready_ms)->default_value(ready_ms),
-         "wait up to N ms for a publisher or broker to confirm the subscriptions")
+         "wait up to N ms for a publisher or broker to confirm the subscriptions; given "
+         "(flag, env or file), no confirmation in time is an error (exit 1) naming the endpoints")
         ("hwm", po::value(&hwm)->default_value(hwm), "messages queued per publisher");
     client_security_flags security_flags;
     security_flags.add_to(options);
@@ -287,10 +291,27 @@ int run_sub(const std::vector<std::string>& args) {
                      static_cast<unsigned long long>(g.got),
                      static_cast<unsigned long long>(g.missed()));
     });
-    // Not being confirmed is no error: the publisher may start later, or not speak zmesh. The
-    // SUB socket subscribes on every connection anyway. With --snapshot-from, recv() goes on
-    // trying (the snapshot needs a confirmed subscription first).
-    static_cast<void>(sub.wait_ready(milliseconds(ready_ms)));
+    // By default, not being confirmed is no error: the publisher may start later, or not speak
+    // zmesh. The SUB socket subscribes on every connection anyway. With --snapshot-from, recv()
+    // goes on trying (the snapshot needs a confirmed subscription first). An explicit --ready-ms
+    // asks for the confirmation: without it the subscriber cannot do its job.
+    if (!sub.wait_ready(milliseconds(ready_ms)) && ready_ms > 0 && !stop_requested()) {
+        std::string where;
+        for (const auto& ep : connect) where += (where.empty() ? "" : ", ") + ep;
+        for (const auto& ep : bind)
+            where += std::string(where.empty() ? "" : ", ") + "publishers connecting to " + ep;
+        if (!vm["ready-ms"].defaulted()) {
+            std::fprintf(stderr,
+                         "zmesh: sub: no publisher or broker confirmed the subscriptions within "
+                         "%d ms (--ready-ms); waited for %s\n",
+                         ready_ms, where.c_str());
+            return failure;
+        }
+        std::fprintf(stderr,
+                     "zmesh: sub: waiting for %s: nothing confirmed the subscriptions within "
+                     "%d ms (still listening)\n",
+                     where.c_str(), ready_ms);
+    }
 
     const milliseconds idle_limit(timeout_ms); // 0: wait for ever
     auto idle_deadline = clock::now() + idle_limit;

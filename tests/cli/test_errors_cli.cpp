@@ -2,8 +2,10 @@
 // test_errors_cli.cpp — errors that name what failed (issue 14), each through the CLI with a time
 // bound and an assertion on the message: a non-200 answer of a broker service exits 1 naming the
 // service and the status; a worker with nobody at its endpoint says which endpoint it waits for
-// and warns every --connect-timeout-ms; a body over the broker's frame limit is refused before it
-// is sent; and an --exec command that ignores SIGTERM is killed on Ctrl-C and at its deadline.
+// and warns every --connect-timeout-ms; a subscriber whose --ready-ms passes unconfirmed exits 1
+// naming its endpoint, and so does a publisher whose --wait-subscribers passes; a body over the
+// broker's frame limit is refused before it is sent; and an --exec command that ignores SIGTERM
+// is killed on Ctrl-C and at its deadline.
 //
 // "Nobody there" is an ipc:// path in a private temp directory that nothing binds.
 #include "support/process.hpp"
@@ -166,6 +168,44 @@ TEST_CASE("a worker says it is serving only once the broker answered") {
     auto code = worker.wait_for(5000ms);
     REQUIRE(code);
     CHECK(*code == 0);
+}
+
+TEST_CASE("a subscriber whose --ready-ms passes unconfirmed exits 1 naming the endpoint") {
+    const auto nowhere = support::ipc_endpoint("no-publisher");
+    const auto start = std::chrono::steady_clock::now();
+    auto r = run_cli({"sub", "--connect", nowhere, "--topic", "t", "--ready-ms", "300"}, 10000ms);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+    CHECK(r.code == 1);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(contains(r.err, "zmesh: sub: "));
+    CHECK(contains(r.err, nowhere));
+    CHECK(contains(r.err, "300 ms"));
+}
+
+TEST_CASE("a subscriber without --ready-ms says once which endpoint it waits for, and waits") {
+    const auto nowhere = support::ipc_endpoint("no-publisher");
+    support::temp_dir dir;
+    const auto log = dir.path() / "sub.err";
+    child_process sub({support::zmesh_cli(), "sub", "--connect", nowhere, "--topic", "t"},
+                      log.string());
+    CHECK(support::eventually([&] { return contains(read_file(log), "waiting for " + nowhere); },
+                              8000ms));
+    CHECK(count_lines(read_file(log)) == 1);
+    sub.signal(SIGINT);
+    auto code = sub.wait_for(5000ms);
+    REQUIRE(code);
+    CHECK(*code == 0);
+}
+
+TEST_CASE("a publisher whose --wait-subscribers passes exits 1 naming the endpoint") {
+    const auto nowhere = support::ipc_endpoint("no-forwarder");
+    auto r = run_cli({"pub", "--connect", nowhere, "--topic", "t", "--wait-subscribers", "1",
+                      "--wait-ms", "300", "hello"},
+                     10000ms);
+    CHECK(r.code == 1);
+    CHECK(count_lines(r.err) == 1);
+    CHECK(contains(r.err, "zmesh: pub: fewer than 1 subscriptions within 300 ms"));
+    CHECK(contains(r.err, nowhere));
 }
 
 TEST_CASE("a body over the broker's frame limit is refused before it is sent, naming both "
