@@ -50,7 +50,7 @@ struct row {
 int run_config(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::string broker = default_broker_endpoint(), log_level = "info", server_key, key;
-    int timeout_ms = 2500;
+    int timeout_ms = 2500, connect_timeout_ms = 5000;
     bool json = false;
     po::options_description options("options");
     options.add_options()
@@ -59,6 +59,9 @@ int run_config(const std::vector<std::string>& args) {
          "wait for a reply, in ms (env ZMESH_TIMEOUT_MS)")
         ("log-level", po::value(&log_level)->default_value(log_level),
          "error, warn, info or debug (env ZMESH_LOG_LEVEL)")
+        ("connect-timeout-ms", po::value(&connect_timeout_ms)->default_value(connect_timeout_ms),
+         "how long a command that connects waits before it says nothing answered, in ms (env "
+         "ZMESH_CONNECT_TIMEOUT_MS)")
         ("curve-server-key", po::value(&server_key),
          "the server's public certificate (env ZMESH_CURVE_SERVER_KEY)")
         ("curve-key", po::value(&key), "this client's own certificate (env ZMESH_CURVE_KEY)")
@@ -85,6 +88,7 @@ int run_config(const std::vector<std::string>& args) {
     add("broker", broker);
     add("timeout-ms", std::to_string(timeout_ms));
     add("log-level", log_level);
+    add("connect-timeout-ms", std::to_string(connect_timeout_ms));
     auto given = [&](const char* name, const std::string& value) {
         return vm.count(name) ? std::optional(value) : std::nullopt;
     };
@@ -97,7 +101,7 @@ int run_config(const std::vector<std::string>& args) {
             if (out.size() > 1) out += ",";
             out += json_string(r.name) + ":{\"value\":";
             if (!r.value) out += "null";
-            else if (r.name == "timeout-ms") out += *r.value;
+            else if (r.name == "timeout-ms" || r.name == "connect-timeout-ms") out += *r.value;
             else out += json_string(*r.value);
             out += ",\"source\":" + json_string(r.source) + "}";
         }
@@ -105,7 +109,7 @@ int run_config(const std::vector<std::string>& args) {
         return ok;
     }
     for (const auto& r : rows)
-        std::printf("%-17s %-32s %s\n", r.name.c_str(),
+        std::printf("%-18s %-32s %s\n", r.name.c_str(),
                     r.value ? printable(*r.value).c_str() : "(none)", r.source.c_str());
     return ok;
 }

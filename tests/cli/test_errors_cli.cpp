@@ -153,6 +153,35 @@ TEST_CASE("a worker with no broker at its endpoint names it and warns every "
     CHECK(contains(bad.err, "--connect-timeout-ms"));
 }
 
+TEST_CASE("ZMESH_CONNECT_TIMEOUT_MS sets the worker's interval, and zmesh config shows it") {
+    const auto nowhere = support::ipc_endpoint("no-broker");
+    support::temp_dir dir;
+    const auto log = dir.path() / "worker.err";
+    // exec: the signal below reaches the worker itself, not a shell.
+    child_process worker({"/bin/sh", "-c",
+                          "ZMESH_CONNECT_TIMEOUT_MS=300 exec '" + support::zmesh_cli() +
+                              "' worker --broker '" + nowhere + "' --service echo --echo"},
+                         log.string());
+    // Well before the default 5000 ms.
+    CHECK(support::eventually(
+        [&] { return contains(read_file(log), "no answer from the broker at " + nowhere); },
+        3000ms));
+    worker.signal(SIGINT);
+    auto code = worker.wait_for(5000ms);
+    REQUIRE(code);
+    CHECK(*code == 0);
+
+    child_process config({"/bin/sh", "-c",
+                          "ZMESH_CONNECT_TIMEOUT_MS=300 exec '" + support::zmesh_cli() +
+                              "' config"});
+    std::string shown;
+    while (auto line = config.read_line(5000ms))
+        if (line->rfind("connect-timeout-ms ", 0) == 0) shown = *line;
+    CHECK(contains(shown, "300"));
+    CHECK(contains(shown, "env ZMESH_CONNECT_TIMEOUT_MS"));
+    CHECK(config.wait_for(5000ms) == 0);
+}
+
 TEST_CASE("a worker says it is serving only once the broker answered") {
     broker_process broker;
     support::temp_dir dir;
