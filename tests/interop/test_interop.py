@@ -327,9 +327,14 @@ def scenario_zmesh_zmesh(env):
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:  # registration seen through our own client only
         r = env.zmesh_request("mmi.service", "cpp.echo")
-        check(r.returncode == 0, "mmi.service via zmesh request failed: %r" % r.stderr)
         if r.stdout == b"200\n":
+            check(r.returncode == 0, "mmi.service 200 via zmesh request exited %d: %r"
+                  % (r.returncode, r.stderr))
             break
+        # Not registered yet: 404 on stdout, and exit 1 with a line naming the status.
+        check(r.stdout == b"404\n" and r.returncode == 1 and b"404" in r.stderr,
+              "mmi.service via zmesh request failed: rc=%d %r %r"
+              % (r.returncode, r.stdout, r.stderr))
         check(time.monotonic() < deadline, "zmesh worker not registered: mmi says %r" % r.stdout)
         time.sleep(0.02)
     cases = [("hello", None, ["hello", ""]),
