@@ -257,7 +257,9 @@ void forwarder::set_access_list(std::shared_ptr<const security::access_list> acl
     // subscriber goes, and meets the new list when it subscribes again.
     drain_monitors();
     for (auto it = subscribers_.begin(); it != subscribers_.end();) {
-        const auto& [fd, sp] = *it;
+        // Not a structured binding: clang (the fuzz build) will not capture one in a lambda.
+        const int fd = it->first;
+        const subscriber_peer& sp = it->second;
         const auto refused =
             std::find_if(sp.prefixes.begin(), sp.prefixes.end(), [&](const std::string& p) {
                 return !acl_->allows(sp.key, security::permission::subscribe, p);
