@@ -211,8 +211,10 @@ def scenario_dlq_replay(env):
     env.start_broker()
     count = env.path("count")
     msg_id = "0123456789abcdef0123456789abcdef"
-    r = env.request("billing", "--id", msg_id, "--timeout-ms", "300", "--retries", "1",
-                    "--type", "invoice", "charge 42")
+    # The broker expires it at its TTL, well inside the client's wait, so its 504 arrives in
+    # time even on a loaded machine (with TTL = timeout the two race, within a 200 ms grace).
+    r = env.request("billing", "--id", msg_id, "--ttl-ms", "300", "--timeout-ms", "3000",
+                    "--retries", "1", "--type", "invoice", "charge 42")
     check(r.returncode != 0, "zmesh request succeeded with no worker")
     check("504" in text(r.stderr), "the error does not say 504: %s" % text(r.stderr))
     listed = env.cli("dlq", "list", "--broker", env.broker.endpoint)
