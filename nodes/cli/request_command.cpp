@@ -22,11 +22,14 @@
 #include <zmesh/nodes/broker.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <iterator>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 namespace zmesh::cli {
 
@@ -220,17 +223,32 @@ int run_request(const std::vector<std::string>& args) {
     std::error_code ec;
     std::string why;
     if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
-    if (body == "-") body.assign(std::istreambuf_iterator<char>(std::cin), {});
     // A frame over the broker's limit (ZMQ_MAXMSGSIZE) makes the broker drop the connection
     // without a word, and the request would only time out: refuse it here, naming both sizes.
     // The limit is the default max_frame_size of zmesh's broker, which `zmesh broker` uses.
-    if (const auto limit = static_cast<std::size_t>(nodes::broker_config{}.max_frame_size);
-        body.size() > limit)
-        throw std::runtime_error("body of " + std::to_string(body.size()) +
-                                 " bytes is over the broker's frame limit of " +
-                                 std::to_string(limit) + " bytes (" +
-                                 std::to_string(limit >> 20) +
-                                 " MiB, zmesh broker's max_frame_size): not sent");
+    const auto limit = static_cast<std::size_t>(nodes::broker_config{}.max_frame_size);
+    const auto over_limit = [limit](const std::string &size) {
+        return std::runtime_error("body of " + size + " bytes is over the broker's frame limit of " +
+                                  std::to_string(limit) + " bytes (" +
+                                  std::to_string(limit >> 20) +
+                                  " MiB, zmesh broker's max_frame_size): not sent");
+    };
+    if (body == "-") {
+        // Read stdin in large blocks and stop one byte past the limit: an endless or huge
+        // stream is refused at once, without holding more than the limit in memory.
+        body.clear();
+        std::vector<char> block(1 << 16);
+        while (body.size() <= limit) {
+            const auto got = std::fread(block.data(), 1, block.size(), stdin);
+            if (got == 0) break;
+            body.append(block.data(), got);
+        }
+        if (std::ferror(stdin))
+            throw std::runtime_error("cannot read the body from stdin: " +
+                                     std::string(std::strerror(errno)));
+        if (body.size() > limit) throw over_limit("more than " + std::to_string(limit));
+    }
+    if (body.size() > limit) throw over_limit(std::to_string(body.size()));
 
     auto curve = security_flags.load(); // before anything connects: a bad key file stops here
 

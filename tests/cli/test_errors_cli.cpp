@@ -249,14 +249,31 @@ TEST_CASE("a body over the broker's frame limit is refused before it is sent, na
                                "' request --broker '" + nowhere +
                                "' --service echo --timeout-ms 30000 --retries 1 -"},
                           log.string());
-    auto code = request.wait_for(10000ms);
+    auto code = request.wait_for(20000ms);
     REQUIRE(code);
     CHECK(*code == 1);
     const auto err = read_file(log);
     CAPTURE(err);
     CHECK(count_lines(err) == 1);
-    CHECK(contains(err, "zmesh: request: body of 67108865 bytes"));
+    CHECK(contains(err, "zmesh: request: body of more than 67108864 bytes"));
     CHECK(contains(err, "frame limit of 67108864 bytes"));
+}
+
+TEST_CASE("an endless body on stdin is refused once it passes the frame limit") {
+    const auto nowhere = support::ipc_endpoint("no-broker");
+    support::temp_dir dir;
+    const auto log = dir.path() / "request.err";
+    // cat never ends by itself: the request must stop reading one byte past the limit.
+    child_process request({"/bin/sh", "-c",
+                           "cat /dev/zero | '" + support::zmesh_cli() + "' request --broker '" +
+                               nowhere + "' --service echo --timeout-ms 30000 --retries 1 -"},
+                          log.string());
+    auto code = request.wait_for(20000ms);
+    REQUIRE(code);
+    CHECK(*code == 1);
+    const auto err = read_file(log);
+    CAPTURE(err);
+    CHECK(contains(err, "body of more than 67108864 bytes"));
 }
 
 TEST_CASE("an --exec command that ignores SIGTERM is killed on Ctrl-C and at its deadline") {
