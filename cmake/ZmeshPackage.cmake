@@ -1,4 +1,4 @@
-# Install the export set (zmesh::zmesh and zmesh::nodes), the package config and zmesh.pc.
+# Install the export set (zmesh::zmesh, zmesh::patterns and zmesh::nodes), the package config and zmesh.pc.
 # Included from the top level once every exported target exists.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
