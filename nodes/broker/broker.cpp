@@ -10,6 +10,7 @@
 #include "client_handles.hpp"
 #include "directory.hpp"
 #include "forwarder.hpp"
+#include "ha_pair.hpp"
 #include "mdp_engine.hpp"
 #include "socket_monitor.hpp"
 
@@ -102,6 +103,7 @@ class broker::impl {
         // descriptor their messages came on: a killed worker's requests move on within
         // milliseconds instead of after heartbeat × liveness.
         engine_.set_disconnect_sync([this] { drain_monitor(); });
+        if (config_.ha_role) ha_.emplace(ctx, config_, reactor::clock::now());
         if (pubsub) {
             forwarder_.emplace(ctx, config_);
             endpoints_.push_back(forwarder_->xsub_endpoint());
@@ -129,6 +131,7 @@ class broker::impl {
         });
         engine_.add_stats_source([this](broker_stats& s) {
             if (forwarder_) forwarder_->fill(s);
+            if (ha_) ha_->fill(s);
             s.directory_entries = directory_.entries();
             if (zap_) {
                 const auto z = zap_->stats();
@@ -159,7 +162,9 @@ class broker::impl {
             // Drain what is ready, but bounded, so timers still run under a flood.
             for (int i = 0; i < 1000 && in_.recv(s, zmq::recv_flags::dontwait); ++i) {
                 if (zap_) note_user();
-                engine_.on_message(in_, reactor::clock::now());
+                const auto now = reactor::clock::now();
+                if (ha_ && !ha_->admit(in_, router_out_, now)) continue;
+                engine_.on_message(in_, now);
             }
             arm_expiry();
         });
@@ -184,6 +189,13 @@ class broker::impl {
             arm_expiry();
         });
         if (forwarder_) forwarder_->attach(reactor_);
+        if (ha_)
+            ha_->attach(reactor_, [this](std::string_view why) {
+                // The guide's answer to dual actives or passives: stop, and let an operator look.
+                ha_fatal_ = std::string(why);
+                ha_->detach();
+                reactor_.stop();
+            });
         auto tick = reactor_.add_repeating_timer(config_.heartbeat_interval, [this] {
             const auto now = reactor::clock::now();
             engine_.on_tick(now);
@@ -204,6 +216,8 @@ class broker::impl {
             throw;
         }
         finish(tick, expiry);
+        if (!ha_fatal_.empty())
+            throw error(errc::protocol_violation, "Binary Star: " + ha_fatal_ + "; broker stopped");
     }
 
     /// Hands every pending disconnect event to the engine.
@@ -300,6 +314,7 @@ class broker::impl {
         reactor_.remove(monitor_);
         reactor_.remove(router_);
         if (forwarder_) forwarder_->detach();
+        if (ha_) ha_->detach();
         engine_.disconnect_all();
         // Give the DISCONNECTs a moment to leave when the socket closes; linger 0 would drop them.
         router_.set(zmq::sockopt::linger, 500);
@@ -348,6 +363,8 @@ class broker::impl {
     detail::mdp_engine engine_;
     std::optional<detail::forwarder> forwarder_; // only if XSUB/XPUB endpoints are configured
     detail::directory directory_;
+    std::optional<detail::ha_pair> ha_; // only in a Binary Star pair
+    std::string ha_fatal_;              // why the pair stopped this broker
     reactor reactor_;
     message in_;                      // reused for every incoming message
     std::optional<reactor::timer_id> expiry_timer_; // at the engine's next deadline
@@ -365,6 +382,8 @@ broker::broker(zmq::context_t& ctx, broker_config config)
 broker::~broker() { stop(); }
 
 std::vector<std::string> broker::endpoints() const { return impl_->endpoints_; }
+
+std::string broker::ha_endpoint() const { return impl_->ha_ ? impl_->ha_->endpoint() : std::string(); }
 
 void broker::run(bool handle_signals) { impl_->run(handle_signals); }
 

@@ -553,6 +553,12 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
             {"publications_forbidden", st.publications_forbidden},
             {"subscriptions_forbidden", st.subscriptions_forbidden},
             {"publications_throttled", st.publications_throttled},
+            {"ha_state", st.ha_state},
+            {"ha_changes", st.ha_changes},
+            {"ha_clients_dropped", st.ha_clients_dropped},
+            {"ha_workers_refused", st.ha_workers_refused},
+            {"ha_peer_updates", st.ha_peer_updates},
+            {"ha_malformed", st.ha_malformed},
         };
         msgpack::sbuffer buf;
         msgpack::packer<msgpack::sbuffer> pk(buf);

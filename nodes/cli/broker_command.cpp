@@ -32,6 +32,7 @@ int run_broker(const std::vector<std::string>& args) {
     const std::string default_xpub = "tcp://127.0.0.1:5557";
     bool pubsub = false;
     std::size_t lvc_max_topics = cfg.lvc_max_topics;
+    std::string ha_role;
     po::options_description options("options");
     options.add_options()
         ("mdp", po::value(&cfg.mdp_endpoint)->default_value(cfg.mdp_endpoint),
@@ -91,6 +92,11 @@ int run_broker(const std::vector<std::string>& args) {
         ("max-directory-entries",
          po::value(&cfg.max_directory_entries)->default_value(cfg.max_directory_entries),
          "registrations the zmesh.directory service holds at most")
+        ("ha", po::value(&ha_role),
+         "Binary Star: primary or backup of a high-availability pair (needs --ha-bind and "
+         "--ha-peer; docs/patterns/binary_star.md)")
+        ("ha-bind", po::value(&cfg.ha_bind), "Binary Star: endpoint where this broker announces its state")
+        ("ha-peer", po::value(&cfg.ha_peer), "Binary Star: the peer's --ha-bind endpoint")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
     server_security_flags security_flags;
     security_flags.add_to(options);
@@ -142,6 +148,16 @@ int run_broker(const std::vector<std::string>& args) {
     if (cfg.max_subscriptions == 0) throw usage_error("--max-subscriptions must be positive");
     if (cfg.max_directory_entries == 0)
         throw usage_error("--max-directory-entries must be positive");
+    if (vm.count("ha") || vm.count("ha-bind") || vm.count("ha-peer")) {
+        cfg.ha_role = patterns::binary_star::parse_role(ha_role);
+        if (!cfg.ha_role) throw usage_error("invalid --ha '" + ha_role + "': give primary or backup");
+        if (cfg.ha_bind.empty() || cfg.ha_peer.empty())
+            throw usage_error("--ha needs --ha-bind and --ha-peer");
+        for (const auto& [flag, ep] : {std::pair{"--ha-bind", &cfg.ha_bind},
+                                       std::pair{"--ha-peer", &cfg.ha_peer}})
+            if (!parse_endpoint(*ep, ec, &why))
+                throw usage_error(std::string("invalid ") + flag + " '" + *ep + "': " + why);
+    }
     cfg.lvc_max_topics = lvc_max_topics;
     set_log_level(*level);
     cfg.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
@@ -175,8 +191,9 @@ int run_broker(const std::vector<std::string>& args) {
             cfg.access.keys.size(), security_flags.allow_dir.c_str(),
             cfg.acl ? ", access list " : "", security_flags.acl_file.c_str());
     // One line per bound endpoint, so a script can read ephemeral ports: MDP, then XSUB and
-    // XPUB if the forwarder runs.
+    // XPUB if the forwarder runs, then the HA endpoint of a Binary Star broker.
     for (const auto& ep : broker.endpoints()) std::printf("%s\n", ep.c_str());
+    if (cfg.ha_role) std::printf("%s\n", broker.ha_endpoint().c_str());
     std::fflush(stdout);
     broker.run(true);
     return ok;

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/patterns/binary_star.hpp>
 #include <zmesh/security/acl.hpp>
 #include <zmesh/security/zap.hpp>
 
@@ -138,6 +139,18 @@ struct broker_config {
     /// What each admitted key may do (security/acl.hpp), by its name; null: everything. Needs
     /// curve (without it no peer has a name).
     std::shared_ptr<const security::access_list> acl;
+
+    // Binary Star (docs/patterns/binary_star.md): two brokers, a primary and a backup, of which
+    // one at a time serves. They tell each other their state every heartbeat_interval over the
+    // HA link; the passive one takes over when the active has been silent for two heartbeats
+    // and a client asks it for service. Unset: a broker on its own.
+    /// This broker's role in the pair.
+    std::optional<patterns::binary_star::role> ha_role{};
+    /// Where this broker announces its state (a PUB socket); tcp://127.0.0.1:* picks a port
+    /// (see ha_endpoint()).
+    std::string ha_bind{};
+    /// The peer's ha_bind endpoint.
+    std::string ha_peer{};
 };
 
 /// Counters, read with stats(). All are totals since start.
@@ -200,6 +213,15 @@ struct broker_stats {
     std::uint64_t subscriptions_forbidden = 0;
     /// Publications dropped because their key was over max_key_publish_rate.
     std::uint64_t publications_throttled = 0;
+
+    // Binary Star (all 0 when the broker runs alone).
+    /// The broker's state: 1 primary, 2 backup (waiting for the peer), 3 active, 4 passive.
+    std::uint64_t ha_state = 0;
+    std::uint64_t ha_changes = 0;         ///< state changes
+    std::uint64_t ha_clients_dropped = 0; ///< client requests dropped while not active
+    std::uint64_t ha_workers_refused = 0; ///< worker commands answered DISCONNECT while not active
+    std::uint64_t ha_peer_updates = 0;    ///< states heard from the peer
+    std::uint64_t ha_malformed = 0;       ///< malformed messages on the HA link
 };
 
 /// The broker node.
@@ -234,6 +256,9 @@ class ZMESH_EXPORT broker {
     /// The endpoints actually bound (ephemeral ports resolved): MDP, then, if the forwarder
     /// runs, XSUB and XPUB.
     [[nodiscard]] std::vector<std::string> endpoints() const;
+
+    /// Binary Star: the HA endpoint actually bound; empty for a broker on its own.
+    [[nodiscard]] std::string ha_endpoint() const;
 
     /// Runs the loop on the calling thread until stop() or, if @p handle_signals, SIGINT/SIGTERM.
     /// On the way out every known worker gets DISCONNECT.

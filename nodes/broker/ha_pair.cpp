@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: MPL-2.0
+// ha_pair.cpp — the HA link of a Binary Star pair and the screening of MDP traffic by its state.
+//
+// The link carries one kind of message, this broker's state, as two frames: "ZMBS01" and one
+// byte (1 primary, 2 backup, 3 active, 4 passive). PUB/SUB, as in the guide: a state announced
+// while the peer is not connected is lost, and the next heartbeat's replaces it. Anything else
+// arriving on the SUB is counted (ha_malformed) and dropped.
+#include "ha_pair.hpp"
+
+#include "mdp_engine.hpp"
+
+#include <zmesh/endpoint.hpp>
+#include <zmesh/error.hpp>
+#include <zmesh/log.hpp>
+#include <zmesh/mdp/protocol.hpp>
+
+#include <string_view>
+
+namespace zmesh::nodes::detail {
+
+namespace bs = patterns::binary_star;
+
+namespace {
+
+constexpr std::string_view link_protocol = "ZMBS01";
+
+std::uint8_t state_byte(bs::state s) noexcept {
+    switch (s) {
+    case bs::state::primary: return 1;
+    case bs::state::backup: return 2;
+    case bs::state::active: return 3;
+    case bs::state::passive: return 4;
+    }
+    return 0;
+}
+
+std::optional<bs::state> byte_state(std::uint8_t b) noexcept {
+    switch (b) {
+    case 1: return bs::state::primary;
+    case 2: return bs::state::backup;
+    case 3: return bs::state::active;
+    case 4: return bs::state::passive;
+    default: return std::nullopt;
+    }
+}
+
+/// What a ROUTER message is, by its protocol frame.
+struct kind {
+    bool client = false;
+    bool worker = false;
+    bool v1 = false;              // the …01 protocols: an empty delimiter before the protocol
+    std::string_view protocol;
+    std::string_view service;     // clients
+    std::uint8_t command = 0;     // workers (and …02 clients)
+};
+
+kind classify(const message& m) noexcept {
+    kind k;
+    if (m.size() < 3) return k;
+    std::size_t i = 1;
+    if (m[1].size() == 0) {
+        k.v1 = true;
+        i = 2;
+    }
+    k.protocol = view(m[i]);
+    const bool client_v1 = k.protocol == mdp::client_v1 || k.protocol == mdp::client_tagged_v1;
+    const bool client_v2 = k.protocol == mdp::client_v2 || k.protocol == mdp::client_header_v2;
+    const bool worker_any = k.protocol == mdp::worker_v1 || k.protocol == mdp::worker_credit_v1 ||
+                            k.protocol == mdp::worker_v2 || k.protocol == mdp::worker_header_v2;
+    if (client_v1 && k.v1 && m.size() > i + 1) {
+        k.client = true;
+        k.service = view(m[i + 1]);
+    } else if (client_v2 && !k.v1 && m.size() > i + 2) {
+        k.client = true;
+        k.service = view(m[i + 2]);
+    } else if (worker_any && m.size() > i + 1 && m[i + 1].size() == 1) {
+        k.worker = true;
+        k.command = static_cast<const std::uint8_t*>(m[i + 1].data())[0];
+    }
+    return k;
+}
+
+} // namespace
+
+ha_pair::ha_pair(zmq::context_t& ctx, const broker_config& config, reactor::clock::time_point now)
+    : machine_(*config.ha_role, config.heartbeat_interval, now), pub_(ctx, zmq::socket_type::pub),
+      sub_(ctx, zmq::socket_type::sub), heartbeat_(config.heartbeat_interval) {
+    if (config.ha_bind.empty() || config.ha_peer.empty())
+        throw error(errc::invalid_argument,
+                    "a Binary Star broker needs both its HA endpoint and its peer's");
+    pub_.set(zmq::sockopt::linger, 0);
+    sub_.set(zmq::sockopt::linger, 0);
+    // A state is worth one heartbeat: never queue more than a few of them for a slow peer.
+    pub_.set(zmq::sockopt::sndhwm, 16);
+    sub_.set(zmq::sockopt::rcvhwm, 16);
+    sub_.set(zmq::sockopt::maxmsgsize, std::int64_t{64});
+    sub_.set(zmq::sockopt::subscribe, "");
+    // Reconnect fast: the link is how the pair knows each other, and a peer that restarted
+    // should be heard within a heartbeat.
+    sub_.set(zmq::sockopt::reconnect_ivl, 100);
+    sub_.set(zmq::sockopt::reconnect_ivl_max, 1000);
+    endpoint_ = zmesh::bind(pub_, config.ha_bind);
+    sub_.connect(config.ha_peer);
+    state_.store(state_byte(machine_.current()), std::memory_order_relaxed);
+}
+
+void ha_pair::attach(reactor& r, std::function<void(std::string_view why)> on_fatal) {
+    reactor_ = &r;
+    on_fatal_ = std::move(on_fatal);
+    r.add(sub_, [this](zmq::socket_ref) { on_peer(reactor::clock::now()); });
+    beat_ = r.add_repeating_timer(heartbeat_, [this] { announce(); });
+    log(log_level::info, "broker: Binary Star %s, HA link on %s, state %s",
+        std::string(bs::to_string(machine_.configured_role())).c_str(), endpoint_.c_str(),
+        std::string(bs::to_string(machine_.current())).c_str());
+    announce();
+}
+
+void ha_pair::detach() noexcept {
+    if (!reactor_) return;
+    if (beat_) reactor_->cancel(*beat_);
+    beat_.reset();
+    reactor_->remove(sub_);
+    reactor_ = nullptr;
+}
+
+void ha_pair::announce() {
+    message m;
+    m.push_back(link_protocol);
+    const std::uint8_t b = state_byte(machine_.current());
+    m.push_back(zmq::message_t(&b, 1));
+    (void)m.send(pub_, zmq::send_flags::dontwait); // a full pipe: the next heartbeat will do
+}
+
+void ha_pair::on_peer(reactor::clock::time_point now) {
+    for (int i = 0; i < 100 && in_.recv(sub_, zmq::recv_flags::dontwait); ++i) {
+        std::optional<bs::state> peer;
+        if (in_.size() == 2 && view(in_[0]) == link_protocol && in_[1].size() == 1)
+            peer = byte_state(static_cast<const std::uint8_t*>(in_[1].data())[0]);
+        if (!peer) {
+            malformed_.fetch_add(1, std::memory_order_relaxed);
+            log(log_level::warn, "broker: HA link: dropped a malformed state message");
+            continue;
+        }
+        peer_updates_.fetch_add(1, std::memory_order_relaxed);
+        const auto e = bs::peer_event(*peer);
+        apply(machine_.on_event(e, now), e);
+        if (!reactor_) return; // fatal: detached
+    }
+}
+
+void ha_pair::apply(const bs::outcome& o, bs::event e) {
+    if (o.fatal) {
+        log(log_level::error, "broker: Binary Star fatal error in state %s on %s: %s",
+            std::string(bs::to_string(o.from)).c_str(), std::string(bs::to_string(e)).c_str(),
+            std::string(o.reason).c_str());
+        if (on_fatal_) on_fatal_(o.reason);
+        return;
+    }
+    if (!o.changed()) return;
+    changes_.fetch_add(1, std::memory_order_relaxed);
+    state_.store(state_byte(o.to), std::memory_order_relaxed);
+    log(log_level::info, "broker: Binary Star %s -> %s on %s: %s",
+        std::string(bs::to_string(o.from)).c_str(), std::string(bs::to_string(o.to)).c_str(),
+        std::string(bs::to_string(e)).c_str(), std::string(o.reason).c_str());
+    announce(); // the peer should know at once, not at the next heartbeat
+}
+
+bool ha_pair::admit(const message& m, outbox& out, reactor::clock::time_point now) {
+    if (machine_.serving()) return true;
+    const kind k = classify(m);
+    if (k.worker) {
+        const std::uint8_t disconnect = k.protocol == mdp::worker_v2 || k.protocol == mdp::worker_header_v2
+                                            ? std::uint8_t{0x06}
+                                            : std::uint8_t{0x05};
+        if (k.command == disconnect) return false; // it is leaving anyway
+        // Not active: this broker has no workers. DISCONNECT sends the worker to the next broker.
+        disconnect_.clear();
+        disconnect_.push_back(zmq::message_t(m[0].data(), m[0].size()));
+        if (k.v1) disconnect_.push_back(std::string_view());
+        disconnect_.push_back(k.protocol);
+        disconnect_.push_back(zmq::message_t(&disconnect, 1));
+        (void)out.send(disconnect_);
+        disconnect_.clear();
+        workers_refused_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+    if (!k.client) return true; // malformed: the engine counts it
+    // The broker's own statistics answer in any state, and asking for them is no request for
+    // service: `zmesh stats` must be able to look at a passive broker without waking it.
+    if (k.service == mdp::zmesh_stats) return true;
+    const auto o = machine_.on_event(bs::event::client_request, now);
+    apply(o, bs::event::client_request);
+    if (o.accepted) return true;
+    clients_dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+}
+
+void ha_pair::fill(broker_stats& s) const noexcept {
+    s.ha_state = state_.load(std::memory_order_relaxed);
+    s.ha_changes = changes_.load(std::memory_order_relaxed);
+    s.ha_clients_dropped = clients_dropped_.load(std::memory_order_relaxed);
+    s.ha_workers_refused = workers_refused_.load(std::memory_order_relaxed);
+    s.ha_peer_updates = peer_updates_.load(std::memory_order_relaxed);
+    s.ha_malformed = malformed_.load(std::memory_order_relaxed);
+}
+
+} // namespace zmesh::nodes::detail
