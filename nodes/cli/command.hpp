@@ -92,6 +92,7 @@ inline std::optional<std::size_t> parse_byte_size(const std::string& text) {
 int run_broker(const std::vector<std::string>& args);
 int run_worker(const std::vector<std::string>& args);
 int run_request(const std::vector<std::string>& args);
+int run_serve(const std::vector<std::string>& args);
 int run_services(const std::vector<std::string>& args);
 int run_stats(const std::vector<std::string>& args);
 int run_pub(const std::vector<std::string>& args);

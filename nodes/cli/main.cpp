@@ -18,6 +18,8 @@ const std::vector<command>& commands() {
         {"broker", "run a Majordomo (MDP/0.1) broker node", run_broker},
         {"worker", "serve an MDP service (echo, or a command per request)", run_worker},
         {"request", "send one request to a service and print the reply", run_request},
+        {"serve", "serve requests without a broker (Freelance, for request --freelance)",
+         run_serve},
         {"services", "list the services a broker knows", run_services},
         {"stats", "print a broker's counters (requests, malformed, requeued...)", run_stats},
         {"pub", "publish messages on a topic (peer to peer or via a broker)", run_pub},

@@ -11,6 +11,7 @@
 // to forget it.
 #include "command.hpp"
 #include "config.hpp"
+#include "freelance_request.hpp"
 #include "security_flags.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -144,14 +145,17 @@ int run_durable(zmq::context_t& ctx, const std::string& broker, const std::strin
 
 int run_request(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
-    std::string broker = default_broker_endpoint(), service, body, id_text, type;
+    std::string broker = default_broker_endpoint(), service, body, id_text, type, freelance;
     int timeout_ms = 2500, retries = 3, priority = default_priority;
     bool durable = false, plain = false, fail_fast = false;
     long ttl_ms = 0;
     po::options_description options("options");
     options.add_options()
         ("broker", po::value(&broker)->default_value(broker), "broker endpoint (env ZMESH_BROKER)")
-        ("service", po::value(&service)->required(), "service to call")
+        ("service", po::value(&service), "service to call (required, except with --freelance)")
+        ("freelance", po::value(&freelance),
+         "EP,EP,...: no broker; send the request to these Freelance servers (zmesh serve), to a "
+         "live one, and on to the next when an attempt times out (docs/patterns/freelance.md)")
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
          "wait per attempt, in ms; with --durable, the whole wait for the reply (default 30000)")
         ("retries", po::value(&retries)->default_value(retries),
@@ -181,9 +185,15 @@ int run_request(const std::vector<std::string>& args) {
     po::positional_options_description positional;
     positional.add("body", 1);
     po::variables_map vm;
-    if (!parse("request", "[--broker EP] --service NAME [options] [BODY | -]", options, args, vm,
-               &positional))
+    if (!parse("request",
+               "[--broker EP] --service NAME [options] [BODY | -]\n"
+               "       zmesh request --freelance EP,EP,... [--timeout-ms N] [--retries N] "
+               "[BODY | -]",
+               options, args, vm, &positional))
         return ok;
+    if (vm.count("freelance"))
+        return run_freelance_request(vm, freelance, body, timeout_ms, retries);
+    if (!vm.count("service")) throw usage_error("the option '--service' is required but missing");
     // ZMESH_TIMEOUT_MS and the file's timeout-ms are the wait per attempt; the whole wait of a
     // durable request is set by the flag only.
     if (durable && origin_of("timeout-ms").from != origin::kind::flag)
