@@ -9,6 +9,7 @@
 // With --durable the request goes through a Titanic server (rfc 9/TSP) instead: it is stored
 // first (its id is printed on stderr), the reply is awaited by polling, then the server is told
 // to forget it.
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "config.hpp"
 #include "freelance_request.hpp"
@@ -95,11 +96,11 @@ void print_type(const header& h) {
 }
 
 /// A ZMCT02 request: parts printed as they arrive, then the final; errors are exact.
-int run_zmesh(zmq::context_t& ctx, const std::string& broker, const std::string& service,
-              message&& request, const mdp::client_options& options,
+int run_zmesh(zmq::context_t& ctx, const std::vector<std::string>& brokers,
+              const std::string& service, message&& request, const mdp::client_options& options,
               const mdp::request_options& request_options) {
     const std::string request_body(request.empty() ? std::string_view() : view(request[0]));
-    mdp::client client(ctx, broker, options);
+    mdp::client client(ctx, brokers, options);
     try {
         auto r = client.request(service, std::move(request), request_options,
                                 [](const header&, message& part) { print_frames(part); });
@@ -146,12 +147,15 @@ int run_durable(zmq::context_t& ctx, const std::string& broker, const std::strin
 int run_request(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::string broker = default_broker_endpoint(), service, body, id_text, type, freelance;
+    std::vector<std::string> broker_flags{broker}; // --broker EP[,EP...], repeatable
     int timeout_ms = 2500, retries = 3, priority = default_priority;
     bool durable = false, plain = false, fail_fast = false;
     long ttl_ms = 0;
     po::options_description options("options");
     options.add_options()
-        ("broker", po::value(&broker)->default_value(broker), "broker endpoint (env ZMESH_BROKER)")
+        ("broker", po::value(&broker_flags)->composing()->default_value(broker_flags, broker),
+         "broker endpoint (env ZMESH_BROKER); EP,EP,... or repeated: fail over to the next one "
+         "when an attempt times out (a Binary Star pair, docs/patterns/binary_star.md)")
         ("service", po::value(&service), "service to call (required, except with --freelance)")
         ("freelance", po::value(&freelance),
          "EP,EP,...: no broker; send the request to these Freelance servers (zmesh serve), to a "
@@ -232,7 +236,8 @@ int run_request(const std::vector<std::string>& args) {
         throw usage_error("--ttl-ms needs the zmesh protocol, not --plain (or --durable)");
     std::error_code ec;
     std::string why;
-    if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
+    const auto brokers = broker_list(broker_flags);
+    broker = brokers.front();
     // A frame over the broker's limit (ZMQ_MAXMSGSIZE) makes the broker drop the connection
     // without a word, and the request would only time out: refuse it here, naming both sizes.
     // The limit is the default max_frame_size of zmesh's broker, which `zmesh broker` uses.
@@ -275,11 +280,11 @@ int run_request(const std::vector<std::string>& args) {
                                              .protocol = protocol,
                                              .curve = std::move(curve)};
     if (plain) {
-        mdp::client client(ctx, broker, client_options);
+        mdp::client client(ctx, brokers, client_options);
         const std::string request_body = body;
         return print_reply(service, client.request(service, std::move(request)), request_body);
     }
-    return run_zmesh(ctx, broker, service, std::move(request), client_options,
+    return run_zmesh(ctx, brokers, service, std::move(request), client_options,
                      {.id = id,
                       .type = type,
                       .priority = static_cast<std::uint8_t>(priority),

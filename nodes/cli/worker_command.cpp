@@ -16,6 +16,7 @@
 // worker's job, so one that does not answer is no error: the worker says which endpoint it waits
 // for, warns every --connect-timeout-ms that nothing answered, and says "serving" only once the
 // broker has answered its READY (mdp::worker::broker_answered()).
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "config.hpp"
 #include "security_flags.hpp"
@@ -139,11 +140,14 @@ void serve_exec(mdp::worker& worker, mdp::held_request& r, const exec_settings& 
 int run_worker(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::string broker = default_broker_endpoint(), service, exec, log_level = "info";
+    std::vector<std::string> broker_flags{broker}; // --broker EP[,EP...], repeatable
     int heartbeat_ms = 2500, liveness = 3, connect_timeout_ms = 5000;
     std::uint32_t credit = 1;
     po::options_description options("options");
     options.add_options()
-        ("broker", po::value(&broker)->default_value(broker), "broker endpoint (env ZMESH_BROKER)")
+        ("broker", po::value(&broker_flags)->composing()->default_value(broker_flags, broker),
+         "broker endpoint (env ZMESH_BROKER); EP,EP,... or repeated: move to the next one when "
+         "the broker falls silent or sends DISCONNECT (a Binary Star pair)")
         ("service", po::value(&service)->required(), "service name to serve")
         ("echo", "reply with the request body")
         ("exec", po::value(&exec),
@@ -187,9 +191,8 @@ int run_worker(const std::vector<std::string>& args) {
     if (plain && credit > 1) throw usage_error("--plain has no credit: give --credit 1 or leave it out");
     auto level = parse_log_level(log_level);
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");
-    std::error_code ec;
-    std::string why;
-    if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
+    const auto brokers = broker_list(broker_flags);
+    broker = brokers.front();
     set_log_level(*level);
 
     auto curve = security_flags.load(); // before anything connects: a bad key file stops here
@@ -202,7 +205,7 @@ int run_worker(const std::vector<std::string>& args) {
     wo.liveness = liveness;
     wo.credit = credit;
     wo.protocol = plain ? mdp::worker_protocol::mdp : mdp::worker_protocol::zmesh;
-    mdp::worker worker(ctx, broker, service, wo);
+    mdp::worker worker(ctx, brokers, service, wo);
     log(log_level::info, "worker: '%s': waiting for the broker at %s (%s)", service.c_str(),
         broker.c_str(), plain ? "MDP/0.1" : "ZMWC02, or MDP/0.1 if the broker does not answer it");
     const exec_settings settings{service, exec, stream, milliseconds(heartbeat_ms / 2 + 1)};
@@ -218,6 +221,7 @@ int run_worker(const std::vector<std::string>& args) {
         if (worker.broker_answered() != answered) {
             answered = !answered;
             if (answered) {
+                broker = worker.endpoint();
                 log(log_level::info, "worker: serving '%s' via %s (%s)", service.c_str(),
                     broker.c_str(),
                     worker.protocol() == mdp::worker_protocol::zmesh ? "ZMWC02" : "MDP/0.1");

@@ -16,6 +16,7 @@
 // on the same socket with the same id (why: client.hpp), send()/recv() keep a map of the ids in
 // flight.
 #include <zmesh/error.hpp>
+#include <zmesh/log.hpp>
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/protocol.hpp>
 
@@ -278,6 +279,8 @@ struct context_terminated {};
 
 struct client::impl {
     zmq::context_t* ctx_;
+    std::vector<std::string> endpoints_;       // the brokers to fail over across (one, usually)
+    std::size_t current_ = 0;                  // index of endpoint_ in endpoints_
     std::string endpoint_;
     client_options opts_;
     zmq::socket_t socket_;                     // closed between a timed-out attempt and the next
@@ -318,8 +321,11 @@ struct client::impl {
             spare_pending_.push_back(std::move(node));
     }
 
-    impl(zmq::context_t& ctx, std::string endpoint, client_options opts)
-        : ctx_(&ctx), endpoint_(std::move(endpoint)), opts_(opts) {
+    impl(zmq::context_t& ctx, std::vector<std::string> endpoints, client_options opts)
+        : ctx_(&ctx), endpoints_(std::move(endpoints)), opts_(opts) {
+        if (endpoints_.empty())
+            throw error(errc::invalid_argument, "mdp::client: no broker endpoint given");
+        endpoint_ = endpoints_.front();
         if (opts_.timeout <= std::chrono::milliseconds(0) || opts_.timeout > max_duration)
             throw error(errc::invalid_argument, "mdp::client: timeout must be positive");
         if (opts_.retries < 1)
@@ -355,12 +361,34 @@ struct client::impl {
         if (!socket_) open();
     }
 
+    /// After a silent attempt: moves endpoint_ to the next broker of the list, if there is
+    /// more than one. The caller replaces the socket. @returns whether it moved.
+    bool next_broker() {
+        if (endpoints_.size() < 2) return false;
+        current_ = (current_ + 1) % endpoints_.size();
+        endpoint_ = endpoints_[current_];
+        ++stats_.failovers;
+        log(log_level::debug, "mdp::client: no answer in time; failing over to broker %s",
+            endpoint_.c_str());
+        return true;
+    }
+
+    /// ZMCT02 after a silent attempt: on to the next broker with a new socket (the old one's
+    /// queue and any late reply to it are dropped: the next broker is asked with the same id).
+    void fail_over_v2() {
+        if (!next_broker()) return;
+        socket_.close();
+        open();
+    }
+
     [[nodiscard]] bool v2() const noexcept { return opts_.protocol == client_protocol::zmesh; }
 
     /// What a timeout message adds: the broker it waited on, and with CURVE the two usual
     /// causes, since a refused handshake looks exactly like silence from the client's side.
     [[nodiscard]] std::string silence_hint() const {
-        std::string hint = " (broker " + endpoint_;
+        std::string hint = endpoints_.size() > 1 ? " (brokers " : " (broker ";
+        for (std::size_t i = 0; i < endpoints_.size(); ++i)
+            hint += (i ? ", " : "") + endpoints_[i];
         if (opts_.curve)
             hint += "; with CURVE, a broker that does not allow this client's key, or a server "
                     "key that is not the broker's, also looks like this";
@@ -554,7 +582,10 @@ struct client::impl {
                 auto attempt_deadline = clock::now() + opts_.timeout;
                 const auto st = out.send(socket_);
                 if (st == send_status::terminated) throw context_terminated{};
-                if (st != send_status::sent) continue;
+                if (st != send_status::sent) {
+                    fail_over_v2();
+                    continue;
+                }
                 bool extended = false;
                 for (;;) {
                     auto m = read_until(attempt_deadline);
@@ -599,7 +630,9 @@ struct client::impl {
                     return response{std::move(r->head), std::move(part_or_final)};
                 }
                 // The attempt timed out. The socket stays (client.hpp): a late reply to it
-                // names our id, and the resend joins the request at the broker.
+                // names our id, and the resend joins the request at the broker. With several
+                // brokers the resend goes to the next one instead, with the same id.
+                fail_over_v2();
             }
         } catch (const context_terminated&) {
             socket_.close();
@@ -692,6 +725,7 @@ struct client::impl {
                 // for the answer to a later attempt or a later request. This holds after the
                 // last attempt too, so the next request() starts clean.
                 socket_.close();
+                next_broker(); // with several brokers, the next attempt asks the next one
             }
         } catch (const context_terminated&) {
             socket_.close();
@@ -913,7 +947,12 @@ errc status_to_errc(std::string_view status) noexcept {
 }
 
 client::client(zmq::context_t& ctx, std::string broker_endpoint, client_options options)
-    : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoint), options)) {}
+    : impl_(std::make_unique<impl>(ctx, std::vector<std::string>{std::move(broker_endpoint)},
+                                   options)) {}
+
+client::client(zmq::context_t& ctx, std::vector<std::string> broker_endpoints,
+               client_options options)
+    : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoints), options)) {}
 
 client::~client() = default;
 client::client(client&&) noexcept = default;

@@ -94,6 +94,8 @@ bool reserved_type(std::string_view type) noexcept {
 
 struct worker::impl {
     zmq::context_t* ctx_;
+    std::vector<std::string> endpoints_; // the brokers to fail over across (one, usually)
+    std::size_t current_ = 0;          // index of endpoint_ in endpoints_
     std::string endpoint_;
     std::string service_;
     worker_options opts_;
@@ -122,11 +124,16 @@ struct worker::impl {
     std::optional<clock::time_point> last_deadline_; // ... and its deadline
     worker_stats stats_;
 
-    impl(zmq::context_t& ctx, std::string endpoint, std::string service, worker_options opts)
-        : ctx_(&ctx), endpoint_(std::move(endpoint)), service_(std::move(service)), opts_(opts),
+    impl(zmq::context_t& ctx, std::vector<std::string> endpoints, std::string service,
+         worker_options opts)
+        : ctx_(&ctx), endpoints_(std::move(endpoints)),
+          endpoint_(endpoints_.empty() ? std::string() : endpoints_.front()),
+          service_(std::move(service)), opts_(opts),
           v2_(opts.protocol == worker_protocol::zmesh), credit_(opts.credit),
           credit_text_(std::to_string(opts.credit)), backoff_(opts.reconnect_initial) {
         auto positive = [](milliseconds d) { return d > milliseconds(0) && d <= max_duration; };
+        if (endpoints_.empty())
+            throw error(errc::invalid_argument, "mdp::worker: no broker endpoint given");
         // Checked here so that a bad name never reaches the wire, where a broker could only
         // refuse it (or, a lenient one, accept a name no zmesh tool can type or print).
         if (auto problem = worker_service_name_problem(service_); !problem.empty())
@@ -279,12 +286,23 @@ struct worker::impl {
         drop_socket(say_disconnect);
         queue_.clear();
         ++stats_.reconnects;
+        next_broker();
         if (immediately) {
             connect();
             return;
         }
         reconnect_at_ = now + backoff_;
         backoff_ = std::min(backoff_ * 2, opts_.reconnect_max);
+    }
+
+    /// With several brokers: the next connection goes to the next one of the list.
+    void next_broker() {
+        if (endpoints_.size() < 2) return;
+        current_ = (current_ + 1) % endpoints_.size();
+        endpoint_ = endpoints_[current_];
+        ++stats_.failovers;
+        log(log_level::info, "mdp::worker: '%s' moves to broker %s", service_.c_str(),
+            endpoint_.c_str());
     }
 
     /// The broker did not answer a ZMWC02 READY: it does not speak ZMWC02 (a plain MDP/0.1
@@ -403,6 +421,12 @@ struct worker::impl {
             // takes a refusal for such a DISCONNECT once: it registers again, and the refusal
             // of that READY, which now reaches a running broker at once, stops it.)
             if (!ready_pending_ && !heard_ && !spoke_) {
+                // With several brokers a refusal is what a broker that does not serve now (a
+                // passive Binary Star) says: try the next one, after the backoff.
+                if (endpoints_.size() > 1) {
+                    restart(now, false, false);
+                    return;
+                }
                 refused();
                 return;
             }
@@ -780,7 +804,12 @@ template <class Impl> Impl& checked(const std::unique_ptr<Impl>& p) {
 
 worker::worker(zmq::context_t& ctx, std::string broker_endpoint, std::string service,
                worker_options options)
-    : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoint), std::move(service), options)) {}
+    : impl_(std::make_unique<impl>(ctx, std::vector<std::string>{std::move(broker_endpoint)},
+                                   std::move(service), options)) {}
+
+worker::worker(zmq::context_t& ctx, std::vector<std::string> broker_endpoints, std::string service,
+               worker_options options)
+    : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoints), std::move(service), options)) {}
 
 worker::~worker() = default; // impl's destructor sends DISCONNECT
 worker::worker(worker&&) noexcept = default;
@@ -852,6 +881,11 @@ const std::string& worker::service() const noexcept {
 }
 
 bool worker::broker_answered() const noexcept { return impl_ && impl_->open_ && impl_->heard_; }
+
+const std::string& worker::endpoint() const noexcept {
+    static const std::string none;
+    return impl_ ? impl_->endpoint_ : none;
+}
 
 std::uint32_t worker::credit() const noexcept { return impl_ ? impl_->credit_ : 0; }
 

@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 namespace zmesh::mdp {
 
@@ -133,6 +134,7 @@ struct client_stats {
     std::uint64_t unexpected = 0; ///< well-formed replies dropped: another service, none awaited;
                                   ///< tagged: a tag not outstanding; ZMCT02: an id not awaited
     std::uint64_t parts = 0;      ///< ZMCT02: PARTIALs received for awaited requests
+    std::uint64_t failovers = 0;  ///< moves to the next broker of the list after a silent attempt
 };
 
 /// One reply of the asynchronous mode.
@@ -195,6 +197,18 @@ class ZMESH_EXPORT client {
     /// @throws zmesh::error (errc::invalid_argument) if an option is out of range.
     /// @throws zmq::error_t if libzmq rejects the endpoint.
     client(zmq::context_t& ctx, std::string broker_endpoint, client_options options = {});
+    /// Failover across brokers (e.g. the two of a Binary Star pair, docs/patterns/
+    /// binary_star.md): connects to the first of @p broker_endpoints and, whenever an attempt of
+    /// request() times out, moves to the next one (round robin) for the following attempt. A
+    /// ZMCT02 request keeps its message id across brokers, so a broker that has the request (or
+    /// its kept reply) joins the retry to it. The asynchronous mode (send()/recv()) stays on the
+    /// broker it is connected to. Give client_options::retries enough attempts to cover the
+    /// pair's failover (two of its heartbeats) plus one attempt on each broker.
+    /// @throws zmesh::error (errc::invalid_argument) if the list is empty or an option is out
+    ///         of range.
+    /// @throws zmq::error_t if libzmq rejects the first endpoint.
+    client(zmq::context_t& ctx, std::vector<std::string> broker_endpoints,
+           client_options options = {});
     ~client();
     client(client&&) noexcept;
     client& operator=(client&&) noexcept;
@@ -351,7 +365,8 @@ class ZMESH_EXPORT client {
     /// The protocol this client speaks (client_options::tagged folded in).
     [[nodiscard]] client_protocol protocol() const noexcept;
 
-    /// The broker endpoint given at construction.
+    /// The broker endpoint the client is connected to now: the one given at construction, or,
+    /// with a list, the one failover has reached.
     [[nodiscard]] const std::string& endpoint() const noexcept;
 
     /// The current socket, for multiplexing several clients (or other sockets) in one

@@ -30,6 +30,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 #include <utility>
 
@@ -106,6 +107,7 @@ struct worker_stats {
                                        ///< or the connection stuck (see reply())
     std::uint64_t reply_waits = 0;     ///< replies that found the socket at its high-water mark
                                        ///< and had to wait for the broker to read
+    std::uint64_t failovers = 0;       ///< moves to the next broker of the list
 };
 
 class worker;
@@ -295,6 +297,16 @@ class ZMESH_EXPORT worker {
     /// @throws zmq::error_t if libzmq rejects the endpoint.
     worker(zmq::context_t& ctx, std::string broker_endpoint, std::string service,
            worker_options options = {});
+    /// Failover across brokers (e.g. the two of a Binary Star pair, docs/patterns/
+    /// binary_star.md): registers with the first of @p broker_endpoints and moves to the next one
+    /// (round robin) whenever it would reconnect: the broker silent for heartbeat × liveness, a
+    /// DISCONNECT, or no connection within that time. A READY answered with DISCONNECT (what a
+    /// passive Binary Star broker does) is then no refusal that ends the worker: it moves on,
+    /// with the reconnect backoff, so a worker never settles on a broker that does not serve.
+    /// @throws as the constructor above; zmesh::error (errc::invalid_argument) if the list is
+    ///         empty.
+    worker(zmq::context_t& ctx, std::vector<std::string> broker_endpoints, std::string service,
+           worker_options options = {});
     /// Calls close().
     ~worker();
     worker(worker&&) noexcept;
@@ -458,6 +470,9 @@ class ZMESH_EXPORT worker {
     /// each new socket until the broker speaks again, and after close(). Lets a caller tell
     /// "registered" from "still waiting" (zmesh worker warns while it waits).
     [[nodiscard]] bool broker_answered() const noexcept;
+
+    /// The broker endpoint the worker is connected (or connecting) to now.
+    [[nodiscard]] const std::string& endpoint() const noexcept;
 
     /// The credit in effect: worker_options::credit, or 1 once the worker fell back to plain
     /// MDP/0.1 because the broker did not answer ZMWC02 (0 after a move).

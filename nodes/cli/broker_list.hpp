@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MPL-2.0
+// broker_list.hpp — the --broker flag of the commands that fail over across brokers (zmesh
+// request, zmesh worker): a comma-separated list, and the flag may be repeated. The order is the
+// order of failover (docs/patterns/binary_star.md).
+#pragma once
+
+#include "command.hpp"
+
+#include <zmesh/endpoint.hpp>
+
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace zmesh::cli {
+
+/// Every endpoint of every --broker value, in order.
+/// @throws usage_error naming the bad item if one is empty or not a valid endpoint.
+inline std::vector<std::string> broker_list(const std::vector<std::string>& flags) {
+    std::vector<std::string> out;
+    for (const auto& flag : flags) {
+        std::size_t start = 0;
+        for (;;) {
+            const auto comma = flag.find(',', start);
+            const auto item = flag.substr(start, comma == std::string::npos ? comma : comma - start);
+            std::error_code ec;
+            std::string why;
+            if (item.empty()) throw usage_error("invalid --broker '" + flag + "': an empty endpoint in the list");
+            if (!parse_endpoint(item, ec, &why))
+                throw usage_error("invalid --broker '" + item + "': " + why);
+            out.push_back(item);
+            if (comma == std::string::npos) break;
+            start = comma + 1;
+        }
+    }
+    if (out.empty()) throw usage_error("--broker needs an endpoint");
+    return out;
+}
+
+} // namespace zmesh::cli
