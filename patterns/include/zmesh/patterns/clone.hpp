@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: MPL-2.0
+// patterns/clone.hpp — reliable replication of a key-value state (the "Clone" pattern of the
+// ZeroMQ guide, rfc 12/CHP), over zmesh's ZMCL01 frames (docs/patterns/clone.md).
+//
+// A clone::server owns the state: a map of byte keys to byte values, and a sequence number that
+// it increments on every change. It publishes each change on a PUB socket, answers snapshot
+// requests and takes changes from clients on a ROUTER socket, and publishes a heartbeat (HUGZ,
+// carrying the current sequence) when idle. A clone::client subscribes first, then asks for a
+// snapshot, then applies the updates that follow it in sequence: one it has (at or below its
+// sequence) is dropped, one that skips a number is a gap, and a gap, a HUGZ announcing a
+// sequence it has not seen or another epoch (a restarted server), or a silent server makes it
+// re-sync from a fresh snapshot. So a
+// client that joins late, or misses updates, converges to exactly the server's state.
+#pragma once
+
+#include <zmesh/export.hpp>
+
+#include <zmq.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace zmesh::patterns::clone {
+
+/// The protocol frame of every ZMCL01 message.
+inline constexpr std::string_view protocol_v1 = "ZMCL01";
+
+/// Command byte, the frame after the protocol frame.
+enum class command : std::uint8_t {
+    snapshot_request = 0x01, ///< client -> server (ROUTER): prefix
+    set = 0x02,              ///< client -> server (ROUTER): key, value
+    erase = 0x03,            ///< client -> server (ROUTER): key
+    snapshot = 0x10,         ///< server -> client: epoch, sequence, then key/value pairs
+    ack = 0x11,              ///< server -> client: the sequence a set or erase got
+    update = 0x20,           ///< server PUB: [key] protocol, command, sequence, value
+    removal = 0x21,          ///< server PUB: [key] protocol, command, sequence
+    hugz = 0x22,             ///< server PUB: [""] protocol, command, epoch, sequence
+};
+
+/// Settings of a clone::server.
+struct server_options {
+    /// Where clients ask for snapshots and send changes (ROUTER). tcp://host:* is allowed.
+    std::string bind{};
+    /// Where updates are published (PUB). Empty: derived from bind (docs/patterns/clone.md:
+    /// tcp port + 1, or ipc path + ".updates"; tcp://host:* binds another ephemeral port).
+    std::string publish{};
+    /// A HUGZ (the current sequence) goes out this often.
+    std::chrono::milliseconds hugz_interval{1000};
+    /// ZMQ_SNDHWM of the PUB socket: updates queued per subscriber before the slowest one
+    /// loses some (and re-syncs).
+    int publish_hwm{10000};
+    /// Largest message accepted from a client (ZMQ_MAXMSGSIZE); -1 = no limit.
+    std::int64_t max_message_size{64 * 1024 * 1024};
+};
+
+/// Counters of a server; readable from any thread.
+struct server_stats {
+    std::uint64_t sequence{0};  ///< the current sequence number (changes so far)
+    std::uint64_t keys{0};      ///< keys in the state
+    std::uint64_t snapshots{0}; ///< snapshots served
+    std::uint64_t malformed{0}; ///< client messages that were not ZMCL01, dropped
+};
+
+/// The endpoint updates are published on when server_options::publish is empty: for
+/// tcp://host:port, port + 1; for ipc://path, ipc://path.updates; std::nullopt otherwise (a
+/// wildcard port, inproc).
+[[nodiscard]] ZMESH_EXPORT std::optional<std::string> default_updates_endpoint(std::string_view bind);
+
+/// The server: owns the state and its sequence.
+///
+/// Thread safety: stop() and stats() from any thread; the rest on the thread that runs it.
+///
+/// @par Example
+/// @code
+/// zmq::context_t ctx;
+/// zmesh::patterns::clone::server s(ctx, {.bind = "tcp://*:5556"}); // updates on tcp://*:5557
+/// s.run(); // until s.stop() or context shutdown
+/// @endcode
+class ZMESH_EXPORT server {
+  public:
+    /// Binds both sockets.
+    /// @throws zmesh::error errc::invalid_endpoint / errc::invalid_argument (no publish endpoint
+    /// can be derived, a non-positive hugz interval); zmq::error_t if a bind fails.
+    server(zmq::context_t& ctx, server_options options);
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// The snapshot/change endpoint actually bound (port resolved).
+    [[nodiscard]] const std::string& endpoint() const noexcept;
+    /// The update endpoint actually bound.
+    [[nodiscard]] const std::string& updates_endpoint() const noexcept;
+
+    void run();
+    void run_for(std::chrono::milliseconds duration);
+    void run_once(std::chrono::milliseconds wait);
+    /// Thread-safe.
+    void stop() noexcept;
+
+    [[nodiscard]] server_stats stats() const noexcept;
+
+  private:
+    class impl;
+    std::unique_ptr<impl> impl_;
+};
+
+/// Settings of a clone::client.
+struct client_options {
+    /// The server's snapshot/change endpoint.
+    std::string server{};
+    /// Its update endpoint; empty: default_updates_endpoint(server).
+    std::string updates{};
+    /// Only keys starting with this are kept (the snapshot is asked for this prefix; updates of
+    /// other keys are read, for their sequence numbers, and skipped).
+    std::string prefix{};
+    /// How long sync() waits for a snapshot, and set()/erase() for their ack.
+    std::chrono::milliseconds timeout{2000};
+    /// A server silent this long (no update, no HUGZ) is asked for a snapshot again. Keep it
+    /// above the server's hugz_interval.
+    std::chrono::milliseconds server_ttl{5000};
+    /// ZMQ_RCVHWM of the SUB socket (updates queued before the oldest are dropped).
+    int updates_hwm{10000};
+    /// Test hook: return true to drop the update with this sequence unread, as a full queue
+    /// would.
+    std::function<bool(std::uint64_t sequence)> drop_update{};
+};
+
+/// One change of the client's copy, as given to the on_change callback.
+struct change {
+    std::string key;
+    std::optional<std::string> value; ///< std::nullopt: the key was removed
+    std::uint64_t sequence{0};        ///< the state's sequence after it
+};
+
+/// Counters of a client.
+struct client_stats {
+    std::uint64_t snapshots{0}; ///< snapshots received (first sync and re-syncs)
+    std::uint64_t updates{0};   ///< updates applied
+    std::uint64_t overlap{0};   ///< updates at or below the sequence already held, dropped
+    std::uint64_t gaps{0};      ///< sequence gaps seen (each followed by a re-sync)
+    std::uint64_t resyncs{0};   ///< snapshots asked for after the first
+    std::uint64_t malformed{0}; ///< server messages that were not ZMCL01, dropped
+    std::uint64_t dropped_by_hook{0}; ///< updates client_options::drop_update dropped
+};
+
+/// The client: a copy of the server's state (or of the keys under a prefix), kept current.
+///
+/// Thread safety: none; one thread at a time. The context must outlive it.
+///
+/// @par Example
+/// @code
+/// zmq::context_t ctx;
+/// zmesh::patterns::clone::client c(ctx, {.server = "tcp://10.0.0.1:5556"});
+/// c.sync();                                  // snapshot
+/// c.set("/config/level", "3");               // through the server
+/// c.poll(std::chrono::milliseconds(100));    // follow updates
+/// auto level = c.get("/config/level");
+/// @endcode
+class ZMESH_EXPORT client {
+  public:
+    /// Connects and subscribes (nothing is waited for).
+    /// @throws zmesh::error errc::invalid_endpoint / errc::invalid_argument; zmq::error_t.
+    client(zmq::context_t& ctx, client_options options);
+    ~client();
+    client(client&&) noexcept;
+    client& operator=(client&&) noexcept;
+
+    /// Replaces the copy with a fresh snapshot. The on_change callback sees each difference.
+    /// @throws zmesh::error errc::timeout, naming the server, if no snapshot came in time.
+    void sync();
+
+    /// Reads updates for up to @p wait (re-syncing on a gap or a silent server).
+    /// sync() first if never synced.
+    /// @throws as sync().
+    void poll(std::chrono::milliseconds wait);
+
+    /// Polls until the copy holds sequence @p sequence or later, or @p timeout passes.
+    /// @returns whether it does.
+    bool wait_for(std::uint64_t sequence, std::chrono::milliseconds timeout);
+
+    /// Sets @p key to @p value through the server; returns the sequence of the change once the
+    /// server has applied it. The copy here follows when poll() reads the update.
+    /// @throws zmesh::error errc::invalid_argument for an empty key; errc::timeout, naming the
+    /// server, if it did not answer in time.
+    std::uint64_t set(std::string_view key, std::string_view value);
+    /// Removes @p key through the server; as set().
+    std::uint64_t erase(std::string_view key);
+
+    /// The value of @p key in the copy.
+    [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
+    /// The whole copy.
+    [[nodiscard]] const std::map<std::string, std::string, std::less<>>& state() const noexcept;
+    /// The sequence of the copy: that of the last change applied.
+    [[nodiscard]] std::uint64_t sequence() const noexcept;
+    [[nodiscard]] client_stats stats() const noexcept;
+
+    /// Called for each change of the copy (from sync() and poll()).
+    void on_change(std::function<void(const change&)> callback);
+
+  private:
+    class impl;
+    std::unique_ptr<impl> impl_;
+};
+
+} // namespace zmesh::patterns::clone
