@@ -93,6 +93,8 @@ int run_broker(const std::vector<std::string>& args);
 int run_worker(const std::vector<std::string>& args);
 int run_request(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
+int run_clone_server(const std::vector<std::string>& args);
+int run_clone(const std::vector<std::string>& args);
 int run_services(const std::vector<std::string>& args);
 int run_stats(const std::vector<std::string>& args);
 int run_pub(const std::vector<std::string>& args);

@@ -20,6 +20,9 @@ const std::vector<command>& commands() {
         {"request", "send one request to a service and print the reply", run_request},
         {"serve", "serve requests without a broker (Freelance, for request --freelance)",
          run_serve},
+        {"clone-server", "hold a replicated key-value state (Clone) for zmesh clone",
+         run_clone_server},
+        {"clone", "get, set or watch the keys of a clone-server", run_clone},
         {"services", "list the services a broker knows", run_services},
         {"stats", "print a broker's counters (requests, malformed, requeued...)", run_stats},
         {"pub", "publish messages on a topic (peer to peer or via a broker)", run_pub},
@@ -74,7 +77,7 @@ int run_version(const std::vector<std::string>& args) {
 namespace {
 void print_usage() {
     std::cout << "usage: zmesh <command> [options]\n\ncommands:\n";
-    for (const auto& c : commands()) std::printf("  %-10s %s\n", c.name.c_str(), c.summary.c_str());
+    for (const auto& c : commands()) std::printf("  %-12s %s\n", c.name.c_str(), c.summary.c_str());
     std::cout << "\n'zmesh <command> --help' describes a command's options.\n";
 }
 } // namespace
