@@ -33,9 +33,9 @@ fl::answer run_command(const std::string& command, message&& body) {
     if (result.cancelled) return fl::answer::fail("503", "server stopping");
     if (result.exit_status != 0) {
         const auto end = result.err.find('\n');
-        return fl::answer::fail("500", "command exited with status " +
-                                           std::to_string(result.exit_status) +
-                                           (result.err.empty() ? "" : ": " + result.err.substr(0, end)));
+        return fl::answer::fail("500",
+                                "command exited with status " + std::to_string(result.exit_status) +
+                                    (result.err.empty() ? "" : ": " + result.err.substr(0, end)));
     }
     return fl::answer::reply(message{result.out});
 }
@@ -63,13 +63,14 @@ int run_serve(const std::vector<std::string>& args) {
     po::options_description options("options");
     options.add_options()
         ("bind", po::value(&binds)->composing(),
-         "endpoint to serve on (tcp://host:port, tcp://host:* for an ephemeral port, ipc://path); "
-         "repeat it or separate endpoints with commas")
+         "endpoint to serve on (tcp://host:port, tcp://host:* for an ephemeral port, "
+         "ipc://path); repeat it or separate endpoints with commas")
         ("echo", "reply with the request body")
         ("exec", po::value(&exec), "run CMD per request: body on stdin, reply = stdout; a "
                                    "non-zero exit is an error reply (500) with its first line "
                                    "of stderr")
-        ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
+        ("log-level", po::value(&log_level)->default_value(log_level),
+         "error, warn, info or debug");
     po::variables_map vm;
     if (!parse("serve", "--bind EP[,EP...] (--echo | --exec 'CMD')", options, args, vm)) return ok;
     const bool echo = vm.count("echo") > 0;
@@ -118,7 +119,8 @@ int run_serve(const std::vector<std::string>& args) {
     }
     const auto st = server->stats();
     log(log_level::info, "serve: stopped after %llu requests (%llu malformed messages dropped)",
-        static_cast<unsigned long long>(st.requests), static_cast<unsigned long long>(st.malformed));
+        static_cast<unsigned long long>(st.requests),
+        static_cast<unsigned long long>(st.malformed));
     return ok;
 }
 

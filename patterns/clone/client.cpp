@@ -62,7 +62,8 @@ class client::impl {
             const bool snapshot = c == command::snapshot && in_.size() >= 4 &&
                                   in_.size() % 2 == 0 && detail::decode_sequence(in_[2]) &&
                                   detail::decode_sequence(in_[3]);
-            const bool ack = c == command::ack && in_.size() == 3 && detail::decode_sequence(in_[2]);
+            const bool ack =
+                c == command::ack && in_.size() == 3 && detail::decode_sequence(in_[2]);
             if ((snapshot && wanted == command::snapshot) || (ack && wanted == command::ack))
                 return std::move(in_);
             if (!snapshot && !ack) count_malformed();
@@ -82,12 +83,13 @@ class client::impl {
         request.push_back(detail::command_frame(command::snapshot_request));
         request.push_back(options_.prefix);
         if (request.send(dealer_, zmq::send_flags::dontwait) != send_status::sent)
-            throw error(errc::timeout, "clone: cannot send a snapshot request to " +
+            throw error(errc::timeout, "cannot send a snapshot request to the clone server at " +
                                            options_.server + " (queue full)");
         auto snap = await_dealer(command::snapshot, clock_type::now() + options_.timeout);
         if (!snap)
-            throw error(errc::timeout, "clone: no snapshot from " + options_.server + " within " +
-                                           std::to_string(options_.timeout.count()) + " ms");
+            throw error(errc::timeout, "no snapshot from the clone server at " + options_.server +
+                                           " within " + std::to_string(options_.timeout.count()) +
+                                           " ms");
         if (synced_) ++stats_.resyncs;
         ++stats_.snapshots;
         state_map fresh;
@@ -120,7 +122,7 @@ class client::impl {
             last_heard_ = clock_type::now();
             if (*detail::decode_sequence(in_[3]) != epoch_) return false; // a restarted server
             if (*seq <= sequence_) return true; // in step, or queued from before the snapshot
-            ++stats_.gaps; // the last updates before it were lost
+            ++stats_.gaps;                      // the last updates before it were lost
             return false;
         }
         if (in_.size() >= 4) seq = detail::decode_sequence(in_[3]);
@@ -167,7 +169,8 @@ class client::impl {
                 resync = !apply();
             }
             if (!resync && clock_type::now() - last_heard_ > options_.server_ttl) {
-                log(log_level::info, "clone client: %s silent for over %lld ms: asking for a snapshot",
+                log(log_level::info,
+                    "clone client: %s silent for over %lld ms: asking for a snapshot",
                     options_.server.c_str(), static_cast<long long>(options_.server_ttl.count()));
                 resync = true;
             }
@@ -191,11 +194,13 @@ class client::impl {
         m.push_back(key);
         if (value) m.push_back(*value);
         if (m.send(dealer_, zmq::send_flags::dontwait) != send_status::sent)
-            throw error(errc::timeout, "clone: cannot send to " + options_.server + " (queue full)");
+            throw error(errc::timeout,
+                        "cannot send to the clone server at " + options_.server + " (queue full)");
         auto ack = await_dealer(command::ack, clock_type::now() + options_.timeout);
         if (!ack)
-            throw error(errc::timeout, "clone: no answer from " + options_.server + " within " +
-                                           std::to_string(options_.timeout.count()) + " ms");
+            throw error(errc::timeout, "no answer from the clone server at " + options_.server +
+                                           " within " + std::to_string(options_.timeout.count()) +
+                                           " ms");
         return *detail::decode_sequence((*ack)[2]);
     }
 
@@ -218,8 +223,12 @@ client::~client() = default;
 client::client(client&&) noexcept = default;
 client& client::operator=(client&&) noexcept = default;
 
-void client::sync() { impl_->sync(); }
-void client::poll(std::chrono::milliseconds wait) { impl_->poll(wait); }
+void client::sync() {
+    impl_->sync();
+}
+void client::poll(std::chrono::milliseconds wait) {
+    impl_->poll(wait);
+}
 
 bool client::wait_for(std::uint64_t sequence, std::chrono::milliseconds timeout) {
     const auto until = clock_type::now() + timeout;
@@ -235,7 +244,9 @@ bool client::wait_for(std::uint64_t sequence, std::chrono::milliseconds timeout)
 std::uint64_t client::set(std::string_view key, std::string_view value) {
     return impl_->send_change(key, value);
 }
-std::uint64_t client::erase(std::string_view key) { return impl_->send_change(key, std::nullopt); }
+std::uint64_t client::erase(std::string_view key) {
+    return impl_->send_change(key, std::nullopt);
+}
 
 std::optional<std::string> client::get(std::string_view key) const {
     auto it = impl_->state_.find(key);
@@ -245,8 +256,12 @@ std::optional<std::string> client::get(std::string_view key) const {
 const std::map<std::string, std::string, std::less<>>& client::state() const noexcept {
     return impl_->state_;
 }
-std::uint64_t client::sequence() const noexcept { return impl_->sequence_; }
-client_stats client::stats() const noexcept { return impl_->stats_; }
+std::uint64_t client::sequence() const noexcept {
+    return impl_->sequence_;
+}
+client_stats client::stats() const noexcept {
+    return impl_->stats_;
+}
 void client::on_change(std::function<void(const change&)> callback) {
     impl_->callback_ = std::move(callback);
 }

@@ -177,13 +177,25 @@ server::server(zmq::context_t& ctx, server_options options)
     : impl_(std::make_unique<impl>(ctx, std::move(options))) {}
 server::~server() = default;
 
-const std::string& server::endpoint() const noexcept { return impl_->endpoint_; }
-const std::string& server::updates_endpoint() const noexcept { return impl_->updates_; }
+const std::string& server::endpoint() const noexcept {
+    return impl_->endpoint_;
+}
+const std::string& server::updates_endpoint() const noexcept {
+    return impl_->updates_;
+}
 
-void server::run() { (void)impl_->reactor_.run(); }
-void server::run_for(std::chrono::milliseconds d) { (void)impl_->reactor_.run_for(d); }
-void server::run_once(std::chrono::milliseconds wait) { (void)impl_->reactor_.run_once(wait); }
-void server::stop() noexcept { impl_->reactor_.stop(); }
+void server::run() {
+    (void)impl_->reactor_.run();
+}
+void server::run_for(std::chrono::milliseconds d) {
+    (void)impl_->reactor_.run_for(d);
+}
+void server::run_once(std::chrono::milliseconds wait) {
+    (void)impl_->reactor_.run_once(wait);
+}
+void server::stop() noexcept {
+    impl_->reactor_.stop();
+}
 
 server_stats server::stats() const noexcept {
     return {impl_->seq_out_.load(std::memory_order_relaxed),

@@ -52,6 +52,8 @@ inline std::optional<command> command_at(const message& m, std::size_t at) {
     return std::nullopt;
 }
 
-inline std::string command_frame(command c) { return std::string(1, static_cast<char>(c)); }
+inline std::string command_frame(command c) {
+    return std::string(1, static_cast<char>(c));
+}
 
 } // namespace zmesh::patterns::clone::detail

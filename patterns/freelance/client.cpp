@@ -30,8 +30,9 @@ class client::impl {
             throw error(errc::invalid_argument, "freelance::client: retries must be at least 1");
         if (options.timeout.count() <= 0 || options.ping_interval.count() <= 0 ||
             options.server_ttl.count() <= 0)
-            throw error(errc::invalid_argument,
-                        "freelance::client: timeout, ping_interval and server_ttl must be positive");
+            throw error(
+                errc::invalid_argument,
+                "freelance::client: timeout, ping_interval and server_ttl must be positive");
         std::set<std::string> seen;
         for (const auto& ep : endpoints) {
             (void)parse_endpoint(ep); // throws, naming it, if malformed
@@ -107,9 +108,9 @@ class client::impl {
         const auto who = c ? find(view(in_[0])) : std::nullopt;
         std::optional<std::uint64_t> id;
         if (in_.size() >= 4) id = detail::decode_id(in_[3]);
-        const bool valid = who && ((c == command::pong && in_.size() == 3) ||
-                                   (c == command::reply && id) ||
-                                   (c == command::error && id && in_.size() == 6));
+        const bool valid =
+            who && ((c == command::pong && in_.size() == 3) || (c == command::reply && id) ||
+                    (c == command::error && id && in_.size() == 6));
         if (!valid) {
             ++stats_.malformed;
             if (limiter_.allow())
@@ -193,12 +194,11 @@ class client::impl {
         for (const auto& s : servers_) all += (all.empty() ? "" : ", ") + s.endpoint;
         std::string tried;
         for (const auto& ep : sent_to) tried += (tried.empty() ? "" : ", ") + ep;
-        throw error(errc::timeout,
-                    "no reply from any server (" + all + ") within " +
-                        std::to_string(options_.retries) + " attempts of " +
-                        std::to_string(options_.timeout.count()) + " ms; " +
-                        (tried.empty() ? std::string("none answered a ping")
-                                       : "the request went to " + tried));
+        throw error(errc::timeout, "no reply from any server (" + all + ") within " +
+                                       std::to_string(options_.retries) + " attempts of " +
+                                       std::to_string(options_.timeout.count()) + " ms; " +
+                                       (tried.empty() ? std::string("none answered a ping")
+                                                      : "the request went to " + tried));
     }
 
     zmq::socket_t socket_;
@@ -235,6 +235,8 @@ std::vector<server_status> client::servers() const {
     return impl_ ? impl_->servers_ : std::vector<server_status>{};
 }
 
-client_stats client::stats() const noexcept { return impl_ ? impl_->stats_ : client_stats{}; }
+client_stats client::stats() const noexcept {
+    return impl_ ? impl_->stats_ : client_stats{};
+}
 
 } // namespace zmesh::patterns::freelance

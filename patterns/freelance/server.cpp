@@ -124,17 +124,25 @@ server::server(zmq::context_t& ctx, const std::vector<std::string>& endpoints, h
 
 server::~server() = default;
 
-const std::vector<std::string>& server::endpoints() const noexcept { return impl_->bound_; }
+const std::vector<std::string>& server::endpoints() const noexcept {
+    return impl_->bound_;
+}
 
-void server::run() { (void)impl_->reactor_.run(); }
+void server::run() {
+    (void)impl_->reactor_.run();
+}
 
 void server::run_for(std::chrono::milliseconds duration) {
     (void)impl_->reactor_.run_for(duration);
 }
 
-void server::run_once(std::chrono::milliseconds wait) { (void)impl_->reactor_.run_once(wait); }
+void server::run_once(std::chrono::milliseconds wait) {
+    (void)impl_->reactor_.run_once(wait);
+}
 
-void server::stop() noexcept { impl_->reactor_.stop(); }
+void server::stop() noexcept {
+    impl_->reactor_.stop();
+}
 
 server_stats server::stats() const noexcept {
     return {impl_->requests_.load(std::memory_order_relaxed),

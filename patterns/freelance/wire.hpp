@@ -39,7 +39,8 @@ inline std::optional<std::uint64_t> decode_id(const zmq::message_t& frame) {
 inline std::optional<command> command_of(const message& m) {
     if (m.size() < 3 || view(m[1]) != protocol_v1 || m[2].size() != 1) return std::nullopt;
     const auto c = static_cast<std::uint8_t>(view(m[2])[0]);
-    if (c < static_cast<std::uint8_t>(command::ping) || c > static_cast<std::uint8_t>(command::error))
+    if (c < static_cast<std::uint8_t>(command::ping) ||
+        c > static_cast<std::uint8_t>(command::error))
         return std::nullopt;
     return static_cast<command>(c);
 }

@@ -71,7 +71,8 @@ struct server_stats {
 /// The endpoint updates are published on when server_options::publish is empty: for
 /// tcp://host:port, port + 1; for ipc://path, ipc://path.updates; std::nullopt otherwise (a
 /// wildcard port, inproc).
-[[nodiscard]] ZMESH_EXPORT std::optional<std::string> default_updates_endpoint(std::string_view bind);
+[[nodiscard]] ZMESH_EXPORT std::optional<std::string>
+default_updates_endpoint(std::string_view bind);
 
 /// The server: owns the state and its sequence.
 ///
