@@ -17,6 +17,7 @@
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
 #include <zmesh/log.hpp>
+#include <zmesh/mdp/protocol.hpp>
 #include <zmesh/reactor.hpp>
 #include <zmesh/socket_options.hpp>
 
@@ -103,7 +104,16 @@ class broker::impl {
         // descriptor their messages came on: a killed worker's requests move on within
         // milliseconds instead of after heartbeat × liveness.
         engine_.set_disconnect_sync([this] { drain_monitor(); });
-        if (config_.ha_role) ha_.emplace(ctx, config_, reactor::clock::now());
+        if (config_.ha_role) {
+            ha_.emplace(ctx, config_, reactor::clock::now());
+            // Workers send the replies they kept here after a failover (mdp::worker_options::
+            // replay_window); retries of their requests get them instead of running again.
+            engine_.add_internal_service(std::string(mdp::zmesh_replay),
+                                         [this](message& request, message& reply) {
+                const bool ok = ha_->on_replay(request, router_out_, reactor::clock::now());
+                reply.push_back(std::string_view(ok ? "200" : "400"));
+            });
+        }
         if (pubsub) {
             forwarder_.emplace(ctx, config_);
             endpoints_.push_back(forwarder_->xsub_endpoint());
@@ -190,12 +200,16 @@ class broker::impl {
         });
         if (forwarder_) forwarder_->attach(reactor_);
         if (ha_)
-            ha_->attach(reactor_, [this](std::string_view why) {
-                // The guide's answer to dual actives or passives: stop, and let an operator look.
-                ha_fatal_ = std::string(why);
-                ha_->detach();
-                reactor_.stop();
-            });
+            ha_->attach(
+                reactor_,
+                [this](std::string_view why) {
+                    // The guide's answer to dual actives or passives: stop, and let an operator
+                    // look.
+                    ha_fatal_ = std::string(why);
+                    ha_->detach();
+                    reactor_.stop();
+                },
+                [this](message& held) { engine_.on_message(held, reactor::clock::now()); });
         auto tick = reactor_.add_repeating_timer(config_.heartbeat_interval, [this] {
             const auto now = reactor::clock::now();
             engine_.on_tick(now);

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MPL-2.0
 // ha_pair.cpp — the HA link of a Binary Star pair and the screening of MDP traffic by its state.
 //
-// The link carries one kind of message, this broker's state, as two frames: "ZMBS01" and one
-// byte (1 primary, 2 backup, 3 active, 4 passive). PUB/SUB, as in the guide: a state announced
-// while the peer is not connected is lost, and the next heartbeat's replaces it. Anything else
-// arriving on the SUB is counted (ha_malformed) and dropped.
+// The link carries two kinds of message, both starting with the frame "ZMBS01":
+//  - this broker's state, one byte (1 primary, 2 backup, 3 active, 4 passive), every heartbeat
+//    and at once on a change. PUB/SUB, as in the guide: a state announced while the peer is not
+//    connected is lost, and the next heartbeat's replaces it;
+//  - while active, "R" and the message id of each ZMCT02 request it receives, as it receives
+//    it: the ledger that lets the peer, once it takes over, hold a retry of such a request until
+//    the worker that ran it replays the reply (zmesh.replay) instead of running it again.
+// Anything else arriving on the SUB is counted (ha_malformed) and dropped.
 #include "ha_pair.hpp"
 
 #include "mdp_engine.hpp"
@@ -14,6 +18,8 @@
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/protocol.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <string_view>
 
 namespace zmesh::nodes::detail {
@@ -84,15 +90,22 @@ kind classify(const message& m) noexcept {
 
 ha_pair::ha_pair(zmq::context_t& ctx, const broker_config& config, reactor::clock::time_point now)
     : machine_(*config.ha_role, config.heartbeat_interval, now), pub_(ctx, zmq::socket_type::pub),
-      sub_(ctx, zmq::socket_type::sub), heartbeat_(config.heartbeat_interval) {
+      sub_(ctx, zmq::socket_type::sub), heartbeat_(config.heartbeat_interval),
+      // A retry comes within the client's wait; ten seconds, or more with slow heartbeats.
+      keep_(std::max<std::chrono::milliseconds>(std::chrono::seconds(10),
+                                                8 * config.heartbeat_interval * config.liveness)),
+      // The worker that ran a request notices the dead broker after heartbeat x liveness (if it
+      // uses the broker's settings), may first meet this broker still passive, and then replays
+      // at once: four allowances cover that.
+      hold_(4 * config.heartbeat_interval * config.liveness) {
     if (config.ha_bind.empty() || config.ha_peer.empty())
         throw error(errc::invalid_argument,
                     "a Binary Star broker needs both its HA endpoint and its peer's");
     pub_.set(zmq::sockopt::linger, 0);
     sub_.set(zmq::sockopt::linger, 0);
-    // A state is worth one heartbeat: never queue more than a few of them for a slow peer.
-    pub_.set(zmq::sockopt::sndhwm, 16);
-    sub_.set(zmq::sockopt::rcvhwm, 16);
+    // The ledger sends one small message per request: room for a burst of them.
+    pub_.set(zmq::sockopt::sndhwm, 100000);
+    sub_.set(zmq::sockopt::rcvhwm, 100000);
     sub_.set(zmq::sockopt::maxmsgsize, std::int64_t{64});
     sub_.set(zmq::sockopt::subscribe, "");
     // Reconnect fast: the link is how the pair knows each other, and a peer that restarted
@@ -104,11 +117,16 @@ ha_pair::ha_pair(zmq::context_t& ctx, const broker_config& config, reactor::cloc
     state_.store(state_byte(machine_.current()), std::memory_order_relaxed);
 }
 
-void ha_pair::attach(reactor& r, std::function<void(std::string_view why)> on_fatal) {
+void ha_pair::attach(reactor& r, std::function<void(std::string_view why)> on_fatal,
+                     std::function<void(message&)> release) {
     reactor_ = &r;
     on_fatal_ = std::move(on_fatal);
+    release_ = std::move(release);
     r.add(sub_, [this](zmq::socket_ref) { on_peer(reactor::clock::now()); });
-    beat_ = r.add_repeating_timer(heartbeat_, [this] { announce(); });
+    beat_ = r.add_repeating_timer(heartbeat_, [this] {
+        announce();
+        prune(reactor::clock::now());
+    });
     log(log_level::info, "broker: Binary Star %s, HA link on %s, state %s",
         std::string(bs::to_string(machine_.configured_role())).c_str(), endpoint_.c_str(),
         std::string(bs::to_string(machine_.current())).c_str());
@@ -132,7 +150,16 @@ void ha_pair::announce() {
 }
 
 void ha_pair::on_peer(reactor::clock::time_point now) {
-    for (int i = 0; i < 100 && in_.recv(sub_, zmq::recv_flags::dontwait); ++i) {
+    for (int i = 0; i < 1000 && in_.recv(sub_, zmq::recv_flags::dontwait); ++i) {
+        if (in_.size() == 3 && view(in_[0]) == link_protocol && view(in_[1]) == "R" &&
+            in_[2].size() == message_id::size) {
+            message_id::bytes_type b{};
+            std::memcpy(b.data(), in_[2].data(), b.size());
+            const message_id id(b);
+            if (peer_seen_.insert(id).second) peer_seen_order_.emplace_back(now, id);
+            ledger_.fetch_add(1, std::memory_order_relaxed);
+            continue;
+        }
         std::optional<bs::state> peer;
         if (in_.size() == 2 && view(in_[0]) == link_protocol && in_[1].size() == 1)
             peer = byte_state(static_cast<const std::uint8_t*>(in_[1].data())[0]);
@@ -165,8 +192,8 @@ void ha_pair::apply(const bs::outcome& o, bs::event e) {
     announce(); // the peer should know at once, not at the next heartbeat
 }
 
-bool ha_pair::admit(const message& m, outbox& out, reactor::clock::time_point now) {
-    if (machine_.serving()) return true;
+bool ha_pair::admit(message& m, outbox& out, reactor::clock::time_point now) {
+    if (machine_.serving()) return screen_request(m, out, now);
     const kind k = classify(m);
     if (k.worker) {
         const std::uint8_t disconnect = k.protocol == mdp::worker_v2 || k.protocol == mdp::worker_header_v2
@@ -188,11 +215,113 @@ bool ha_pair::admit(const message& m, outbox& out, reactor::clock::time_point no
     // The broker's own statistics answer in any state, and asking for them is no request for
     // service: `zmesh stats` must be able to look at a passive broker without waking it.
     if (k.service == mdp::zmesh_stats) return true;
+    if (k.service == mdp::zmesh_replay) return false; // for the active one only
     const auto o = machine_.on_event(bs::event::client_request, now);
     apply(o, bs::event::client_request);
-    if (o.accepted) return true;
+    if (o.accepted) return screen_request(m, out, now);
     clients_dropped_.fetch_add(1, std::memory_order_relaxed);
     return false;
+}
+
+bool ha_pair::screen_request(message& m, outbox& out, reactor::clock::time_point now) {
+    // Only ZMCT02 requests carry a message id: "ZMCT02" REQUEST service header body...
+    if (m.size() < 5 || view(m[1]) != mdp::client_header_v2 || m[2].size() != 1 ||
+        static_cast<const std::uint8_t*>(m[2].data())[0] !=
+            static_cast<std::uint8_t>(mdp::client_command_v2::request) ||
+        view(m[3]).substr(0, mdp::zmesh_prefix.size()) == mdp::zmesh_prefix)
+        return true;
+    std::error_code ec;
+    const auto h = decode_header(m[4].data(), m[4].size(), ec);
+    if (!h) return true; // the engine answers 400
+    // The ledger, as it happens: the peer must know this id before any worker can have run it.
+    message r;
+    r.push_back(link_protocol);
+    r.push_back(std::string_view("R"));
+    r.push_back(zmq::message_t(h->id.bytes().data(), h->id.bytes().size()));
+    (void)r.send(pub_, zmq::send_flags::dontwait);
+    if (replies_.count(h->id)) {
+        answer(m, h->id, out);
+        return false;
+    }
+    // A retry of a request the peer received: a worker may have run it, and its reply died
+    // with the peer. Hold it until that worker replays the reply, or until hold_ has passed.
+    if (peer_seen_.count(h->id) && held_count_ < 100000) {
+        auto [it, fresh] = held_.try_emplace(h->id);
+        if (fresh) it->second.until = now + hold_;
+        // Moved, not copied: the engine reads the connection's descriptor from the frames.
+        it->second.requests.push_back(std::move(m));
+        ++held_count_;
+        held_total_.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+void ha_pair::answer(message& request, const message_id& id, outbox& out) {
+    const auto& r = replies_.at(id);
+    message reply;
+    reply.push_back(std::move(request[0])); // the client's routing id
+    reply.push_back(mdp::client_header_v2);
+    const auto final = static_cast<std::uint8_t>(mdp::client_command_v2::final);
+    reply.push_back(zmq::message_t(&final, 1));
+    reply.push_back(std::move(request[3])); // the service, as asked
+    reply.push_back(zmq::message_t(r.head.data(), r.head.size()));
+    for (std::size_t i = 0; i < r.body.size(); ++i)
+        reply.push_back(zmq::message_t(r.body[i].data(), r.body[i].size()));
+    (void)out.send(reply); // a client gone or at its HWM retries again
+    answered_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool ha_pair::on_replay(message& body, outbox& out, reactor::clock::time_point now) {
+    // id (16 bytes), service, the FINAL's header, body...
+    if (body.size() < 3 || body[0].size() != message_id::size) return false;
+    message_id::bytes_type b{};
+    std::memcpy(b.data(), body[0].data(), b.size());
+    const message_id id(b);
+    replays_.fetch_add(1, std::memory_order_relaxed);
+    if (!replies_.count(id)) {
+        replayed r{std::string(view(body[1])), zmq::message_t(body[2].data(), body[2].size()), {}, now};
+        body.move_tail_to(3, r.body);
+        replies_.emplace(id, std::move(r));
+        replies_order_.emplace_back(now, id);
+    }
+    if (auto it = held_.find(id); it != held_.end()) {
+        for (auto& request : it->second.requests) answer(request, id, out);
+        held_count_ -= it->second.requests.size();
+        held_.erase(it);
+    }
+    return true;
+}
+
+void ha_pair::prune(reactor::clock::time_point now) {
+    while (!peer_seen_order_.empty() && now - peer_seen_order_.front().first > keep_) {
+        peer_seen_.erase(peer_seen_order_.front().second);
+        peer_seen_order_.pop_front();
+    }
+    while (!replies_order_.empty() && now - replies_order_.front().first > keep_) {
+        replies_.erase(replies_order_.front().second);
+        replies_order_.pop_front();
+    }
+    // Holds that ended without a replay: no worker kept a reply, so none ran the request (or
+    // its worker died too). The engine takes them now; the ids leave the ledger so that the
+    // next retry is not held again.
+    std::vector<message> due;
+    for (auto it = held_.begin(); it != held_.end();) {
+        if (it->second.until > now) {
+            ++it;
+            continue;
+        }
+        // The engine joins them into one request; its reply goes to the latest connection, and
+        // a retry from a newer one joins it or gets the kept reply.
+        for (auto& request : it->second.requests) due.push_back(std::move(request));
+        held_count_ -= it->second.requests.size();
+        peer_seen_.erase(it->first);
+        it = held_.erase(it);
+    }
+    for (auto& m : due) {
+        released_.fetch_add(1, std::memory_order_relaxed);
+        if (release_) release_(m);
+    }
 }
 
 void ha_pair::fill(broker_stats& s) const noexcept {
@@ -202,6 +331,11 @@ void ha_pair::fill(broker_stats& s) const noexcept {
     s.ha_workers_refused = workers_refused_.load(std::memory_order_relaxed);
     s.ha_peer_updates = peer_updates_.load(std::memory_order_relaxed);
     s.ha_malformed = malformed_.load(std::memory_order_relaxed);
+    s.ha_ledger = ledger_.load(std::memory_order_relaxed);
+    s.ha_held = held_total_.load(std::memory_order_relaxed);
+    s.ha_released = released_.load(std::memory_order_relaxed);
+    s.ha_replays = replays_.load(std::memory_order_relaxed);
+    s.ha_replay_answers = answered_.load(std::memory_order_relaxed);
 }
 
 } // namespace zmesh::nodes::detail

@@ -559,6 +559,11 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
             {"ha_workers_refused", st.ha_workers_refused},
             {"ha_peer_updates", st.ha_peer_updates},
             {"ha_malformed", st.ha_malformed},
+            {"ha_ledger", st.ha_ledger},
+            {"ha_held", st.ha_held},
+            {"ha_released", st.ha_released},
+            {"ha_replays", st.ha_replays},
+            {"ha_replay_answers", st.ha_replay_answers},
         };
         msgpack::sbuffer buf;
         msgpack::packer<msgpack::sbuffer> pk(buf);

@@ -31,6 +31,7 @@
 #include <cerrno>
 #include <climits>
 #include <deque>
+#include <unordered_map>
 #include <string>
 #include <thread>
 #include <utility>
@@ -124,6 +125,16 @@ struct worker::impl {
     std::optional<clock::time_point> last_deadline_; // ... and its deadline
     worker_stats stats_;
 
+    /// A reply kept for worker_options::replay_window (exactly once across a broker's death).
+    struct kept_reply {
+        zmq::message_t head; // the FINAL's header (co = the request's id)
+        message body;
+        clock::time_point at;
+    };
+    std::unordered_map<message_id, kept_reply> kept_;              // by request id
+    std::deque<std::pair<clock::time_point, message_id>> kept_order_; // oldest first
+    bool replay_due_ = false; // a new connection: send kept_ once the broker answers
+
     impl(zmq::context_t& ctx, std::vector<std::string> endpoints, std::string service,
          worker_options opts)
         : ctx_(&ctx), endpoints_(std::move(endpoints)),
@@ -134,6 +145,8 @@ struct worker::impl {
         auto positive = [](milliseconds d) { return d > milliseconds(0) && d <= max_duration; };
         if (endpoints_.empty())
             throw error(errc::invalid_argument, "mdp::worker: no broker endpoint given");
+        if (opts_.replay_window < milliseconds(0) || opts_.replay_window > max_duration)
+            throw error(errc::invalid_argument, "mdp::worker: replay_window out of range");
         // Checked here so that a bad name never reaches the wire, where a broker could only
         // refuse it (or, a lenient one, accept a name no zmesh tool can type or print).
         if (auto problem = worker_service_name_problem(service_); !problem.empty())
@@ -210,6 +223,7 @@ struct worker::impl {
         ready_pending_ = true;
         heard_ = false;
         spoke_ = false;
+        replay_due_ = !kept_.empty();
         const auto now = clock::now();
         // A fresh registration gets the full liveness allowance to hear from the broker.
         expires_at_ = now + allowance_;
@@ -339,6 +353,60 @@ struct worker::impl {
         heard_ = true;
         expires_at_ = now + allowance_;
         backoff_ = opts_.reconnect_initial;
+        if (replay_due_) {
+            replay_due_ = false;
+            send_replays(now);
+        }
+    }
+
+    /// Forgets kept replies older than the replay window.
+    void prune_kept(clock::time_point now) {
+        while (!kept_order_.empty() && now - kept_order_.front().first > opts_.replay_window) {
+            auto it = kept_.find(kept_order_.front().second);
+            if (it != kept_.end() && it->second.at == kept_order_.front().first) kept_.erase(it);
+            kept_order_.pop_front();
+        }
+    }
+
+    /// Keeps the reply to request @p id (replay_window > 0).
+    void keep_reply(const message_id& id, const zmq::message_t& head, const message& body) {
+        const auto now = clock::now();
+        prune_kept(now);
+        kept_.insert_or_assign(id, kept_reply{copy_of(head), body.clone(), now});
+        kept_order_.emplace_back(now, id);
+    }
+
+    /// Sends every kept reply to the broker just registered with, as ZMCT02 requests to
+    /// `zmesh.replay` (docs/patterns/binary_star.md) on a socket of their own: a broker without
+    /// Binary Star answers them 501 (unknown service), which nobody reads. Body: the request id
+    /// (16 bytes), the service, the FINAL's header, then its body frames.
+    void send_replays(clock::time_point now) {
+        prune_kept(now);
+        if (kept_.empty()) return;
+        zmq::socket_t s(*ctx_, zmq::socket_type::dealer);
+        // The socket is closed at once, before its connection is even up: the replies leave
+        // during the linger, which a broker that has just answered READY gets in full.
+        s.set(zmq::sockopt::linger, static_cast<int>(allowance_.count()));
+        if (opts_.curve) security::make_curve_client(s, opts_.curve->server_public, opts_.curve->client);
+        s.connect(endpoint_);
+        std::size_t sent_count = 0;
+        for (const auto& [id, k] : kept_) {
+            message m;
+            m.push_back(client_header_v2);
+            const auto request = static_cast<std::uint8_t>(client_command_v2::request);
+            m.push_back(zmq::message_t(&request, 1));
+            m.push_back(zmesh_replay);
+            m.push_back(encode(make_header({})));
+            m.push_back(zmq::message_t(id.bytes().data(), id.bytes().size()));
+            m.push_back(std::string_view(service_));
+            m.push_back(copy_of(k.head));
+            for (std::size_t i = 0; i < k.body.size(); ++i) m.push_back(copy_of(k.body[i]));
+            if (m.send(s, zmq::send_flags::dontwait) != send_status::sent) break;
+            ++sent_count;
+        }
+        stats_.replays_sent += sent_count;
+        log(log_level::info, "mdp::worker: '%s' sent %zu kept replies to broker %s",
+            service_.c_str(), sent_count, endpoint_.c_str());
     }
 
     /// Whether @p m, whose arguments start at frame @p a, is a well-formed REQUEST: MDPW01
@@ -372,6 +440,21 @@ struct worker::impl {
                     return;
                 }
                 r.token.request_id_ = r.header->id;
+                if (opts_.replay_window.count() > 0) {
+                    prune_kept(now);
+                    if (auto it = kept_.find(r.header->id); it != kept_.end()) {
+                        // Executed already: the reply went to a broker that died with it.
+                        message& out = command(cmd::final);
+                        out.push_back(std::move(r.token.tag_));
+                        out.push_back(std::move(r.token.client_));
+                        out.push_back(zmq::message_t());
+                        out.push_back(copy_of(it->second.head));
+                        for (std::size_t i = 0; i < it->second.body.size(); ++i)
+                            out.push_back(copy_of(it->second.body[i]));
+                        if (send(now)) ++stats_.replayed;
+                        return;
+                    }
+                }
                 // Relative, as docs/protocol.md says: tl counts from when the broker sent it,
                 // and this clock starts it at arrival (the network delay is not subtracted).
                 if (r.header->ttl_ms > 0) r.deadline = now + milliseconds(r.header->ttl_ms);
@@ -635,6 +718,8 @@ struct worker::impl {
                         how == ending::refusal   ? "mdp::worker::refuse: empty reply_token"
                         : how == ending::failure ? "mdp::worker::fail: empty reply_token"
                                                  : "mdp::worker::reply: empty reply_token");
+        if (opts_.replay_window.count() > 0 && v2_ && token.request_id_ && how != ending::refusal)
+            keep_reply(*token.request_id_, reply_header(token, type), body);
         if (token.epoch_ != epoch_ || !socket_) {
             ++stats_.replies_dropped;
             return;

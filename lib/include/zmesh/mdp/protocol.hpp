@@ -96,6 +96,9 @@ inline constexpr std::string_view refused_type = "zmesh.refused";
 inline constexpr std::string_view fail_fast_key = "ff";
 /// The broker's dead-letter queue service (docs/protocol.md, "The dead-letter queue").
 inline constexpr std::string_view zmesh_dlq = "zmesh.dlq";
+/// Where a worker sends the replies it kept (worker_options::replay_window) after registering
+/// with a new broker; a Binary Star broker answers it (docs/patterns/binary_star.md).
+inline constexpr std::string_view zmesh_replay = "zmesh.replay";
 
 /// Marks @p h as fail-fast (docs/protocol.md): the broker answers 404 at once if no worker has
 /// ever served the service, instead of queueing the request.

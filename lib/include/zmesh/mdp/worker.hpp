@@ -86,6 +86,14 @@ struct worker_options {
     /// CURVE (docs/security.md): the broker's public key and this worker's certificate; unset
     /// for a broker without it.
     std::optional<security::curve_client_keys> curve{};
+    /// Exactly once across a broker's death (docs/patterns/binary_star.md), ZMWC02 only: keep
+    /// the reply to every request with a message id this long. A request delivered again with
+    /// that id is answered from it without running again, and after registering with another
+    /// broker the worker sends it every reply it keeps (a ZMCT02 request to `zmesh.replay`,
+    /// which a Binary Star broker answers), so that a reply lost with the dead broker reaches
+    /// the client's retry. Replies are kept even when the connection they came for has gone.
+    /// 0 (the default): off.
+    std::chrono::milliseconds replay_window{0};
 };
 
 /// Counters of a worker, for monitoring.
@@ -108,6 +116,8 @@ struct worker_stats {
     std::uint64_t reply_waits = 0;     ///< replies that found the socket at its high-water mark
                                        ///< and had to wait for the broker to read
     std::uint64_t failovers = 0;       ///< moves to the next broker of the list
+    std::uint64_t replayed = 0;        ///< requests delivered again and answered from a kept reply
+    std::uint64_t replays_sent = 0;    ///< kept replies sent to a new broker (zmesh.replay)
 };
 
 class worker;

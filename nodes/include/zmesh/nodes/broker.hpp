@@ -222,6 +222,11 @@ struct broker_stats {
     std::uint64_t ha_workers_refused = 0; ///< worker commands answered DISCONNECT while not active
     std::uint64_t ha_peer_updates = 0;    ///< states heard from the peer
     std::uint64_t ha_malformed = 0;       ///< malformed messages on the HA link
+    std::uint64_t ha_ledger = 0;          ///< request ids heard from the active peer
+    std::uint64_t ha_held = 0;            ///< retries held for a reply a worker may replay
+    std::uint64_t ha_released = 0;        ///< held retries passed on when no replay came
+    std::uint64_t ha_replays = 0;         ///< replies workers replayed (zmesh.replay)
+    std::uint64_t ha_replay_answers = 0;  ///< retries answered from a replayed reply
 };
 
 /// The broker node.
