@@ -27,3 +27,6 @@ endif()
 find_package(Threads REQUIRED)
 # The Titanic node's store (nodes/titanic); CMake's FindSQLite3 gives SQLite::SQLite3.
 find_package(SQLite3 REQUIRED)
+# Its PostgreSQL engine talks to the server through libpq, the PostgreSQL client library (Debian
+# 12: libpq-dev); CMake's FindPostgreSQL gives PostgreSQL::PostgreSQL.
+find_package(PostgreSQL REQUIRED)

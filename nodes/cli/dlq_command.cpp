@@ -4,7 +4,8 @@
 // A dead-letter queue holds the requests a node gave up on (too many failed attempts, TTL
 // passed, refused), each with the reason. The source is chosen by a flag, exactly one of:
 //  - --store PATH: the durable store of a Titanic node, opened directly (safe while the node
-//    runs: the store serialises writers);
+//    runs: the store serialises writers); a PostgreSQL connection string names a PostgreSQL
+//    store, as for `zmesh titanic --store`;
 //  - --broker EP: a zmesh broker's in-memory DLQ, through its service zmesh.dlq (docs/
 //    protocol.md, "The dead-letter queue"): request body "list" | "show" ID | "replay" (ID |
 //    "all") | "purge" (ID | "all"), reply body a status, then msgpack or a count.
@@ -12,7 +13,7 @@
 #include "config.hpp"
 #include "security_flags.hpp"
 
-#include "../titanic/sqlite_store.hpp"
+#include "../titanic/open_store.hpp"
 
 #include <zmesh/codec.hpp>
 #include <zmesh/endpoint.hpp>
@@ -63,6 +64,7 @@ ts::time_point now() {
 /// Opens an existing Titanic store; never creates one (a typo in PATH must not leave a fresh,
 /// empty store behind that then reports "nothing dead").
 std::unique_ptr<ts::store> open_existing(const std::string& path) {
+    if (ts::is_pg_target(path)) return ts::open_pg_store(path, false);
     std::error_code ec;
     const auto status = std::filesystem::status(path, ec);
     if (!std::filesystem::exists(status)) throw std::runtime_error("no store at " + path);
@@ -305,8 +307,9 @@ int run_dlq(const std::vector<std::string>& args) {
     // clang-format off
     options.add_options()
         ("store", po::value(&store_path),
-         "the dead-letter queue of a titanic node: its store file (zmesh titanic --store); the "
-         "file must exist, it is never created. Safe while the node runs.")
+         "the dead-letter queue of a titanic node: its store file or PostgreSQL connection "
+         "string (zmesh titanic --store); the store must exist, it is never created. Safe while "
+         "the node runs.")
         ("broker", po::value(&broker),
          "the in-memory dead-letter queue of the zmesh broker at this endpoint (its service "
          "zmesh.dlq): requests that expired, ran out of attempts or were refused")

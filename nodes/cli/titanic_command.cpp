@@ -29,11 +29,21 @@ int run_titanic(const std::vector<std::string>& args) {
     std::uint32_t credit = cfg.request_credit;
     long heartbeat_ms = static_cast<long>(cfg.heartbeat.count());
     long timeout_ms = static_cast<long>(cfg.request_timeout.count());
+    long lease_ms = static_cast<long>(cfg.claim_lease.count());
     po::options_description options("options");
     options.add_options()
         ("broker", po::value(&cfg.broker_endpoint)->default_value(default_broker_endpoint()),
          "broker endpoint (env ZMESH_BROKER)")
-        ("store", po::value(&store)->default_value(store), "SQLite store file (created if missing)")
+        ("store", po::value(&store)->default_value(store),
+         "SQLite store file (created if missing), or a PostgreSQL connection string "
+         "(postgresql://..., postgres://..., or libpq's 'host=... dbname=...'; tables created if "
+         "missing; several nodes may share it)")
+        ("node-id", po::value(&cfg.node_id),
+         "name this node claims stored requests under; unique per node sharing a store "
+         "(default: host:pid:random for PostgreSQL, 'local' for SQLite)")
+        ("lease-ms", po::value(&lease_ms)->default_value(lease_ms),
+         "how long a claim holds a request for this node; another node takes over a dead "
+         "node's requests this long after its last renewal")
         ("sync", po::value(&sync)->default_value(sync),
          "full (fsync each commit) or normal (fsync at checkpoints)")
         ("max-attempts", po::value(&max_attempts)->default_value(max_attempts),
@@ -53,7 +63,7 @@ int run_titanic(const std::vector<std::string>& args) {
     client_security_flags security_flags;
     security_flags.add_to(options);
     po::variables_map vm;
-    if (!parse("titanic", "[--broker EP] [--store PATH] [options]", options, args, vm)) return ok;
+    if (!parse("titanic", "[--broker EP] [--store PATH|postgresql://...] [options]", options, args, vm)) return ok;
 
     auto level = parse_log_level(log_level);
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");
@@ -72,6 +82,7 @@ int run_titanic(const std::vector<std::string>& args) {
         throw usage_error("--concurrency must be in [1, 1024]");
     if (heartbeat_ms <= 0) throw usage_error("--heartbeat-ms must be positive");
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
+    if (lease_ms <= 0) throw usage_error("--lease-ms must be positive");
     if (store.empty()) throw usage_error("--store must not be empty");
     std::error_code ec;
     std::string why;
@@ -86,6 +97,7 @@ int run_titanic(const std::vector<std::string>& args) {
     cfg.dispatch_concurrency = concurrency;
     cfg.heartbeat = std::chrono::milliseconds(heartbeat_ms);
     cfg.request_timeout = std::chrono::milliseconds(timeout_ms);
+    cfg.claim_lease = std::chrono::milliseconds(lease_ms);
 
     install_stop_signals();
     zmq::context_t ctx;

@@ -8,6 +8,8 @@
 // checkpoints) or points at a caller's buffer after the call.
 #include "sqlite_store.hpp"
 
+#include "frame_codec.hpp"
+
 #include <zmesh/error.hpp>
 
 #include <sqlite3.h>
@@ -15,6 +17,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -55,6 +58,8 @@ CREATE TABLE requests (
     replied_ms      INTEGER,
     dead_reason     TEXT,
     dead_ms         INTEGER,
+    claim_owner     TEXT,                  -- claim(): who holds it (schema 2)
+    claim_until_ms  INTEGER,               -- and until when
     body            BLOB NOT NULL,         -- frames: (u32 little-endian length, bytes)...
     reply           BLOB
 );
@@ -62,10 +67,18 @@ CREATE INDEX requests_due ON requests(next_attempt_ms) WHERE state = 0;
 CREATE INDEX requests_dead ON requests(dead_ms) WHERE state = 2;
 )";
 
+/// Schema 1 had no claims: a store of that version gets the two columns when it is opened (one
+/// transaction; ALTER TABLE appends them after the blobs, which only costs a claim's read of a
+/// migrated row a walk past its body).
+constexpr const char* migrate_1_to_2_sql =
+    "BEGIN IMMEDIATE; ALTER TABLE requests ADD COLUMN claim_owner TEXT; "
+    "ALTER TABLE requests ADD COLUMN claim_until_ms INTEGER; PRAGMA user_version=2; COMMIT;";
+
 constexpr const char* columns = "id, service, created_ms, ttl_ms, attempts, next_attempt_ms, "
-                                "state, body";
-constexpr int dead_reason_col = 8; // after the columns above, in the dead-letter queries
-constexpr int dead_ms_col = 9;
+                                "state, claim_owner, claim_until_ms, body";
+constexpr int body_col = 9;
+constexpr int dead_reason_col = 10; // after the columns above, in the dead-letter queries
+constexpr int dead_ms_col = 11;
 
 struct db_closer {
     void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
@@ -136,7 +149,7 @@ void check_ours(sqlite3* db, const fs::path& p) {
                              hex + "); refusing to touch it");
     }
     long long version = std::stoll(pragma_value(db, p, "PRAGMA user_version"));
-    if (version != sqlite_schema_version) {
+    if (version != sqlite_schema_version && version != 1) { // 1 is migrated on open
         throw_storage(p, "is a zmesh titanic store of schema version " + std::to_string(version) +
                              ", this build reads version " + std::to_string(sqlite_schema_version) +
                              "; refusing to touch it");
@@ -249,42 +262,8 @@ std::int64_t to_limit(std::size_t n) noexcept {
     return static_cast<std::int64_t>(n < max ? n : max);
 }
 
-/// Appends @p body to @p out as (u32 little-endian length, bytes) per frame. Little-endian is
-/// fixed, not native, so a store file can move between machines.
-void encode_frames(const frames& body, std::string& out) {
-    out.clear();
-    std::size_t total = 0;
-    for (const auto& f : body) total += 4 + f.size();
-    out.reserve(total);
-    for (const auto& f : body) {
-        if (f.size() > std::numeric_limits<std::uint32_t>::max()) {
-            throw zmesh::error(errc::invalid_argument, "titanic store: frame larger than 4 GiB");
-        }
-        auto n = static_cast<std::uint32_t>(f.size());
-        for (int shift = 0; shift < 32; shift += 8) {
-            out.push_back(static_cast<char>((n >> shift) & 0xffU));
-        }
-        out.append(f);
-    }
-}
-
-/// Decodes encode_frames() output; nullopt if it is malformed (a corrupt row).
-std::optional<frames> decode_frames(const void* data, std::size_t size) {
-    frames body;
-    const auto* p = static_cast<const unsigned char*>(data);
-    std::size_t at = 0;
-    while (at < size) {
-        if (size - at < 4) return std::nullopt;
-        std::uint32_t n = 0;
-        for (int i = 0; i < 4; ++i)
-            n |= std::uint32_t{p[at + static_cast<std::size_t>(i)]} << (8 * i);
-        at += 4;
-        if (size - at < n) return std::nullopt;
-        body.emplace_back(reinterpret_cast<const char*>(p + at), n);
-        at += n;
-    }
-    return body;
-}
+using detail::decode_frames;
+using detail::encode_frames;
 
 /// Resets a statement and clears its bindings when a call is done with it, error or not.
 class statement_use {
@@ -312,6 +291,11 @@ class sqlite_store final : public store {
     std::optional<request_record> find(std::string_view id) override;
     bool close(std::string_view id) override;
     std::vector<request_record> due(time_point now, std::size_t limit) override;
+    std::vector<request_record> claim(std::string_view owner, time_point now,
+                                      std::chrono::milliseconds lease, std::size_t limit) override;
+    std::size_t renew(std::string_view owner, std::span<const std::string> ids,
+                      time_point until) override;
+    std::size_t release(std::string_view owner) override;
     std::optional<std::uint32_t> record_failure(std::string_view id,
                                                 time_point next_attempt) override;
     bool move_to_dlq(std::string_view id, std::string_view reason, time_point now) override;
@@ -351,6 +335,7 @@ class sqlite_store final : public store {
     // Statements are declared after db_ so they are finalized before it closes.
     stmt_ptr begin_, commit_, rollback_;
     stmt_ptr insert_, store_reply_, reply_, find_, close_, due_, failure_, to_dlq_;
+    stmt_ptr claim_, renew_, release_;
     stmt_ptr dlq_list_, dlq_show_, dlq_replay_, dlq_replay_all_, dlq_purge_, dlq_purge_all_;
     stmt_ptr counts_;
 };
@@ -406,6 +391,16 @@ sqlite_store::sqlite_store(fs::path path, sync_mode mode) : path_(std::move(path
     db_ = open_db(path_, SQLITE_OPEN_READWRITE, path_);
     // Re-checked on the connection we keep, in case the file was swapped since validation.
     check_ours(db_.get(), path_);
+    if (pragma_value(db_.get(), path_, "PRAGMA user_version") == "1") {
+        int rc = sqlite3_exec(db_.get(), migrate_1_to_2_sql, nullptr, nullptr, nullptr);
+        if (rc != SQLITE_OK) {
+            const std::string why = sqlite_reason(db_.get(), rc);
+            sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+            // Another process may have migrated it first (duplicate column): fine if so.
+            if (pragma_value(db_.get(), path_, "PRAGMA user_version") != "2")
+                throw_storage(path_, "cannot upgrade schema version 1 to 2: " + why);
+        }
+    }
     if (pragma_value(db_.get(), path_, "PRAGMA journal_mode=WAL") != "wal") {
         throw_storage(path_, "cannot switch to WAL mode");
     }
@@ -423,13 +418,26 @@ sqlite_store::sqlite_store(fs::path path, sync_mode mode) : path_(std::move(path
     insert_ = prepare("INSERT INTO requests (id, service, created_ms, ttl_ms, attempts, "
                       "next_attempt_ms, state, body) VALUES (?1, ?2, ?3, ?4, 0, ?3, 0, ?5)");
     store_reply_ = prepare("UPDATE requests SET state = 1, reply = ?2, replied_ms = ?3, "
-                           "dead_reason = NULL, dead_ms = NULL WHERE id = ?1 AND state <> 1");
+                           "dead_reason = NULL, dead_ms = NULL, claim_owner = NULL, "
+                           "claim_until_ms = NULL WHERE id = ?1 AND state <> 1");
     reply_ = prepare("SELECT state, reply FROM requests WHERE id = ?1");
     find_ = prepare("SELECT " + cols + " FROM requests WHERE id = ?1");
     close_ = prepare("DELETE FROM requests WHERE id = ?1");
     due_ = prepare("SELECT " + cols +
                    " FROM requests WHERE state = 0 AND next_attempt_ms <= ?1 "
                    "ORDER BY next_attempt_ms, seq LIMIT ?2");
+    // SQLite serialises writers, so one UPDATE ... RETURNING is the whole claim: no other
+    // connection can take a row between the SELECT and the UPDATE. RETURNING comes in no
+    // particular order: seq is returned too, to sort by.
+    claim_ = prepare("UPDATE requests SET claim_owner = ?1, claim_until_ms = ?3 WHERE seq IN "
+                     "(SELECT seq FROM requests WHERE state = 0 AND next_attempt_ms <= ?2 AND "
+                     "(claim_owner IS NULL OR claim_until_ms <= ?2 OR claim_owner = ?1) "
+                     "ORDER BY next_attempt_ms, seq LIMIT ?4) RETURNING " +
+                     cols + ", seq");
+    renew_ = prepare("UPDATE requests SET claim_until_ms = ?3 WHERE id = ?2 AND claim_owner = ?1 "
+                     "AND state = 0");
+    release_ = prepare("UPDATE requests SET claim_owner = NULL, claim_until_ms = NULL "
+                       "WHERE claim_owner = ?1");
     failure_ = prepare("UPDATE requests SET attempts = attempts + 1, next_attempt_ms = ?2 "
                        "WHERE id = ?1 AND state = 0 RETURNING attempts");
     to_dlq_ = prepare("UPDATE requests SET state = 2, dead_reason = ?2, dead_ms = ?3 "
@@ -441,7 +449,8 @@ sqlite_store::sqlite_store(fs::path path, sync_mode mode) : path_(std::move(path
                         ", dead_reason, dead_ms FROM requests "
                         "WHERE id = ?1 AND state = 2");
     const std::string replay = "UPDATE requests SET state = 0, attempts = 0, next_attempt_ms = ?2, "
-                               "ttl_ms = NULL, dead_reason = NULL, dead_ms = NULL WHERE state = 2";
+                               "ttl_ms = NULL, dead_reason = NULL, dead_ms = NULL, "
+                               "claim_owner = NULL, claim_until_ms = NULL WHERE state = 2";
     dlq_replay_ = prepare(replay + " AND id = ?1");
     dlq_replay_all_ = prepare(replay);
     dlq_purge_ = prepare("DELETE FROM requests WHERE id = ?1 AND state = 2");
@@ -516,8 +525,12 @@ request_record sqlite_store::read_request(sqlite3_stmt* s) const {
     std::int64_t state = sqlite3_column_int64(s, 6);
     if (state < 0 || state > 2) throw_storage(path_, "corrupt state in request " + r.id);
     r.state = static_cast<request_state>(state);
-    const void* blob = sqlite3_column_blob(s, 7); // blob before bytes, as SQLite requires
-    auto body = decode_frames(blob, static_cast<std::size_t>(sqlite3_column_bytes(s, 7)));
+    if (sqlite3_column_type(s, 7) != SQLITE_NULL) {
+        r.claimed_by = text(7);
+        r.claimed_until = from_ms(sqlite3_column_int64(s, 8));
+    }
+    const void* blob = sqlite3_column_blob(s, body_col); // blob before bytes, as SQLite requires
+    auto body = decode_frames(blob, static_cast<std::size_t>(sqlite3_column_bytes(s, body_col)));
     if (!body) throw_storage(path_, "corrupt body in request " + r.id);
     r.body = std::move(*body);
     return r;
@@ -628,6 +641,58 @@ std::vector<request_record> sqlite_store::due(time_point now, std::size_t limit)
         out.push_back(read_request(due_.get()));
     }
     return out;
+}
+
+std::vector<request_record> sqlite_store::claim(std::string_view owner, time_point now,
+                                                std::chrono::milliseconds lease,
+                                                std::size_t limit) {
+    if (owner.empty())
+        throw zmesh::error(errc::invalid_argument, "titanic store: claim needs an owner");
+    std::vector<std::pair<std::int64_t, request_record>> got;
+    {
+        statement_use use(claim_.get());
+        bind_text(claim_.get(), 1, owner);
+        bind_int(claim_.get(), 2, to_ms(now));
+        bind_int(claim_.get(), 3, to_ms(now + lease));
+        bind_int(claim_.get(), 4, to_limit(limit));
+        // Stepped to SQLITE_DONE: with RETURNING, the autocommit completes only then.
+        while (step(claim_.get(), "claim due requests") == SQLITE_ROW) {
+            auto seq = sqlite3_column_int64(claim_.get(), body_col + 1);
+            got.emplace_back(seq, read_request(claim_.get()));
+        }
+    }
+    std::sort(got.begin(), got.end(), [](const auto& a, const auto& b) {
+        return a.second.next_attempt != b.second.next_attempt
+                   ? a.second.next_attempt < b.second.next_attempt
+                   : a.first < b.first;
+    });
+    std::vector<request_record> out;
+    out.reserve(got.size());
+    for (auto& g : got) out.push_back(std::move(g.second));
+    return out;
+}
+
+std::size_t sqlite_store::renew(std::string_view owner, std::span<const std::string> ids,
+                                time_point until) {
+    if (ids.empty() || owner.empty()) return 0;
+    std::size_t renewed = 0;
+    transaction tx(*this);
+    for (const auto& id : ids) {
+        statement_use use(renew_.get());
+        bind_text(renew_.get(), 1, owner);
+        bind_text(renew_.get(), 2, id);
+        bind_int(renew_.get(), 3, to_ms(until));
+        renewed += write(renew_.get(), "renew claims");
+    }
+    tx.commit();
+    return renewed;
+}
+
+std::size_t sqlite_store::release(std::string_view owner) {
+    if (owner.empty()) return 0;
+    statement_use use(release_.get());
+    bind_text(release_.get(), 1, owner);
+    return write(release_.get(), "release claims");
 }
 
 std::optional<std::uint32_t> sqlite_store::record_failure(std::string_view id,

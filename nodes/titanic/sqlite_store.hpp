@@ -36,7 +36,8 @@ enum class sync_mode {
 /// PRAGMA application_id of a zmesh Titanic store: "ZMTI" in ASCII.
 inline constexpr std::int32_t sqlite_application_id = 0x5A4D5449;
 /// PRAGMA user_version: the version of the schema this build reads and writes.
-inline constexpr std::int32_t sqlite_schema_version = 1;
+/// Version 2 added claims (store::claim()); a version 1 store is upgraded when it is opened.
+inline constexpr std::int32_t sqlite_schema_version = 2;
 
 /// Opens the SQLite store at @p path, creating it if the path does not exist or is an empty
 /// file. The result is used by one thread at a time (see store).

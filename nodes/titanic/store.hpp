@@ -4,14 +4,22 @@
 // The Titanic node (https://rfc.zeromq.org/spec/9/) acknowledges a request only once it is
 // stored, dispatches stored requests until each has a reply, and keeps a dead-letter queue for
 // requests that failed too often or outlived their TTL. Everything it must not forget goes
-// through this interface, so that a second engine can be added later without touching the node;
-// open_sqlite_store() (sqlite_store.hpp) is the first engine.
+// through this interface, so that the node has one code path whatever the engine:
+// open_sqlite_store() (sqlite_store.hpp) and open_pg_store() (pg_store.hpp); open_store()
+// (open_store.hpp) picks one from the --store text.
 //
 // A request lives in one of three states: pending (waiting to be dispatched, or being retried),
 // replied (its reply is stored, frame for frame), dead (in the dead-letter queue, with a reason).
 // close() forgets it in any state. Writes are durable when they return (to the degree the engine
 // was opened with), and the batch calls commit a whole batch at once: that is the group commit
 // which lets the node acknowledge many requests per fsync.
+//
+// Claims: several nodes may share one store (PostgreSQL). A node takes due work with claim(), which
+// marks each request it returns with the node's owner name and a lease expiry; no other owner gets
+// a request while its lease runs, and a dead node's claims simply expire. The node renews the
+// claims of what it is dispatching and releases all of its claims when it stops. A claim is only
+// a hand-out rule: replies, failures and dead-lettering are accepted from anyone (the first reply
+// stored wins).
 //
 // Ids are the 32 lowercase hex characters TSP uses. Lookups take ids straight from the network,
 // so a malformed id is simply unknown there and never throws.
@@ -67,6 +75,9 @@ struct request_record {
     std::uint32_t attempts = 0; ///< failed dispatches so far (record_failure)
     time_point next_attempt;    ///< due() returns the request once this is reached
     request_state state = request_state::pending;
+    std::string claimed_by;     ///< owner of the current claim (claim()); empty: never claimed
+                                ///< or released
+    time_point claimed_until{}; ///< when that claim's lease ends; meaningless if claimed_by is empty
 };
 
 /// A reply to store for a request.
@@ -164,6 +175,31 @@ class ZMESH_EXPORT store {
     /// @throws zmesh::error errc::storage if the engine fails.
     virtual std::vector<request_record> due(time_point now, std::size_t limit) = 0;
 
+    /// due(), claimed for @p owner: the pending requests due at @p now that nobody holds (never
+    /// claimed, released, or whose lease ended at or before @p now) or that @p owner holds
+    /// already, earliest next attempt first, at most @p limit; each is marked as held by @p owner
+    /// until @p now + @p lease, in one transaction. Two owners calling at once never get the
+    /// same request. Claims survive failures (record_failure() leaves the claim, so the owner
+    /// takes the request up again after its backoff, or another owner once the lease ends).
+    /// @throws zmesh::error errc::invalid_argument if @p owner is empty.
+    /// @throws zmesh::error errc::storage if the engine fails.
+    virtual std::vector<request_record> claim(std::string_view owner, time_point now,
+                                              std::chrono::milliseconds lease,
+                                              std::size_t limit) = 0;
+
+    /// Extends to @p until the claims that @p owner still holds on the pending requests @p ids
+    /// (one transaction). A claim another owner has taken meanwhile is left alone.
+    /// @returns how many claims were extended
+    /// @throws zmesh::error errc::storage if the engine fails.
+    virtual std::size_t renew(std::string_view owner, std::span<const std::string> ids,
+                              time_point until) = 0;
+
+    /// Gives up every claim of @p owner, so that other owners may take the requests at once (a
+    /// node that stops cleanly).
+    /// @returns how many claims were released
+    /// @throws zmesh::error errc::storage if the engine fails.
+    virtual std::size_t release(std::string_view owner) = 0;
+
     /// Counts a failed dispatch of pending request @p id and sets its next attempt.
     /// @returns the attempts so far, or std::nullopt if @p id is not a pending request
     /// @throws zmesh::error errc::storage if the engine fails.
@@ -184,8 +220,8 @@ class ZMESH_EXPORT store {
     /// @throws zmesh::error errc::storage if the engine fails.
     virtual std::optional<dlq_entry> dlq_show(std::string_view id) = 0;
 
-    /// Puts dead request @p id back to pending, due at @p now, with its attempts reset and its
-    /// TTL dropped (an operator who replays an expired request wants it to run).
+    /// Puts dead request @p id back to pending, due at @p now, unclaimed, with its attempts reset
+    /// and its TTL dropped (an operator who replays an expired request wants it to run).
     /// @returns whether it was in the dead-letter queue
     /// @throws zmesh::error errc::storage if the engine fails.
     virtual bool dlq_replay(std::string_view id, time_point now) = 0;

@@ -10,15 +10,24 @@
 // The dispatcher keeps up to dispatch_concurrency requests in flight. MDP/0.1 replies carry no
 // request id, so with a plain MDP/0.1 broker (request_credit 1) each has its own client: one
 // outstanding request per client is the only way to know which request a reply answers. With
-// the zmesh broker all of them share one tagged client (ZMCT01, docs/broker.md), whose replies
-// name their request. Before
+// the zmesh broker all of them share one ZMCT02 client (docs/protocol.md), and each stored
+// request is sent with its TSP id as its message id (after a failure, an id derived from it and
+// the attempt: dispatch_id()), the same from every node. The broker executes a message id once
+// ("Executed once"): a resend joins the request still queued or running, or gets the reply it
+// kept. So when a node dies after dispatching a request, the node that takes the request over
+// does not make the worker run it again (within the broker's dedupe window). Replies name their
+// id, which names the slot.
+//
+// Work is taken from the store with claim() under the node's owner name and a lease, renewed
+// while a request is in flight and released when the node stops: several nodes can share one
+// store (PostgreSQL), and a dead node's requests go to another once its lease ends. Before
 // sending to a service it asks the broker (8/MMI `mmi.service`) whether the service has workers,
 // as rfc 9 suggests: a request for a service that is down then waits without burning its attempts
 // and without sitting in the broker's queue, where it would expire or be executed after we have
 // given up on it.
 #include <zmesh/nodes/titanic.hpp>
 
-#include "sqlite_store.hpp"
+#include "open_store.hpp"
 
 #include <zmesh/error.hpp>
 #include <zmesh/header.hpp>
@@ -38,6 +47,8 @@
 #include <random>
 #include <set>
 #include <thread>
+
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -110,11 +121,16 @@ class titanic_node::impl {
             throw error(errc::invalid_argument, "titanic: timeouts must be positive");
         if (config_.heartbeat <= milliseconds(0) || config_.liveness < 1)
             throw error(errc::invalid_argument, "titanic: heartbeat or liveness out of range");
-        store_ = ts::open_sqlite_store(config_.store_path, config_.sync == titanic_sync::full
-                                                              ? ts::sync_mode::full
-                                                              : ts::sync_mode::normal);
+        if (config_.claim_lease <= milliseconds(0))
+            throw error(errc::invalid_argument, "titanic: claim lease must be positive");
+        const std::string spec = config_.store_path.string();
+        store_ = ts::open_store(spec, config_.sync == titanic_sync::full ? ts::sync_mode::full
+                                                                          : ts::sync_mode::normal);
+        store_name_ = ts::store_name(spec);
         std::random_device rd;
         rng_.seed((std::uint64_t{rd()} << 32) ^ rd());
+        owner_ = config_.node_id;
+        if (owner_.empty()) owner_ = ts::is_pg_target(spec) ? unique_owner() : "local";
     }
 
     void run() {
@@ -179,13 +195,13 @@ class titanic_node::impl {
   private:
     /// One request being dispatched. Plain MDP/0.1 (credit 1): each slot has its own client,
     /// since one outstanding request per client is what makes its reply unambiguous. With the
-    /// zmesh extensions all slots share one tagged client (ZMCT01) and a slot is known by the
-    /// tag of its current request.
+    /// zmesh extensions all slots share one ZMCT02 client and a slot is known by the message id
+    /// of its current request.
     struct slot {
         enum class phase { idle, checking, busy };
         std::optional<mdp::client> client; // plain mode only
-        std::uint64_t tag = 0;             // tagged mode: tag of what it sent last
-        std::size_t index = 0;             // its place in the slots: tag % slots == index
+        message_id id;                     // ZMCT02: id of what it sent last
+        std::size_t index = 0;             // its place in the slots
         phase state = phase::idle;
         ts::request_record request;
         steady::time_point deadline;
@@ -197,7 +213,7 @@ class titanic_node::impl {
     };
 
     void finish() {
-        tagged_.reset(); // its socket must be closed for the context to terminate
+        shared_.reset(); // its socket must be closed for the context to terminate
         std::lock_guard lock(mutex_);
         running_ = false;
     }
@@ -220,9 +236,20 @@ class titanic_node::impl {
                             .protocol = mdp::client_protocol::mdp, .curve = config_.curve});
     }
 
-    /// The zmesh extensions (workers with credit, a tagged client) are used unless the node is
+    /// A name no other node has: host, process and 32 random bits. A shared store needs one per
+    /// node; a SQLite store's default is the fixed "local", so that a node restarted after a
+    /// crash takes its predecessor's claims at once instead of after their lease.
+    std::string unique_owner() {
+        char host[256] = {};
+        if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+        char rnd[9];
+        std::snprintf(rnd, sizeof rnd, "%08x", static_cast<unsigned>(rng_() & 0xffffffffU));
+        return std::string(host) + ":" + std::to_string(::getpid()) + ":" + rnd;
+    }
+
+    /// The zmesh extensions (workers with credit, a ZMCT02 client) are used unless the node is
     /// configured for a plain MDP/0.1 broker (request_credit 1).
-    [[nodiscard]] bool tagged_dispatch() const noexcept { return config_.request_credit > 1; }
+    [[nodiscard]] bool zmesh_dispatch() const noexcept { return config_.request_credit > 1; }
 
     void loop() {
         std::vector<mdp::worker> submit;
@@ -232,17 +259,18 @@ class titanic_node::impl {
         mdp::worker closes = make_worker(service_close);
         std::vector<slot> slots(config_.dispatch_concurrency);
         for (std::size_t i = 0; i < slots.size(); ++i) slots[i].index = i;
-        if (tagged_dispatch())
+        if (zmesh_dispatch())
             // A send never waits on the window: a slot only sends once its previous request was
             // answered or abandoned, so at most one request per slot is outstanding.
-            tagged_.emplace(*ctx_, config_.broker_endpoint,
+            shared_.emplace(*ctx_, config_.broker_endpoint,
                             mdp::client_options{.timeout = config_.request_timeout, .retries = 1,
-                                                .window = slots.size(), .tagged = true,
+                                                .window = slots.size(),
+                                                .protocol = mdp::client_protocol::zmesh,
                                                 .curve = config_.curve});
         else
             for (auto& s : slots) s.client.emplace(make_client());
-        log(log_level::info, "titanic: serving TSP through %s, store %s",
-            config_.broker_endpoint.c_str(), config_.store_path.string().c_str());
+        log(log_level::info, "titanic: serving TSP through %s, store %s, node %s",
+            config_.broker_endpoint.c_str(), store_name_.c_str(), owner_.c_str());
 
         std::vector<zmq::pollitem_t> items;
         std::vector<std::ptrdiff_t> submit_item(submit.size()); // its index in items, or -1
@@ -260,8 +288,8 @@ class titanic_node::impl {
             }
             add(replies.socket());
             add(closes.socket());
-            if (tagged_)
-                add(tagged_->socket());
+            if (shared_)
+                add(shared_->socket());
             else
                 for (auto& s : slots)
                     if (s.state != slot::phase::idle) add(s.client->socket());
@@ -284,6 +312,16 @@ class titanic_node::impl {
             again = serve(replies, [this](message& m) { return on_reply(m); }) || again;
             again = serve(closes, [this](message& m) { return on_close(m); }) || again;
             again = dispatch(slots) || again;
+            if (now >= next_renewal_) {
+                next_renewal_ = now + config_.claim_lease / 3;
+                renew_claims();
+            }
+        }
+        try {
+            // Whatever it still holds goes to the other nodes now rather than after the lease.
+            (void)store_->release(owner_);
+        } catch (const std::exception& e) {
+            log(log_level::warn, "titanic: releasing claims failed: %s", e.what());
         }
         for (auto& w : submit) w.close();
         replies.close();
@@ -440,27 +478,30 @@ class titanic_node::impl {
         const auto now = steady::now();
         done_.clear();
         done_slots_.clear();
-        if (tagged_) {
-            // One client for all slots: each reply names its slot by tag.
+        if (shared_) {
+            // One client for all slots: each reply names its slot by message id.
             for (;;) {
                 std::optional<mdp::reply> r;
                 try {
-                    r = tagged_->recv(milliseconds(0));
+                    r = shared_->recv(milliseconds(0));
                 } catch (const zmq::error_t& e) {
                     log(log_level::warn, "titanic: dispatch client failed: %s", e.what());
                 }
                 if (!r) break;
                 any = true;
-                slot& s = slots[static_cast<std::size_t>(r->tag % slots.size())];
-                // The client only returns tags it still awaits, and a slot's tag changes only
-                // once its reply came or it was abandoned: a mismatch cannot happen.
-                if (s.state == slot::phase::idle || s.tag != r->tag) continue;
+                // The client only returns ids it still awaits, and an id leaves by_id_ only once
+                // its reply came or it was abandoned.
+                auto it = by_id_.find(r->id);
+                if (it == by_id_.end()) continue;
+                slot& s = slots[it->second];
+                by_id_.erase(it);
+                if (s.state == slot::phase::idle || s.id != r->id) continue;
                 on_dispatch_reply(s, *r, now);
             }
         }
         for (auto& s : slots) {
             if (s.state == slot::phase::idle) continue;
-            if (!tagged_) {
+            if (!shared_) {
                 std::optional<mdp::reply> r;
                 try {
                     r = s.client->recv(milliseconds(0));
@@ -516,13 +557,45 @@ class titanic_node::impl {
         }
     }
 
-    /// Sends for slot @p s on its own client or, tagged, on the shared one with a fresh tag
-    /// that names the slot (tag % slots = its index).
-    bool send_for(slot& s, std::string_view service, message&& body) {
+    /// The message id a dispatch of @p r carries: its TSP id until its first failure, then the
+    /// TSP id mixed with the time of the next attempt. Every node computes the same id for the
+    /// same attempt (claim() does not change the time), so a node that takes over a dead node's
+    /// request joins the execution the dead node started, or gets its kept reply, at the broker.
+    /// A failure (error reply or timeout) or a replay from the dead-letter queue moves the time,
+    /// hence the id: the broker keeps error replies too, and a retry under the old id would only
+    /// get the old error back instead of running again.
+    static message_id dispatch_id(const ts::request_record& r) {
+        auto base = message_id::from_hex(r.id);
+        if (!base) return message_id::generate();
+        if (r.next_attempt == r.created) return *base;
+        auto mix = [](std::uint64_t x) { // splitmix64's finaliser
+            x += 0x9e3779b97f4a7c15ULL;
+            x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+            x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+            return x ^ (x >> 31);
+        };
+        const auto t = static_cast<std::uint64_t>(r.next_attempt.time_since_epoch().count());
+        const std::uint64_t lo = mix(t), hi = mix(lo ^ t);
+        auto bytes = base->bytes();
+        for (std::size_t i = 0; i < 8; ++i) {
+            bytes[i] = static_cast<std::uint8_t>(bytes[i] ^ ((lo >> (8 * i)) & 0xffU));
+            bytes[8 + i] = static_cast<std::uint8_t>(bytes[8 + i] ^ ((hi >> (8 * i)) & 0xffU));
+        }
+        return message_id(bytes);
+    }
+
+    /// Sends for slot @p s on its own client or on the shared ZMCT02 one: the request itself
+    /// with dispatch_id() as message id, so the broker runs one attempt once whichever node
+    /// sends it; anything else (the mmi.service check) with a fresh id.
+    bool send_for(slot& s, std::string_view service, message&& body, bool the_request) {
         std::error_code ec;
-        if (!tagged_) return s.client->send(service, std::move(body), ec);
-        s.tag = next_tag_++ * config_.dispatch_concurrency + s.index;
-        return tagged_->send(service, std::move(body), s.tag, ec);
+        if (!shared_) return s.client->send(service, std::move(body), ec);
+        const message_id id = the_request ? dispatch_id(s.request) : message_id::generate();
+        auto sent = shared_->send(service, std::move(body), mdp::request_options{.id = id}, ec);
+        if (!sent) return false;
+        s.id = *sent;
+        by_id_[s.id] = s.index;
+        return true;
     }
 
     /// Hands due requests to idle clients.
@@ -535,9 +608,12 @@ class titanic_node::impl {
         const auto wall = wall_now();
         std::vector<ts::request_record> due;
         try {
-            due = store_->due(wall, in_flight_.size() + idle + scan_slack);
+            // Claimed, so that no other node takes them while this one works on them. Claims
+            // this node holds already come back too: their lease is extended.
+            due = store_->claim(owner_, wall, config_.claim_lease,
+                                in_flight_.size() + idle + scan_slack);
         } catch (const std::exception& e) {
-            log(log_level::error, "titanic: reading due requests failed: %s", e.what());
+            log(log_level::error, "titanic: claiming due requests failed: %s", e.what());
             return false;
         }
         bool any = false;
@@ -568,7 +644,7 @@ class titanic_node::impl {
             send_request(s, now);
             return;
         }
-        if (!send_for(s, "mmi.service", message{s.request.service})) {
+        if (!send_for(s, "mmi.service", message{s.request.service}, false)) {
             renew(s);
             release(s);
             return;
@@ -578,7 +654,7 @@ class titanic_node::impl {
     }
 
     void send_request(slot& s, steady::time_point now) {
-        if (!send_for(s, s.request.service, to_message(s.request.body))) {
+        if (!send_for(s, s.request.service, to_message(s.request.body), true)) {
             // Not sent at all (broker unreachable and the pipe full): no attempt was made.
             renew(s);
             release(s);
@@ -640,14 +716,31 @@ class titanic_node::impl {
     }
 
     /// Forgets what @p s sent: a late reply must not be taken for the answer to its next
-    /// request. Tagged, the shared client drops it by its tag; plain, the slot gets a new socket.
+    /// request. ZMCT02, the shared client drops it by its id (a resend with that id later joins
+    /// the request at the broker or gets its kept reply); plain, the slot gets a new socket.
     void renew(slot& s) {
-        if (tagged_) {
-            (void)tagged_->abandon(s.tag);
+        if (shared_) {
+            (void)shared_->abandon(s.id);
+            by_id_.erase(s.id);
             return;
         }
         s.client.reset();
         s.client.emplace(make_client());
+    }
+
+    /// Extends the claims of the requests in flight, so that a dispatch longer than the lease
+    /// is not taken over by another node while this one still waits for its reply.
+    void renew_claims() {
+        if (in_flight_.empty()) return;
+        held_.assign(in_flight_.begin(), in_flight_.end());
+        try {
+            const auto n = store_->renew(owner_, held_, wall_now() + config_.claim_lease);
+            if (n < held_.size())
+                log(log_level::debug, "titanic: %zu of %zu claims were lost (lease ended)",
+                    held_.size() - n, held_.size());
+        } catch (const std::exception& e) {
+            log(log_level::warn, "titanic: renewing claims failed: %s", e.what());
+        }
     }
 
     void release(slot& s) {
@@ -663,8 +756,12 @@ class titanic_node::impl {
     counters stats_;
     // Loop thread only.
     std::set<std::string, std::less<>> in_flight_;              // ids held by a dispatch slot
-    std::optional<mdp::client> tagged_;  // the shared dispatch client (tagged mode)
-    std::uint64_t next_tag_ = 1;         // tags are never reused, so a late reply is recognised
+    std::optional<mdp::client> shared_;  // the shared dispatch client (ZMCT02)
+    std::map<message_id, std::size_t> by_id_; // ids awaited on it -> their slot
+    std::string owner_;                  // the name this node claims work under
+    std::string store_name_;             // the store, for messages (no password)
+    std::vector<std::string> held_;      // renew_claims() scratch
+    steady::time_point next_renewal_{};
     std::vector<ts::reply_record> done_; // replies of one dispatch() round, stored together
     std::vector<slot*> done_slots_;      // their slots
     std::map<std::string, steady::time_point, std::less<>> service_up_until_;

@@ -8,6 +8,7 @@
 // The store is internal to zmesh::nodes (the node and `zmesh dlq` are its users), so this test
 // includes its header from the source tree.
 #include "titanic/sqlite_store.hpp"
+#include "titanic_store_checks.hpp"
 
 #include <zmesh/error.hpp>
 
@@ -46,30 +47,20 @@ using titanic::reply_state;
 using titanic::request_state;
 using titanic::sync_mode;
 
+using namespace titanic_checks;
+
 namespace {
 
-titanic::time_point now() {
-    return std::chrono::time_point_cast<std::chrono::milliseconds>(
-        std::chrono::system_clock::now());
-}
+/// SQLite stores for the shared checks: one file per name in a temporary directory.
+class sqlite_engine final : public store_engine {
+  public:
+    std::unique_ptr<titanic::store> open(const std::string& name) override {
+        return titanic::open_sqlite_store(dir_.path() / (name + ".db"));
+    }
 
-/// A TSP-style id from a number: 32 lowercase hex digits.
-std::string make_id(unsigned long long n, unsigned prefix = 0) {
-    char buf[33];
-    std::snprintf(buf, sizeof buf, "%016x%016llx", prefix, n);
-    return buf;
-}
-
-/// A body with the awkward cases: NUL bytes, an empty frame, every byte value.
-frames binary_body(unsigned long long n) {
-    std::string all_bytes;
-    for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));
-    return {std::string("a\0b", 3), std::string(), all_bytes, "n=" + std::to_string(n)};
-}
-
-new_request make_request(unsigned long long n, titanic::time_point created, unsigned prefix = 0) {
-    return {make_id(n, prefix), "echo", binary_body(n), created, std::nullopt};
-}
+  private:
+    support::temp_dir dir_;
+};
 
 std::string file_bytes(const std::filesystem::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -185,265 +176,48 @@ bool drain(int fd, std::string& out, std::chrono::steady_clock::time_point deadl
 TEST_SUITE("nodes.titanic.store") {
 
 TEST_CASE("requests with multi-frame binary bodies come back exactly as stored") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    const auto t = now();
-    std::vector<new_request> batch;
-    for (unsigned long long n = 0; n < 5; ++n) batch.push_back(make_request(n, t));
-    batch[1].body.clear();                                 // no frame at all
-    batch[2].body = {std::string(200000, '\xff'), "tail"}; // spills to overflow pages
-    batch[3].ttl = 1500ms;
-    batch[4].service = ""; // empty but not NULL
-    st->add_requests(batch);
-
-    for (const auto& r : batch) {
-        auto got = st->find(r.id);
-        REQUIRE(got);
-        CHECK(got->id == r.id);
-        CHECK(got->service == r.service);
-        CHECK(got->body == r.body);
-        CHECK(got->created == r.created);
-        CHECK(got->ttl == r.ttl);
-        CHECK(got->attempts == 0);
-        CHECK(got->next_attempt == r.created);
-        CHECK(got->state == request_state::pending);
-        CHECK(st->reply(r.id).state == reply_state::pending);
-    }
-    CHECK(st->due(t, 100).size() == batch.size());
-    CHECK(st->counts().pending == batch.size());
+    sqlite_engine e;
+    check_round_trip(e);
 }
 
 TEST_CASE("a stored reply is returned frame for frame and the first reply stored wins") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    const auto t = now();
-    std::vector<new_request> batch{make_request(1, t), make_request(2, t)};
-    st->add_requests(batch);
-
-    std::vector<titanic::reply_record> replies{{make_id(1), {"200", std::string("\0\1", 2), ""}},
-                                               {make_id(3), {"for nobody"}}};
-    CHECK(st->store_replies(replies, t) == 1); // id 3 was never stored: dropped
-    auto r = st->reply(make_id(1));
-    CHECK(r.state == reply_state::replied);
-    CHECK(r.body == replies[0].body);
-    CHECK(st->reply(make_id(1)).body == replies[0].body); // reading does not consume it
-
-    std::vector<titanic::reply_record> again{{make_id(1), {"second execution"}}};
-    CHECK(st->store_replies(again, t) == 0);
-    CHECK(st->reply(make_id(1)).body == replies[0].body);
-
-    CHECK(st->reply(make_id(3)).state == reply_state::unknown);
-    CHECK(st->find(make_id(1))->state == request_state::replied);
-    CHECK(st->due(t, 100).size() == 1); // only the unanswered one is still work
-    auto c = st->counts();
-    CHECK(c.pending == 1);
-    CHECK(c.replied == 1);
+    sqlite_engine e;
+    check_first_reply_wins(e);
 }
 
 TEST_CASE("close forgets a request and its reply and is idempotent") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    const auto t = now();
-    std::vector<new_request> batch{make_request(1, t), make_request(2, t)};
-    st->add_requests(batch);
-    std::vector<titanic::reply_record> replies{{make_id(1), {"done"}}};
-    st->store_replies(replies, t);
-
-    CHECK(st->close(make_id(1)));
-    CHECK_FALSE(st->close(make_id(1)));
-    CHECK(st->close(make_id(2))); // a pending one too
-    CHECK_FALSE(st->close(make_id(9)));
-    CHECK(st->reply(make_id(1)).state == reply_state::unknown);
-    CHECK(st->reply(make_id(2)).state == reply_state::unknown);
-    CHECK_FALSE(st->find(make_id(1)));
-    CHECK(st->due(t, 100).empty());
+    sqlite_engine e;
+    check_close(e);
 }
 
 TEST_CASE("malformed ids are unknown to lookups and refused when adding") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    for (std::string_view bad : {"", "0123", "0123456789ABCDEF0123456789abcdef",
-                                 "0123456789abcdef0123456789abcdeg",
-                                 "0123456789abcdef0123456789abcdef0"}) {
-        CHECK(st->reply(bad).state == reply_state::unknown);
-        CHECK_FALSE(st->find(bad));
-        CHECK_FALSE(st->close(bad));
-        CHECK_FALSE(st->record_failure(bad, now()));
-        CHECK_FALSE(st->move_to_dlq(bad, "x", now()));
-    }
-    std::vector<new_request> batch{make_request(1, now()), make_request(2, now())};
-    batch[1].id = "not-an-id";
-    try {
-        st->add_requests(batch);
-        FAIL("accepted a malformed id");
-    } catch (const zmesh::error& e) {
-        CHECK(e.code() == zmesh::errc::invalid_argument);
-    }
-    CHECK_FALSE(st->find(make_id(1)));
+    sqlite_engine e;
+    check_malformed_ids(e);
 }
 
 TEST_CASE("a batch with an id already stored is refused as a whole") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    std::vector<new_request> first{make_request(1, now())};
-    st->add_requests(first);
-    std::vector<new_request> batch{make_request(2, now()), make_request(1, now())};
-    try {
-        st->add_requests(batch);
-        FAIL("accepted a duplicate id");
-    } catch (const zmesh::error& e) {
-        CHECK(e.code() == zmesh::errc::invalid_argument);
-    }
-    CHECK_FALSE(st->find(make_id(2)));
-    CHECK(st->counts().pending == 1);
-    std::vector<new_request> next{make_request(3, now())}; // the store carries on
-    st->add_requests(next);
-    CHECK(st->find(make_id(3)));
+    sqlite_engine e;
+    check_duplicate_batch(e);
 }
 
 TEST_CASE("due returns pending requests whose next attempt has come, earliest first") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    const auto t = now();
-    // Added out of time order; ties keep the order of arrival.
-    std::vector<new_request> batch{make_request(1, t + 20ms), make_request(2, t),
-                                   make_request(3, t + 10ms), make_request(4, t + 10ms),
-                                   make_request(5, t + 1h)};
-    st->add_requests(batch);
-
-    CHECK(st->due(t - 1ms, 100).empty());
-    auto ids = [](const std::vector<titanic::request_record>& rs) {
-        std::vector<std::string> out;
-        for (const auto& r : rs) out.push_back(r.id);
-        return out;
-    };
-    CHECK(ids(st->due(t + 20ms, 100)) ==
-          std::vector<std::string>{make_id(2), make_id(3), make_id(4), make_id(1)});
-    CHECK(ids(st->due(t + 20ms, 2)) == std::vector<std::string>{make_id(2), make_id(3)});
-    CHECK(st->due(t + 2h, 100).size() == 5);
-    CHECK(st->due(t + 2h, 0).empty());
+    sqlite_engine e;
+    check_due_order(e);
 }
 
 TEST_CASE("a failed dispatch counts an attempt and postpones the request") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    const auto t = now();
-    std::vector<new_request> batch{make_request(1, t), make_request(2, t)};
-    st->add_requests(batch);
-
-    CHECK(st->record_failure(make_id(1), t + 1s) == 1u);
-    CHECK(st->record_failure(make_id(1), t + 3s) == 2u);
-    auto r = st->find(make_id(1));
-    REQUIRE(r);
-    CHECK(r->attempts == 2);
-    CHECK(r->next_attempt == t + 3s);
-    REQUIRE(st->due(t + 1s, 100).size() == 1);
-    CHECK(st->due(t + 1s, 100)[0].id == make_id(2));
-    REQUIRE(st->due(t + 3s, 100).size() == 2);
-    CHECK(st->due(t + 3s, 100)[1].attempts == 2);
-
-    CHECK_FALSE(st->record_failure(make_id(9), t)); // unknown
-    std::vector<titanic::reply_record> replies{{make_id(2), {"ok"}}};
-    st->store_replies(replies, t);
-    CHECK_FALSE(st->record_failure(make_id(2), t)); // no longer pending
+    sqlite_engine e;
+    check_failure(e);
 }
 
 TEST_CASE("the dead-letter queue lists, shows, replays and purges") {
-    support::temp_dir dir;
-    auto st = titanic::open_sqlite_store(dir.path() / "t.db");
-    const auto t = now();
-    std::vector<new_request> batch;
-    for (unsigned long long n = 1; n <= 4; ++n) batch.push_back(make_request(n, t));
-    batch[2].ttl = 10ms;
-    st->add_requests(batch);
-    st->record_failure(make_id(1), t);
-    st->record_failure(make_id(1), t);
-
-    CHECK(st->move_to_dlq(make_id(1), "3 attempts failed", t + 2ms));
-    CHECK(st->move_to_dlq(make_id(3), "ttl expired", t + 1ms));
-    CHECK(st->move_to_dlq(make_id(4), "3 attempts failed", t + 3ms));
-    CHECK_FALSE(st->move_to_dlq(make_id(1), "again", t)); // already dead
-    CHECK_FALSE(st->move_to_dlq(make_id(9), "unknown", t));
-
-    auto list = st->dlq_list(100);
-    REQUIRE(list.size() == 3);
-    CHECK(list[0].request.id == make_id(3)); // oldest move first
-    CHECK(list[1].request.id == make_id(1));
-    CHECK(list[2].request.id == make_id(4));
-    CHECK(st->dlq_list(1).size() == 1);
-    CHECK(list[1].reason == "3 attempts failed");
-    CHECK(list[1].moved == t + 2ms);
-    CHECK(list[1].request.attempts == 2);
-    CHECK(list[1].request.state == request_state::dead);
-    CHECK(list[1].request.body == batch[0].body);
-
-    auto shown = st->dlq_show(make_id(3));
-    REQUIRE(shown);
-    CHECK(shown->reason == "ttl expired");
-    CHECK_FALSE(st->dlq_show(make_id(2))); // pending, not dead
-    CHECK(st->reply(make_id(3)).state == reply_state::dead);
-    CHECK(st->due(t + 1h, 100).size() == 1); // dead requests are not work
-    CHECK(st->counts().dead == 3);
-
-    // Replay: back to pending, due now, attempts reset, the TTL that killed it dropped.
-    CHECK(st->dlq_replay(make_id(3), t + 5s));
-    CHECK_FALSE(st->dlq_replay(make_id(3), t + 5s));
-    auto r = st->find(make_id(3));
-    REQUIRE(r);
-    CHECK(r->state == request_state::pending);
-    CHECK(r->attempts == 0);
-    CHECK(r->next_attempt == t + 5s);
-    CHECK_FALSE(r->ttl);
-    CHECK_FALSE(st->dlq_show(make_id(3)));
-
-    CHECK(st->dlq_purge(make_id(4)));
-    CHECK_FALSE(st->dlq_purge(make_id(4)));
-    CHECK_FALSE(st->dlq_purge(make_id(2))); // pending: not the DLQ's to purge
-    CHECK(st->find(make_id(2)));
-    CHECK_FALSE(st->find(make_id(4)));
-
-    CHECK(st->dlq_replay_all(t + 6s) == 1); // id 1
-    CHECK(st->find(make_id(1))->attempts == 0);
-    CHECK(st->dlq_list(100).empty());
-
-    st->move_to_dlq(make_id(1), "x", t);
-    st->move_to_dlq(make_id(2), "x", t);
-    CHECK(st->dlq_purge_all() == 2);
-    CHECK(st->dlq_list(100).empty());
-    CHECK(st->counts().pending == 1); // id 3, replayed
-
-    // A late reply to a dead request answers it and takes it out of the DLQ.
-    st->move_to_dlq(make_id(3), "x", t);
-    std::vector<titanic::reply_record> replies{{make_id(3), {"late"}}};
-    CHECK(st->store_replies(replies, t) == 1);
-    CHECK(st->dlq_list(100).empty());
-    CHECK(st->reply(make_id(3)).state == reply_state::replied);
+    sqlite_engine e;
+    check_dlq(e);
 }
 
 TEST_CASE("everything survives closing and reopening the store") {
-    support::temp_dir dir;
-    const auto path = dir.path() / "t.db";
-    const auto t = now();
-    std::vector<new_request> batch;
-    for (unsigned long long n = 1; n <= 3; ++n) batch.push_back(make_request(n, t));
-    {
-        auto st = titanic::open_sqlite_store(path, sync_mode::normal);
-        st->add_requests(batch);
-        std::vector<titanic::reply_record> replies{{make_id(1), {"r", "s"}}};
-        st->store_replies(replies, t);
-        st->record_failure(make_id(2), t + 1s);
-        st->move_to_dlq(make_id(3), "why", t);
-    }
-    auto st = titanic::open_sqlite_store(path);
-    CHECK(st->reply(make_id(1)).body == frames{"r", "s"});
-    auto pending = st->due(t + 1s, 100);
-    REQUIRE(pending.size() == 1);
-    CHECK(pending[0].id == make_id(2));
-    CHECK(pending[0].attempts == 1);
-    CHECK(pending[0].body == batch[1].body);
-    auto dead = st->dlq_show(make_id(3));
-    REQUIRE(dead);
-    CHECK(dead->reason == "why");
+    sqlite_engine e;
+    check_reopen(e);
 }
 
 TEST_CASE("every batch the writer reported committed survives it being killed with SIGKILL") {
@@ -544,9 +318,43 @@ TEST_CASE("a store of another schema version is refused and left unchanged") {
     support::temp_dir dir;
     const auto path = dir.path() / "t.db";
     titanic::open_sqlite_store(path);
-    raw_sql(path, "PRAGMA user_version=2");
+    raw_sql(path, "PRAGMA user_version=99");
     auto what = expect_refused(path);
-    CHECK(what.find("schema version 2") != std::string::npos);
+    CHECK(what.find("schema version 99") != std::string::npos);
+}
+
+TEST_CASE("a store of schema version 1 gets its claim columns when opened and keeps its requests") {
+    support::temp_dir dir;
+    const auto path = dir.path() / "t.db";
+    // The schema of version 1, as a build before claims made it.
+    raw_sql(path, "PRAGMA application_id=1515017289; PRAGMA user_version=1; "
+                  "CREATE TABLE requests (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+                  "service TEXT NOT NULL, created_ms INTEGER NOT NULL, ttl_ms INTEGER, "
+                  "attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, "
+                  "state INTEGER NOT NULL, replied_ms INTEGER, dead_reason TEXT, dead_ms INTEGER, "
+                  "body BLOB NOT NULL, reply BLOB); "
+                  "INSERT INTO requests VALUES (1, '0000000000000000000000000000000a', 'echo', 5, "
+                  "NULL, 0, 5, 0, NULL, NULL, NULL, x'0100000041', NULL)");
+    auto st = titanic::open_sqlite_store(path);
+    auto r = st->find(make_id(10));
+    REQUIRE(r);
+    CHECK(r->body == frames{"A"});
+    CHECK(r->claimed_by.empty());
+    CHECK(titanic_checks::ids_of(st->claim("n", now(), 1s, 10)) ==
+          std::vector<std::string>{make_id(10)});
+    CHECK(st->find(make_id(10))->claimed_by == "n");
+    st.reset();
+    CHECK(titanic::open_sqlite_store(path)->find(make_id(10))->claimed_by == "n");
+}
+
+TEST_CASE("claims hold a request for one owner until its lease ends or it is released") {
+    sqlite_engine e;
+    check_claims(e);
+}
+
+TEST_CASE("owners claiming at once through their own connections never share a request") {
+    sqlite_engine e;
+    check_concurrent_claims(e);
 }
 
 TEST_CASE("a corrupt store is refused and left unchanged") {

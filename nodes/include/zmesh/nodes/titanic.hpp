@@ -12,9 +12,10 @@
 // Through the same broker it is
 // also a client: a dispatcher sends each stored request to its service, stores the reply, retries
 // failures with exponential backoff and moves a request that keeps failing (or outlives its TTL)
-// to a durable dead-letter queue. Requests are stored in an SQLite file (WAL), so whatever was
-// acknowledged survives the node being killed, and every request without a reply is dispatched
-// again when the node starts.
+// to a durable dead-letter queue. Requests are stored in an SQLite file (WAL) or in PostgreSQL,
+// so whatever was acknowledged survives the node being killed, and every request without a reply
+// is dispatched again when the node starts. Several nodes may share a PostgreSQL store: each
+// claims the work it dispatches for a lease, and a dead node's work goes to the others.
 //
 // Group commit: requests that arrive together are stored in one transaction (one fsync) and
 // acknowledged together. That needs several submissions in hand at once. By default the node
@@ -53,7 +54,10 @@ enum class titanic_sync {
 struct titanic_config {
     /// The MDP broker's endpoint; the node is a worker and a client of it.
     std::string broker_endpoint = "tcp://127.0.0.1:5555";
-    /// The SQLite store; created if missing. A file that is not a Titanic store is refused.
+    /// The store: the path of a SQLite file (created if missing; a file that is not a Titanic
+    /// store is refused), or a PostgreSQL connection string (postgresql://… or postgres://…, or
+    /// libpq's key=value form such as "host=/run/pg dbname=zmesh"; docs/titanic.md), where the
+    /// tables are created if missing and several nodes may share the store.
     std::filesystem::path store_path = "zmesh-titanic.db";
     titanic_sync sync = titanic_sync::full;
     /// MDP worker connections registered for `titanic.request`. The node holds up to
@@ -72,7 +76,9 @@ struct titanic_config {
     /// How long one dispatch attempt waits for the service's reply before it counts as failed.
     std::chrono::milliseconds request_timeout{30000};
     /// Requests dispatched to their services at once. With the zmesh extensions (request_credit
-    /// above 1) they share one tagged MDP client (ZMCT01), whose replies name their request;
+    /// above 1) they share one ZMCT02 client, each request sent with its TSP id as message id
+    /// (a retry after a failure with an id derived from it), so the broker runs an attempt once
+    /// however often (and by whichever node) it is resent;
     /// with request_credit 1 (plain MDP/0.1, which has no request id) each has its own client.
     /// More gives more throughput, and more requests executed again after the node is killed
     /// (those in flight, whose replies were not stored).
@@ -87,6 +93,15 @@ struct titanic_config {
     /// CURVE (docs/security.md): the broker's public key and the node's certificate, for every
     /// connection the node makes to the broker; unset: plain.
     std::optional<security::curve_client_keys> curve{};
+    /// The name this node claims stored requests under; must differ between nodes that share a
+    /// store. Empty: a unique one (host:pid:random) for PostgreSQL, "local" for SQLite (so a
+    /// node restarted after a crash takes its predecessor's requests at once).
+    std::string node_id{};
+    /// How long a claim holds a request for this node. It is renewed every third of it while
+    /// the request is in flight; a node that dies loses its requests to the others this long
+    /// after its last renewal. Keep it well under the broker's dedupe window (60 s by default),
+    /// so a request the dead node had dispatched joins its kept reply instead of running again.
+    std::chrono::milliseconds claim_lease{10000};
 };
 
 /// Counters, read with stats(). All are totals since the node was created.
