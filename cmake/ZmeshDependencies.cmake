@@ -23,6 +23,12 @@ if(ZMESH_BUILD_CLI)
     # The CLI's configuration file (nodes/cli/config.cpp) is TOML, read with toml++ (Debian 12:
     # libtomlplusplus-dev, whose CMake config gives tomlplusplus::tomlplusplus).
     find_package(tomlplusplus 3 CONFIG REQUIRED)
+    # The broker's --http endpoint (nodes/cli/http_status.cpp): HTTP with cpp-httplib (Debian
+    # 12: libcpp-httplib-dev, a compiled library found through its cpp-httplib.pc) and JSON with
+    # nlohmann-json (nlohmann-json3-dev, header-only, CMake config nlohmann_json).
+    find_package(PkgConfig REQUIRED)
+    pkg_check_modules(ZMESH_HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+    find_package(nlohmann_json 3 CONFIG REQUIRED)
 endif()
 find_package(Threads REQUIRED)
 # The Titanic node's store (nodes/titanic); CMake's FindSQLite3 gives SQLite::SQLite3.

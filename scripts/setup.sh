@@ -7,7 +7,7 @@ zmesh_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 zmesh_packages=(g++ cmake make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
                 libboost-program-options-dev doctest-dev python3-zmq libsqlite3-dev
-                libtomlplusplus-dev libcpp-httplib-dev nlohmann-json3-dev prometheus
+                libtomlplusplus-dev libcpp-httplib-dev nlohmann-json3-dev prometheus chromium
                 libpq-dev postgresql)
 
 zmesh_ensure_packages() {

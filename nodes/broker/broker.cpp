@@ -216,6 +216,11 @@ class broker::impl {
             directory_.expire(now);
             arm_expiry();
         });
+        if (config_.metrics_interval.count() > 0) {
+            snapshot_services();
+            metrics_timer_ = reactor_.add_repeating_timer(config_.metrics_interval,
+                                                          [this] { snapshot_services(); });
+        }
         std::optional<reactor::timer_id> expiry; // armed by arm_expiry()
         log(log_level::info, "broker: MDP on %s; memory bound %zu bytes, %zu per client",
             endpoints_.front().c_str(), config_.max_memory, config_.max_client_memory);
@@ -232,6 +237,27 @@ class broker::impl {
         finish(tick, expiry);
         if (!ha_fatal_.empty())
             throw error(errc::protocol_violation, "Binary Star: " + ha_fatal_ + "; broker stopped");
+    }
+
+    /// Publishes the engine's per-service state for metrics() (any thread). Built outside the
+    /// lock, so a scrape never waits for a walk over the services.
+    void snapshot_services() {
+        engine_.fill_service_metrics(metrics_scratch_);
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard lock(metrics_mutex_);
+        metrics_services_.swap(metrics_scratch_);
+        metrics_taken_ = now;
+    }
+
+    broker_metrics metrics() const {
+        broker_metrics m;
+        m.totals = engine_.stats();
+        m.max_memory = config_.max_memory;
+        m.running = running();
+        std::lock_guard lock(metrics_mutex_);
+        m.services = metrics_services_;
+        m.taken = metrics_taken_;
+        return m;
     }
 
     /// Hands every pending disconnect event to the engine.
@@ -322,6 +348,8 @@ class broker::impl {
 
     void finish(reactor::timer_id tick, std::optional<reactor::timer_id> expiry) {
         reactor_.cancel(tick);
+        if (metrics_timer_) reactor_.cancel(*metrics_timer_);
+        metrics_timer_.reset();
         if (expiry) reactor_.cancel(*expiry);
         if (expiry_timer_) reactor_.cancel(*expiry_timer_);
         expiry_timer_.reset();
@@ -384,6 +412,11 @@ class broker::impl {
     std::optional<reactor::timer_id> expiry_timer_; // at the engine's next deadline
     reactor::clock::time_point expiry_at_{};
     std::vector<std::string> endpoints_;
+    std::optional<reactor::timer_id> metrics_timer_;  // snapshot_services() every metrics_interval
+    std::vector<service_metrics> metrics_scratch_;    // loop thread: the next snapshot
+    mutable std::mutex metrics_mutex_;                // guards the two below
+    std::vector<service_metrics> metrics_services_;   // the last snapshot, for metrics()
+    std::chrono::steady_clock::time_point metrics_taken_{};
     mutable std::mutex mutex_;        // guards running_, stop_requested_ and thread_
     bool running_ = false;
     bool stop_requested_ = false;
@@ -408,6 +441,8 @@ void broker::stop() noexcept { impl_->stop(); }
 bool broker::running() const noexcept { return impl_->running(); }
 
 broker_stats broker::stats() const noexcept { return impl_->engine_.stats(); }
+
+broker_metrics broker::metrics() const { return impl_->metrics(); }
 
 void broker::set_access(security::access_policy access) { impl_->set_access(std::move(access)); }
 

@@ -282,6 +282,7 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
         return;
     }
     service& s = service_for(name, now);
+    ++s.requests;
     if (s.queued >= config_.max_queue) {
         reject(r, s.name, reject_reason::queue_full);
         return;
@@ -345,6 +346,39 @@ bool mdp_engine::on_duplicate(message& m, client* c, const codec::client_request
 }
 
 void mdp_engine::track_id(request* r) { pending_ids_.insert(r); }
+
+void mdp_engine::observe_reply(service& s, clock::duration took) noexcept {
+    ++s.replies;
+    const double seconds = std::chrono::duration<double>(took).count();
+    s.latency_sum += seconds;
+    // 16 bounds: a linear scan is as fast as a search here, and most replies stop early.
+    std::size_t b = 0;
+    while (b < service_metrics::latency_bounds.size() && seconds > service_metrics::latency_bounds[b])
+        ++b;
+    ++s.latency_counts[b];
+}
+
+void mdp_engine::fill_service_metrics(std::vector<service_metrics>& out) const {
+    out.clear();
+    out.reserve(services_.size());
+    for (const auto& [name, s] : services_) {
+        service_metrics m;
+        m.name = name;
+        m.requests = s.requests;
+        m.replies = s.replies;
+        m.requeued = s.requeued;
+        m.rejected = s.rejected;
+        m.expired = s.expired;
+        m.queued = s.queued;
+        m.workers = s.workers;
+        m.in_flight = s.in_flight;
+        m.latency_counts = s.latency_counts;
+        m.latency_sum = s.latency_sum;
+        out.push_back(std::move(m));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const service_metrics& a, const service_metrics& b) { return a.name < b.name; });
+}
 
 void mdp_engine::transfer(request* r, client& to) {
     client& from = *r->from;
@@ -673,6 +707,17 @@ void mdp_engine::note_memory() noexcept {
 void mdp_engine::reject(request* r, std::string_view service_name, reject_reason why,
                          std::string detail) {
     inc(stats_.rejected);
+    // Its service's count too, when it has one (a request refused before it reached a queue,
+    // for a service the broker has no room to track, has none).
+    service* sv = r->svc;
+    if (!sv) {
+        auto it = services_.find(service_name);
+        if (it != services_.end()) sv = &it->second;
+    }
+    if (sv) {
+        ++sv->rejected;
+        if (why == reject_reason::expired) ++sv->expired;
+    }
     std::string_view code = "503";
     std::string reason;
     bool dead = false;
@@ -983,6 +1028,7 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     w.slots[*slot] = nullptr;
     w.free_slots.push_back(*slot); // within its reserved capacity: no allocation
     --s.in_flight;
+    observe_reply(s, now - r->arrived);
     if (type == mdp::error_type && r->proto != codec::protocol::zmct02) {
         // A worker's error (ZMWC02: typed, body = status, reason) reaches a client without a
         // header as plain clients see every error: a first body frame that says so.
@@ -1437,6 +1483,7 @@ void mdp_engine::remove_worker(worker& w, bool send_disconnect) {
             } else {
                 requeue(*s, *r);
                 inc(stats_.requeued);
+                ++s->requeued;
             }
         }
         dispatch(*s);

@@ -192,6 +192,11 @@ struct service {
     std::size_t workers = 0;
     std::size_t in_flight = 0;
     clock::time_point last_active; // for forgetting services nobody uses any more
+    // Its counters for broker::metrics(): plain integers, since only the loop thread writes
+    // them and only the loop thread's snapshot (fill_service_metrics) reads them.
+    std::uint64_t requests = 0, replies = 0, requeued = 0, rejected = 0, expired = 0;
+    std::array<std::uint64_t, service_metrics::latency_bounds.size() + 1> latency_counts{};
+    double latency_sum = 0; // seconds
 };
 
 /// Hashes std::string and std::string_view alike, so lookups by a frame's bytes allocate nothing.
@@ -248,6 +253,10 @@ class mdp_engine {
     /// Handles one message as read from the ROUTER socket (sender identity first). The frames
     /// are consumed (moved out) where they are forwarded.
     void on_message(message& m, clock::time_point now);
+
+    /// Replaces @p out with every service's counters and state, sorted by name (broker::metrics).
+    /// Loop thread only.
+    void fill_service_metrics(std::vector<service_metrics>& out) const;
 
     /// Adds counters kept outside the engine (the forwarder's, the directory's) to stats() and
     /// to the zmesh.stats reply. @p fill runs on any thread that asks for stats, so it may only
@@ -353,6 +362,8 @@ class mdp_engine {
                    std::string_view blob);
     /// Records @p r (with a message id) as pending.
     void track_id(request* r);
+    /// Counts a final reply of @p s and the time it took from the request's arrival.
+    void observe_reply(service& s, clock::duration took) noexcept;
     /// Brings the memory meter and the stats in line with what kept_ holds.
     void sync_kept() noexcept;
     /// Forgets kept replies whose window ended by @p now.

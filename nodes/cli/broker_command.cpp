@@ -3,14 +3,18 @@
 //
 // The pub/sub forwarder is opt-in: it opens two more ports, so it runs only when --xsub, --xpub or
 // --pubsub is given; an endpoint not given takes its default (5556 XSUB, 5557 XPUB).
+#include "broker_status.hpp"
 #include "command.hpp"
+#include "http_status.hpp"
 #include "security_flags.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/log.hpp>
 #include <zmesh/nodes/broker.hpp>
+#include <zmesh/nodes/metrics_text.hpp>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -21,6 +25,7 @@ int run_broker(const std::vector<std::string>& args) {
     nodes::broker_config cfg;
     int heartbeat_ms = static_cast<int>(cfg.heartbeat_interval.count());
     std::string log_level = "info";
+    std::string http_address; // --http: off unless given
     std::size_t max_queue = cfg.max_queue;
     unsigned max_attempts = cfg.max_attempts;
     long request_ttl_ms = static_cast<long>(cfg.request_ttl.count());
@@ -37,6 +42,9 @@ int run_broker(const std::vector<std::string>& args) {
     options.add_options()
         ("mdp", po::value(&cfg.mdp_endpoint)->default_value(cfg.mdp_endpoint),
          "MDP endpoint to bind (tcp://127.0.0.1:* picks a free port)")
+        ("http", po::value(&http_address),
+         "serve /metrics (Prometheus), /healthz, /api/status (JSON) and a status page at / on "
+         "HOST:PORT (port 0 picks a free one; off by default; docs/metrics.md)")
         ("heartbeat-ms", po::value(&heartbeat_ms)->default_value(heartbeat_ms),
          "heartbeat interval towards workers, in ms")
         ("liveness", po::value(&cfg.liveness)->default_value(cfg.liveness),
@@ -186,6 +194,26 @@ int run_broker(const std::vector<std::string>& args) {
     nodes::broker broker(ctx, cfg);
     running = &broker;
     reloader.start();
+    // The HTTP endpoint reads the broker through metrics(), which is thread-safe; its server
+    // stops (and joins its threads) before the broker is destroyed.
+    std::optional<http_status_server> http;
+    if (!http_address.empty()) {
+        http.emplace(http_address,
+                     http_status_sources{
+                         .metrics = [&broker] { return nodes::prometheus_text(broker.metrics()); },
+                         .status_json =
+                             [&broker] {
+                                 return broker_status_json(broker.metrics(), broker.endpoints());
+                             },
+                         .unhealthy =
+                             [&broker] {
+                                 return broker.running() ? std::string()
+                                                         : std::string("broker loop not running");
+                             },
+                         .page = broker_status_page()});
+        log(log_level::info, "broker: HTTP status on %s (/metrics, /healthz, /api/status)",
+            http->url().c_str());
+    }
     if (cfg.curve)
         log(log_level::info, "broker: CURVE on, %zu client keys allowed from %s%s%s",
             cfg.access.keys.size(), security_flags.allow_dir.c_str(),
@@ -194,6 +222,7 @@ int run_broker(const std::vector<std::string>& args) {
     // XPUB if the forwarder runs, then the HA endpoint of a Binary Star broker.
     for (const auto& ep : broker.endpoints()) std::printf("%s\n", ep.c_str());
     if (cfg.ha_role) std::printf("%s\n", broker.ha_endpoint().c_str());
+    if (http) std::printf("%s\n", http->url().c_str()); // the last line, with --http only
     std::fflush(stdout);
     broker.run(true);
     return ok;

@@ -26,6 +26,7 @@
 
 #include <zmq.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -128,6 +129,10 @@ struct broker_config {
 
     /// Registrations (name/endpoint pairs) the directory service `zmesh.directory` holds at most.
     std::size_t max_directory_entries = 10000;
+
+    /// How often the loop snapshots its services for metrics(); 0 takes no snapshot (metrics()
+    /// then has the totals only).
+    std::chrono::milliseconds metrics_interval{1000};
 
     // Security (docs/security.md). With curve set, every socket of the broker (MDP, XSUB, XPUB)
     // is a CURVE server and admits only the client keys of access.keys; a NULL (plain) peer
@@ -248,6 +253,41 @@ struct broker_stats {
 /// ...
 /// b.stop();                            // workers get DISCONNECT; the thread is joined
 /// @endcode
+/// One service as the broker's metrics show it (broker::metrics()): counters since the service
+/// appeared (a service forgotten after service_ttl starts again from zero, as Prometheus expects
+/// of a counter that resets), and its state when the snapshot was taken.
+struct service_metrics {
+    /// Upper bounds, in seconds, of the latency histogram's buckets (the last, +Inf, is implied):
+    /// from 100 us, where a reply through a broker on one machine lands, to 10 s.
+    static constexpr std::array<double, 16> latency_bounds{
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+        0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,   10.0};
+    std::string name;
+    std::uint64_t requests = 0; ///< requests for it that reached its queue's door
+    std::uint64_t replies = 0;  ///< final replies from its workers
+    std::uint64_t requeued = 0; ///< in-flight requests put back after their worker died
+    std::uint64_t rejected = 0; ///< requests refused (limits, attempts, expiry, worker refusal)
+    std::uint64_t expired = 0;  ///< of those, requests whose deadline passed in the queue
+    std::uint64_t queued = 0;   ///< waiting for a worker now
+    std::uint64_t workers = 0;  ///< registered now
+    std::uint64_t in_flight = 0; ///< held by workers now
+    /// Time from a request's arrival to its final reply, per bucket (not cumulative); the last
+    /// entry counts those over the last bound.
+    std::array<std::uint64_t, latency_bounds.size() + 1> latency_counts{};
+    double latency_sum = 0; ///< seconds, over every reply counted
+};
+
+/// What broker::metrics() returns: the counters of stats() and the services, as of the last
+/// snapshot the broker's loop took (every metrics_interval), for a metrics or status endpoint.
+struct broker_metrics {
+    broker_stats totals;                  ///< stats() when the snapshot was read
+    std::vector<service_metrics> services; ///< sorted by name
+    std::uint64_t max_memory = 0;         ///< the bound totals.memory counts against
+    bool running = false;                 ///< the loop is running
+    /// When the services were snapshot (steady clock), or 0 before the first snapshot.
+    std::chrono::steady_clock::time_point taken{};
+};
+
 class ZMESH_EXPORT broker {
   public:
     /// Validates @p config and binds the broker's sockets (the forwarder's too, if configured).
@@ -283,6 +323,11 @@ class ZMESH_EXPORT broker {
 
     /// A snapshot of the counters. Thread-safe.
     [[nodiscard]] broker_stats stats() const noexcept;
+
+    /// The counters and the per-service state for a metrics endpoint (docs/metrics.md). The
+    /// services are a snapshot the loop takes every broker_config::metrics_interval, so they
+    /// may be that much behind totals; thread-safe.
+    [[nodiscard]] broker_metrics metrics() const;
 
     /// Replaces who is admitted (as broker_config::access), e.g. on SIGHUP after re-reading
     /// the allowed keys. New handshakes use it at once; connections whose key it no longer
