@@ -141,6 +141,7 @@ int run_worker(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::string broker = default_broker_endpoint(), service, exec, log_level = "info";
     std::vector<std::string> broker_flags{broker}; // --broker EP[,EP...], repeatable
+    long replay_window_ms = -1;                     // default: 10000 with several brokers, else 0
     int heartbeat_ms = 2500, liveness = 3, connect_timeout_ms = 5000;
     std::uint32_t credit = 1;
     po::options_description options("options");
@@ -149,6 +150,10 @@ int run_worker(const std::vector<std::string>& args) {
          "broker endpoint (env ZMESH_BROKER); EP,EP,... or repeated: move to the next one when "
          "the broker falls silent or sends DISCONNECT (a Binary Star pair)")
         ("service", po::value(&service)->required(), "service name to serve")
+        ("replay-window-ms", po::value(&replay_window_ms),
+         "keep each reply this long and send the kept ones to a new broker after a failover, so "
+         "that a Binary Star pair runs a request once across the death of its active broker "
+         "(default 10000 with more than one --broker and ZMWC02, else 0 = off)")
         ("echo", "reply with the request body")
         ("exec", po::value(&exec),
          "run CMD per request: body on stdin, reply = stdout; the request's header is in "
@@ -193,6 +198,11 @@ int run_worker(const std::vector<std::string>& args) {
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");
     const auto brokers = broker_list(broker_flags);
     broker = brokers.front();
+    if (replay_window_ms < -1 || (vm.count("replay-window-ms") && replay_window_ms < 0))
+        throw usage_error("--replay-window-ms must not be negative");
+    if (replay_window_ms < 0) replay_window_ms = brokers.size() > 1 && !plain ? 10000 : 0;
+    if (replay_window_ms > 0 && plain)
+        throw usage_error("--replay-window-ms needs the zmesh protocol, not --plain");
     set_log_level(*level);
 
     auto curve = security_flags.load(); // before anything connects: a bad key file stops here
@@ -205,6 +215,7 @@ int run_worker(const std::vector<std::string>& args) {
     wo.liveness = liveness;
     wo.credit = credit;
     wo.protocol = plain ? mdp::worker_protocol::mdp : mdp::worker_protocol::zmesh;
+    wo.replay_window = milliseconds(replay_window_ms);
     mdp::worker worker(ctx, brokers, service, wo);
     log(log_level::info, "worker: '%s': waiting for the broker at %s (%s)", service.c_str(),
         broker.c_str(), plain ? "MDP/0.1" : "ZMWC02, or MDP/0.1 if the broker does not answer it");
