@@ -770,6 +770,16 @@ void mdp_engine::reject(request* r, std::string_view service_name, reject_reason
         break;
     }
     client* c = r->from;
+    // Every rejection at info, with its reason, the client's handle and the service; rate
+    // limited, since a flood of requests is exactly when rejections come in numbers.
+    if (events_log_.allow()) {
+        if (const auto n = events_log_.take_suppressed())
+            log(log_level::info, "%llu broker events not logged (rate limit)",
+                static_cast<unsigned long long>(n));
+        log(log_level::info, "rejected a request for service '%s' from client %s: %.*s %s",
+            mdp::printable_service_name(service_name).c_str(), short_handle(*c).c_str(),
+            static_cast<int>(code.size()), code.data(), reason.c_str());
+    }
     zmq::message_t tag = std::move(r->tag);
     const message_id id = r->hdr.id;
     const bool has_id = r->has_id;
@@ -919,6 +929,9 @@ void mdp_engine::on_ready(message& m, const codec::worker_ready& ready, codec::p
     // DISCONNECT.
     send_command(w.identity, w.proto, mdp::worker_command::heartbeat);
     w.sent_since_tick = true;
+    if (events_log_.allow())
+        log(log_level::info, "worker registered for service '%s' (connection fd %d, credit %u)",
+            mdp::printable_service_name(s.name).c_str(), w.fd, credit);
     make_ready(w);
     dispatch(s);
 }

@@ -484,6 +484,7 @@ class mdp_engine {
     // entry per key ever seen, and keys are those the ZAP handler admits, so it stays small.
     std::unordered_map<std::string, std::size_t> key_outstanding_;
     log_limiter acl_log_{20};
+    log_limiter events_log_{50}; // registrations and rejections at info: 50 lines a second
     atomic_stats stats_;
 };
 

@@ -192,6 +192,7 @@ const std::vector<common_setting>& common_settings() {
         // The wait for the broker's answer: the commands that ask and wait.
         {"timeout-ms", "ZMESH_TIMEOUT_MS", {"request", "services", "stats", "dlq", "config"}},
         {"log-level", "ZMESH_LOG_LEVEL", {}},
+        {"log-format", "ZMESH_LOG_FORMAT", {}},
         // How long a command that connects waits for an answer before it says nothing answered.
         {"connect-timeout-ms", "ZMESH_CONNECT_TIMEOUT_MS", {}},
         {"curve-server-key", "ZMESH_CURVE_SERVER_KEY", {}},

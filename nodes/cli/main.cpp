@@ -3,6 +3,7 @@
 #include "command.hpp"
 #include "config.hpp"
 
+#include <zmesh/log.hpp>
 #include <zmesh/version.hpp>
 
 #include <zmq.hpp>
@@ -46,6 +47,13 @@ bool parse(const std::string& name, const std::string& synopsis,
     namespace po = boost::program_options;
     options.add_options()("help,h", "show this help");
     add_config_option(options);
+    // Every command that logs (it has --log-level) can log JSON lines instead, for a log
+    // pipeline; set here once rather than in each command.
+    const bool logs = options.find_nothrow("log-level", false) != nullptr;
+    if (logs)
+        options.add_options()("log-format", po::value<std::string>()->default_value("text"),
+                              "text (for people) or json (one JSON object a line: time, level, "
+                              "msg)");
     try {
         po::command_line_parser parser(args);
         parser.options(options);
@@ -60,6 +68,12 @@ bool parse(const std::string& name, const std::string& synopsis,
         po::notify(vm);
     } catch (const po::error& e) {
         throw usage_error(e.what());
+    }
+    if (logs) {
+        const auto& text = vm["log-format"].as<std::string>();
+        const auto format = parse_log_format(text);
+        if (!format) throw usage_error("invalid --log-format '" + text + "': give text or json");
+        set_log_format(*format);
     }
     return true;
 }

@@ -25,8 +25,18 @@ ZMESH_EXPORT void set_log_level(log_level level) noexcept;
 /// True if a message at @p level would be written.
 [[nodiscard]] ZMESH_EXPORT bool log_enabled(log_level level) noexcept;
 
-/// Writes one line "<time> <level> <text>" to stderr if @p level passes the threshold.
-/// printf-style; thread-safe (one write per line).
+/// How log() writes a line.
+enum class log_format {
+    text, ///< "HH:MM:SS.mmm zmesh LEVEL: text" (UTC), for people
+    json, ///< {"time":"YYYY-MM-DDTHH:MM:SS.mmmZ","level":"LEVEL","msg":"text"}, one per line
+};
+/// Sets the process-wide format (default: text). Thread-safe.
+ZMESH_EXPORT void set_log_format(log_format format) noexcept;
+/// Parses "text" or "json".
+[[nodiscard]] ZMESH_EXPORT std::optional<log_format> parse_log_format(std::string_view text) noexcept;
+
+/// Writes one line to stderr if @p level passes the threshold: "<time> zmesh <level>: <text>",
+/// or one JSON object (set_log_format). printf-style; thread-safe (one write per line).
 ZMESH_EXPORT void log(log_level level, const char* format, ...) noexcept
     __attribute__((format(printf, 2, 3)));
 
