@@ -372,7 +372,8 @@ class ZMESH_EXPORT client {
     /// The current socket, for multiplexing several clients (or other sockets) in one
     /// zmq::poll in the asynchronous mode: readable means recv() with a zero timeout may return
     /// a reply. Only poll it, never read or write it. In MDP/0.1 and ZMCT01 modes request()
-    /// replaces it on every resend (fetch it again before every poll); null after a move.
+    /// replaces it on every resend, and in every mode on a move to the next broker of a list
+    /// (fetch it again before every poll); null after a move.
     [[nodiscard]] zmq::socket_ref socket() const noexcept;
 
   private:
