@@ -64,6 +64,11 @@ constexpr broker_stat_field totals[] = {
     {"ha_workers_refused", "ha_workers_refused_total", true, &broker_stats::ha_workers_refused, "Binary Star: worker commands answered DISCONNECT while not active."},
     {"ha_peer_updates", "ha_peer_updates_total", true, &broker_stats::ha_peer_updates, "Binary Star: states heard from the peer."},
     {"ha_malformed", "ha_malformed_total", true, &broker_stats::ha_malformed, "Binary Star: malformed messages on the HA link."},
+    {"ha_ledger", "ha_ledger_total", true, &broker_stats::ha_ledger, "Binary Star: request ids heard from the active peer."},
+    {"ha_held", "ha_held_total", true, &broker_stats::ha_held, "Binary Star: retries held for a reply a worker may replay."},
+    {"ha_released", "ha_released_total", true, &broker_stats::ha_released, "Binary Star: held retries passed on when no replay came."},
+    {"ha_replays", "ha_replays_total", true, &broker_stats::ha_replays, "Binary Star: replies workers replayed."},
+    {"ha_replay_answers", "ha_replay_answers_total", true, &broker_stats::ha_replay_answers, "Binary Star: retries answered from a replayed reply."},
 };
 // clang-format on
 
