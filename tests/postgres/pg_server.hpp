@@ -7,7 +7,9 @@
 // refuses to run as root, and the tests do: then the directory is given to the `postgres` system
 // user (made by the package) and the tools run as that user through runuser. The server is
 // stopped (pg_ctl stop -m immediate) and its directory removed when the object goes, also when
-// the test failed. shared() makes one server per test process; tests isolate themselves from one
+// the test failed; and if the test process dies without running its destructors (a crash, an
+// abort under a sanitizer, ctest's timeout kill), a watchdog process does it instead: it waits
+// for the end of a pipe only the test process holds. shared() makes one server per test process; tests isolate themselves from one
 // another with a schema each (conninfo()).
 //
 // Missing binaries or user are an error, never a skip: scripts/test installs the package.
@@ -17,8 +19,10 @@
 
 #include <libpq-fe.h>
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -80,11 +84,14 @@ class pg_server {
             throw std::runtime_error("pg_ctl start failed: " + why);
         }
         started_ = true;
+        start_watchdog();
     }
 
     ~pg_server() {
         stop();
         cleanup();
+        if (watchdog_write_ >= 0) ::close(watchdog_write_); // the watchdog finds nothing left
+        if (watchdog_ > 0) ::waitpid(watchdog_, nullptr, 0);
     }
     pg_server(const pg_server&) = delete;
     pg_server& operator=(const pg_server&) = delete;
@@ -130,6 +137,35 @@ class pg_server {
         return ss.str();
     }
 
+    /// Forks a process that sleeps until the write end of a pipe closes, which happens however
+    /// this process ends, and then stops the server and removes its directory. Everything it
+    /// runs is prepared before fork(): the child only calls read() and execv().
+    void start_watchdog() {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) return; // best effort: the destructor still cleans up
+        const std::string script = bin("pg_ctl") + " -D " + (dir_ / "data").string() +
+                                   " -m immediate -w -t 30 -s stop >/dev/null 2>&1; rm -rf " +
+                                   dir_.string();
+        std::string sh_path = "/bin/sh", dash_c = "-c", cmd = script;
+        char* argv[] = {sh_path.data(), dash_c.data(), cmd.data(), nullptr};
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            ::close(fds[1]);
+            char c;
+            while (::read(fds[0], &c, 1) != 0) {
+            }
+            ::execv("/bin/sh", argv);
+            ::_exit(127);
+        }
+        ::close(fds[0]);
+        if (pid < 0) {
+            ::close(fds[1]);
+            return;
+        }
+        watchdog_ = pid;
+        watchdog_write_ = fds[1];
+    }
+
     void stop() noexcept {
         if (!started_ && !std::filesystem::exists(dir_ / "data" / "postmaster.pid")) return;
         started_ = false;
@@ -146,6 +182,8 @@ class pg_server {
     std::filesystem::path dir_;
     std::string as_; // "runuser -u postgres -- " when root
     bool started_ = false;
+    pid_t watchdog_ = -1;
+    int watchdog_write_ = -1;
 };
 
 } // namespace pg_test
