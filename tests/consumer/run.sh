@@ -18,3 +18,12 @@ echo "pkg-config: $flags"
 # shellcheck disable=SC2086
 g++ "$src/main.cpp" -o "$work/consumer-pc" $flags
 "$work/consumer-pc"
+
+echo "== shell completion installed beside bin/zmesh"
+test -x "$work/prefix/bin/zmesh"
+test -f "$work/prefix/share/bash-completion/completions/zmesh"
+test -f "$work/prefix/share/zsh/site-functions/_zmesh"
+# The installed bash completion completes subcommands from the installed binary.
+got=$(bash -c 'source "$1/share/bash-completion/completions/zmesh"
+               COMP_WORDS=("$1/bin/zmesh" bro); COMP_CWORD=1; _zmesh_bash; echo "${COMPREPLY[*]}"' _ "$work/prefix")
+[ "$got" = broker ] || { echo "bash completion of 'zmesh bro' gave '$got'" >&2; exit 1; }
