@@ -300,4 +300,9 @@ TEST_CASE("ha: split brain: the link between the brokers is cut, clients reach b
                             << " requests served, states checked " << checks << " times");
     CHECK(served == checks);
     CHECK(c.stats().failovers == 0);
+    // Not only at the moments sampled: each broker changed state once in all (primary -> active,
+    // backup -> passive), and the passive was never asked for service.
+    CHECK(stat(a.mdp, "ha_changes") == 1);
+    CHECK(stat(b.mdp, "ha_changes") == 1);
+    CHECK(stat(b.mdp, "ha_clients_dropped") == 0);
 }
