@@ -10,6 +10,7 @@ echo "== find_package(zmesh)"
 cmake -S "$src" -B "$work/cmake-build" -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/cmake-build" >/dev/null
 "$work/cmake-build/consumer"
+"$work/cmake-build/consumer_nodes"
 
 echo "== pkg-config zmesh"
 pcdir=$(dirname "$(find "$work/prefix" -name zmesh.pc | head -n1)")
@@ -18,6 +19,13 @@ echo "pkg-config: $flags"
 # shellcheck disable=SC2086
 g++ "$src/main.cpp" -o "$work/consumer-pc" $flags
 "$work/consumer-pc"
+
+echo "== pkg-config zmesh-nodes"
+flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs zmesh-nodes)
+echo "pkg-config: $flags"
+# shellcheck disable=SC2086
+g++ "$src/nodes_main.cpp" -o "$work/consumer-nodes-pc" $flags
+"$work/consumer-nodes-pc"
 
 echo "== shell completion installed beside bin/zmesh"
 test -x "$work/prefix/bin/zmesh"
