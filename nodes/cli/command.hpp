@@ -97,6 +97,7 @@ int run_clone_server(const std::vector<std::string>& args);
 int run_clone(const std::vector<std::string>& args);
 int run_services(const std::vector<std::string>& args);
 int run_stats(const std::vector<std::string>& args);
+int run_directory(const std::vector<std::string>& args);
 int run_pub(const std::vector<std::string>& args);
 int run_sub(const std::vector<std::string>& args);
 int run_titanic(const std::vector<std::string>& args);

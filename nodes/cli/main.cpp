@@ -26,6 +26,8 @@ const std::vector<command>& commands() {
         {"clone", "get, set or watch the keys of a clone-server", run_clone},
         {"services", "list the services a broker knows", run_services},
         {"stats", "print a broker's counters (requests, malformed, requeued...)", run_stats},
+        {"directory", "list, look up, register and withdraw names in a broker's directory",
+         run_directory},
         {"pub", "publish messages on a topic (peer to peer or via a broker)", run_pub},
         {"sub", "print the messages published on topic prefixes", run_sub},
         {"titanic", "durable request/reply node (rfc 9/TSP) on SQLite", run_titanic},
