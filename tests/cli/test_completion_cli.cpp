@@ -46,6 +46,8 @@ TEST_CASE("bash completion offers subcommands, their flags and fixed values") {
     CHECK(complete("bench \"\"") == "mdp pubsub titanic");
     CHECK(complete("bench mdp --ded") == "--dedupe --dedupe-window-ms");
     CHECK(complete("stats --wa") == "--watch");
+    CHECK(complete("directory l") == "list lookup");
+    CHECK(complete("dlq re") == "replay");
     // Every flag a subcommand's --help lists, and only those.
     const auto all = complete("request --");
     CHECK(all.find("--service") != std::string::npos);

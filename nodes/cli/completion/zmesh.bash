@@ -46,8 +46,14 @@ _zmesh_bash() {
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_zmesh_flags "$bin" "$cmd")" -- "$cur"))
-    elif [[ $cmd == bench && $COMP_CWORD -eq $((i + 1)) ]]; then
-        COMPREPLY=($(compgen -W "mdp pubsub titanic" -- "$cur"))
+    elif [[ $COMP_CWORD -eq $((i + 1)) ]]; then
+        # The first word after a subcommand that takes an action.
+        case $cmd in
+            bench) COMPREPLY=($(compgen -W "mdp pubsub titanic" -- "$cur")) ;;
+            directory) COMPREPLY=($(compgen -W "list lookup register unregister" -- "$cur")) ;;
+            dlq) COMPREPLY=($(compgen -W "list show replay purge" -- "$cur")) ;;
+            clone) COMPREPLY=($(compgen -W "get set del watch" -- "$cur")) ;;
+        esac
     fi
 }
 
