@@ -151,6 +151,8 @@ int run_request(const std::vector<std::string>& args) {
     int timeout_ms = 2500, retries = 3, priority = default_priority;
     bool durable = false, plain = false, fail_fast = false;
     long ttl_ms = 0;
+    std::vector<std::string> frames; // --frame, repeated: a body of several frames
+    std::string body_file;
     po::options_description options("options");
     options.add_options()
         ("broker", po::value(&broker_flags)->composing()->default_value(broker_flags, broker),
@@ -166,6 +168,9 @@ int run_request(const std::vector<std::string>& args) {
          "attempts in all, the first included; each retry resends the same message id on the "
          "same connection (--plain: a fresh connection)")
         ("body", po::value(&body), "request body, or - to read it from stdin")
+        ("frame", po::value(&frames)->composing(),
+         "one body frame; repeat it for a body of several frames, in order (instead of BODY)")
+        ("body-file", po::value(&body_file), "read the body (one frame) from this file")
         ("durable", po::bool_switch(&durable),
          "store the request with a Titanic server (titanic.request) first, print its id on "
          "stderr, wait for the reply, then close it")
@@ -198,6 +203,8 @@ int run_request(const std::vector<std::string>& args) {
     if (vm.count("freelance"))
         return run_freelance_request(vm, freelance, body, timeout_ms, retries);
     if (!vm.count("service")) throw usage_error("the option '--service' is required but missing");
+    if ((vm.count("body") ? 1 : 0) + (frames.empty() ? 0 : 1) + (body_file.empty() ? 0 : 1) > 1)
+        throw usage_error("give the body one way: BODY (or - for stdin), --body-file or --frame");
     // ZMESH_TIMEOUT_MS and the file's timeout-ms are the wait per attempt; the whole wait of a
     // durable request is set by the flag only.
     if (durable && origin_of("timeout-ms").from != origin::kind::flag)
@@ -263,14 +270,41 @@ int run_request(const std::vector<std::string>& args) {
                                      std::string(std::strerror(errno)));
         if (body.size() > limit) throw over_limit("more than " + std::to_string(limit));
     }
+    if (!body_file.empty()) {
+        // Like stdin: in blocks, and no further than one byte past the limit.
+        std::FILE* f = std::fopen(body_file.c_str(), "rb");
+        if (!f)
+            throw std::runtime_error("cannot read --body-file '" + body_file +
+                                     "': " + std::strerror(errno));
+        std::vector<char> block(1 << 16);
+        while (body.size() <= limit) {
+            const auto got = std::fread(block.data(), 1, block.size(), f);
+            if (got == 0) break;
+            body.append(block.data(), got);
+        }
+        const bool failed = std::ferror(f);
+        std::fclose(f);
+        if (failed)
+            throw std::runtime_error("cannot read --body-file '" + body_file + "'");
+        if (body.size() > limit)
+            throw over_limit("more than " + std::to_string(limit) + " (--body-file '" +
+                             body_file + "')");
+    }
     if (body.size() > limit) throw over_limit(std::to_string(body.size()));
+    for (std::size_t i = 0; i < frames.size(); ++i)
+        if (frames[i].size() > limit)
+            throw over_limit(std::to_string(frames[i].size()) + " (--frame " +
+                             std::to_string(i + 1) + ")");
 
     auto curve = security_flags.load(); // before anything connects: a bad key file stops here
 
     zmq::context_t ctx;
     const auto protocol = plain ? mdp::client_protocol::mdp : mdp::client_protocol::zmesh;
     message request;
-    request.push_back(body);
+    if (frames.empty())
+        request.push_back(body);
+    else
+        for (auto& f : frames) request.push_back(std::move(f));
     if (durable)
         return run_durable(ctx, broker, service, std::move(request),
                            std::chrono::milliseconds(timeout_ms), retries,
