@@ -13,6 +13,7 @@
 // publisher that connects the CURVE client of what it connects to (a broker's XSUB or a
 // subscriber that binds), or, with --bind --register, of the broker's directory only.
 #include "command.hpp"
+#include "progress.hpp"
 #include "config.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
@@ -212,6 +213,7 @@ int run_pub(const std::vector<std::string>& args) {
                                  : std::chrono::duration<double>(0);
     const auto start = clock::now();
     std::uint64_t sent = 0;
+    progress_line progress("pub", "published");
     auto publish_one = [&](std::string body) {
         if (rate > 0)
             idle_until(pub, start + std::chrono::duration_cast<clock::duration>(
@@ -224,6 +226,7 @@ int run_pub(const std::vector<std::string>& args) {
             throw;
         }
         ++sent;
+        progress.tick(sent);
         return true;
     };
 
@@ -235,6 +238,10 @@ int run_pub(const std::vector<std::string>& args) {
         for (long long i = 0; i < count; ++i)
             if (!publish_one(text)) break;
     }
+    const auto st = pub.stats();
+    progress.finish(sent, st.refused ? ", " + std::to_string(st.refused) +
+                                           " times the lossless queue was full"
+                                     : std::string());
     // ~publisher closes the socket and ~context keeps delivering what is queued for --linger-ms.
     return ok;
 }

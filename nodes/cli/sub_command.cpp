@@ -15,6 +15,7 @@
 // subscriber that connects the CURVE client of what it connects to (a broker's XPUB or a
 // publisher that binds), or, with --resolve, of the broker's directory only.
 #include "command.hpp"
+#include "progress.hpp"
 #include "config.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
@@ -317,13 +318,26 @@ int run_sub(const std::vector<std::string>& args) {
     auto idle_deadline = clock::now() + idle_limit;
     std::uint64_t received = 0;
     const auto wanted = static_cast<std::uint64_t>(count);
+    progress_line progress("sub", "received");
+    // The summary: count and rate, and what the subscriber saw go wrong.
+    const auto summary = [&] {
+        const auto st = sub.stats();
+        std::string tail = "; " + std::to_string(st.gaps) + " gaps (" +
+                           std::to_string(st.missed) + " missed), " +
+                           std::to_string(st.duplicates) + " duplicates, " +
+                           std::to_string(st.malformed) + " malformed";
+        progress.finish(received, tail);
+    };
     while (!stop_requested() && (wanted == 0 || received < wanted)) {
         // Short slices, so a stop signal is seen even if it lands between two waits.
         milliseconds slice(200);
         if (idle_limit > milliseconds(0)) {
             const auto left = std::chrono::ceil<milliseconds>(idle_deadline - clock::now());
             if (left <= milliseconds(0)) {
-                if (received > 0 && wanted == 0) return ok;
+                if (received > 0 && wanted == 0) {
+                    summary();
+                    return ok;
+                }
                 std::fprintf(stderr, "zmesh: sub: no message within %lld ms\n", timeout_ms);
                 return failure;
             }
@@ -335,8 +349,10 @@ int run_sub(const std::vector<std::string>& args) {
         std::fwrite(line.data(), 1, line.size(), stdout);
         std::fflush(stdout);
         ++received;
+        progress.tick(received);
         idle_deadline = clock::now() + idle_limit;
     }
+    summary();
     return ok;
 }
 

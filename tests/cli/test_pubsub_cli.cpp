@@ -7,6 +7,9 @@
 
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -71,6 +74,35 @@ TEST_CASE("messages published into the forwarder reach a subscriber in order") {
         CHECK(contains(lines[static_cast<std::size_t>(i)], "\"payload\":\"hello\""));
     }
     CHECK(finish(pub).second == 0);
+}
+
+TEST_CASE("pub and sub end with one summary line: count, time, rate, and the subscriber's gaps") {
+    pubsub_broker broker;
+    support::temp_dir dir;
+    const auto sub_err = dir.path() / "sub.err", pub_err = dir.path() / "pub.err";
+    child_process sub(cli({"sub", "--connect", broker.xpub, "--topic", "t.", "--count", "40"}),
+                      sub_err.string());
+    child_process pub(cli({"pub", "--connect", broker.xsub, "--topic", "t.x", "--count", "40",
+                           "--wait-subscribers", "1", "m"}),
+                      pub_err.string());
+    auto [lines, code] = finish(sub);
+    CHECK(code == 0);
+    CHECK(lines.size() == 40);
+    CHECK(finish(pub).second == 0);
+    const auto read = [](const std::filesystem::path& p) {
+        std::ifstream in(p);
+        std::ostringstream s;
+        s << in.rdbuf();
+        return s.str();
+    };
+    const auto sub_text = read(sub_err), pub_text = read(pub_err);
+    CAPTURE(sub_text);
+    CAPTURE(pub_text);
+    CHECK(support::count_lines(sub_text) == 1);
+    CHECK(contains(sub_text, "zmesh: sub: received 40 messages in "));
+    CHECK(contains(sub_text, "msg/s); 0 gaps (0 missed), 0 duplicates, 0 malformed\n"));
+    CHECK(support::count_lines(pub_text) == 1);
+    CHECK(contains(pub_text, "zmesh: pub: published 40 messages in "));
 }
 
 TEST_CASE("a late subscriber gets the last value of its topics from the cache") {
