@@ -23,6 +23,8 @@
 #include <zmesh/mdp/protocol.hpp>
 #include <zmesh/nodes/broker.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -37,9 +39,25 @@ namespace zmesh::cli {
 
 namespace {
 
+/// --json: each reply (and each streamed part) is one JSON object on its own line instead.
+bool json_output = false;
+
 /// Prints every frame of @p body on stdout, one per line, and flushes: a streamed part must be
-/// visible as soon as it arrives, also through a pipe.
-void print_frames(const message& body) {
+/// visible as soon as it arrives, also through a pipe. With --json, one line
+/// {"reply": [frames...], "type": T} ("part" for a streamed part; "type" only if there is one).
+void print_frames(const message& body, const char* kind = "reply", std::string_view type = {}) {
+    if (json_output) {
+        nlohmann::ordered_json j;
+        auto& frames = j[kind] = nlohmann::ordered_json::array();
+        for (const auto& frame : body) frames.push_back(std::string(view(frame)));
+        if (!type.empty()) j["type"] = std::string(type);
+        // Frames are bytes: any that are not UTF-8 are replaced (U+FFFD), never an error.
+        std::printf("%s\n",
+                    j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+                        .c_str());
+        std::fflush(stdout);
+        return;
+    }
     for (const auto& frame : body) {
         auto text = view(frame);
         std::fwrite(text.data(), 1, text.size(), stdout);
@@ -103,9 +121,13 @@ int run_zmesh(zmq::context_t& ctx, const std::vector<std::string>& brokers,
     mdp::client client(ctx, brokers, options);
     try {
         auto r = client.request(service, std::move(request), request_options,
-                                [](const header&, message& part) { print_frames(part); });
-        print_type(r.head);
-        print_frames(r.body);
+                                [](const header&, message& part) { print_frames(part, "part"); });
+        if (json_output) {
+            print_frames(r.body, "reply", r.head.type);
+        } else {
+            print_type(r.head);
+            print_frames(r.body);
+        }
         return check_broker_service_reply(service, r.body, request_body);
     } catch (const mdp::service_error& e) {
         return print_failure(service, e.status(), e.reason());
@@ -171,6 +193,9 @@ int run_request(const std::vector<std::string>& args) {
         ("frame", po::value(&frames)->composing(),
          "one body frame; repeat it for a body of several frames, in order (instead of BODY)")
         ("body-file", po::value(&body_file), "read the body (one frame) from this file")
+        ("json", po::bool_switch(&json_output),
+         "print the reply as one JSON object, {\"reply\": [frames], \"type\": T}, and each "
+         "streamed part as {\"part\": [frames]}, one per line; errors stay on stderr")
         ("durable", po::bool_switch(&durable),
          "store the request with a Titanic server (titanic.request) first, print its id on "
          "stderr, wait for the reply, then close it")
@@ -200,6 +225,8 @@ int run_request(const std::vector<std::string>& args) {
                "[BODY | -]",
                options, args, vm, &positional))
         return ok;
+    if (vm.count("freelance") && json_output)
+        throw usage_error("--json does not apply to --freelance");
     if (vm.count("freelance"))
         return run_freelance_request(vm, freelance, body, timeout_ms, retries);
     if (!vm.count("service")) throw usage_error("the option '--service' is required but missing");

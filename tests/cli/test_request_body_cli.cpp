@@ -6,6 +6,7 @@
 #include "support/support.hpp"
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <csignal>
@@ -40,6 +41,14 @@ TEST_CASE("zmesh request sends several --frame frames in order, or the contents 
                 15000ms);
     CHECK(r.code == 0);
     CHECK(r.out == "from a file\n");
+    // --json: the reply as one JSON object, frames in order.
+    r = run_cli({"request", "--broker", *ep, "--service", "echo", "--timeout-ms", "5000",
+                 "--json", "--frame", "a", "--frame", "b\"c"},
+                15000ms);
+    CHECK(r.code == 0);
+    CHECK(support::count_lines(r.out) == 1);
+    const auto j = nlohmann::json::parse(r.out);
+    CHECK(j == nlohmann::json{{"reply", {"a", "b\"c"}}});
     worker.signal(SIGTERM);
     broker.signal(SIGTERM);
 }
