@@ -22,6 +22,8 @@
 #include <zmesh/mdp/client.hpp>
 #include <zmesh/mdp/protocol.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <initializer_list>
@@ -38,6 +40,15 @@
 namespace zmesh::cli {
 
 namespace {
+
+/// --json: list prints one JSON array, show one JSON object, instead of text.
+bool dlq_json = false;
+
+/// Prints @p j on one line; bytes that are not UTF-8 (bodies) are replaced, never an error.
+void print_json(const nlohmann::ordered_json& j) {
+    std::printf("%s\n",
+                j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+}
 
 namespace ts = zmesh::nodes::titanic;
 
@@ -76,6 +87,17 @@ std::unique_ptr<ts::store> open_existing(const std::string& path) {
 }
 
 int list(ts::store& st) {
+    if (dlq_json) {
+        auto all = nlohmann::ordered_json::array();
+        for (const auto& e : st.dlq_list(std::numeric_limits<std::size_t>::max()))
+            all.push_back({{"id", e.request.id},
+                           {"service", e.request.service},
+                           {"attempts", e.request.attempts},
+                           {"reason", e.reason},
+                           {"dead_since", format_time(e.moved)}});
+        print_json(all);
+        return ok;
+    }
     for (const auto& e : st.dlq_list(std::numeric_limits<std::size_t>::max())) {
         std::printf("%s %s attempts=%u reason=%s\n", e.request.id.c_str(),
                     printable(e.request.service).c_str(), e.request.attempts,
@@ -91,6 +113,19 @@ int show(ts::store& st, const std::string& id) {
         return failure;
     }
     const auto& r = e->request;
+    if (dlq_json) {
+        nlohmann::ordered_json j{{"id", r.id},
+                                 {"service", r.service},
+                                 {"attempts", r.attempts},
+                                 {"reason", e->reason},
+                                 {"created", format_time(r.created)},
+                                 {"dead_since", format_time(e->moved)},
+                                 {"ttl_ms", r.ttl ? nlohmann::ordered_json(r.ttl->count())
+                                                  : nlohmann::ordered_json(nullptr)},
+                                 {"body", r.body}};
+        print_json(j);
+        return ok;
+    }
     std::printf("id: %s\n", r.id.c_str());
     std::printf("service: %s\n", printable(r.service).c_str());
     std::printf("attempts: %u\n", r.attempts);
@@ -236,6 +271,19 @@ int broker_list(broker_dlq& dlq) {
     const auto& o = h.get();
     if (o.type != msgpack::type::ARRAY)
         throw std::runtime_error("malformed dead-letter list: not an array");
+    if (dlq_json) {
+        auto all = nlohmann::ordered_json::array();
+        for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+            const auto e = entry_of(o.via.array.ptr[i]);
+            all.push_back({{"id", e.id},
+                           {"service", e.service},
+                           {"attempts", e.attempts.value_or(0)},
+                           {"code", e.code},
+                           {"reason", e.reason}});
+        }
+        print_json(all);
+        return ok;
+    }
     for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
         const auto e = entry_of(o.via.array.ptr[i]);
         std::printf("%s %s attempts=%llu reason=%s\n", printable(e.id).c_str(),
@@ -254,6 +302,16 @@ int broker_show(broker_dlq& dlq, const std::string& id) {
     }
     const auto h = dlq.payload(reply);
     const auto e = entry_of(h.get());
+    if (dlq_json) {
+        nlohmann::ordered_json j{{"id", e.id}, {"service", e.service}, {"type", e.type},
+                                 {"code", e.code}, {"reason", e.reason}};
+        if (e.priority) j["priority"] = *e.priority;
+        if (e.attempts) j["attempts"] = *e.attempts;
+        if (e.time_ms) j["dead_since"] = format_time_ms(*e.time_ms);
+        if (e.body) j["body"] = *e.body;
+        print_json(j);
+        return ok;
+    }
     std::printf("id: %s\n", printable(e.id).c_str());
     std::printf("service: %s\n", printable(e.service).c_str());
     std::printf("type: %s\n", printable(e.type).c_str());
@@ -316,6 +374,8 @@ int run_dlq(const std::vector<std::string>& args) {
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
          "with --broker: how long to wait for the broker's answer")
         ("all", po::bool_switch(&all), "replay or purge every dead request")
+        ("json", po::bool_switch(&dlq_json),
+         "list: one JSON array of entries; show: one JSON object (for scripts and jq)")
         ("action", po::value(&action), "list | show ID | replay (ID | --all) | purge (ID | --all)")
         ("id", po::value(&id), "request id: 32 hex digits (--store: lowercase)");
     // clang-format on
@@ -338,6 +398,8 @@ int run_dlq(const std::vector<std::string>& args) {
     if (action != "list" && !takes_id) throw usage_error("unknown action '" + action + "'");
     if (action == "list" && (!id.empty() || all)) throw usage_error("list takes no ID or --all");
     if (action == "show" && all) throw usage_error("show takes an ID, not --all");
+    if (dlq_json && action != "list" && action != "show")
+        throw usage_error("--json goes with list and show");
     if (takes_id) {
         if (id.empty() && !all)
             throw usage_error(action + " needs an ID" + (action == "show" ? "" : " or --all"));

@@ -12,6 +12,9 @@
 #include <zmesh/message.hpp>
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <set>
 
 #include <atomic>
 #include <filesystem>
@@ -213,6 +216,27 @@ TEST_SUITE("cli.dlq") {
                        id_a + " payments attempts=3 reason=failed 3 attempts; last: timeout\n"));
         CHECK(contains(r.out, id_b + " mailer attempts=0 reason=ttl of 500 ms expired\n"));
         CHECK_FALSE(contains(r.out, id_c));
+    }
+
+    TEST_CASE("dlq list and show --json print one JSON document each") {
+        dlq_fixture f;
+        auto r = run_cli({"dlq", "list", "--json", "--store", f.path});
+        CHECK(r.code == 0);
+        CHECK(count_lines(r.out) == 1);
+        const auto all = nlohmann::json::parse(r.out);
+        REQUIRE(all.size() == 2);
+        std::set<std::string> ids{all[0]["id"], all[1]["id"]};
+        CHECK(ids == std::set<std::string>{id_a, id_b});
+        auto s = run_cli({"dlq", "show", id_a, "--json", "--store", f.path});
+        CHECK(s.code == 0);
+        const auto one = nlohmann::json::parse(s.out);
+        CHECK(one["service"] == "payments");
+        CHECK(one["attempts"] == 3);
+        CHECK(one["ttl_ms"].is_null());
+        REQUIRE(one["body"].size() == 2);
+        CHECK(one["body"][0] == "charge");
+        auto bad = run_cli({"dlq", "purge", "--all", "--json", "--store", f.path});
+        CHECK(bad.code == 2);
     }
 
     TEST_CASE("dlq show prints the fields and the body of a dead request") {

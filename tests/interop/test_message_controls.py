@@ -9,6 +9,7 @@ counted by the file system, not by the code under test), and `zmesh request` / `
 runs. The MDP/0.2 scenario's worker is plain python3-zmq written from 18/MDP. Every process is
 stopped at the end, also on failure.
 """
+import json
 import os
 import select
 import shlex
@@ -221,6 +222,15 @@ def scenario_dlq_replay(env):
     check(listed.returncode == 0, "zmesh dlq list failed: %s" % text(listed.stderr))
     check(msg_id in text(listed.stdout) and "billing" in text(listed.stdout),
           "zmesh dlq list does not show the request: %r" % text(listed.stdout))
+    # The same through --json: an array of entries, and show as one object.
+    listed = env.cli("dlq", "list", "--json", "--broker", env.broker.endpoint)
+    entries = json.loads(text(listed.stdout))
+    check([(e["id"], e["service"], e["code"]) for e in entries] == [(msg_id, "billing", "504")],
+          "zmesh dlq list --json: %r" % entries)
+    shown = json.loads(text(env.cli("dlq", "show", msg_id, "--json", "--broker",
+                                    env.broker.endpoint).stdout))
+    check(shown["type"] == "invoice" and shown["body"] == ["charge 42"],
+          "zmesh dlq show --json: %r" % shown)
     replay = env.cli("dlq", "replay", msg_id, "--broker", env.broker.endpoint)
     check(replay.returncode == 0, "zmesh dlq replay failed: %s" % text(replay.stderr))
     again = env.cli("dlq", "replay", msg_id, "--broker", env.broker.endpoint)
