@@ -63,7 +63,9 @@ int run_titanic(const std::vector<std::string>& args) {
     client_security_flags security_flags;
     security_flags.add_to(options);
     po::variables_map vm;
-    if (!parse("titanic", "[--broker EP] [--store PATH|postgresql://...] [options]", options, args, vm)) return ok;
+    if (!parse("titanic", "[--broker EP] [--store PATH|postgresql://...] [options]", options,
+               args, vm))
+        return ok;
 
     auto level = parse_log_level(log_level);
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");

@@ -102,7 +102,9 @@ std::string one_line(const char* msg) {
 
 void ignore_notice(void*, const char*) {}
 
-constexpr std::int64_t to_ms(time_point t) noexcept { return t.time_since_epoch().count(); }
+constexpr std::int64_t to_ms(time_point t) noexcept {
+    return t.time_since_epoch().count();
+}
 constexpr time_point from_ms(std::int64_t ms) noexcept {
     return time_point(std::chrono::milliseconds(ms));
 }
@@ -128,7 +130,8 @@ class params {
     params& int8(std::int64_t v) {
         std::string b(8, '\0');
         auto u = static_cast<std::uint64_t>(v);
-        for (int i = 7; i >= 0; --i, u >>= 8) b[static_cast<std::size_t>(i)] = static_cast<char>(u & 0xffU);
+        for (int i = 7; i >= 0; --i, u >>= 8)
+            b[static_cast<std::size_t>(i)] = static_cast<char>(u & 0xffU);
         return add(std::move(b), 1);
     }
     params& null() {
@@ -316,7 +319,8 @@ std::vector<statement> statements() {
         {"dlq_show",
          "SELECT " + cols + ", dead_reason, dead_ms FROM" + t + "WHERE id = $1 AND state = 2",
          {oid_text}},
-        {"dlq_replay", replay + "next_attempt_ms = $2 WHERE state = 2 AND id = $1",
+        {"dlq_replay",
+         replay + "next_attempt_ms = $2 WHERE state = 2 AND id = $1",
          {oid_text, oid_int8}},
         {"dlq_replay_all", replay + "next_attempt_ms = $1 WHERE state = 2", {oid_int8}},
         {"dlq_purge", "DELETE FROM" + t + "WHERE id = $1 AND state = 2", {oid_text}},
@@ -362,8 +366,8 @@ void pg_store::connect() {
         fail("holds a zmesh titanic store of schema version '" + version + "', this build reads " +
              std::to_string(pg_schema_version) + "; refusing to touch it");
     for (const auto& st : statements()) {
-        result_ptr r(PQprepare(conn_.get(), st.name, st.sql.c_str(), static_cast<int>(st.types.size()),
-                               st.types.data()));
+        result_ptr r(PQprepare(conn_.get(), st.name, st.sql.c_str(),
+                               static_cast<int>(st.types.size()), st.types.data()));
         if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK)
             fail(std::string("cannot prepare ") + st.name + ": " +
                  one_line(PQerrorMessage(conn_.get())));
@@ -405,9 +409,12 @@ std::size_t pg_store::changed(const PGresult* r) const {
 request_record pg_store::read_request(const PGresult* res, int row) const {
     auto* r = const_cast<PGresult*>(res);
     auto bytes = [&](int col) {
-        return std::string(PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col)));
+        return std::string(PQgetvalue(r, row, col),
+                           static_cast<std::size_t>(PQgetlength(r, row, col)));
     };
-    auto integer = [&](int col) { return read_be(PQgetvalue(r, row, col), PQgetlength(r, row, col)); };
+    auto integer = [&](int col) {
+        return read_be(PQgetvalue(r, row, col), PQgetlength(r, row, col));
+    };
     request_record out;
     out.id = bytes(0);
     out.service = bytes(1);
@@ -548,13 +555,15 @@ std::vector<request_record> pg_store::claim(std::string_view owner, time_point n
         throw zmesh::error(errc::invalid_argument, "titanic store: claim needs an owner");
     ensure();
     // One statement is its own transaction: the rows are locked, marked and committed together.
-    auto r = run("claim",
-                 params().text(owner).int8(to_ms(now)).int8(to_ms(now + lease)).int8(to_limit(limit)),
-                 "claim due requests");
+    auto r =
+        run("claim",
+            params().text(owner).int8(to_ms(now)).int8(to_ms(now + lease)).int8(to_limit(limit)),
+            "claim due requests");
     std::vector<std::pair<std::int64_t, request_record>> got;
     const int n = PQntuples(r.get());
     for (int i = 0; i < n; ++i) {
-        auto seq = read_be(PQgetvalue(r.get(), i, body_col + 1), PQgetlength(r.get(), i, body_col + 1));
+        auto seq =
+            read_be(PQgetvalue(r.get(), i, body_col + 1), PQgetlength(r.get(), i, body_col + 1));
         got.emplace_back(seq, read_request(r.get(), i));
     }
     // RETURNING comes in no particular order.
@@ -594,7 +603,8 @@ std::optional<std::uint32_t> pg_store::record_failure(std::string_view id,
     ensure();
     auto r = run("failure", params().text(id).int8(to_ms(next_attempt)), "record failure");
     if (PQntuples(r.get()) == 0) return std::nullopt;
-    return static_cast<std::uint32_t>(read_be(PQgetvalue(r.get(), 0, 0), PQgetlength(r.get(), 0, 0)));
+    return static_cast<std::uint32_t>(
+        read_be(PQgetvalue(r.get(), 0, 0), PQgetlength(r.get(), 0, 0)));
 }
 
 bool pg_store::move_to_dlq(std::string_view id, std::string_view reason, time_point now) {
@@ -630,7 +640,8 @@ bool pg_store::dlq_replay(std::string_view id, time_point now) {
 
 std::size_t pg_store::dlq_replay_all(time_point now) {
     ensure();
-    return changed(run("dlq_replay_all", params().int8(to_ms(now)), "replay dead-letter queue").get());
+    return changed(
+        run("dlq_replay_all", params().int8(to_ms(now)), "replay dead-letter queue").get());
 }
 
 bool pg_store::dlq_purge(std::string_view id) {
@@ -650,8 +661,8 @@ store_counts pg_store::counts() {
     store_counts out;
     for (int i = 0; i < PQntuples(r.get()); ++i) {
         const auto state = read_be(PQgetvalue(r.get(), i, 0), PQgetlength(r.get(), i, 0));
-        const auto n =
-            static_cast<std::size_t>(read_be(PQgetvalue(r.get(), i, 1), PQgetlength(r.get(), i, 1)));
+        const auto n = static_cast<std::size_t>(
+            read_be(PQgetvalue(r.get(), i, 1), PQgetlength(r.get(), i, 1)));
         if (state == 0) out.pending = n;
         if (state == 1) out.replied = n;
         if (state == 2) out.dead = n;
@@ -667,9 +678,8 @@ bool is_pg_target(std::string_view spec) noexcept {
     std::size_t i = 0;
     while (i < spec.size() && spec[i] == ' ') ++i;
     const std::size_t start = i;
-    while (i < spec.size() &&
-           ((spec[i] >= 'a' && spec[i] <= 'z') || (spec[i] >= 'A' && spec[i] <= 'Z') ||
-            spec[i] == '_'))
+    while (i < spec.size() && ((spec[i] >= 'a' && spec[i] <= 'z') ||
+                               (spec[i] >= 'A' && spec[i] <= 'Z') || spec[i] == '_'))
         ++i;
     if (i == start) return false;
     while (i < spec.size() && spec[i] == ' ') ++i;

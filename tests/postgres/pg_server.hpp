@@ -9,8 +9,8 @@
 // stopped (pg_ctl stop -m immediate) and its directory removed when the object goes, also when
 // the test failed; and if the test process dies without running its destructors (a crash, an
 // abort under a sanitizer, ctest's timeout kill), a watchdog process does it instead: it waits
-// for the end of a pipe only the test process holds. shared() makes one server per test process; tests isolate themselves from one
-// another with a schema each (conninfo()).
+// for the end of a pipe only the test process holds. shared() makes one server per test process;
+// tests isolate themselves from one another with a schema each (conninfo()).
 //
 // Missing binaries or user are an error, never a skip: scripts/test installs the package.
 #pragma once
