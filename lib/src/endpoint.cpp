@@ -138,9 +138,24 @@ endpoint_parts parse_endpoint(std::string_view endpoint) {
     return *parts;
 }
 
+namespace {
+
+/// libzmq's refusal of @p operation on @p endpoint as a zmesh::error that names both: the errno
+/// stays in code() (generic category), so callers can still tell EADDRINUSE from EACCES.
+[[noreturn]] void refused(const zmq::error_t& e, const char* operation, std::string_view endpoint) {
+    throw error(std::error_code(e.num(), std::generic_category()),
+                std::string("cannot ") + operation + " to '" + quote(endpoint) + "': " + e.what());
+}
+
+} // namespace
+
 std::string bind(zmq::socket_t& socket, std::string_view endpoint) {
     (void)parse_endpoint(endpoint);
-    socket.bind(std::string(endpoint));
+    try {
+        socket.bind(std::string(endpoint));
+    } catch (const zmq::error_t& e) {
+        refused(e, "bind", endpoint);
+    }
     return socket.get(zmq::sockopt::last_endpoint);
 }
 
@@ -149,7 +164,11 @@ void connect(zmq::socket_t& socket, std::string_view endpoint) {
     if (parts.kind == transport::tcp && (parts.port == "*" || parts.host == "*"))
         throw error(errc::invalid_endpoint,
                     "invalid endpoint '" + std::string(endpoint) + "': cannot connect to a wildcard");
-    socket.connect(std::string(endpoint));
+    try {
+        socket.connect(std::string(endpoint));
+    } catch (const zmq::error_t& e) {
+        refused(e, "connect", endpoint);
+    }
 }
 
 } // namespace zmesh

@@ -147,6 +147,24 @@ TEST_CASE("connecting to a wildcard or malformed endpoint throws before libzmq s
     CHECK_THROWS_AS(zmesh::bind(s, "udp://127.0.0.1:5"), zmesh::error);
 }
 
+TEST_CASE("libzmq refusing a bind is a zmesh::error naming the endpoint, with its errno") {
+    zmq::context_t ctx;
+    zmq::socket_t first(ctx, zmq::socket_type::router), second(ctx, zmq::socket_type::router);
+    first.set(zmq::sockopt::linger, 0);
+    second.set(zmq::sockopt::linger, 0);
+    const auto ep = zmesh::bind(first, "tcp://127.0.0.1:*");
+    try {
+        (void)zmesh::bind(second, ep);
+        FAIL("a second bind to " << ep << " succeeded");
+    } catch (const zmesh::error& e) {
+        CHECK(e.code() == std::error_code(EADDRINUSE, std::generic_category()));
+        const std::string what = e.what();
+        CAPTURE(what);
+        CHECK(what.find("cannot bind to '" + ep + "'") != std::string::npos);
+        CHECK(what.find(zmq_strerror(EADDRINUSE)) != std::string::npos);
+    }
+}
+
 TEST_CASE("socket options are applied in one place") {
     zmq::context_t ctx;
     zmq::socket_t s(ctx, zmq::socket_type::dealer);

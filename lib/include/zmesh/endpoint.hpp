@@ -41,11 +41,14 @@ ZMESH_EXPORT endpoint_parts parse_endpoint(std::string_view endpoint);
 
 /// Validates @p endpoint, binds @p socket to it and returns the endpoint actually bound
 /// (tcp://127.0.0.1:* becomes tcp://127.0.0.1:41234).
-/// @throws zmesh::error on an invalid endpoint; zmq::error_t if libzmq refuses (EADDRINUSE…).
+/// @throws zmesh::error on an invalid endpoint (errc::invalid_endpoint), and when libzmq refuses
+/// (EADDRINUSE…): then code() is the errno in std::generic_category() and what() reads
+/// "cannot bind to 'EP': <libzmq's reason>".
 ZMESH_EXPORT std::string bind(zmq::socket_t& socket, std::string_view endpoint);
 
 /// Validates @p endpoint and connects @p socket to it. A wildcard port is refused.
-/// @throws zmesh::error on an invalid endpoint; zmq::error_t if libzmq refuses.
+/// @throws zmesh::error on an invalid endpoint, and when libzmq refuses (code() the errno in
+/// std::generic_category(), what() "cannot connect to 'EP': <reason>").
 ZMESH_EXPORT void connect(zmq::socket_t& socket, std::string_view endpoint);
 
 } // namespace zmesh
