@@ -138,6 +138,15 @@ void append_service_label(std::string& out, std::string_view service) {
 
 std::span<const broker_stat_field> broker_stat_fields() noexcept { return totals; }
 
+void append_metric(std::string& out, std::string_view name, bool counter, std::string_view help,
+                   std::uint64_t value) {
+    append_header(out, name, counter ? kind::counter : kind::gauge, help);
+    out += name;
+    out += ' ';
+    append_number(out, value);
+    out += '\n';
+}
+
 std::string prometheus_text(const broker_metrics& m) {
     std::string out;
     out.reserve(8192 + m.services.size() * 2048);

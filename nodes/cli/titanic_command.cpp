@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
+#include "titanic_status.hpp"
 
 #include <zmesh/endpoint.hpp>
 #include <zmesh/log.hpp>
@@ -15,6 +16,8 @@
 #include <zmesh/nodes/titanic.hpp>
 
 #include <chrono>
+#include <cstdio>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -30,6 +33,7 @@ int run_titanic(const std::vector<std::string>& args) {
     long heartbeat_ms = static_cast<long>(cfg.heartbeat.count());
     long timeout_ms = static_cast<long>(cfg.request_timeout.count());
     long lease_ms = static_cast<long>(cfg.claim_lease.count());
+    std::string http_address; // --http: off unless given
     po::options_description options("options");
     options.add_options()
         ("broker", po::value(&cfg.broker_endpoint)->default_value(default_broker_endpoint()),
@@ -59,7 +63,10 @@ int run_titanic(const std::vector<std::string>& args) {
          "wait for a service's reply before the attempt counts as failed")
         ("heartbeat-ms", po::value(&heartbeat_ms)->default_value(heartbeat_ms),
          "heartbeat interval; must match the broker's")
-        ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
+        ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug")
+        ("http", po::value(&http_address),
+         "serve /metrics (Prometheus: stored, replied, pending, dead...), /healthz and "
+         "/api/status (JSON) on HOST:PORT; port 0 picks one, printed on stdout (docs/metrics.md)");
     client_security_flags security_flags;
     security_flags.add_to(options);
     po::variables_map vm;
@@ -105,12 +112,21 @@ int run_titanic(const std::vector<std::string>& args) {
     zmq::context_t ctx;
     nodes::titanic_node node(ctx, cfg); // a store that is not ours throws here: exit 1
     node.start();
+    std::optional<http_status_server> http; // stopped before the node
+    if (!http_address.empty()) {
+        http.emplace(http_address, titanic_status_sources(node, store));
+        std::printf("%s\n", http->url().c_str());
+        std::fflush(stdout);
+        log(log_level::info, "titanic: HTTP status on %s (/metrics, /healthz, /api/status)",
+            http->url().c_str());
+    }
     // start() returns before the thread is in its loop; give it a moment to get there, so that
     // the wait below ends only on a signal or when the loop has really ended.
     for (int i = 0; i < 100 && !node.running() && !stop_requested(); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     while (!stop_requested() && node.running())
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    http.reset();
     node.stop();
     const auto s = node.stats();
     log(log_level::info,

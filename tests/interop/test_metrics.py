@@ -9,6 +9,7 @@ Usage: test_metrics.py --zmesh PATH/TO/zmesh [--artifacts DIR] SCENARIO
                requests sent; `promtool check metrics` must accept /metrics.
   endpoints    /healthz, /api/status, /metrics and an unknown path, read with urllib, and a bad
                --http address refused with one line.
+  titanic      `zmesh titanic --http`: its counters and the store's counts after durable requests.
   status_page  headless Chromium (Debian `chromium`) loads / while requests flow, and the page,
                without being reloaded, shows the service, its worker and a request count that
                changed between two of its refreshes; a screenshot is saved in --artifacts.
@@ -352,10 +353,61 @@ def scenario_status_page(env):
         refreshes, first, latest)
 
 
+def scenario_titanic(env):
+    """`zmesh titanic --http`: /metrics counts the durable requests stored and replied and the
+    store's pending ones; /api/status and /healthz agree; promtool accepts the text."""
+    b = env.start_broker()
+    env.start_worker()
+    titanic = Process("titanic", [env.zmesh, "titanic", "--broker", b.endpoint, "--store",
+                                  env.path("titanic.db"), "--http", "127.0.0.1:0",
+                                  "--heartbeat-ms", "500"], stdout=subprocess.PIPE)
+    env.processes.append(titanic)
+    fd = titanic.proc.stdout.fileno()
+    ready, _, _ = select.select([fd], [], [], STARTUP_TIMEOUT)
+    check(ready, "titanic printed no URL within %.0f s" % STARTUP_TIMEOUT)
+    url = os.read(fd, 4096).decode().strip()
+    check(re.fullmatch(r"http://127\.0\.0\.1:\d+/", url) is not None, "titanic printed %r" % url)
+    n = 5
+    for i in range(n):
+        r = subprocess.run([env.zmesh, "request", "--broker", b.endpoint, "--service", "echo",
+                            "--durable", "--timeout-ms", "20000", "body %d" % i],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        check(r.returncode == 0 and r.stdout.decode() == "body %d\n" % i,
+              "durable request %d: rc %d, %r %r" % (i, r.returncode, r.stdout, r.stderr))
+
+    def sample(text, name):
+        m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+        return int(m.group(1)) if m else None
+
+    deadline = time.monotonic() + 15
+    while True:
+        code, text = http_get(url + "metrics")
+        check(code == 200, "/metrics answered %d" % code)
+        got = {name: sample(text, name) for name in (
+            "zmesh_titanic_stored_total", "zmesh_titanic_replied_total", "zmesh_titanic_pending",
+            "zmesh_titanic_up")}
+        if got == {"zmesh_titanic_stored_total": n, "zmesh_titanic_replied_total": n,
+                   "zmesh_titanic_pending": 0, "zmesh_titanic_up": 1}:
+            break
+        if time.monotonic() >= deadline:
+            raise Failure("titanic /metrics shows %s" % got)
+        time.sleep(0.2)
+    r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                       capture_output=True, timeout=30)
+    check(r.returncode == 0, "promtool refused titanic's /metrics: %s" % r.stderr.decode())
+    code, body = http_get(url + "api/status")
+    status = json.loads(body)
+    check(status["node"] == "titanic" and status["totals"]["stored"] == n
+          and status["store_counts"]["pending"] == 0, "titanic /api/status: %r" % status)
+    check(http_get(url + "healthz") == (200, "ok\n"), "titanic /healthz")
+    return "titanic /metrics: %d stored, %d replied, 0 pending; promtool accepts" % (n, n)
+
+
 SCENARIOS = {
     "prometheus": scenario_prometheus,
     "endpoints": scenario_endpoints,
     "status_page": scenario_status_page,
+    "titanic": scenario_titanic,
 }
 
 

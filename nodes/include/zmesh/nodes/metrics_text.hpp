@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace zmesh::nodes {
 
@@ -31,6 +32,11 @@ struct broker_stat_field {
 
 /// Every field of broker_stats, in the order /metrics shows them.
 [[nodiscard]] ZMESH_EXPORT std::span<const broker_stat_field> broker_stat_fields() noexcept;
+
+/// Appends one metric to @p out in the text format: its # HELP and # TYPE lines and one sample
+/// without labels. For nodes with a few counters of their own (Titanic), written here once.
+ZMESH_EXPORT void append_metric(std::string& out, std::string_view name, bool counter,
+                                std::string_view help, std::uint64_t value);
 
 /// @p m as Prometheus text: the broker's counters and gauges (zmesh_broker_*), and per service
 /// its counters, state and a latency histogram (zmesh_service_*).
