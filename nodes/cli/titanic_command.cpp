@@ -23,7 +23,12 @@
 
 namespace zmesh::cli {
 
+int run_titanic_query(const std::vector<std::string>& args); // titanic_query.cpp
+
 int run_titanic(const std::vector<std::string>& args) {
+    // zmesh titanic status|reply ID: ask a running node, rather than run one.
+    if (!args.empty() && (args.front() == "status" || args.front() == "reply"))
+        return run_titanic_query(args);
     namespace po = boost::program_options;
     nodes::titanic_config cfg;
     std::string store = cfg.store_path.string(), sync = "full", log_level = "info";

@@ -400,7 +400,36 @@ def scenario_titanic(env):
     check(status["node"] == "titanic" and status["totals"]["stored"] == n
           and status["store_counts"]["pending"] == 0, "titanic /api/status: %r" % status)
     check(http_get(url + "healthz") == (200, "ok\n"), "titanic /healthz")
-    return "titanic /metrics: %d stored, %d replied, 0 pending; promtool accepts" % (n, n)
+    # zmesh titanic status|reply ID: a request submitted by hand through titanic.request (TSP),
+    # so that it is not closed, then its state, its reply (closing it), and it is gone.
+    r = subprocess.run([env.zmesh, "request", "--broker", b.endpoint, "--service",
+                        "titanic.request", "--frame", "echo", "--frame", "by hand"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    lines = r.stdout.decode().split()
+    check(r.returncode == 0 and lines[0] == "200" and len(lines[1]) == 32,
+          "titanic.request: %r %r" % (r.stdout, r.stderr))
+    req_id = lines[1]
+
+    def titanic_cli(*args):
+        return subprocess.run([env.zmesh, "titanic", *args, "--broker", b.endpoint],
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+
+    deadline = time.monotonic() + 15
+    while titanic_cli("status", req_id).stdout.decode() != "replied\n":
+        check(time.monotonic() < deadline, "titanic status never said replied")
+        time.sleep(0.2)
+    st = json.loads(titanic_cli("status", req_id, "--json").stdout)
+    check(st == {"id": req_id, "state": "replied"}, "titanic status --json: %r" % st)
+    rep = titanic_cli("reply", req_id, "--close")
+    check(rep.returncode == 0 and rep.stdout.decode() == "by hand\n",
+          "titanic reply: %r %r" % (rep.stdout, rep.stderr))
+    gone = titanic_cli("status", req_id.upper())
+    check(gone.returncode == 1 and gone.stdout.decode() == "unknown\n",
+          "titanic status after close: %r" % gone.stdout)
+    bad = titanic_cli("reply", "xyz")
+    check(bad.returncode == 2 and "32 hex digits" in bad.stderr.decode(), "bad id: %r" % bad.stderr)
+    return ("titanic /metrics: %d stored, %d replied, 0 pending; promtool accepts; titanic "
+            "status/reply ID" % (n, n))
 
 
 SCENARIOS = {
