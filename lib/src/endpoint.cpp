@@ -143,8 +143,11 @@ namespace {
 /// libzmq's refusal of @p operation on @p endpoint as a zmesh::error that names both: the errno
 /// stays in code() (generic category), so callers can still tell EADDRINUSE from EACCES.
 [[noreturn]] void refused(const zmq::error_t& e, const char* operation, std::string_view endpoint) {
-    throw error(std::error_code(e.num(), std::generic_category()),
-                std::string("cannot ") + operation + " to '" + quote(endpoint) + "': " + e.what());
+    // system_error appends the code's message ("Address already in use"); libzmq's own codes
+    // (above ZMQ_HAUSNUMERO) have none in the generic category, so their text goes in too.
+    std::string what = std::string("cannot ") + operation + " to '" + quote(endpoint) + "'";
+    if (e.num() >= ZMQ_HAUSNUMERO) what += std::string(" (") + e.what() + ")";
+    throw error(std::error_code(e.num(), std::generic_category()), what);
 }
 
 } // namespace

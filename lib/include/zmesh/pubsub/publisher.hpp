@@ -72,6 +72,9 @@ struct publisher_stats {
     std::uint64_t refused = 0;         ///< lossless mode: publish attempts that found no room
     std::uint64_t subscribes = 0;      ///< subscribe messages seen (probes excluded)
     std::uint64_t unsubscribes = 0;    ///< unsubscribe messages seen (probes excluded)
+    /// Of subscribes, those to the empty prefix (everything): what a forwarder with a last-value
+    /// cache sends for itself, whether or not anyone subscribed downstream.
+    std::uint64_t catch_all_subscribes = 0;
     std::uint64_t probes_answered = 0; ///< readiness probes answered
     std::uint64_t probes_dropped = 0;  ///< probe answers that found a full queue (re-probed later)
     /// With curve_server: handshakes the ZAP handler admitted and refused (unknown key). A plain
@@ -117,7 +120,8 @@ class ZMESH_EXPORT publisher {
     ///         settings that do not fit the endpoints (see curve and curve_server), and if
     ///         @p ctx has a ZAP handler already while curve_server is set;
     ///         errc::invalid_endpoint for a malformed endpoint.
-    /// @throws zmq::error_t if libzmq refuses an option, a bind (EADDRINUSE…) or a connect.
+    /// @throws zmesh::error naming the endpoint if libzmq refuses a bind (EADDRINUSE…) or a
+    ///         connect; zmq::error_t if it refuses an option.
     publisher(zmq::context_t& ctx, publisher_options options);
     /// Closes the socket; queued messages are kept for socket_options::linger.
     ~publisher();

@@ -157,7 +157,8 @@ class ZMESH_EXPORT subscriber {
     ///         is 0, for CURVE settings that do not fit the endpoints (see curve and
     ///         curve_server), and if @p ctx has a ZAP handler already while curve_server is set;
     ///         errc::invalid_endpoint for a malformed endpoint (snapshot_from included).
-    /// @throws zmq::error_t if libzmq refuses an option, a bind or a connect.
+    /// @throws zmesh::error naming the endpoint if libzmq refuses a bind or a connect;
+    ///         zmq::error_t if it refuses an option.
     subscriber(zmq::context_t& ctx, subscriber_options options);
     ~subscriber();
     subscriber(subscriber&&) noexcept;

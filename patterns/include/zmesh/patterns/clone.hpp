@@ -88,7 +88,7 @@ class ZMESH_EXPORT server {
   public:
     /// Binds both sockets.
     /// @throws zmesh::error errc::invalid_endpoint / errc::invalid_argument (no publish endpoint
-    /// can be derived, a non-positive hugz interval); zmq::error_t if a bind fails.
+    /// can be derived, a non-positive hugz interval); zmesh::error naming the endpoint if a bind fails.
     server(zmq::context_t& ctx, server_options options);
     ~server();
     server(const server&) = delete;

@@ -116,7 +116,7 @@ class ZMESH_EXPORT client {
     /// Connects to every endpoint of @p endpoints.
     /// @throws zmesh::error errc::invalid_argument if @p endpoints is empty, has duplicates or
     /// the options are out of range; errc::invalid_endpoint for a malformed endpoint;
-    /// zmq::error_t if libzmq refuses a connect.
+    /// zmesh::error naming the endpoint if libzmq refuses a connect.
     client(zmq::context_t& ctx, std::vector<std::string> endpoints, client_options options = {});
     ~client();
     client(client&&) noexcept;
@@ -192,7 +192,7 @@ class ZMESH_EXPORT server {
 
     /// Binds every endpoint of @p endpoints (tcp://host:* allowed; see endpoints()).
     /// @throws zmesh::error errc::invalid_argument if @p endpoints is empty or @p h is empty;
-    /// errc::invalid_endpoint for a malformed endpoint; zmq::error_t if a bind fails.
+    /// errc::invalid_endpoint for a malformed endpoint; zmesh::error naming the endpoint if a bind fails.
     server(zmq::context_t& ctx, const std::vector<std::string>& endpoints, handler h,
            server_options options = {});
     ~server();
