@@ -98,9 +98,11 @@ class server::impl {
                 out.push_back(a.status);
                 out.push_back(a.reason);
             }
+            // Counted before the reply leaves, so that a client holding the reply sees it in
+            // stats() (the message hand-off orders the two).
+            requests_.fetch_add(1, std::memory_order_relaxed);
             // A ROUTER drops a reply to a client that has gone: nothing to do about it.
             (void)out.send(socket_, zmq::send_flags::dontwait);
-            requests_.fetch_add(1, std::memory_order_relaxed);
             return;
         }
         malformed_.fetch_add(1, std::memory_order_relaxed);
