@@ -80,7 +80,9 @@ int run_pub(const std::vector<std::string>& args) {
         ("lossless", "wait for slow subscribers instead of dropping (ZMQ_XPUB_NODROP)")
         ("hwm", po::value(&hwm)->default_value(hwm), "messages queued per subscriber")
         ("wait-subscribers", po::value(&wait_subscribers)->default_value(wait_subscribers),
-         "before publishing, wait for N subscriptions (one per subscriber and topic prefix)")
+         "before publishing, wait for N subscriptions (one per subscriber and topic prefix; "
+         "with --connect, a subscription to everything is a forwarder's last-value cache and "
+         "does not count)")
         ("wait-ms", po::value(&wait_ms)->default_value(wait_ms),
          "how long --wait-subscribers may wait, in ms")
         ("settle-ms", po::value(&settle_ms),
@@ -198,7 +200,17 @@ int run_pub(const std::vector<std::string>& args) {
     // In slices, so that a stop signal ends the wait.
     const auto subscriptions = static_cast<std::size_t>(wait_subscribers);
     const auto wait_end = clock::now() + milliseconds(wait_ms);
-    while (!stop_requested() && !pub.wait_for_subscribers(subscriptions, milliseconds(100)))
+    // Through a forwarder (--connect) with a last-value cache, the forwarder's own subscription
+    // to everything (the empty prefix) arrives whether or not anyone listens: it does not count
+    // as a subscriber there. A subscriber bound with --bind counts whatever its prefix.
+    const auto wanted = [&] {
+        return subscriptions + (connect.empty() ? 0 : pub.stats().catch_all_subscribes);
+    };
+    // wanted() grows when the catch-all arrives inside a wait: a wait that ends is checked
+    // against it again.
+    const auto enough = [&] { return pub.stats().subscribes >= wanted(); };
+    while (!stop_requested() &&
+           !(pub.wait_for_subscribers(wanted(), milliseconds(100)) && enough()))
         if (clock::now() >= wait_end) {
             std::string where; // the endpoints the subscriptions would have come through
             for (const auto& ep : connect) where += (where.empty() ? "" : ", ") + ep;

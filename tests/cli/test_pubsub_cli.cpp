@@ -105,11 +105,31 @@ TEST_CASE("pub and sub end with one summary line: count, time, rate, and the sub
     CHECK(contains(pub_text, "zmesh: pub: published 40 messages in "));
 }
 
+TEST_CASE("with --lvc, pub --wait-subscribers still waits for a real subscriber") {
+    pubsub_broker broker({"--lvc"});
+    // The cache's own subscription to everything reaches the publisher at once: not a subscriber.
+    auto alone = support::run_cli({"pub", "--connect", broker.xsub, "--topic", "q.x",
+                                   "--wait-subscribers", "1", "--wait-ms", "500", "m"},
+                                  10000ms);
+    CHECK(alone.code == 1);
+    CHECK(contains(alone.err, "fewer than 1 subscriptions within 500 ms"));
+    child_process sub(cli({"sub", "--connect", broker.xpub, "--topic", "q.", "--count", "1"}));
+    child_process pub(cli({"pub", "--connect", broker.xsub, "--topic", "q.x", "--count", "1",
+                           "--wait-subscribers", "1", "--wait-ms", "5000", "m"}));
+    auto [lines, code] = finish(sub);
+    CHECK(code == 0);
+    REQUIRE(lines.size() == 1);
+    CHECK(contains(lines[0], "q.x 1 "));
+    CHECK(finish(pub).second == 0);
+}
+
 TEST_CASE("a late subscriber gets the last value of its topics from the cache") {
     pubsub_broker broker({"--lvc"});
-    // With --lvc the forwarder subscribes to everything, so the publisher need not wait for us.
+    // With --lvc the forwarder subscribes to everything as a publisher connects, so the
+    // publisher need not wait for a subscriber: only for its connection, which --settle-ms gives.
+    // (--wait-subscribers would wait for a real subscriber: see the case before.)
     child_process pub(cli({"pub", "--connect", broker.xsub, "--topic", "fx.usd", "--count", "3",
-                           "--wait-subscribers", "1", "tick"}));
+                           "--settle-ms", "1000", "tick"}));
     CHECK(finish(pub).second == 0);
     // Wait until the forwarder has really passed all three (they are cached as they pass).
     bool forwarded = false;

@@ -167,10 +167,12 @@ struct publisher::impl {
         const auto kind = static_cast<std::uint8_t>(frame[0]);
         const std::string_view topic = frame.substr(1);
         if (kind == detail::subscribe_byte) {
-            if (detail::is_probe(topic))
+            if (detail::is_probe(topic)) {
                 answer_probe(topic);
-            else
+            } else {
                 ++stats_.subscribes;
+                if (topic.empty()) ++stats_.catch_all_subscribes;
+            }
             return true;
         }
         if (kind == detail::unsubscribe_byte) {
