@@ -164,30 +164,33 @@ class client::impl {
             if (attempt > 0) ++stats_.retries;
             const auto deadline = clock_type::now() + options_.timeout;
             if (auto r = drain()) return std::move(*r); // an earlier attempt's answer
-            std::optional<std::size_t> target;
-            while (!target && clock_type::now() < deadline) {
+            // An index, not an optional: GCC 12 at -O2 under the sanitizers warns that an
+            // optional read after this loop may be uninitialized (an error with -Werror).
+            constexpr auto none = static_cast<std::size_t>(-1);
+            std::size_t target = none;
+            while (target == none && clock_type::now() < deadline) {
                 tick(clock_type::now());
-                target = pick(failed);
-                if (target) {
+                if (const auto picked = pick(failed)) {
+                    target = *picked;
                     message m;
                     m.push_back(id);
                     for (const auto& f : body) m.push_back(view(f)); // kept for the retries
-                    if (send_to(*target, command::request, std::move(m))) break;
-                    servers_[*target].state = server_state::expired; // its connection is gone
-                    target.reset();
+                    if (send_to(target, command::request, std::move(m))) break;
+                    servers_[target].state = server_state::expired; // its connection is gone
+                    target = none;
                     continue;
                 }
                 if (auto r = wait(deadline)) return std::move(*r); // waiting for a PONG
             }
-            if (!target) continue; // no server answered a ping within this attempt
-            const auto& ep = servers_[*target].endpoint;
+            if (target == none) continue; // no server answered a ping within this attempt
+            const auto& ep = servers_[target].endpoint;
             if (std::find(sent_to.begin(), sent_to.end(), ep) == sent_to.end())
                 sent_to.push_back(ep);
             while (clock_type::now() < deadline)
                 if (auto r = wait(deadline)) return std::move(*r);
             // Silent past the timeout: take it for expired until it answers again.
-            failed[*target] = true;
-            servers_[*target].state = server_state::expired;
+            failed[target] = true;
+            servers_[target].state = server_state::expired;
         }
         current_ = 0;
         std::string all;
