@@ -39,7 +39,7 @@ namespace zmesh::nodes {
 class broker::impl {
   public:
     impl(zmq::context_t& ctx, broker_config config)
-        : config_(std::move(config)), router_(detail::make_seeded_router(ctx)),
+        : config_(std::move(config)), router_(zmesh::make_seeded_router(ctx)),
           monitor_(detail::watch_connections(ctx, router_, "broker")), router_out_(router_),
           engine_(config_, router_out_),
           directory_(config_.max_directory_entries) {

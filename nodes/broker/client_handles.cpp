@@ -36,11 +36,4 @@ std::string handle_source::next() {
     return h;
 }
 
-zmq::socket_t make_seeded_router(zmq::context_t& ctx) {
-    unsigned seed = 0;
-    fill_random(&seed, sizeof seed);
-    std::srand(seed);
-    return zmq::socket_t(ctx, zmq::socket_type::router);
-}
-
 } // namespace zmesh::nodes::detail

@@ -45,11 +45,5 @@ class handle_source {
     std::size_t used_ = pool_.size(); // bytes of pool_ already handed out
 };
 
-/// Seeds the C library's rand() from getrandom(2), then creates a ROUTER socket. libzmq 4.3
-/// starts each ROUTER's routing-id counter at rand() in the socket's constructor, so this makes
-/// the generated ids of that socket unguessable. rand() is process-wide: the seeding affects any
-/// other user of rand() in the process, which is harmless (it was unseeded).
-/// @throws std::system_error (random source), zmq::error_t (socket creation).
-zmq::socket_t make_seeded_router(zmq::context_t& ctx);
 
 } // namespace zmesh::nodes::detail

@@ -5,6 +5,7 @@
 // Snapshots are one multipart message, so a large state cannot be cut by a high-water mark.
 #include "wire.hpp"
 
+#include <zmesh/socket_options.hpp>
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
 #include <zmesh/log.hpp>
@@ -20,29 +21,6 @@
 
 namespace zmesh::patterns::clone {
 
-namespace {
-
-/// libzmq 4.3 starts a ROUTER's generated routing ids at rand(): seeded from the kernel, the
-/// counter cannot be guessed by a client that would claim its next value (PROTOCOLS 1.13; the
-/// broker and the freelance server do the same).
-zmq::socket_t make_seeded_router(zmq::context_t& ctx) {
-    unsigned seed = 0;
-    auto* p = reinterpret_cast<unsigned char*>(&seed);
-    std::size_t left = sizeof seed;
-    while (left > 0) {
-        const auto got = ::getrandom(p, left, 0);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            throw std::system_error(errno, std::generic_category(), "getrandom");
-        }
-        p += got;
-        left -= static_cast<std::size_t>(got);
-    }
-    std::srand(seed);
-    return zmq::socket_t(ctx, zmq::socket_type::router);
-}
-
-} // namespace
 
 std::optional<std::string> default_updates_endpoint(std::string_view bind) {
     std::error_code ec;
@@ -59,7 +37,7 @@ std::optional<std::string> default_updates_endpoint(std::string_view bind) {
 class server::impl {
   public:
     impl(zmq::context_t& ctx, server_options options)
-        : router_(make_seeded_router(ctx)), pub_(ctx, zmq::socket_type::pub),
+        : router_(zmesh::make_seeded_router(ctx)), pub_(ctx, zmq::socket_type::pub),
           options_(std::move(options)) {
         if (options_.hugz_interval.count() <= 0)
             throw error(errc::invalid_argument, "clone::server: hugz_interval must be positive");

@@ -5,6 +5,7 @@
 // counted as malformed and dropped.
 #include "wire.hpp"
 
+#include <zmesh/socket_options.hpp>
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
 #include <zmesh/log.hpp>
@@ -16,39 +17,15 @@
 #include <cerrno>
 #include <cstdlib>
 #include <exception>
-#include <system_error>
 
 namespace zmesh::patterns::freelance {
 
-namespace {
-
-/// libzmq 4.3 starts a ROUTER's generated routing ids at rand(); a client that claims the id the
-/// counter will generate next makes libzmq abort (docs: PROTOCOLS 1.13). Seeding rand() from the
-/// kernel first makes the counter unguessable (as the broker does, nodes/broker/client_handles).
-zmq::socket_t make_seeded_router(zmq::context_t& ctx) {
-    unsigned seed = 0;
-    auto* p = reinterpret_cast<unsigned char*>(&seed);
-    std::size_t left = sizeof seed;
-    while (left > 0) {
-        const auto got = ::getrandom(p, left, 0);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            throw std::system_error(errno, std::generic_category(), "getrandom");
-        }
-        p += got;
-        left -= static_cast<std::size_t>(got);
-    }
-    std::srand(seed);
-    return zmq::socket_t(ctx, zmq::socket_type::router);
-}
-
-} // namespace
 
 class server::impl {
   public:
     impl(zmq::context_t& ctx, const std::vector<std::string>& endpoints, handler h,
          const server_options& options)
-        : socket_(make_seeded_router(ctx)), handler_(std::move(h)) {
+        : socket_(zmesh::make_seeded_router(ctx)), handler_(std::move(h)) {
         if (endpoints.empty())
             throw error(errc::invalid_argument, "freelance::server: no endpoint to bind");
         if (!handler_) throw error(errc::invalid_argument, "freelance::server: empty handler");

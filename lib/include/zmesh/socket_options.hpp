@@ -37,4 +37,12 @@ struct socket_options {
 /// @throws zmq::error_t if libzmq rejects a value.
 ZMESH_EXPORT void apply(zmq::socket_t& socket, const socket_options& options);
 
+/// Seeds the C library's rand() from getrandom(2), then creates a ROUTER socket. libzmq 4.3
+/// starts each ROUTER's routing-id counter at rand() in the socket's constructor, so this makes
+/// the generated ids of that socket unguessable: a peer cannot claim the id the next connection
+/// will get (../shared/PROTOCOLS.md 1.13). rand() is process-wide; seeding it is harmless to
+/// other users (it was unseeded). Every ROUTER that peers reach should be made with it.
+/// @throws std::system_error (random source), zmq::error_t (socket creation).
+ZMESH_EXPORT zmq::socket_t make_seeded_router(zmq::context_t& ctx);
+
 } // namespace zmesh
