@@ -1,6 +1,22 @@
+# zmesh_check_test_names(<sources>...): stops the configure step when a doctest case name holds
+# a ';'. doctest_discover_tests reads the names through a CMake list, which splits them there:
+# the two halves become ctest entries whose filters match no case, and they pass having run
+# nothing (eight cases went unrun that way before this check).
+function(zmesh_check_test_names)
+    foreach(src IN LISTS ARGN)
+        file(STRINGS "${src}" lines REGEX "(TEST_CASE|SUBCASE)\\(\"[^\"]*;")
+        if(lines)
+            list(GET lines 0 first)
+            message(FATAL_ERROR "${src}: a test case name holds ';', which ctest would split "
+                "into entries that run nothing; use another word: ${first}")
+        endif()
+    endforeach()
+endfunction()
+
 # zmesh_add_test_suite(<name> SOURCES ... LIBS ...): one doctest executable, every case a ctest entry.
 function(zmesh_add_test_suite name)
     cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;LIBS" ${ARGN})
+    zmesh_check_test_names(${ARG_SOURCES})
     if(NOT ARG_TIMEOUT)
         set(ARG_TIMEOUT 60)
     endif()

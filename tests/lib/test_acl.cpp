@@ -11,7 +11,7 @@ using zmesh::security::permission;
 
 TEST_SUITE("lib.security.acl") {
 
-TEST_CASE("rules allow exact names, prefixes and everything; nothing else is allowed") {
+TEST_CASE("rules allow exact names, prefixes and everything, and nothing else is allowed") {
     const auto acl = access_list::parse(R"(
 # traders call the order services; the risk engine serves them
 alice     call       orders.* prices      # a comment after a rule
@@ -52,7 +52,7 @@ TEST_CASE("a subscription is allowed only if every topic it could receive is") {
     CHECK(acl.allows("bob", permission::subscribe, ""));
 }
 
-TEST_CASE("mmi.* is open to every key; zmesh.* needs admin or a rule that names it") {
+TEST_CASE("mmi.* is open to every key, and zmesh.* needs admin or a rule that names it") {
     const auto acl = access_list::parse(
         "alice call *\nops admin\ncarol call zmesh.directory\n", "t");
     CHECK(acl.may_call("alice", "orders"));

@@ -156,7 +156,7 @@ TEST_SUITE("lib.mdp.zmesh") {
         CHECK(first.peer == second.peer);
     }
 
-    TEST_CASE("retries keep the id and the socket; at counts up and tl counts down") {
+    TEST_CASE("retries keep the id and the socket, and at counts up and tl counts down") {
         zmq::context_t ctx;
         fake_broker broker(ctx);
         mdp::client c(ctx, broker.endpoint, {.timeout = 300ms, .retries = 3});

@@ -131,7 +131,7 @@ TEST_CASE("the handler admits listed keys by name and refuses others, NULL and P
     CHECK(h.admits("")); // a NULL peer has no User-Id
 }
 
-TEST_CASE("address lists: deny first, then allow; a new policy applies to the next handshake") {
+TEST_CASE("address lists: deny first, then allow, and a new policy applies to the next handshake") {
     zmq::context_t ctx;
     const auto alice = security::generate("alice");
     security::access_policy p;

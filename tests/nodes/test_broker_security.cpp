@@ -261,7 +261,7 @@ TEST_CASE("the access list: 403 for a service a key may not call, DISCONNECT for
     CHECK(support::eventually([&] { return ask(bob, "now yes") == "now yes"; }));
 }
 
-TEST_CASE("one key over several connections is held to max_key_requests; other keys are not") {
+TEST_CASE("one key over several connections is held to max_key_requests, and other keys are not") {
     keyring keys;
     tcp_broker f;
     f.config.curve = keys.server;

@@ -306,7 +306,7 @@ TEST_CASE("zmesh.lvc answers 404 without a cache, and zmesh.stats carries the pu
     CHECK(m["dropped"] == 0);
 }
 
-TEST_CASE("a broker without forwarder binds only MDP; inconsistent pub/sub settings throw") {
+TEST_CASE("a broker without forwarder binds only MDP, and inconsistent pub/sub settings throw") {
     zmq::context_t ctx;
     zmesh::nodes::broker_config c;
     c.mdp_endpoint = support::inproc_endpoint("mdp");

@@ -171,7 +171,7 @@ TEST_CASE("the access list drops a publication on a topic its key may not publis
     CHECK(f.broker->stats().publications_forbidden == 20);
 }
 
-TEST_CASE("one key over its publish rate is throttled; another key's messages all arrive") {
+TEST_CASE("one key over its publish rate is throttled, and another key's messages all arrive") {
     secure_forwarder f("");
     f.config.max_key_publish_rate = 100;
     f.start();
@@ -242,7 +242,7 @@ TEST_CASE("a reloaded access list that withdraws a topic cuts its subscriber off
     CHECK(drain_topics(bob).empty());
 }
 
-TEST_CASE("a subscriber that sends a message upstream is cut off; the others' subscriptions hold") {
+TEST_CASE("a subscriber that sends a message upstream is cut off, and the others' subscriptions hold") {
     secure_forwarder f("feed publish *\n* subscribe *\n");
     f.start();
     auto feed = f.pub("feed");
