@@ -41,6 +41,9 @@ class client::impl {
                 throw error(errc::invalid_argument,
                             "freelance::client: endpoint " + ep + " is given twice");
         }
+        if (options.curve)
+            security::make_curve_client(socket_, options.curve->server_public,
+                                        options.curve->client);
         socket_.set(zmq::sockopt::linger, 0);
         // A send to a server whose connection is gone fails (EHOSTUNREACH) instead of vanishing.
         socket_.set(zmq::sockopt::router_mandatory, 1);

@@ -4,7 +4,6 @@
 
 #include <zmesh/error.hpp>
 
-#include <cerrno>
 
 namespace zmesh::pubsub::detail {
 
@@ -32,22 +31,7 @@ apply_curve(zmq::context_t& ctx, zmq::socket_t& socket, const char* who,
         throw error(errc::invalid_argument,
                     name + ": curve_server is for bind endpoints; a socket that connects is the "
                            "CURVE client of its peer: use curve");
-    if (!server->server.secret_key)
-        throw error(errc::invalid_argument,
-                    name + ": curve_server needs this peer's secret key (a NAME.key_secret file)");
-    std::unique_ptr<security::zap_handler> zap;
-    try {
-        zap = std::make_unique<security::zap_handler>(ctx, server->access);
-    } catch (const zmq::error_t& e) {
-        if (e.num() != EADDRINUSE) throw;
-        // libzmq has one ZAP endpoint per context. Sharing it would merge the key lists of
-        // every server in the context, so a key admitted by one would be admitted by all.
-        throw error(errc::invalid_argument,
-                    name + ": curve_server runs the ZAP handler of its zmq::context_t, and this "
-                           "context has one already (another peer with curve_server, a broker or "
-                           "a security::zap_handler): give each binding CURVE peer its own "
-                           "context");
-    }
+    auto zap = security::start_curve_server(ctx, name + " (curve_server)", *server);
     security::make_curve_server(socket, server->server);
     return zap;
 }

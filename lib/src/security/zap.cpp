@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <mutex>
@@ -268,6 +269,23 @@ void make_curve_server(zmq::socket_t& socket, const certificate& server) {
     socket.set(zmq::sockopt::curve_secretkey,
                zmq::const_buffer(server.secret_key->data(), server.secret_key->size()));
     use_zap(socket);
+}
+
+std::unique_ptr<zap_handler> start_curve_server(zmq::context_t& ctx, std::string_view who,
+                                                const curve_server_settings& settings) {
+    const std::string name(who);
+    if (!settings.server.secret_key)
+        throw error(errc::invalid_argument,
+                    name + ": a CURVE server needs its own secret key (a NAME.key_secret file)");
+    try {
+        return std::make_unique<zap_handler>(ctx, settings.access);
+    } catch (const zmq::error_t& e) {
+        if (e.num() != EADDRINUSE) throw;
+        throw error(errc::invalid_argument,
+                    name + ": a CURVE server runs the ZAP handler of its zmq::context_t, and this "
+                           "context has one already (another CURVE server, a broker or a "
+                           "security::zap_handler): give each CURVE server its own context");
+    }
 }
 
 void use_zap(zmq::socket_t& socket) {

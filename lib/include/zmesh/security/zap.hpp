@@ -119,6 +119,18 @@ struct curve_server_settings {
     access_policy access{}; ///< the client keys admitted (load_allowed_keys()); none = nobody
 };
 
+/// Starts the ZAP handler that a CURVE server with @p settings needs in @p ctx, for a server
+/// that is not a broker (a publisher or subscriber that binds, a Freelance or Clone server).
+/// Then make each of its sockets a server with make_curve_server(socket, settings.server). The
+/// caller keeps the handler alive for as long as its sockets, and destroys the sockets first.
+/// @param who names the server in the messages ("freelance::server").
+/// @throws zmesh::error errc::invalid_argument if @p settings has no secret key, or if @p ctx
+///         has a ZAP handler already: libzmq has one ZAP endpoint per context, and sharing it
+///         would merge the key lists of every server in the context.
+[[nodiscard]] ZMESH_EXPORT std::unique_ptr<zap_handler>
+start_curve_server(zmq::context_t& ctx, std::string_view who,
+                   const curve_server_settings& settings);
+
 /// The User-Id libzmq attached to @p frame's connection ("" if none, as for NULL peers).
 [[nodiscard]] ZMESH_EXPORT std::string_view user_id(const zmq::message_t& frame) noexcept;
 

@@ -15,6 +15,7 @@
 
 #include <zmesh/export.hpp>
 #include <zmesh/message.hpp>
+#include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
 
@@ -23,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -58,6 +60,10 @@ struct client_options {
     std::chrono::milliseconds server_ttl{3000};
     /// Largest message accepted from a server (ZMQ_MAXMSGSIZE); -1 = no limit.
     std::int64_t max_message_size{64 * 1024 * 1024};
+    /// CURVE (docs/security.md): the servers' public key and this client's certificate. Every
+    /// server of the pool must then be a CURVE server with that key (server_options::curve_server).
+    /// Unset: plain.
+    std::optional<security::curve_client_keys> curve{};
 };
 
 /// What the client knows of one server.
@@ -162,6 +168,11 @@ struct answer {
 struct server_options {
     /// Largest message accepted from a client (ZMQ_MAXMSGSIZE); -1 = no limit.
     std::int64_t max_message_size{64 * 1024 * 1024};
+    /// CURVE (docs/security.md): this server's certificate and the client keys it admits. The
+    /// server then runs the ZAP handler of its context, so the context must have none yet (one
+    /// CURVE server per context). A client with another key, or a plain one, gets nothing.
+    /// Unset: plain.
+    std::optional<security::curve_server_settings> curve_server{};
 };
 
 /// Counters of a server; readable from any thread while it runs.
@@ -169,6 +180,9 @@ struct server_stats {
     std::uint64_t requests{0};  ///< requests handled
     std::uint64_t pings{0};     ///< PINGs answered
     std::uint64_t malformed{0}; ///< messages that were not ZMFL01, dropped
+    std::uint64_t connections_admitted{0}; ///< CURVE handshakes the ZAP handler admitted
+    std::uint64_t connections_refused{0};  ///< CURVE handshakes it refused (unknown key)
+    std::uint64_t forbidden{0}; ///< messages from a key that set_access() removed, dropped
 };
 
 /// The server side: a ROUTER bound to one or more endpoints that answers PINGs and calls a
@@ -213,6 +227,13 @@ class ZMESH_EXPORT server {
     void stop() noexcept;
 
     [[nodiscard]] server_stats stats() const noexcept;
+
+    /// Replaces the client keys (and address lists) that curve_server admits, e.g. on SIGHUP.
+    /// New handshakes follow it at once; a client already connected whose key is no longer
+    /// admitted has its messages dropped from then on (counted in forbidden). Thread-safe.
+    /// @throws zmesh::error errc::invalid_argument if curve_server is unset, or for a bad
+    ///         address rule (the old policy stays).
+    void set_access(security::access_policy policy);
 
   private:
     class impl;
