@@ -370,6 +370,24 @@ def main():
             f"({time.monotonic() - t_wait:.1f} s after the last post; consumer restarts: "
             f"{restarts})")
 
+        # -- a request that is not an order is refused, and the consumer lives on -----------
+        consumer_pid = node(read_state(state_path), "consumer")["pid"]
+        keys = os.path.join(run_dir, "keys")
+        broker = node(read_state(state_path), "broker")["endpoints"]["mdp"]
+        r = subprocess.run([args.zmesh, "request", "--broker", broker, "--service",
+                            "orders.store", "--retries", "1", "--timeout-ms", "10000",
+                            "--curve-server-key", os.path.join(keys, "broker.key"),
+                            "--curve-key", os.path.join(keys, "api.key_secret"),
+                            "\xc1 not msgpack"], capture_output=True, text=True, env=env,
+                           timeout=30)
+        check(r.returncode != 0 and "422" in r.stderr and "not an order" in r.stderr,
+              f"garbage to orders.store: expected a 422 refusal, got {r.returncode} "
+              f"{r.stdout!r} {r.stderr!r}")
+        time.sleep(0.5)
+        check(node(read_state(state_path), "consumer")["pid"] == consumer_pid,
+              "the consumer restarted after a garbage request")
+        log(f"garbage sent to orders.store is refused: {r.stderr.strip()}")
+
         # -- a poison order ends in the dead-letter queue -----------------------------------
         poison = {"customer": "mallory", "sku": "POISON-1", "quantity": -5,
                   "unit_price_cents": 100}
