@@ -244,6 +244,11 @@ def main():
             line = lone.stdout.readline()
             check("listening on http://127.0.0.1:" in line, f"orders-api said {line!r}")
             url = line.split("listening on ")[1].split(",")[0]
+            # --check strict (the default): business rules are the API's too.
+            status, body = http("POST", url + "/orders", json.dumps(
+                {"customer": "c", "sku": "A", "quantity": -5, "unit_price_cents": 5}))
+            check(status == 400 and "'quantity' must be from 1" in body.get("error", ""),
+                  f"negative quantity with --check strict: expected 400, got {status} {body}")
             status, body = http("POST", url + "/orders", json.dumps(
                 {"customer": "c", "sku": "A", "quantity": 1, "unit_price_cents": 5}))
             check(status == 503 and "titanic.request" in body.get("error", "")
