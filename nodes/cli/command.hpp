@@ -104,6 +104,7 @@ int run_titanic(const std::vector<std::string>& args);
 int run_dlq(const std::vector<std::string>& args);
 int run_keygen(const std::vector<std::string>& args);
 int run_config(const std::vector<std::string>& args);
+int run_up(const std::vector<std::string>& args);
 int run_version(const std::vector<std::string>& args);
 #ifdef ZMESH_HAVE_BENCH
 int run_bench(const std::vector<std::string>& args);

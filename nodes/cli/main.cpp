@@ -33,6 +33,7 @@ const std::vector<command>& commands() {
         {"titanic", "durable request/reply node (rfc 9/TSP) on SQLite", run_titanic},
         {"dlq", "list, show, replay or purge dead-lettered requests", run_dlq},
         {"keygen", "make a CURVE key pair (certificate files), or show one", run_keygen},
+        {"up", "start a topology file's nodes in order and supervise them (docs/up.md)", run_up},
         {"config", "show the effective settings and where each one comes from", run_config},
         {"version", "print the zmesh and libzmq versions", run_version},
 #ifdef ZMESH_HAVE_BENCH

@@ -40,12 +40,14 @@ _zmesh_bash() {
         --ha) COMPREPLY=($(compgen -W "primary backup" -- "$cur")); return ;;
         --mode) COMPREPLY=($(compgen -W "broker direct raw proxy" -- "$cur")); return ;;
         --dedupe|--curve) COMPREPLY=($(compgen -W "on off both" -- "$cur")); return ;;
-        --config|--curve-secret|--curve-server-key|--curve-key|--acl|--store|--body-file)
+        --config|--curve-secret|--curve-server-key|--curve-key|--acl|--store|--body-file|--state)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        --allow|--dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+        --allow|--dir|--run-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_zmesh_flags "$bin" "$cmd")" -- "$cur"))
+    elif [[ $cmd == up ]]; then # zmesh up [--check] FILE: topology files (and directories)
+        COMPREPLY=($(compgen -f -X '!*.toml' -- "$cur") $(compgen -d -- "$cur"))
     elif [[ $COMP_CWORD -eq $((i + 1)) ]]; then
         # The first word after a subcommand that takes an action.
         case $cmd in
