@@ -106,12 +106,34 @@ ha_pair::ha_pair(zmq::context_t& ctx, const broker_config& config, reactor::cloc
     // The ledger sends one small message per request: room for a burst of them.
     pub_.set(zmq::sockopt::sndhwm, 100000);
     sub_.set(zmq::sockopt::rcvhwm, 100000);
-    sub_.set(zmq::sockopt::maxmsgsize, std::int64_t{64});
+    // libzmq applies the limit to the handshake's commands too, and CURVE's WELCOME is 168
+    // bytes: with CURVE the link's messages get the room of its handshake.
+    sub_.set(zmq::sockopt::maxmsgsize, std::int64_t{config.curve ? 512 : 64});
     sub_.set(zmq::sockopt::subscribe, "");
     // Reconnect fast: the link is how the pair knows each other, and a peer that restarted
     // should be heard within a heartbeat.
     sub_.set(zmq::sockopt::reconnect_ivl, 100);
     sub_.set(zmq::sockopt::reconnect_ivl_max, 1000);
+    // The link carries states and request ids, and whoever could join it could make a broker
+    // take the other for dead, or alive: it is secured like the broker's other sockets, by the
+    // broker's ZAP handler (which the broker starts before this).
+    if (config.curve) {
+        if (!config.ha_peer_key)
+            throw error(errc::invalid_argument,
+                        "a Binary Star broker with CURVE needs its peer's public key "
+                        "(ha_peer_key; zmesh broker --ha-peer-key PEER.key)");
+        if (!config.access.keys.contains(*config.ha_peer_key))
+            throw error(errc::invalid_argument,
+                        "a Binary Star broker with CURVE must admit its peer's key (ha_peer_key "
+                        "in access.keys: put PEER.key in the --allow directory too)");
+        security::make_curve_server(pub_, *config.curve);
+        security::make_curve_client(sub_, *config.ha_peer_key, *config.curve);
+    } else if (config.ha_peer_key) {
+        throw error(errc::invalid_argument,
+                    "ha_peer_key is for a broker with CURVE (curve unset)");
+    } else if (!config.access.allow_addresses.empty() || !config.access.deny_addresses.empty()) {
+        security::use_zap(pub_); // the address lists apply to the peer too
+    }
     endpoint_ = zmesh::bind(pub_, config.ha_bind);
     sub_.connect(config.ha_peer);
     state_.store(state_byte(machine_.current()), std::memory_order_relaxed);

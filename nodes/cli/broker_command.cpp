@@ -37,7 +37,7 @@ int run_broker(const std::vector<std::string>& args) {
     const std::string default_xpub = "tcp://127.0.0.1:5557";
     bool pubsub = false;
     std::size_t lvc_max_topics = cfg.lvc_max_topics;
-    std::string ha_role;
+    std::string ha_role, ha_peer_key;
     po::options_description options("options");
     options.add_options()
         ("mdp", po::value(&cfg.mdp_endpoint)->default_value(cfg.mdp_endpoint),
@@ -105,6 +105,9 @@ int run_broker(const std::vector<std::string>& args) {
          "--ha-peer; docs/patterns/binary_star.md)")
         ("ha-bind", po::value(&cfg.ha_bind), "Binary Star: endpoint where this broker announces its state")
         ("ha-peer", po::value(&cfg.ha_peer), "Binary Star: the peer's --ha-bind endpoint")
+        ("ha-peer-key", po::value(&ha_peer_key),
+         "Binary Star with --curve-secret: the peer broker's public key (PEER.key), which the "
+         "HA link trusts; PEER.key must be in --allow too")
         ("log-level", po::value(&log_level)->default_value(log_level), "error, warn, info or debug");
     server_security_flags security_flags;
     security_flags.add_to(options);
@@ -165,6 +168,14 @@ int run_broker(const std::vector<std::string>& args) {
                                        std::pair{"--ha-peer", &cfg.ha_peer}})
             if (!parse_endpoint(*ep, ec, &why))
                 throw usage_error(std::string("invalid ") + flag + " '" + *ep + "': " + why);
+        if (!security_flags.curve_secret.empty() && ha_peer_key.empty())
+            throw usage_error("--ha with --curve-secret needs --ha-peer-key PEER.key: the peer "
+                              "broker's public key, for the encrypted HA link");
+        if (security_flags.curve_secret.empty() && !ha_peer_key.empty())
+            throw usage_error("--ha-peer-key is for a broker with --curve-secret");
+        if (!ha_peer_key.empty()) cfg.ha_peer_key = security::load_public(ha_peer_key).public_key;
+    } else if (!ha_peer_key.empty()) {
+        throw usage_error("--ha-peer-key needs --ha");
     }
     cfg.lvc_max_topics = lvc_max_topics;
     set_log_level(*level);

@@ -156,6 +156,10 @@ struct broker_config {
     std::string ha_bind{};
     /// The peer's ha_bind endpoint.
     std::string ha_peer{};
+    /// With curve: the peer's public key. The HA link is then encrypted like every other
+    /// socket: this broker's ha_bind is a CURVE server that admits the peer only if this key is
+    /// in access.keys too, and its connection to ha_peer trusts this key. Required with curve.
+    std::optional<security::key_bytes> ha_peer_key{};
 };
 
 /// Counters, read with stats(). All are totals since start.
