@@ -8,16 +8,18 @@
 // most --max-orders times. Orders go out asynchronously (client::send), so the quote stream is
 // never held up waiting for the gateway; the executions are read between quotes.
 //
-// Three ways to run it:
-//   - as it is: it keeps up with the feed and prints the end-to-end latency of the quotes (the
-//     time between the feed's publish, in the header's "ts", and their arrival here);
-//   - --late: it joins while the feed is halted and asks the broker's last-value cache for the
-//     current book (subscriber_options::snapshot_from), so it has every instrument at once;
-//     --first-values FILE records the first quote it got per instrument, to compare with the
-//     feed's latest;
-//   - --slow-us N: it spends N microseconds on every quote, falls behind, and the forwarder drops
-//     what its queue cannot hold. The sequence numbers in the headers tell it exactly how many
-//     quotes it lost, on which instrument: "fell behind: ..." lines.
+// Every strategy prints, at the end, the end-to-end latency of the quotes it received live: the
+// time between the feed's publish (the header's "ts") and their arrival here. Options make it:
+//   - late (--snapshot): it starts from the broker's last-value cache (subscriber_options::
+//     snapshot_from), so a strategy that joins while the market runs has every instrument at
+//     once; --first-values FILE records the first quote it got per instrument, to compare with
+//     the feed's latest;
+//   - slow (--slow-us N): it spends N microseconds on every quote and falls behind. Two things
+//     tell it so: the sequence numbers in the headers, which show exactly how many quotes the
+//     forwarder dropped for it on which instrument ("fell behind: N messages lost on ..."), and,
+//     with --max-lag-ms, the subscriber's lag limit: once a quote arrives that late it gives up
+//     and exits with status 3, for its supervisor to restart it (with --snapshot it then resumes
+//     from the current book instead of working through a stale backlog).
 // It stops once the feed says "closed" (md.status), or after --idle-ms without a message.
 #include "market.hpp"
 
@@ -48,14 +50,14 @@ void install_signal_handlers() {
 }
 
 constexpr const char* usage =
-    "usage: md-strategy --xpub EP --broker EP [--name NAME] [--late] [--first-values FILE]\n"
-    "                   [--slow-us 0] [--hwm 100000] [--signal-bp 20] [--max-orders 10]\n"
+    "usage: md-strategy --xpub EP --broker EP [--name NAME] [--snapshot] [--first-values FILE]\n"
+    "                   [--slow-us 0] [--hwm 100000] [--signal-bp 20] [--max-orders 5]\n"
     "                   [--idle-ms 20000] [--max-lag-ms 0]\n"
     "  --xpub EP            the broker's XPUB endpoint (subscribers' side of the forwarder)\n"
-    "  --broker EP          the broker's MDP endpoint: the order gateway, and with --late the\n"
+    "  --broker EP          the broker's MDP endpoint: the order gateway, and with --snapshot\n"
     "                       last-value cache\n"
     "  --name NAME          shown in every line and sent with the orders\n"
-    "  --late               start from the broker's last-value cache (the current book)\n"
+    "  --snapshot           start from the broker's last-value cache (the current book)\n"
     "  --first-values FILE  write the first quote received per instrument to FILE at the end\n"
     "  --slow-us N          spend N microseconds on each quote (a slow consumer)\n"
     "  --hwm N              messages this subscriber's own socket queues\n"
@@ -75,7 +77,7 @@ struct first_value {
 class strategy {
   public:
     strategy(zmq::context_t& ctx, const market::flags& f)
-        : name_(f.text("name")), xpub_(f.text("xpub")), late_(f.is_set("late")),
+        : name_(f.text("name")), xpub_(f.text("xpub")), snapshot_(f.is_set("snapshot")),
           slow_(std::chrono::microseconds(f.number("slow-us", 0, 10'000'000))),
           signal_bp_(f.number("signal-bp", 1, 10000)),
           max_orders_(static_cast<std::uint64_t>(f.number("max-orders", 0, 1'000'000))),
@@ -84,7 +86,7 @@ class strategy {
         sub_.on_gap([this](const zmesh::pubsub::gap& g) { on_gap(g); });
     }
 
-    /// Waits until the forwarder has our subscription (and, when late, the snapshot is in).
+    /// Waits until the forwarder has our subscription (and, with --snapshot, the book is in).
     void wait_ready() {
         const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         bool said = false;
@@ -101,16 +103,27 @@ class strategy {
             }
         }
         std::printf("%s ready: subscribed to md. through %s%s\n", name_.c_str(), xpub_.c_str(),
-                    late_ ? ", the book from the last-value cache first" : "");
+                    snapshot_ ? ", the book from the last-value cache first" : "");
         std::fflush(stdout);
     }
 
     /// Receives until the feed closes, a signal, or --idle-ms of silence.
     void run(std::chrono::milliseconds idle_limit) {
-        auto last_message = std::chrono::steady_clock::now();
+        const auto started = std::chrono::steady_clock::now();
+        auto last_message = started;
         auto last_report = last_message;
         while (!stopping && !closed_) {
-            std::optional<zmesh::pubsub::delivery> d = sub_.recv(std::chrono::milliseconds(100));
+            std::optional<zmesh::pubsub::delivery> d;
+            try {
+                d = sub_.recv(std::chrono::milliseconds(100));
+            } catch (const zmesh::error& e) {
+                if (sub_.stats().lagged_out == 0) throw;
+                // The lag limit: the subscriber has given up (the zguide's "suicidal snail").
+                std::printf("%s fell behind: %s; giving up\n", name_.c_str(), e.what());
+                std::fflush(stdout);
+                gave_up_ = true;
+                break;
+            }
             read_executions();
             const auto now = std::chrono::steady_clock::now();
             if (fell_behind_since_report_ > 0 && now - last_report >= std::chrono::seconds(1)) {
@@ -131,25 +144,29 @@ class strategy {
         }
         if (fell_behind_since_report_ > 0) report_behind();
         report_joined();
+        ran_for_ = std::chrono::steady_clock::now() - started;
         // The executions of orders still on their way.
         const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
         while (orders_.outstanding() > 0 && !stopping && std::chrono::steady_clock::now() < until)
             read_executions(std::chrono::milliseconds(100));
     }
 
+    [[nodiscard]] bool gave_up() const noexcept { return gave_up_; }
+
     void summary() {
         const auto s = sub_.stats();
         std::printf(
             "%s: %llu quotes (%llu from the snapshot), %llu gaps, %llu lost; orders: %llu "
-            "sent, %llu answered (%llu filled, %llu rejected)\n",
+            "sent, %llu answered (%llu filled, %llu rejected); ran %.1f s\n",
             name_.c_str(), static_cast<unsigned long long>(quotes_),
             static_cast<unsigned long long>(snapshot_quotes_),
             static_cast<unsigned long long>(s.gaps), static_cast<unsigned long long>(s.missed),
             static_cast<unsigned long long>(orders_sent_),
             static_cast<unsigned long long>(filled_ + rejected_),
-            static_cast<unsigned long long>(filled_), static_cast<unsigned long long>(rejected_));
+            static_cast<unsigned long long>(filled_), static_cast<unsigned long long>(rejected_),
+            std::chrono::duration<double>(ran_for_).count());
         if (s.gaps > 0)
-            std::printf("%s fell behind: %llu quotes lost in %llu gaps on %zu instruments\n",
+            std::printf("%s fell behind: %llu quotes lost in %llu gaps; instruments hit: %zu\n",
                         name_.c_str(), static_cast<unsigned long long>(s.missed),
                         static_cast<unsigned long long>(s.gaps), gapped_topics_.size());
         std::sort(latency_ns_.begin(), latency_ns_.end());
@@ -199,7 +216,7 @@ class strategy {
         o.socket.recv_hwm = static_cast<int>(f.number("hwm", 1, 10'000'000));
         if (const auto lag = f.number("max-lag-ms", 0, 3'600'000); lag > 0)
             o.max_lag = std::chrono::milliseconds(lag);
-        if (f.is_set("late")) o.snapshot_from = f.text("broker");
+        if (f.is_set("snapshot")) o.snapshot_from = f.text("broker");
         return o;
     }
 
@@ -212,7 +229,8 @@ class strategy {
                             d.from_snapshot ? " (from the last-value cache)" : "");
             std::fflush(stdout);
             market_state_ = state;
-            if (state == "closed" && !d.from_snapshot) closed_ = true;
+            // From the cache too: a strategy (re)started after the close gets nothing more.
+            if (state == "closed") closed_ = true;
             return;
         }
         if (d.topic.rfind(market::quote_prefix, 0) != 0 || d.payload.empty()) return;
@@ -235,10 +253,10 @@ class strategy {
         decide(*q, d.from_snapshot);
     }
 
-    /// With --late: the snapshot is delivered whole before any live quote, so the first live
+    /// With --snapshot: the snapshot is delivered whole before any live quote, so the first live
     /// quote (or the end) says how big the book was that came at once.
     void report_joined() {
-        if (!late_ || joined_reported_) return;
+        if (!snapshot_ || joined_reported_ || snapshot_quotes_ == 0) return;
         joined_reported_ = true;
         std::printf("%s joined late: the book of %llu instruments from the last-value cache at "
                     "once\n",
@@ -308,7 +326,7 @@ class strategy {
     }
 
     void on_gap(const zmesh::pubsub::gap& g) {
-        gapped_topics_.insert(g.topic);
+        if (g.topic.rfind(market::quote_prefix, 0) == 0) gapped_topics_.insert(g.topic);
         fell_behind_since_report_ += g.missed();
         if (gap_lines_ < 3) { // the first few in full, then one line a second
             ++gap_lines_;
@@ -322,7 +340,7 @@ class strategy {
 
     void report_behind() {
         const auto s = sub_.stats();
-        std::printf("%s fell behind: %llu more messages lost (%llu so far, on %zu instruments)\n",
+        std::printf("%s fell behind: %llu more messages lost (%llu so far; instruments hit: %zu)\n",
                     name_.c_str(), static_cast<unsigned long long>(fell_behind_since_report_),
                     static_cast<unsigned long long>(s.missed), gapped_topics_.size());
         std::fflush(stdout);
@@ -331,7 +349,7 @@ class strategy {
 
     std::string name_;
     std::string xpub_;
-    bool late_;
+    bool snapshot_;
     std::chrono::microseconds slow_;
     std::int64_t signal_bp_;
     std::uint64_t max_orders_;
@@ -340,6 +358,8 @@ class strategy {
 
     std::string market_state_;
     bool closed_ = false;
+    bool gave_up_ = false;
+    std::chrono::steady_clock::duration ran_for_{};
     bool joined_reported_ = false;
     std::uint64_t snapshot_quotes_ = 0;
     std::uint64_t quotes_ = 0;
@@ -366,10 +386,10 @@ int main(int argc, char** argv) try {
                      {"slow-us", "0"},
                      {"hwm", "100000"},
                      {"signal-bp", "20"},
-                     {"max-orders", "10"},
+                     {"max-orders", "5"},
                      {"idle-ms", "20000"},
                      {"max-lag-ms", "0"}},
-                    {"late"});
+                    {"snapshot"});
     if (f.help()) {
         std::fputs(usage, stdout);
         return 0;
@@ -380,17 +400,10 @@ int main(int argc, char** argv) try {
     zmq::context_t ctx;
     strategy s(ctx, f);
     s.wait_ready();
-    int status = 0;
-    try {
-        s.run(idle);
-    } catch (const zmesh::error& e) {
-        // max_lag exceeded: the subscriber gave up (the zguide's "suicidal snail").
-        std::printf("%s fell behind: %s; giving up\n", f.text("name").c_str(), e.what());
-        status = 3;
-    }
+    s.run(idle);
     s.summary();
     if (!f.text("first-values").empty()) s.write_first_values(f.text("first-values"));
-    return status;
+    return s.gave_up() ? 3 : 0;
 } catch (const market::usage_error& e) {
     std::fprintf(stderr, "md-strategy: %s\n", e.what());
     return 2;
