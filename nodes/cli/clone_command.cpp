@@ -9,6 +9,7 @@
 //                    KEY (removed); until Ctrl-C. Keys and values are printed with any
 //                    unprintable byte as \xNN.
 #include "command.hpp"
+#include "security_flags.hpp"
 #include "stop_signal.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -46,6 +47,8 @@ int run_clone(const std::vector<std::string>& args) {
          "wait for a snapshot or for a change to be applied, in ms")
         ("action", po::value(&action), "get, set, del or watch")
         ("args", po::value(&words)->multitoken(), "KEY [VALUE] or [PREFIX]");
+    client_security_flags security_flags;
+    security_flags.add_to(options);
     po::positional_options_description positional;
     positional.add("action", 1).add("args", -1);
     po::variables_map vm;
@@ -71,13 +74,16 @@ int run_clone(const std::vector<std::string>& args) {
         throw usage_error("give --updates for --server " + server);
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
 
+    auto curve = security_flags.load(); // before anything connects: a bad key file stops here
+
     zmq::context_t ctx;
     patterns::clone::client_options o{.server = server,
                                       .updates = updates,
                                       .prefix = action == "watch" && !words.empty() ? words[0]
                                                 : action == "get" ? words[0]
                                                                   : std::string(),
-                                      .timeout = std::chrono::milliseconds(timeout_ms)};
+                                      .timeout = std::chrono::milliseconds(timeout_ms),
+                                      .curve = std::move(curve)};
     patterns::clone::client client(ctx, std::move(o));
     if (action == "set") {
         (void)client.set(words[0], words[1]);

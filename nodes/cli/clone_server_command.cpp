@@ -5,6 +5,7 @@
 // Prints the endpoints it bound on stdout, the snapshot/change endpoint then the update
 // endpoint, one per line (so that a script can read ephemeral ports), and logs them.
 #include "command.hpp"
+#include "security_flags.hpp"
 #include "stop_signal.hpp"
 
 #include <zmesh/endpoint.hpp>
@@ -13,6 +14,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <optional>
 
 namespace zmesh::cli {
 
@@ -33,6 +35,8 @@ int run_clone_server(const std::vector<std::string>& args) {
          "for gone after 5 s without one")
         ("log-level", po::value(&log_level)->default_value(log_level),
          "error, warn, info or debug");
+    server_security_flags security_flags;
+    security_flags.add_peer_to(options, "clients");
     po::variables_map vm;
     if (!parse("clone-server", "--bind EP [--publish EP]", options, args, vm)) return ok;
     for (const auto* ep : {&bind, &publish}) {
@@ -50,6 +54,18 @@ int run_clone_server(const std::vector<std::string>& args) {
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");
     set_log_level(*level);
 
+    auto curve_server = security_flags.peer_server(); // a bad key file or directory stops here
+
+    // SIGHUP re-reads --allow. Before the context, whose threads inherit SIGHUP blocked.
+    patterns::clone::server* running = nullptr;
+    std::optional<sighup_reloader> reloader;
+    if (curve_server)
+        reloader.emplace(security_flags,
+                         [&running](security::access_policy p,
+                                    std::shared_ptr<const security::access_list>) {
+                             running->set_access(std::move(p)); // thread-safe
+                         });
+
     install_stop_signals();
     zmq::context_t ctx;
     std::unique_ptr<patterns::clone::server> server;
@@ -58,16 +74,25 @@ int run_clone_server(const std::vector<std::string>& args) {
             ctx,
             patterns::clone::server_options{.bind = bind,
                                             .publish = publish,
-                                            .hugz_interval = std::chrono::milliseconds(hugz_ms)});
+                                            .hugz_interval = std::chrono::milliseconds(hugz_ms),
+                                            .curve_server = std::move(curve_server)});
     } catch (const zmq::error_t& e) {
         throw std::runtime_error("cannot bind " + bind + (publish.empty() ? "" : " or " + publish) +
                                  ": " + e.what());
     }
+    running = server.get();
+    // Its thread calls into the server, so it stops before the server goes, however this ends.
+    struct reloader_stop {
+        std::optional<sighup_reloader>& r;
+        ~reloader_stop() { r.reset(); }
+    } stop_reloader_first{reloader};
+    if (reloader) reloader->start();
     std::printf("%s\n%s\n", server->endpoint().c_str(), server->updates_endpoint().c_str());
     std::fflush(stdout);
-    log(log_level::info, "clone-server: serving a key-value state (ZMCL01): snapshots and changes "
+    log(log_level::info, "clone-server: serving a key-value state (ZMCL01)%s: snapshots and changes "
                          "on %s, updates on %s",
-        server->endpoint().c_str(), server->updates_endpoint().c_str());
+        reloader ? " with CURVE" : "", server->endpoint().c_str(),
+        server->updates_endpoint().c_str());
     while (!stop_requested()) {
         try {
             server->run_once(std::chrono::milliseconds(200));
@@ -77,8 +102,12 @@ int run_clone_server(const std::vector<std::string>& args) {
         }
     }
     const auto st = server->stats();
-    log(log_level::info, "clone-server: stopped at sequence %llu with %llu keys",
-        static_cast<unsigned long long>(st.sequence), static_cast<unsigned long long>(st.keys));
+    log(log_level::info,
+        "clone-server: stopped at sequence %llu with %llu keys (%llu connections refused, %llu "
+        "cut off)",
+        static_cast<unsigned long long>(st.sequence), static_cast<unsigned long long>(st.keys),
+        static_cast<unsigned long long>(st.connections_refused),
+        static_cast<unsigned long long>(st.cut_off));
     return ok;
 }
 

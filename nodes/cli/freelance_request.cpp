@@ -42,7 +42,7 @@ std::string read_stdin() {
 
 int run_freelance_request(const boost::program_options::variables_map& vm,
                           const std::string& endpoint_list, std::string body, int timeout_ms,
-                          int retries) {
+                          int retries, std::optional<security::curve_client_keys> curve) {
     for (const char* flag : {"service", "durable", "plain", "id", "priority", "type", "fail-fast",
                              "ttl-ms"}) {
         if (vm.count(flag) && !vm[flag].defaulted())
@@ -74,7 +74,9 @@ int run_freelance_request(const boost::program_options::variables_map& vm,
 
     zmq::context_t ctx;
     fl::client client(ctx, endpoints,
-                      {.timeout = std::chrono::milliseconds(timeout_ms), .retries = retries});
+                      {.timeout = std::chrono::milliseconds(timeout_ms),
+                       .retries = retries,
+                       .curve = std::move(curve)});
     message reply;
     try {
         reply = client.request(message{body});

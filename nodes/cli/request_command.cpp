@@ -228,7 +228,8 @@ int run_request(const std::vector<std::string>& args) {
     if (vm.count("freelance") && json_output)
         throw usage_error("--json does not apply to --freelance");
     if (vm.count("freelance"))
-        return run_freelance_request(vm, freelance, body, timeout_ms, retries);
+        return run_freelance_request(vm, freelance, body, timeout_ms, retries,
+                                     security_flags.load());
     if (!vm.count("service")) throw usage_error("the option '--service' is required but missing");
     if ((vm.count("body") ? 1 : 0) + (frames.empty() ? 0 : 1) + (body_file.empty() ? 0 : 1) > 1)
         throw usage_error("give the body one way: BODY (or - for stdin), --body-file or --frame");

@@ -7,6 +7,7 @@
 // The endpoints actually bound are printed on stdout, one per line (so that a script can read an
 // ephemeral port), and logged with what is served.
 #include "command.hpp"
+#include "security_flags.hpp"
 #include "stop_signal.hpp"
 #include "subprocess.hpp"
 
@@ -16,6 +17,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <optional>
 
 namespace zmesh::cli {
 
@@ -71,6 +73,8 @@ int run_serve(const std::vector<std::string>& args) {
                                    "of stderr")
         ("log-level", po::value(&log_level)->default_value(log_level),
          "error, warn, info or debug");
+    server_security_flags security_flags;
+    security_flags.add_peer_to(options, "clients");
     po::variables_map vm;
     if (!parse("serve", "--bind EP[,EP...] (--echo | --exec 'CMD')", options, args, vm)) return ok;
     const bool echo = vm.count("echo") > 0;
@@ -86,6 +90,18 @@ int run_serve(const std::vector<std::string>& args) {
     if (!level) throw usage_error("invalid --log-level '" + log_level + "'");
     set_log_level(*level);
 
+    auto curve_server = security_flags.peer_server(); // a bad key file or directory stops here
+
+    // SIGHUP re-reads --allow. Before the context, whose threads inherit SIGHUP blocked.
+    fl::server* running = nullptr;
+    std::optional<sighup_reloader> reloader;
+    if (curve_server)
+        reloader.emplace(security_flags,
+                         [&running](security::access_policy p,
+                                    std::shared_ptr<const security::access_list>) {
+                             running->set_access(std::move(p)); // thread-safe
+                         });
+
     install_stop_signals();
     zmq::context_t ctx;
     fl::server::handler h;
@@ -95,20 +111,28 @@ int run_serve(const std::vector<std::string>& args) {
         h = [exec](message&& body) { return run_command(exec, std::move(body)); };
     std::unique_ptr<fl::server> server;
     try {
-        server = std::make_unique<fl::server>(ctx, endpoints, std::move(h));
+        server = std::make_unique<fl::server>(
+            ctx, endpoints, std::move(h), fl::server_options{.curve_server = std::move(curve_server)});
     } catch (const zmq::error_t& e) {
         std::string all;
         for (const auto& ep : endpoints) all += (all.empty() ? "" : ", ") + ep;
         throw std::runtime_error("cannot bind " + all + ": " + e.what());
     }
+    running = server.get();
+    // Its thread calls into the server, so it stops before the server goes, however this ends.
+    struct reloader_stop {
+        std::optional<sighup_reloader>& r;
+        ~reloader_stop() { r.reset(); }
+    } stop_reloader_first{reloader};
+    if (reloader) reloader->start();
     std::string bound;
     for (const auto& ep : server->endpoints()) {
         std::printf("%s\n", ep.c_str());
         bound += (bound.empty() ? "" : ", ") + ep;
     }
     std::fflush(stdout);
-    log(log_level::info, "serve: serving freelance requests (ZMFL01) on %s: %s", bound.c_str(),
-        echo ? "echo" : ("exec '" + exec + "'").c_str());
+    log(log_level::info, "serve: serving freelance requests (ZMFL01) on %s%s: %s", bound.c_str(),
+        reloader ? " with CURVE" : "", echo ? "echo" : ("exec '" + exec + "'").c_str());
     while (!stop_requested()) {
         try {
             server->run_once(std::chrono::milliseconds(200));
@@ -118,9 +142,13 @@ int run_serve(const std::vector<std::string>& args) {
         }
     }
     const auto st = server->stats();
-    log(log_level::info, "serve: stopped after %llu requests (%llu malformed messages dropped)",
+    log(log_level::info,
+        "serve: stopped after %llu requests (%llu malformed messages dropped, %llu connections "
+        "refused, %llu messages from removed keys dropped)",
         static_cast<unsigned long long>(st.requests),
-        static_cast<unsigned long long>(st.malformed));
+        static_cast<unsigned long long>(st.malformed),
+        static_cast<unsigned long long>(st.connections_refused),
+        static_cast<unsigned long long>(st.forbidden));
     return ok;
 }
 

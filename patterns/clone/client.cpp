@@ -34,6 +34,12 @@ class client::impl {
         if (options_.timeout.count() <= 0 || options_.server_ttl.count() <= 0)
             throw error(errc::invalid_argument,
                         "clone::client: timeout and server_ttl must be positive");
+        if (options_.curve) {
+            security::make_curve_client(dealer_, options_.curve->server_public,
+                                        options_.curve->client);
+            security::make_curve_client(sub_, options_.curve->server_public,
+                                        options_.curve->client);
+        }
         dealer_.set(zmq::sockopt::linger, 0);
         sub_.set(zmq::sockopt::linger, 0);
         sub_.set(zmq::sockopt::rcvhwm, options_.updates_hwm);

@@ -12,10 +12,12 @@
 #include <zmesh/reactor.hpp>
 
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <random>
 #include <system_error>
 
@@ -37,7 +39,11 @@ std::optional<std::string> default_updates_endpoint(std::string_view bind) {
 class server::impl {
   public:
     impl(zmq::context_t& ctx, server_options options)
-        : router_(zmesh::make_seeded_router(ctx)), pub_(ctx, zmq::socket_type::pub),
+        : router_(zmesh::make_seeded_router(ctx)),
+          // With CURVE the update socket is an XPUB, only so that each subscriber's
+          // subscription arrives with its connection's descriptor and key: what set_access()
+          // needs to close the update connections of a removed key. It publishes as a PUB does.
+          pub_(ctx, options.curve_server ? zmq::socket_type::xpub : zmq::socket_type::pub),
           options_(std::move(options)) {
         if (options_.hugz_interval.count() <= 0)
             throw error(errc::invalid_argument, "clone::server: hugz_interval must be positive");
@@ -55,6 +61,12 @@ class server::impl {
             }
             publish = *derived;
         }
+        if (options_.curve_server) {
+            zap_ = security::start_curve_server(ctx, "clone::server", *options_.curve_server);
+            security::make_curve_server(router_, options_.curve_server->server);
+            security::make_curve_server(pub_, options_.curve_server->server);
+            pub_.set(zmq::sockopt::xpub_verbose, 1); // every subscription, repeats included
+        }
         router_.set(zmq::sockopt::linger, 0);
         router_.set(zmq::sockopt::maxmsgsize, options_.max_message_size);
         pub_.set(zmq::sockopt::linger, 0);
@@ -62,6 +74,12 @@ class server::impl {
         endpoint_ = zmesh::bind(router_, options_.bind);
         updates_ = zmesh::bind(pub_, publish);
         reactor_.add(router_, [this](zmq::socket_ref) { drain(); });
+        if (zap_) {
+            reactor_.add(pub_, [this](zmq::socket_ref) { note_subscribers(); });
+            reactor_.add_repeating_timer(std::chrono::milliseconds(100), [this] {
+                if (reload_pending_.exchange(false, std::memory_order_acq_rel)) cut_off_removed();
+            });
+        }
         // Every interval, busy or not: a HUGZ is how a client learns of a lost last update and
         // of a restarted server (another epoch), which updates alone would not tell it.
         reactor_.add_repeating_timer(options_.hugz_interval, [this] { publish_hugz(); });
@@ -74,7 +92,51 @@ class server::impl {
         }
     }
 
+    /// CURVE: remembers the key of each update connection, from its subscription. Bounded by
+    /// the descriptors the process can have; an entry whose connection closed stays until its
+    /// descriptor is reused, and is then overwritten by the next subscription on it.
+    void note_subscribers() {
+        for (int i = 0; i < 1000; ++i) {
+            zmq::message_t m;
+            if (!pub_.recv(m, zmq::recv_flags::dontwait)) return;
+            const int fd = zmq_msg_get(m.handle(), ZMQ_SRCFD);
+            if (fd >= 0) subscribers_.insert_or_assign(fd, std::string(security::user_id(m)));
+        }
+    }
+
+    /// After set_access(), on the server's thread: closes the update connections of keys the
+    /// policy no longer admits, under libzmq (it has no call to close one peer of a PUB), which
+    /// then sees them end as if the peer had closed them. A descriptor reused by an admitted
+    /// client whose subscription is not read yet may be closed too: that client reconnects and
+    /// re-syncs from a snapshot, as after any lost update, so no state is lost.
+    void cut_off_removed() {
+        note_subscribers();
+        for (auto it = subscribers_.begin(); it != subscribers_.end();) {
+            if (zap_->admits(it->second)) {
+                ++it;
+                continue;
+            }
+            log(log_level::warn,
+                "clone server: closed an update connection of '%s': its key is no longer allowed",
+                it->second.c_str());
+            (void)::shutdown(it->first, SHUT_RDWR);
+            cut_off_.fetch_add(1, std::memory_order_relaxed);
+            it = subscribers_.erase(it);
+        }
+    }
+
     void handle() {
+        // Only once a policy was replaced can a connection carry a key no longer admitted:
+        // until then the handshake's decision stands, and nothing is looked up per message.
+        if (screening_.load(std::memory_order_acquire) && in_.size() >= 2 &&
+            !zap_->admits(security::user_id(in_[1]))) {
+            forbidden_.fetch_add(1, std::memory_order_relaxed);
+            if (limiter_.allow())
+                log(log_level::warn,
+                    "clone server: dropped a request from key '%s', no longer admitted",
+                    std::string(security::user_id(in_[1])).c_str());
+            return;
+        }
         const auto c = detail::command_at(in_, 1);
         if (c == command::snapshot_request && in_.size() == 4) return snapshot();
         if (c == command::set && in_.size() == 5 && in_[3].size() > 0)
@@ -138,8 +200,13 @@ class server::impl {
         (void)hugz.send(pub_, zmq::send_flags::dontwait);
     }
 
+    // Declared before the sockets, so that they close first: the handler must outlive the
+    // handshakes it answers.
+    std::unique_ptr<security::zap_handler> zap_;
     zmq::socket_t router_, pub_;
     server_options options_;
+    std::map<int, std::string> subscribers_; ///< CURVE: update connection descriptor -> key
+    std::atomic<bool> screening_{false}, reload_pending_{false};
     std::string endpoint_, updates_;
     reactor reactor_;
     message in_;
@@ -148,7 +215,8 @@ class server::impl {
     // Random per run, in snapshots and HUGZ: sequences of two runs of a server are not comparable.
     std::uint64_t epoch_ = std::random_device{}() * 0x100000000ULL + std::random_device{}();
     log_limiter limiter_;
-    std::atomic<std::uint64_t> seq_out_{0}, keys_{0}, snapshots_{0}, malformed_{0};
+    std::atomic<std::uint64_t> seq_out_{0}, keys_{0}, snapshots_{0}, malformed_{0}, forbidden_{0},
+        cut_off_{0};
 };
 
 server::server(zmq::context_t& ctx, server_options options)
@@ -176,10 +244,28 @@ void server::stop() noexcept {
 }
 
 server_stats server::stats() const noexcept {
-    return {impl_->seq_out_.load(std::memory_order_relaxed),
-            impl_->keys_.load(std::memory_order_relaxed),
-            impl_->snapshots_.load(std::memory_order_relaxed),
-            impl_->malformed_.load(std::memory_order_relaxed)};
+    server_stats s;
+    s.sequence = impl_->seq_out_.load(std::memory_order_relaxed);
+    s.keys = impl_->keys_.load(std::memory_order_relaxed);
+    s.snapshots = impl_->snapshots_.load(std::memory_order_relaxed);
+    s.malformed = impl_->malformed_.load(std::memory_order_relaxed);
+    s.forbidden = impl_->forbidden_.load(std::memory_order_relaxed);
+    s.cut_off = impl_->cut_off_.load(std::memory_order_relaxed);
+    if (impl_->zap_) {
+        const auto z = impl_->zap_->stats();
+        s.connections_admitted = z.admitted;
+        s.connections_refused = z.refused;
+    }
+    return s;
+}
+
+void server::set_access(security::access_policy policy) {
+    if (!impl_->zap_)
+        throw error(errc::invalid_argument,
+                    "clone::server: set_access needs curve_server (this server is plain)");
+    impl_->zap_->set_policy(std::move(policy));
+    impl_->screening_.store(true, std::memory_order_release);
+    impl_->reload_pending_.store(true, std::memory_order_release);
 }
 
 } // namespace zmesh::patterns::clone

@@ -61,6 +61,8 @@ std::string first_frame(const zmesh::message& m) {
 
 } // namespace
 
+TEST_SUITE("patterns.freelance.curve") {
+
 TEST_CASE("freelance with CURVE: an admitted key is served, an unknown one and a plain client are not") {
     const auto server_cert = sec::generate("server");
     const auto alice = sec::generate("alice");
@@ -130,3 +132,5 @@ TEST_CASE("freelance: set_access on a plain server and curve_server without a se
                    fl::server_options{.curve_server = no_secret}),
         doctest::Contains("secret key"), zmesh::error);
 }
+
+} // TEST_SUITE

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
 
@@ -58,6 +59,11 @@ struct server_options {
     int publish_hwm{10000};
     /// Largest message accepted from a client (ZMQ_MAXMSGSIZE); -1 = no limit.
     std::int64_t max_message_size{64 * 1024 * 1024};
+    /// CURVE (docs/security.md) on both sockets: this server's certificate and the client keys
+    /// it admits. The server then runs the ZAP handler of its context, so the context must have
+    /// none yet (one CURVE server per context). An unknown key or a plain client gets neither
+    /// snapshots nor updates, and its changes never arrive. Unset: plain.
+    std::optional<security::curve_server_settings> curve_server{};
 };
 
 /// Counters of a server; readable from any thread.
@@ -66,6 +72,10 @@ struct server_stats {
     std::uint64_t keys{0};      ///< keys in the state
     std::uint64_t snapshots{0}; ///< snapshots served
     std::uint64_t malformed{0}; ///< client messages that were not ZMCL01, dropped
+    std::uint64_t connections_admitted{0}; ///< CURVE handshakes the ZAP handler admitted
+    std::uint64_t connections_refused{0};  ///< CURVE handshakes it refused (unknown key)
+    std::uint64_t forbidden{0}; ///< requests from a key set_access() removed, dropped
+    std::uint64_t cut_off{0};   ///< update connections closed because their key was removed
 };
 
 /// The endpoint updates are published on when server_options::publish is empty: for
@@ -107,6 +117,15 @@ class ZMESH_EXPORT server {
 
     [[nodiscard]] server_stats stats() const noexcept;
 
+    /// Replaces the client keys (and address lists) that curve_server admits, e.g. on SIGHUP.
+    /// New handshakes follow it at once. A client already connected whose key is no longer
+    /// admitted has its snapshot requests and changes dropped from then on (counted in
+    /// forbidden), and its update connection is closed within 100 ms (cut_off); libzmq then
+    /// reconnects it, and the handshake refuses it. Thread-safe.
+    /// @throws zmesh::error errc::invalid_argument if curve_server is unset, or for a bad
+    ///         address rule (the old policy stays).
+    void set_access(security::access_policy policy);
+
   private:
     class impl;
     std::unique_ptr<impl> impl_;
@@ -128,6 +147,9 @@ struct client_options {
     std::chrono::milliseconds server_ttl{5000};
     /// ZMQ_RCVHWM of the SUB socket (updates queued before the oldest are dropped).
     int updates_hwm{10000};
+    /// CURVE (docs/security.md): the server's public key and this client's certificate, for
+    /// both of the client's connections. Unset: plain.
+    std::optional<security::curve_client_keys> curve{};
     /// Test hook: return true to drop the update with this sequence unread, as a full queue
     /// would.
     std::function<bool(std::uint64_t sequence)> drop_update{};
