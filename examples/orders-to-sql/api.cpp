@@ -246,6 +246,12 @@ int main(int argc, char** argv) try {
             std::fprintf(stderr, "orders-api: order %s refused with 503: %s\n", o.id.c_str(),
                          why.c_str());
             send_json(res, 503, {{"error", why}, {"id", o.id}});
+        } catch (const std::exception& e) { // a socket error (zmq::error_t), out of memory
+            const std::string why =
+                "titanic.request through the broker at " + broker + " failed: " + e.what();
+            std::fprintf(stderr, "orders-api: order %s refused with 503: %s\n", o.id.c_str(),
+                         why.c_str());
+            send_json(res, 503, {{"error", why}, {"id", o.id}});
         }
     });
 
