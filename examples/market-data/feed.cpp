@@ -75,17 +75,19 @@ class feed {
 
     /// Waits until the broker's forwarder has subscribed to everything (its last-value cache
     /// does so as soon as the connection is up): from then on every quote reaches the cache.
-    void wait_for_forwarder(const std::string& xsub) {
+    /// @returns false if a signal came first.
+    bool wait_for_forwarder(const std::string& xsub) {
         std::printf("waiting for the broker's forwarder at %s to subscribe\n", xsub.c_str());
         std::fflush(stdout);
         const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (pub_.stats().catch_all_subscribes == 0) {
-            if (stopping) throw std::runtime_error("interrupted while waiting for the forwarder");
+            if (stopping) return false;
             if (std::chrono::steady_clock::now() > give_up)
                 throw std::runtime_error("no subscription from the broker's forwarder at " + xsub +
                                          " within 30 s: is the broker running there, with --lvc?");
             pub_.poll_subscriptions(std::chrono::milliseconds(100));
         }
+        return true;
     }
 
     void status(std::string_view state) { pub_.publish(market::status_topic, state, "md.status"); }
@@ -201,7 +203,7 @@ int main(int argc, char** argv) try {
 
     zmq::context_t ctx;
     feed md(ctx, f.text("xsub"), instruments, seed, rate);
-    md.wait_for_forwarder(f.text("xsub"));
+    if (!md.wait_for_forwarder(f.text("xsub"))) return 0; // stopped before it began
 
     const auto started = std::chrono::steady_clock::now();
     md.status("open");

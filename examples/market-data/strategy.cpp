@@ -87,11 +87,20 @@ class strategy {
     }
 
     /// Waits until the forwarder has our subscription (and, with --snapshot, the book is in).
-    void wait_ready() {
+    /// @returns false if a signal came first.
+    bool wait_ready() {
         const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         bool said = false;
-        while (!sub_.wait_ready(std::chrono::milliseconds(500))) {
-            if (stopping) throw std::runtime_error("interrupted while waiting for the forwarder");
+        for (;;) {
+            try {
+                if (sub_.wait_ready(std::chrono::milliseconds(500))) break;
+            } catch (const zmesh::error& e) {
+                // The cache did not answer within snapshot_timeout; the next call asks again.
+                if (e.code() != zmesh::errc::timeout) throw;
+                std::printf("%s: %s; asking again\n", name_.c_str(), e.what());
+                std::fflush(stdout);
+            }
+            if (stopping) return false;
             if (std::chrono::steady_clock::now() > give_up)
                 throw std::runtime_error("the forwarder at " + xpub_ +
                                          " did not confirm the subscription within 30 s");
@@ -105,6 +114,7 @@ class strategy {
         std::printf("%s ready: subscribed to md. through %s%s\n", name_.c_str(), xpub_.c_str(),
                     snapshot_ ? ", the book from the last-value cache first" : "");
         std::fflush(stdout);
+        return true;
     }
 
     /// Receives until the feed closes, a signal, or --idle-ms of silence.
@@ -399,7 +409,7 @@ int main(int argc, char** argv) try {
 
     zmq::context_t ctx;
     strategy s(ctx, f);
-    s.wait_ready();
+    if (!s.wait_ready()) return 0; // stopped before it was ready
     s.run(idle);
     s.summary();
     if (!f.text("first-values").empty()) s.write_first_values(f.text("first-values"));
