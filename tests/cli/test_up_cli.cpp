@@ -421,6 +421,28 @@ ready = "none"
     CHECK(run.wait_line("waits for " + mdp + " (endpoint mdp) to accept connections"));
 }
 
+TEST_CASE("ready = line waits for a line of the node's output") {
+    // server writes its flag file, then the line; copy starts only after the line, so it
+    // always finds the flag (started at once, it would find none and exit 1).
+    const std::string topology = R"TOML(
+[node.server]
+run = ["/bin/sh", "-c", 'sleep 0.5; echo up > "$0"; echo "server: listening now"; exec sleep 60',
+       "${up.run_dir}/flag"]
+ready = { line = "listening" }
+
+[node.copy]
+run = ["/bin/sh", "-c", 'cat "$0" > "$1"', "${up.run_dir}/flag", "${up.run_dir}/copy"]
+after = ["server"]
+ready = "exit"
+)TOML";
+    up_run run(topology);
+    const auto state = run.wait_ready();
+    REQUIRE_MESSAGE(!state.is_null(), slurp(run.err));
+    CHECK(slurp(run.run_dir / "copy") == "up\n");
+    CHECK(node(state, "copy")["exit_status"] == 0);
+    CHECK(run.wait_line("server | server: listening now"));
+}
+
 TEST_CASE("a readiness timeout stops everything and names the node and the endpoint") {
     const std::string topology = R"TOML(
 [node.deaf]

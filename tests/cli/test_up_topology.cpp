@@ -183,6 +183,8 @@ TEST_CASE("up topology: a bad file is an error that names FILE and LINE") {
         CHECK(message.find(c.says) != std::string::npos);
         CHECK(message.find('\n') == std::string::npos);
     }
+    // A program a setup step makes in the run directory is not looked for in advance.
+    CHECK(error_of("[node.a]\nrun = [\"${up.run_dir}/bin/made-later\"]\n") == "");
     // The same file loads once the variable is set.
     CHECK(error_of("[node.a]\nrun = [\"sh\"]\nenv = { X = \"${NOT_SET_ANYWHERE}\" }\n",
                    {{"NOT_SET_ANYWHERE", "1"}}) == "");

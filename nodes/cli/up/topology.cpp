@@ -146,7 +146,7 @@ class reader {
     std::string field_of(const endpoint& e, const std::string& field, bool from_other,
                          long line, const std::string& owner) const;
     std::string resolve_exe(const std::string& run0, const std::string& path_env, long line,
-                            const std::string& node) const;
+                            const std::string& node, bool check) const;
     int port_for(const std::string& host, long line);
 
     std::string file_;
@@ -629,7 +629,7 @@ std::string reader::substitute(const templ& t, const node_def* self, int index) 
 }
 
 std::string reader::resolve_exe(const std::string& run0, const std::string& path_env, long line,
-                                const std::string& node) const {
+                                const std::string& node, bool check) const {
     auto executable = [](const fs::path& p) {
         struct stat st {};
         return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
@@ -640,7 +640,7 @@ std::string reader::resolve_exe(const std::string& run0, const std::string& path
         fs::path p(run0);
         if (p.is_relative()) p = fs::path(topo_.dir) / p;
         p = p.lexically_normal();
-        if (options_.check_executables && !executable(p))
+        if (check && options_.check_executables && !executable(p))
             fail(line, "node " + node + ": '" + p.string() + "' is not an executable file");
         return p.string();
     }
@@ -648,7 +648,7 @@ std::string reader::resolve_exe(const std::string& run0, const std::string& path
         const fs::path p = fs::path(dir.empty() ? "." : dir) / run0;
         if (executable(p)) return p.string();
     }
-    if (options_.check_executables)
+    if (check && options_.check_executables)
         fail(line, "node " + node + ": '" + run0 + "' is not found in PATH");
     return run0;
 }
@@ -746,7 +746,11 @@ topology reader::read(const std::string& text) {
             if (auto p = options_.getenv("PATH")) path_env = *p;
             for (const auto& kv : in.env)
                 if (kv.first == "PATH") path_env = kv.second;
-            in.exe = resolve_exe(in.argv[0], path_env, d.run[0].line, in.name);
+            // A program under ${up.run_dir} is made during the run (by a setup step): it
+            // cannot be checked beforehand.
+            const bool made_in_run = !d.run[0].parts.empty() &&
+                                     d.run[0].parts[0].kind == part::up_run_dir;
+            in.exe = resolve_exe(in.argv[0], path_env, d.run[0].line, in.name, !made_in_run);
             in.argv[0] = in.exe;
             in.endpoints = d.allocated[static_cast<std::size_t>(r - 1)];
             for (const auto& e : d.deps) {
