@@ -25,11 +25,20 @@ struct broker_query_flags {
 void add_broker_query_options(boost::program_options::options_description& options,
                               broker_query_flags& flags);
 
+/// The endpoints of flags.broker (a comma-separated list), checked.
+/// @throws usage_error for a bad endpoint or a non-positive timeout.
+std::vector<std::string> query_brokers(const broker_query_flags& flags);
+
 /// Sends one request for @p service and decodes the single-frame msgpack reply into @p T.
-/// @throws usage_error for a bad endpoint; std::runtime_error if there is no or no valid answer.
+/// With a list of brokers, each is asked in turn (flags.timeout_ms each) until one answers: the
+/// active one of a Binary Star pair (for zmesh.stats, which a passive broker answers too, the
+/// first whose ha_state is active or 0).
+/// @throws usage_error for a bad endpoint; std::runtime_error if there is no or no valid answer
+///         (with no answer, naming every endpoint tried).
 template <class T> T query_broker(const broker_query_flags& flags, std::string_view service);
 
 using service_table = std::map<std::string, std::map<std::string, std::uint64_t>>;
 using counter_table = std::map<std::string, std::uint64_t>;
+template <> counter_table query_broker<counter_table>(const broker_query_flags&, std::string_view);
 
 } // namespace zmesh::cli

@@ -49,7 +49,7 @@ int run_directory(const std::vector<std::string>& args) {
         po::variables_map help_vm;
         parse("directory",
               "(list | lookup NAME | register NAME ENDPOINT [--ttl-ms N] [--keep] | unregister "
-              "NAME ENDPOINT) [--broker EP] [--json]",
+              "NAME ENDPOINT) [--broker EP[,EP...]] [--json]",
               options, {"--help"}, help_vm);
         return ok;
     }
@@ -67,15 +67,14 @@ int run_directory(const std::vector<std::string>& args) {
         throw usage_error("--json goes with list and lookup");
     std::error_code ec;
     std::string why;
-    if (!parse_endpoint(flags.broker, ec, &why))
-        throw usage_error("invalid --broker '" + flags.broker + "': " + why);
-    if (flags.timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
+    // A list (a Binary Star pair): each request goes to the broker that answers, the active one.
+    const auto brokers = query_brokers(flags);
     const auto timeout = std::chrono::milliseconds(flags.timeout_ms);
 
     zmq::context_t ctx;
     if (action == "list") {
         want(0, "list");
-        pubsub::directory_client dir(ctx, flags.broker, timeout, flags.security.load());
+        pubsub::directory_client dir(ctx, brokers, timeout, flags.security.load());
         const auto entries = dir.list();
         if (json) {
             auto doc = nlohmann::ordered_json::array();
@@ -92,7 +91,7 @@ int run_directory(const std::vector<std::string>& args) {
     }
     if (action == "lookup") {
         want(1, "lookup NAME");
-        pubsub::directory_client dir(ctx, flags.broker, timeout, flags.security.load());
+        pubsub::directory_client dir(ctx, brokers, timeout, flags.security.load());
         const auto endpoints = dir.resolve(operands[0]);
         if (json) {
             std::printf("%s\n", nlohmann::ordered_json(endpoints)
@@ -115,17 +114,17 @@ int run_directory(const std::vector<std::string>& args) {
         if (!parse_endpoint(operands[1], ec, &why))
             throw usage_error("invalid ENDPOINT '" + operands[1] + "': " + why);
         if (action == "unregister") {
-            pubsub::directory_client dir(ctx, flags.broker, timeout, flags.security.load());
+            pubsub::directory_client dir(ctx, brokers, timeout, flags.security.load());
             dir.unregister_endpoint(operands[0], operands[1]);
             return ok;
         }
         if (!keep) {
-            pubsub::directory_client dir(ctx, flags.broker, timeout, flags.security.load());
+            pubsub::directory_client dir(ctx, brokers, timeout, flags.security.load());
             dir.register_endpoint(operands[0], operands[1], std::chrono::milliseconds(ttl_ms));
             return ok;
         }
         install_stop_signals();
-        pubsub::directory_registration reg(ctx, flags.broker, operands[0], operands[1],
+        pubsub::directory_registration reg(ctx, brokers, operands[0], operands[1],
                                            std::chrono::milliseconds(ttl_ms), timeout,
                                            flags.security.load());
         std::fprintf(stderr,

@@ -9,6 +9,7 @@
 //  - --broker EP: a zmesh broker's in-memory DLQ, through its service zmesh.dlq (docs/
 //    protocol.md, "The dead-letter queue"): request body "list" | "show" ID | "replay" (ID |
 //    "all") | "purge" (ID | "all"), reply body a status, then msgpack or a count.
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "config.hpp"
 #include "security_flags.hpp"
@@ -207,12 +208,14 @@ broker_entry entry_of(const msgpack::object& o) {
 /// The broker's zmesh.dlq service, one request at a time.
 class broker_dlq {
   public:
-    broker_dlq(const std::string& endpoint, std::chrono::milliseconds timeout,
+    broker_dlq(std::vector<std::string> endpoints, std::chrono::milliseconds timeout,
                std::optional<security::curve_client_keys> curve)
-        : endpoint_(endpoint), timeout_(timeout),
-          // One attempt: a dead-letter command is answered by the broker itself at once, and
-          // --timeout-ms is the whole wait the user asked for.
-          client_(ctx_, endpoint, {.timeout = timeout, .retries = 1, .curve = std::move(curve)}) {}
+        : endpoint_(join(endpoints)), timeout_(timeout), several_(endpoints.size() > 1),
+          // One attempt per broker: a dead-letter command is answered by the broker itself at
+          // once, and --timeout-ms is the wait the user asked for. With a list (a Binary Star
+          // pair) the passive drops the request, so the broker that answers is the active one.
+          client_(make(ctx_, std::move(endpoints),
+                       {.timeout = timeout, .retries = 1, .curve = std::move(curve)})) {}
 
     /// Sends @p body and returns the reply body, its first frame a status.
     /// @throws std::runtime_error naming the endpoint if no answer comes in time, the broker
@@ -226,9 +229,11 @@ class broker_dlq {
             fail(std::string("error ") + printable(e.status()) + " " + printable(e.reason()));
         } catch (const error& e) {
             if (e.code() != errc::timeout) throw;
-            throw std::runtime_error("no answer from the broker at " + endpoint_ + " within " +
-                                     std::to_string(timeout_.count()) +
-                                     " ms (is a zmesh broker running there?)");
+            throw std::runtime_error(
+                std::string(several_ ? "no answer from any of the brokers at " : "no answer from the broker at ") +
+                endpoint_ + " within " + std::to_string(timeout_.count()) +
+                (several_ ? " ms each (is a zmesh broker running there?)"
+                          : " ms (is a zmesh broker running there?)"));
         }
     }
 
@@ -253,13 +258,27 @@ class broker_dlq {
     }
 
   private:
+    static std::string join(const std::vector<std::string>& endpoints) {
+        std::string out;
+        for (const auto& e : endpoints) out += (out.empty() ? "" : ", ") + e;
+        return out;
+    }
+
+    static mdp::client make(zmq::context_t& ctx, std::vector<std::string> endpoints,
+                            mdp::client_options o) {
+        if (endpoints.size() == 1) return mdp::client(ctx, std::move(endpoints.front()), std::move(o));
+        o.retries = static_cast<int>(endpoints.size());
+        return mdp::client(ctx, std::move(endpoints), std::move(o));
+    }
+
     [[noreturn]] void fail(const std::string& what) const {
-        throw std::runtime_error("broker at " + endpoint_ + " (" + std::string(mdp::zmesh_dlq) +
-                                 ") answered " + what);
+        throw std::runtime_error((several_ ? "broker of " : "broker at ") + endpoint_ + " (" +
+                                 std::string(mdp::zmesh_dlq) + ") answered " + what);
     }
 
     std::string endpoint_;
     std::chrono::milliseconds timeout_;
+    bool several_ = false;
     zmq::context_t ctx_;
     mdp::client client_;
 };
@@ -370,9 +389,10 @@ int run_dlq(const std::vector<std::string>& args) {
          "the node runs.")
         ("broker", po::value(&broker),
          "the in-memory dead-letter queue of the zmesh broker at this endpoint (its service "
-         "zmesh.dlq): requests that expired, ran out of attempts or were refused")
+         "zmesh.dlq): requests that expired, ran out of attempts or were refused; a "
+         "comma-separated list asks the one that answers (the active one of a Binary Star pair)")
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
-         "with --broker: how long to wait for the broker's answer")
+         "with --broker: how long to wait for the broker's answer (for each broker of a list)")
         ("all", po::bool_switch(&all), "replay or purge every dead request")
         ("json", po::bool_switch(&dlq_json),
          "list: one JSON array of entries; show: one JSON object (for scripts and jq)")
@@ -415,10 +435,8 @@ int run_dlq(const std::vector<std::string>& args) {
 
     if (!broker.empty()) {
         if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
-        std::error_code ec;
-        std::string why;
-        if (!parse_endpoint(broker, ec, &why))
-            throw usage_error("invalid --broker '" + printable(broker) + "': " + why);
+        auto brokers = cli::broker_list(std::vector<std::string>{broker});
+        if (brokers.size() > 64) throw usage_error("--broker: at most 64 endpoints");
         if (!id.empty()) {
             // The broker's ids are message ids (header.hpp): any case is accepted, lowercase sent.
             const auto parsed = message_id::from_hex(id);
@@ -427,7 +445,8 @@ int run_dlq(const std::vector<std::string>& args) {
                                   "': expected 32 hex digits");
             id = parsed->to_hex();
         }
-        broker_dlq dlq(broker, std::chrono::milliseconds(timeout_ms), security_flags.load());
+        broker_dlq dlq(std::move(brokers), std::chrono::milliseconds(timeout_ms),
+                       security_flags.load());
         if (action == "list") return broker_list(dlq);
         if (action == "show") return broker_show(dlq, id);
         return broker_act(dlq, action, id);

@@ -139,13 +139,16 @@ constexpr std::chrono::milliseconds durable_call_timeout{2500};
 /// Default of --timeout-ms with --durable: the whole wait for the reply.
 constexpr int durable_default_timeout_ms = 30000;
 
-int run_durable(zmq::context_t& ctx, const std::string& broker, const std::string& service,
-                message&& request, std::chrono::milliseconds timeout, int retries,
-                std::chrono::milliseconds ttl, mdp::client_protocol protocol,
+int run_durable(zmq::context_t& ctx, const std::vector<std::string>& brokers,
+                const std::string& service, message&& request, std::chrono::milliseconds timeout,
+                int retries, std::chrono::milliseconds ttl, mdp::client_protocol protocol,
                 std::optional<security::curve_client_keys> curve) {
-    mdp::durable_client client(ctx, broker,
+    // With a list (a Binary Star pair) each call fails over to the next broker after a silent
+    // attempt: at least one attempt per broker.
+    const int attempts = std::max(retries, static_cast<int>(brokers.size()));
+    mdp::durable_client client(ctx, brokers,
                                {.mdp = {.timeout = std::min(timeout, durable_call_timeout),
-                                        .retries = retries,
+                                        .retries = attempts,
                                         .protocol = protocol,
                                         .curve = std::move(curve)}});
     const std::string id = ttl.count() > 0 ? client.submit(service, std::move(request), ttl)
@@ -334,7 +337,7 @@ int run_request(const std::vector<std::string>& args) {
     else
         for (auto& f : frames) request.push_back(std::move(f));
     if (durable)
-        return run_durable(ctx, broker, service, std::move(request),
+        return run_durable(ctx, brokers, service, std::move(request),
                            std::chrono::milliseconds(timeout_ms), retries,
                            std::chrono::milliseconds(ttl_ms), protocol, std::move(curve));
     const mdp::client_options client_options{.timeout = std::chrono::milliseconds(timeout_ms),

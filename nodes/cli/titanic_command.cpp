@@ -4,6 +4,7 @@
 //
 // The node runs on its own thread while this one waits for a stop signal: the node's loop has no
 // signal handling of its own, and a flag polled here keeps the signal handler trivial.
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "config.hpp"
 #include "security_flags.hpp"
@@ -42,7 +43,8 @@ int run_titanic(const std::vector<std::string>& args) {
     po::options_description options("options");
     options.add_options()
         ("broker", po::value(&cfg.broker_endpoint)->default_value(default_broker_endpoint()),
-         "broker endpoint (env ZMESH_BROKER)")
+         "broker endpoint, or a comma-separated list: a Binary Star pair, whose active broker the "
+         "node follows (env ZMESH_BROKER)")
         ("store", po::value(&store)->default_value(store),
          "SQLite store file (created if missing), or a PostgreSQL connection string "
          "(postgresql://..., postgres://..., or libpq's 'host=... dbname=...'; tables created if "
@@ -98,10 +100,9 @@ int run_titanic(const std::vector<std::string>& args) {
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
     if (lease_ms <= 0) throw usage_error("--lease-ms must be positive");
     if (store.empty()) throw usage_error("--store must not be empty");
-    std::error_code ec;
-    std::string why;
-    if (!parse_endpoint(cfg.broker_endpoint, ec, &why))
-        throw usage_error("invalid --broker '" + cfg.broker_endpoint + "': " + why);
+    // A list (a Binary Star pair): the node's workers and its dispatch follow the active broker.
+    cfg.broker_endpoints = broker_list({cfg.broker_endpoint});
+    if (cfg.broker_endpoints.size() > 64) throw usage_error("--broker: at most 64 endpoints");
     set_log_level(*level);
     cfg.curve = security_flags.load();
     cfg.store_path = store;

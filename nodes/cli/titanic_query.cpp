@@ -2,6 +2,7 @@
 // titanic_query.cpp — `zmesh titanic status ID` and `zmesh titanic reply ID`: one durable
 // request's state, or its reply, asked of a running Titanic node through the broker
 // (titanic.reply, rfc 9/TSP), with the library's durable client.
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "config.hpp"
 #include "security_flags.hpp"
@@ -27,7 +28,8 @@ int run_titanic_query(const std::vector<std::string>& args) {
     bool close = false, json = false;
     po::options_description options("options");
     options.add_options()
-        ("broker", po::value(&broker)->default_value(broker), "broker endpoint (env ZMESH_BROKER)")
+        ("broker", po::value(&broker)->default_value(broker),
+         "broker endpoint, or a comma-separated list (a Binary Star pair) (env ZMESH_BROKER)")
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
          "wait for each answer of the Titanic node, in ms")
         ("wait-ms", po::value(&wait_ms)->default_value(wait_ms),
@@ -63,14 +65,15 @@ int run_titanic_query(const std::vector<std::string>& args) {
         throw usage_error("--wait-ms and --close go with reply");
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
     if (wait_ms < 0) throw usage_error("--wait-ms must not be negative");
-    std::error_code ec;
-    std::string why;
-    if (!parse_endpoint(broker, ec, &why)) throw usage_error("invalid --broker '" + broker + "': " + why);
+    // A list (a Binary Star pair): one attempt at each broker in turn; the active one answers.
+    auto brokers = broker_list({broker});
+    if (brokers.size() > 64) throw usage_error("--broker: at most 64 endpoints");
+    const int attempts = static_cast<int>(brokers.size());
 
     zmq::context_t ctx;
-    mdp::durable_client client(ctx, broker,
+    mdp::durable_client client(ctx, std::move(brokers),
                                {.mdp = {.timeout = std::chrono::milliseconds(timeout_ms),
-                                        .retries = 1,
+                                        .retries = attempts,
                                         .curve = security.load()}});
     std::optional<message> reply;
     try {

@@ -105,8 +105,10 @@ void inc(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
 class titanic_node::impl {
   public:
     impl(zmq::context_t& ctx, titanic_config config) : ctx_(&ctx), config_(std::move(config)) {
-        if (config_.broker_endpoint.empty())
-            throw error(errc::invalid_argument, "titanic: empty broker endpoint");
+        if (config_.broker_endpoints.empty()) config_.broker_endpoints.push_back(config_.broker_endpoint);
+        for (const auto& b : config_.broker_endpoints)
+            if (b.empty()) throw error(errc::invalid_argument, "titanic: empty broker endpoint");
+        config_.broker_endpoint = config_.broker_endpoints.front();
         if (config_.request_connections == 0)
             throw error(errc::invalid_argument, "titanic: request connections must be positive");
         if (config_.request_credit == 0 || config_.request_credit > mdp::max_worker_credit)
@@ -221,7 +223,7 @@ class titanic_node::impl {
     /// With credit, zmesh's ZMWC02; plain mode (credit 1) is for brokers that are not zmesh's,
     /// so it speaks MDP/0.1 from the start rather than after the fallback's one-heartbeat wait.
     mdp::worker make_worker(std::string_view service) {
-        return mdp::worker(*ctx_, config_.broker_endpoint, std::string(service),
+        return mdp::worker(*ctx_, config_.broker_endpoints, std::string(service),
                            {.heartbeat = config_.heartbeat, .liveness = config_.liveness,
                             .credit = config_.request_credit,
                             .protocol = config_.request_credit > 1 ? mdp::worker_protocol::zmesh
@@ -231,7 +233,7 @@ class titanic_node::impl {
 
     /// Plain mode is for brokers that are not zmesh's: MDP/0.1 clients, one per slot.
     mdp::client make_client() {
-        return mdp::client(*ctx_, config_.broker_endpoint,
+        return mdp::client(*ctx_, dispatch_broker(),
                            {.timeout = config_.request_timeout, .retries = 1, .window = 1,
                             .protocol = mdp::client_protocol::mdp, .curve = config_.curve});
     }
@@ -262,15 +264,11 @@ class titanic_node::impl {
         if (zmesh_dispatch())
             // A send never waits on the window: a slot only sends once its previous request was
             // answered or abandoned, so at most one request per slot is outstanding.
-            shared_.emplace(*ctx_, config_.broker_endpoint,
-                            mdp::client_options{.timeout = config_.request_timeout, .retries = 1,
-                                                .window = slots.size(),
-                                                .protocol = mdp::client_protocol::zmesh,
-                                                .curve = config_.curve});
+            open_shared(slots.size());
         else
             for (auto& s : slots) s.client.emplace(make_client());
         log(log_level::info, "titanic: serving TSP through %s, store %s, node %s",
-            config_.broker_endpoint.c_str(), store_name_.c_str(), owner_.c_str());
+            brokers_text().c_str(), store_name_.c_str(), owner_.c_str());
 
         std::vector<zmq::pollitem_t> items;
         std::vector<std::ptrdiff_t> submit_item(submit.size()); // its index in items, or -1
@@ -535,6 +533,7 @@ class titanic_node::impl {
     /// A reply for slot @p s: the service check's answer, an error, or the service's reply
     /// (collected in done_, stored by dispatch() in one transaction).
     void on_dispatch_reply(slot& s, mdp::reply& r, steady::time_point now) {
+        last_reply_ = now;
         if (s.state == slot::phase::checking) {
             const bool up = !r.body.empty() && view(r.body[0]) == "200";
             (up ? service_up_until_ : service_down_until_)[s.request.service] =
@@ -666,6 +665,18 @@ class titanic_node::impl {
     }
 
     void timed_out(slot& s) {
+        // With several brokers, silence since this slot sent means its broker may be gone (or
+        // has become passive): the dispatch moves to the next one. Once per silence: the other
+        // slots that sent before the move do not move it again.
+        const auto sent = s.deadline - config_.request_timeout;
+        if (config_.broker_endpoints.size() > 1 && last_reply_ < sent && moved_at_ <= sent) {
+            dispatch_index_ = (dispatch_index_ + 1) % config_.broker_endpoints.size();
+            moved_at_ = steady::now();
+            log(log_level::warn, "titanic: no reply from the broker within %lld ms; dispatching "
+                "through %s now", static_cast<long long>(config_.request_timeout.count()),
+                dispatch_broker().c_str());
+            if (shared_) open_shared(shared_window_);
+        }
         // A late reply would be taken for the answer to the next request: start afresh.
         renew(s);
         if (s.state == slot::phase::busy)
@@ -757,6 +768,34 @@ class titanic_node::impl {
     // Loop thread only.
     std::set<std::string, std::less<>> in_flight_;              // ids held by a dispatch slot
     std::optional<mdp::client> shared_;  // the shared dispatch client (ZMCT02)
+    std::size_t shared_window_ = 1;
+    std::size_t dispatch_index_ = 0;      // the broker dispatches go through (broker_endpoints)
+    steady::time_point last_reply_{};     // the last dispatch reply
+    steady::time_point moved_at_{};       // the last move to the next broker
+
+    [[nodiscard]] const std::string& dispatch_broker() const {
+        return config_.broker_endpoints[dispatch_index_];
+    }
+
+    [[nodiscard]] std::string brokers_text() const {
+        std::string out;
+        for (const auto& b : config_.broker_endpoints) out += (out.empty() ? "" : ",") + b;
+        return out;
+    }
+
+    /// (Re)opens the shared ZMCT02 dispatch client on dispatch_broker(). What the old one awaited
+    /// times out in its slots and is sent again, with the same ids, through the new one.
+    void open_shared(std::size_t window) {
+        shared_window_ = window;
+        shared_.reset();
+        // A send never waits on the window: a slot only sends once its previous request was
+        // answered or abandoned, so at most one request per slot is outstanding.
+        shared_.emplace(*ctx_, dispatch_broker(),
+                        mdp::client_options{.timeout = config_.request_timeout, .retries = 1,
+                                            .window = window,
+                                            .protocol = mdp::client_protocol::zmesh,
+                                            .curve = config_.curve});
+    }
     std::map<message_id, std::size_t> by_id_; // ids awaited on it -> their slot
     std::string owner_;                  // the name this node claims work under
     std::string store_name_;             // the store, for messages (no password)

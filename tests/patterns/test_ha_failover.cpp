@@ -8,6 +8,7 @@
 #include <zmesh/mdp/worker.hpp>
 #include <zmesh/message.hpp>
 
+#include "ha_pair.hpp"
 #include "support/process.hpp"
 #include "support/support.hpp"
 
@@ -27,51 +28,13 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-// The pair's settings: heartbeat (HA link and workers) and liveness.
-constexpr auto heartbeat = 100ms;
-constexpr int liveness = 3;
+using ha_test::heartbeat;
+using ha_test::liveness;
+using ha_test::pair_broker;
+using ha_test::ha_state;
+using ha_test::stat;
 // The client's wait per attempt.
 constexpr auto client_timeout = 250ms;
-
-/// A `zmesh broker` of a Binary Star pair, started in @p dir.
-struct pair_broker {
-    std::string mdp;
-    std::string ha_bind;
-    std::string ha_peer;
-    std::string role;
-    std::string log;
-    support::child_process proc;
-
-    pair_broker(std::string role_, std::string mdp_, std::string bind, std::string peer, std::string log_)
-        : mdp(std::move(mdp_)), ha_bind(std::move(bind)), ha_peer(std::move(peer)),
-          role(std::move(role_)), log(std::move(log_)), proc(start()) {}
-
-    support::child_process start() {
-        support::child_process p({support::zmesh_cli(), "broker", "--mdp", mdp, "--ha", role,
-                                  "--ha-bind", ha_bind, "--ha-peer", ha_peer, "--heartbeat-ms",
-                                  std::to_string(heartbeat.count()), "--liveness",
-                                  std::to_string(liveness), "--log-level", "info"},
-                                 log);
-        REQUIRE(p.read_line(5000ms).has_value()); // the MDP endpoint: bound
-        return p;
-    }
-    void restart() {
-        proc.kill();
-        proc = start();
-    }
-};
-
-/// The broker's ha_state (1 primary, 2 backup, 3 active, 4 passive) from `zmesh stats`, or -1.
-int ha_state(const std::string& mdp) {
-    auto r = support::run_cli({"stats", "--broker", mdp, "--timeout-ms", "1000"}, 3000ms);
-    if (r.code != 0) return -1;
-    std::istringstream in(r.out);
-    std::string name;
-    long long value = 0;
-    while (in >> name >> value)
-        if (name == "ha_state") return static_cast<int>(value);
-    return -1;
-}
 
 /// Worker threads serving "count": each execution of a body is counted.
 struct counting_workers {
@@ -142,17 +105,6 @@ void send_requests(zmq::context_t& ctx, const std::vector<std::string>& brokers,
         if (reply->body.size() != 1 || zmesh::view(reply->body[0]) != body) ++r.wrong;
     }
     killer.join();
-}
-
-/// A counter of `zmesh stats`, or -1.
-long long stat(const std::string& mdp, const std::string& counter) {
-    auto r = support::run_cli({"stats", "--broker", mdp, "--timeout-ms", "1000"}, 3000ms);
-    std::istringstream in(r.out);
-    std::string name;
-    long long value = 0;
-    while (in >> name >> value)
-        if (name == counter) return value;
-    return -1;
 }
 
 /// Every body 0..n-1 executed exactly once; returns {missing, duplicated}.

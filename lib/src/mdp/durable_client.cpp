@@ -70,6 +70,8 @@ struct durable_client::impl {
 
     impl(zmq::context_t& ctx, std::string endpoint, durable_client_options options)
         : mdp_(ctx, std::move(endpoint), options.mdp), options_(options) {}
+    impl(zmq::context_t& ctx, std::vector<std::string> endpoints, durable_client_options options)
+        : mdp_(ctx, std::move(endpoints), options.mdp), options_(options) {}
 
     message call(std::string_view service, message&& body) {
         return mdp_.request(service, std::move(body));
@@ -83,6 +85,15 @@ durable_client::durable_client(zmq::context_t& ctx, std::string broker_endpoint,
     if (options.poll_max < options.poll_initial)
         throw error(errc::invalid_argument, "durable_client: poll_max must be >= poll_initial");
     impl_ = std::make_unique<impl>(ctx, std::move(broker_endpoint), options);
+}
+
+durable_client::durable_client(zmq::context_t& ctx, std::vector<std::string> broker_endpoints,
+                               durable_client_options options) {
+    if (options.poll_initial.count() <= 0)
+        throw error(errc::invalid_argument, "durable_client: poll_initial must be positive");
+    if (options.poll_max < options.poll_initial)
+        throw error(errc::invalid_argument, "durable_client: poll_max must be >= poll_initial");
+    impl_ = std::make_unique<impl>(ctx, std::move(broker_endpoints), options);
 }
 
 durable_client::~durable_client() = default;

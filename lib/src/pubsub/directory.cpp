@@ -25,12 +25,24 @@ constexpr std::string_view service = "zmesh.directory";
 struct directory_client::impl {
     mdp::client client;
 
-    impl(zmq::context_t& ctx, std::string broker_endpoint, std::chrono::milliseconds timeout,
+    impl(zmq::context_t& ctx, std::vector<std::string> brokers, std::chrono::milliseconds timeout,
          std::optional<security::curve_client_keys> curve)
-        // One attempt per call: the caller's timeout is the whole wait. The requests are
-        // idempotent, so a caller (or directory_registration's next period) just calls again.
-        : client(ctx, std::move(broker_endpoint),
-                 mdp::client_options{.timeout = timeout, .retries = 1, .curve = std::move(curve)}) {}
+        // One attempt per broker and call: with one broker the caller's timeout is the whole
+        // wait. The requests are idempotent, so a caller (or directory_registration's next
+        // period) just calls again. With several, mdp::client moves to the next broker after
+        // each silent attempt and stays with the one that answered.
+        : client(make(ctx, std::move(brokers), timeout, std::move(curve))) {}
+
+    static mdp::client make(zmq::context_t& ctx, std::vector<std::string> brokers,
+                            std::chrono::milliseconds timeout,
+                            std::optional<security::curve_client_keys> curve) {
+        if (brokers.empty())
+            throw error(errc::invalid_argument, "directory_client: no broker endpoint");
+        const int attempts = static_cast<int>(std::min<std::size_t>(brokers.size(), 64));
+        mdp::client_options o{.timeout = timeout, .retries = attempts, .curve = std::move(curve)};
+        if (brokers.size() == 1) return mdp::client(ctx, std::move(brokers.front()), std::move(o));
+        return mdp::client(ctx, std::move(brokers), std::move(o));
+    }
 
     /// Sends @p body and returns the reply, whose first frame is "200" (or "404" if
     /// @p allow_not_found); any other status throws.
@@ -50,10 +62,16 @@ struct directory_client::impl {
 
 directory_client::directory_client(zmq::context_t& ctx, std::string broker_endpoint,
                                    std::chrono::milliseconds timeout,
+                                   std::optional<security::curve_client_keys> curve)
+    : directory_client(ctx, std::vector<std::string>{std::move(broker_endpoint)}, timeout,
+                       std::move(curve)) {}
+
+directory_client::directory_client(zmq::context_t& ctx, std::vector<std::string> broker_endpoints,
+                                   std::chrono::milliseconds timeout,
                                    std::optional<security::curve_client_keys> curve) {
     if (timeout.count() <= 0)
         throw error(errc::invalid_argument, "directory_client: timeout must be positive");
-    impl_ = std::make_unique<impl>(ctx, std::move(broker_endpoint), timeout, std::move(curve));
+    impl_ = std::make_unique<impl>(ctx, std::move(broker_endpoints), timeout, std::move(curve));
 }
 
 directory_client::~directory_client() = default;
@@ -112,11 +130,11 @@ struct directory_registration::impl {
     std::mutex join_mutex;        // one stop() joins, concurrent ones wait for it
     std::thread thread;
 
-    impl(zmq::context_t& ctx, std::string broker_endpoint, std::string name_,
+    impl(zmq::context_t& ctx, std::vector<std::string> brokers, std::string name_,
          std::string endpoint_, std::chrono::milliseconds ttl_, std::chrono::milliseconds timeout,
          std::optional<security::curve_client_keys> curve)
         : name(std::move(name_)), endpoint(std::move(endpoint_)), ttl(ttl_),
-          client(ctx, std::move(broker_endpoint), timeout, std::move(curve)) {
+          client(ctx, std::move(brokers), timeout, std::move(curve)) {
         client.register_endpoint(name, endpoint, ttl); // throws: a bad setup is reported at once
         thread = std::thread([this] { renew(); });
     }
@@ -173,7 +191,17 @@ directory_registration::directory_registration(zmq::context_t& ctx, std::string 
                                                std::chrono::milliseconds ttl,
                                                std::chrono::milliseconds timeout,
                                                std::optional<security::curve_client_keys> curve)
-    : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoint), std::move(name),
+    : directory_registration(ctx, std::vector<std::string>{std::move(broker_endpoint)},
+                             std::move(name), std::move(endpoint), ttl, timeout,
+                             std::move(curve)) {}
+
+directory_registration::directory_registration(zmq::context_t& ctx,
+                                               std::vector<std::string> broker_endpoints,
+                                               std::string name, std::string endpoint,
+                                               std::chrono::milliseconds ttl,
+                                               std::chrono::milliseconds timeout,
+                                               std::optional<security::curve_client_keys> curve)
+    : impl_(std::make_unique<impl>(ctx, std::move(broker_endpoints), std::move(name),
                                    std::move(endpoint), ttl, timeout, std::move(curve))) {}
 
 directory_registration::~directory_registration() = default; // impl's destructor stops

@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace zmesh::mdp {
 
@@ -85,6 +86,13 @@ class ZMESH_EXPORT durable_client {
     /// @throws zmesh::error (errc::invalid_argument) if an option is out of range.
     /// @throws zmq::error_t if libzmq rejects the endpoint.
     durable_client(zmq::context_t& ctx, std::string broker_endpoint,
+                   durable_client_options options = {});
+    /// Failover across brokers (a Binary Star pair): the MDP client is mdp::client's list
+    /// constructor, which moves to the next broker after each silent attempt. Give
+    /// options.mdp.retries at least one attempt per broker.
+    /// @throws zmesh::error (errc::invalid_argument) if the list is empty or an option is out
+    ///         of range; zmq::error_t if libzmq rejects the first endpoint.
+    durable_client(zmq::context_t& ctx, std::vector<std::string> broker_endpoints,
                    durable_client_options options = {});
     ~durable_client();
     durable_client(durable_client&&) noexcept;

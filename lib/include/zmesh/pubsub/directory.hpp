@@ -54,6 +54,16 @@ class ZMESH_EXPORT directory_client {
     directory_client(zmq::context_t& ctx, std::string broker_endpoint,
                      std::chrono::milliseconds timeout = std::chrono::milliseconds(2500),
                      std::optional<security::curve_client_keys> curve = std::nullopt);
+    /// Failover across brokers (the two of a Binary Star pair, docs/patterns/binary_star.md):
+    /// each call asks the broker that last answered and, if it stays silent for @p timeout, the
+    /// next ones in turn, each once. A passive broker drops directory requests, so the one that
+    /// answers is the active one. A call with no answer from any of them throws errc::timeout
+    /// naming every endpoint.
+    /// @throws zmesh::error (errc::invalid_argument) if the list is empty or @p timeout is not
+    ///         positive; zmq::error_t if libzmq rejects the first endpoint.
+    directory_client(zmq::context_t& ctx, std::vector<std::string> broker_endpoints,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(2500),
+                     std::optional<security::curve_client_keys> curve = std::nullopt);
     ~directory_client();
     directory_client(directory_client&&) noexcept;
     directory_client& operator=(directory_client&&) noexcept;
@@ -123,6 +133,14 @@ class ZMESH_EXPORT directory_registration {
     ///         started.
     directory_registration(zmq::context_t& ctx, std::string broker_endpoint, std::string name,
                            std::string endpoint, std::chrono::milliseconds ttl,
+                           std::chrono::milliseconds timeout = std::chrono::milliseconds(2500),
+                           std::optional<security::curve_client_keys> curve = std::nullopt);
+    /// The same over a list of brokers (a Binary Star pair): every renewal goes to the broker
+    /// that answers, as directory_client's list constructor does. After a failover the next
+    /// renewal registers the endpoint with the new active broker (within ttl/3 plus one
+    /// timeout per silent broker): the pair does not copy registrations between its brokers.
+    directory_registration(zmq::context_t& ctx, std::vector<std::string> broker_endpoints,
+                           std::string name, std::string endpoint, std::chrono::milliseconds ttl,
                            std::chrono::milliseconds timeout = std::chrono::milliseconds(2500),
                            std::optional<security::curve_client_keys> curve = std::nullopt);
     /// stop().

@@ -38,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace zmesh::nodes {
 
@@ -54,6 +55,13 @@ enum class titanic_sync {
 struct titanic_config {
     /// The MDP broker's endpoint; the node is a worker and a client of it.
     std::string broker_endpoint = "tcp://127.0.0.1:5555";
+    /// Failover across brokers (a Binary Star pair, docs/patterns/binary_star.md): if not
+    /// empty, used instead of broker_endpoint, in order. The node's workers move to the next
+    /// broker when the current one is silent or refuses them (a passive broker does), and its
+    /// dispatch client moves to the next broker when a dispatch times out with no reply from
+    /// the current one since it was sent (that dispatch counts as a failed attempt and is retried
+    /// with its backoff).
+    std::vector<std::string> broker_endpoints;
     /// The store: the path of a SQLite file (created if missing; a file that is not a Titanic
     /// store is refused), or a PostgreSQL connection string (postgresql://… or postgres://…, or
     /// libpq's key=value form such as "host=/run/pg dbname=zmesh"; docs/titanic.md), where the
