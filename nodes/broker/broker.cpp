@@ -199,6 +199,13 @@ class broker::impl {
             arm_expiry();
         });
         if (forwarder_) forwarder_->attach(reactor_);
+        if (ha_ && forwarder_) {
+            // Binary Star: only the active broker's forwarder takes publications (its
+            // subscriptions alone go upstream), and a subscriber that lost the other broker asks
+            // this one to take over (docs/patterns/binary_star.md).
+            ha_->on_serving([this](bool serving) { forwarder_->set_upstream(serving); });
+            forwarder_->on_takeover([this] { ha_->pubsub_request(reactor::clock::now()); });
+        }
         if (ha_)
             ha_->attach(
                 reactor_,

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 namespace zmesh::nodes::detail {
 namespace {
@@ -317,19 +318,46 @@ void forwarder::on_subscription(zmq::message_t& frame) {
 }
 
 void forwarder::subscribe_upstream(zmq::message_t& frame, std::string_view topic) {
+    if (topic.starts_with(pubsub_wire::takeover_prefix)) {
+        // A Binary Star subscriber asks for service (set by the broker only with --ha).
+        if (takeover_) takeover_();
+        return;
+    }
     if (subscribed_.contains(topic)) return;
     if (subscribed_.size() >= max_subscriptions_) return refuse(topic);
     subscribed_.emplace(topic);
     inc(subscriptions_);
     // XSUB never blocks on a send: it passes the subscription to every publisher with room.
-    (void)xsub_.send(frame, zmq::send_flags::dontwait);
+    if (upstream_) (void)xsub_.send(frame, zmq::send_flags::dontwait);
 }
 
 void forwarder::cancel_upstream(zmq::message_t& frame, std::string_view topic) {
     auto it = subscribed_.find(topic);
     if (it == subscribed_.end()) return;
     subscribed_.erase(it);
-    (void)xsub_.send(frame, zmq::send_flags::dontwait);
+    if (upstream_) (void)xsub_.send(frame, zmq::send_flags::dontwait);
+}
+
+void forwarder::send_upstream(char what, std::string_view topic) {
+    zmq::message_t m(topic.size() + 1);
+    auto* p = static_cast<char*>(m.data());
+    p[0] = what;
+    if (!topic.empty()) std::memcpy(p + 1, topic.data(), topic.size());
+    (void)xsub_.send(m, zmq::send_flags::dontwait);
+}
+
+void forwarder::set_upstream(bool on) {
+    if (on == upstream_) return;
+    upstream_ = on;
+    // XSUB keeps what it was sent and hands it to each publisher as it connects; a cancel
+    // removes it there too. So this covers the publishers connected now and later.
+    const char what = on ? subscribe_byte : unsubscribe_byte;
+    if (lvc_) send_upstream(what, std::string_view());
+    for (const auto& topic : subscribed_) send_upstream(what, topic);
+    log(log_level::info, "forwarder: %s (%zu prefixes%s)",
+        on ? "subscriptions passed upstream: this broker forwards"
+           : "subscriptions withdrawn upstream: this broker does not forward",
+        subscribed_.size(), lvc_ ? " and the cache's catch-all" : "");
 }
 
 void forwarder::refuse(std::string_view topic) {

@@ -54,6 +54,9 @@ namespace zmesh::nodes::detail {
 namespace pubsub_wire {
 /// Subscriptions to topics starting with this are readiness probes.
 inline constexpr std::string_view probe_prefix{"\0zmesh.probe.", 13};
+/// A subscription to a topic starting with this is a Binary Star subscriber's request for
+/// service: it has lost its connection to one broker of the pair (docs/patterns/binary_star.md).
+inline constexpr std::string_view takeover_prefix{"\0zmesh.ha.takeover", 18};
 /// Subscription messages as XPUB hands them up and XSUB takes them: one byte, then the topic.
 inline constexpr char unsubscribe_byte = 0;
 inline constexpr char subscribe_byte = 1;
@@ -92,6 +95,18 @@ class forwarder {
     /// refuses now (after the broker's allowed keys changed). Loop thread.
     /// @returns the connections cut off.
     std::size_t cut_off_removed(const std::function<bool(std::string_view)>& admits);
+
+    /// Binary Star (docs/patterns/binary_star.md): whether the subscriptions go upstream to the
+    /// publishers. Off in a broker that is not active: publishers connected to both brokers of a
+    /// pair then send to the active one only. The subscriptions keep being counted, and go
+    /// upstream (with the cache's catch-all) when it is turned on; turning it off cancels them
+    /// upstream. On by default. Loop thread.
+    void set_upstream(bool on);
+
+    /// Binary Star: called (loop thread) for each subscription to pubsub_wire::takeover_prefix,
+    /// a subscriber's request for service that may make a passive broker active. Never passed
+    /// upstream.
+    void on_takeover(std::function<void()> f) { takeover_ = std::move(f); }
 
   private:
     struct topic_hash {
@@ -167,6 +182,9 @@ class forwarder {
     // Prefixes passed upstream, each once, whoever subscribed (see on_subscription()).
     std::unordered_set<std::string, topic_hash, std::equal_to<>> subscribed_;
     log_limiter refused_log_;
+    bool upstream_ = true;                   // Binary Star: subscriptions go to publishers
+    std::function<void()> takeover_;
+    void send_upstream(char what, std::string_view topic);
 
     // Screening by key (CURVE only: other peers have no key name). What each connection is,
     // by the descriptor libzmq reports with its messages (ZMQ_SRCFD), so that a connection can

@@ -153,6 +153,7 @@ void ha_pair::attach(reactor& r, std::function<void(std::string_view why)> on_fa
         std::string(bs::to_string(machine_.configured_role())).c_str(), endpoint_.c_str(),
         std::string(bs::to_string(machine_.current())).c_str());
     announce();
+    if (on_serving_) on_serving_(machine_.serving());
 }
 
 void ha_pair::detach() noexcept {
@@ -212,6 +213,14 @@ void ha_pair::apply(const bs::outcome& o, bs::event e) {
         std::string(bs::to_string(o.from)).c_str(), std::string(bs::to_string(o.to)).c_str(),
         std::string(bs::to_string(e)).c_str(), std::string(o.reason).c_str());
     announce(); // the peer should know at once, not at the next heartbeat
+    if (on_serving_) on_serving_(machine_.serving());
+}
+
+void ha_pair::pubsub_request(reactor::clock::time_point now) {
+    if (machine_.serving()) return;
+    const auto o = machine_.on_event(bs::event::client_request, now);
+    apply(o, bs::event::client_request);
+    if (!o.accepted) clients_dropped_.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool ha_pair::admit(message& m, outbox& out, reactor::clock::time_point now) {

@@ -57,6 +57,16 @@ class ha_pair {
     /// answers the retries held for it through @p out. @returns false if @p body is malformed.
     bool on_replay(message& body, outbox& out, reactor::clock::time_point now);
 
+    /// Called (loop thread) with whether this broker serves, at attach() and at each change of
+    /// state: the broker's forwarder forwards only while it does.
+    void on_serving(std::function<void(bool)> f) { on_serving_ = std::move(f); }
+
+    /// A Binary Star subscriber lost its connection to the other broker and asks this one for
+    /// service (a subscription to pubsub_wire::takeover_prefix): a client_request event, which
+    /// makes a passive broker active if its peer is silent. Counted in ha_clients_dropped when
+    /// it does not.
+    void pubsub_request(reactor::clock::time_point now);
+
     /// Adds the HA counters to @p s. Thread-safe.
     void fill(broker_stats& s) const noexcept;
 
@@ -95,6 +105,7 @@ class ha_pair {
     message in_;
     message disconnect_;                   // reused for every DISCONNECT sent
     std::function<void(message&)> release_;
+    std::function<void(bool)> on_serving_;
     outbox* out_ = nullptr;                // the ROUTER's, for answers to held retries
     // Exactly once across failover (docs/patterns/binary_star.md): the ids of requests the peer
     // received while active (its ledger, sent as they come), replies workers replayed, and

@@ -12,6 +12,7 @@
 // binds the CURVE server of the subscribers that connect to it; the client flags make a
 // publisher that connects the CURVE client of what it connects to (a broker's XSUB or a
 // subscriber that binds), or, with --bind --register, of the broker's directory only.
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "progress.hpp"
 #include "config.hpp"
@@ -68,7 +69,8 @@ int run_pub(const std::vector<std::string>& args) {
     po::options_description options("options");
     options.add_options()
         ("connect", po::value(&connect)->composing(),
-         "endpoint to connect to, e.g. a broker's XSUB side (repeatable)")
+         "endpoint to connect to, e.g. a broker's XSUB side (repeatable, or a comma-separated "
+         "list: both brokers of a Binary Star pair)")
         ("bind", po::value(&bind)->composing(), "endpoint to bind (repeatable)")
         ("topic", po::value(&topic)->required(), "topic of every message")
         ("rate", po::value(&rate)->default_value(rate),
@@ -92,7 +94,9 @@ int run_pub(const std::vector<std::string>& args) {
          "at exit, how long to keep delivering queued messages, in ms")
         ("register", po::value(&register_name),
          "list the bound endpoint under NAME in the broker's directory while publishing")
-        ("broker", po::value(&broker)->default_value(broker), "broker MDP endpoint for --register")
+        ("broker", po::value(&broker)->default_value(broker),
+         "broker MDP endpoint for --register, or a comma-separated list (a Binary Star pair: "
+         "the registration follows the active one)")
         ("message", po::value(&text), "payload, or - to publish each line of stdin");
     client_security_flags security_flags;
     security_flags.add_to(options);
@@ -108,8 +112,25 @@ int run_pub(const std::vector<std::string>& args) {
         return ok;
 
     if (connect.empty() && bind.empty()) throw usage_error("give --connect or --bind");
+    // A comma-separated --connect is the same as --connect repeated (a Binary Star pair's
+    // two brokers, say).
+    {
+        std::vector<std::string> split;
+        for (const auto& c : connect) {
+            std::size_t start = 0;
+            for (;;) {
+                const auto comma = c.find(',', start);
+                split.push_back(c.substr(start, comma == std::string::npos ? comma : comma - start));
+                if (comma == std::string::npos) break;
+                start = comma + 1;
+            }
+        }
+        connect = std::move(split);
+    }
     if (vm.count("register") && bind.empty()) throw usage_error("--register needs --bind");
-    if (vm.count("register")) check_endpoints({broker}, "--broker", true);
+    // A list (a Binary Star pair): the registration follows the active broker.
+    std::vector<std::string> brokers;
+    if (vm.count("register")) brokers = broker_list({broker});
     check_endpoints(connect, "--connect", true);
     check_endpoints(bind, "--bind", false);
     if (topic.rfind(std::string_view("\0zmesh.", 7), 0) == 0)
@@ -179,6 +200,9 @@ int run_pub(const std::vector<std::string>& args) {
     popts.lossless = vm.count("lossless") > 0;
     popts.socket.send_hwm = hwm;
     popts.socket.linger = milliseconds(linger_ms);
+    // Several brokers (a Binary Star pair): a connection that dies takes its queue and its
+    // subscriptions with it, so a dead broker's full queue cannot hold a lossless publisher.
+    if (connect.size() > 1) popts.socket.immediate = true;
     pubsub::publisher pub(ctx, popts);
     running = &pub;
     // Its thread calls into pub, so it stops before pub goes, however this function ends.
@@ -193,7 +217,7 @@ int run_pub(const std::vector<std::string>& args) {
     // Subscribers find us by name; the registration lapses by itself if we die (its ttl).
     std::optional<pubsub::directory_registration> registration;
     if (!register_name.empty())
-        registration.emplace(ctx, broker, register_name, pub.endpoints().front(),
+        registration.emplace(ctx, brokers, register_name, pub.endpoints().front(),
                              std::chrono::milliseconds(10000), std::chrono::milliseconds(2500),
                              curve);
 

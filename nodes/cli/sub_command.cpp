@@ -14,6 +14,7 @@
 // binds the CURVE server of the publishers that connect to it; the client flags make a
 // subscriber that connects the CURVE client of what it connects to (a broker's XPUB or a
 // publisher that binds), or, with --resolve, of the broker's directory only.
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "progress.hpp"
 #include "config.hpp"
@@ -163,17 +164,23 @@ std::string format_json(const pubsub::delivery& d) {
 int run_sub(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::vector<std::string> connect, bind, topics;
+    bool binary_star = false;
     std::string resolve, broker = default_broker_endpoint(), format = "text", snapshot_from;
     long long count = 0, max_lag_ms = 0, timeout_ms = 0;
     int hwm = 1000, ready_ms = 2000;
     po::options_description options("options");
     options.add_options()
         ("connect", po::value(&connect)->composing(),
-         "publisher or broker XPUB endpoint to connect to (repeatable)")
+         "publisher or broker XPUB endpoint to connect to (repeatable, or a comma-separated "
+         "list)")
+        ("binary-star", po::bool_switch(&binary_star),
+         "the --connect endpoints are the XPUBs of a Binary Star pair: while one broker is "
+         "unreachable, ask the other to take over")
         ("bind", po::value(&bind)->composing(), "endpoint to bind, for publishers that connect")
         ("resolve", po::value(&resolve),
          "connect to every endpoint registered under NAME in the broker's directory")
-        ("broker", po::value(&broker)->default_value(broker), "broker MDP endpoint for --resolve")
+        ("broker", po::value(&broker)->default_value(broker),
+         "broker MDP endpoint for --resolve, or a comma-separated list (a Binary Star pair)")
         ("topic", po::value(&topics)->composing()->required(),
          "topic prefix to subscribe to (repeatable; '' = everything)")
         ("count", po::value(&count)->default_value(count), "exit after N messages (0 = never)")
@@ -203,9 +210,28 @@ int run_sub(const std::vector<std::string>& args) {
 
     if (connect.empty() && bind.empty() && resolve.empty())
         throw usage_error("give --connect, --bind or --resolve");
+    // A comma-separated --connect is the same as --connect repeated (a Binary Star pair's
+    // two brokers, say).
+    {
+        std::vector<std::string> split;
+        for (const auto& c : connect) {
+            std::size_t start = 0;
+            for (;;) {
+                const auto comma = c.find(',', start);
+                split.push_back(c.substr(start, comma == std::string::npos ? comma : comma - start));
+                if (comma == std::string::npos) break;
+                start = comma + 1;
+            }
+        }
+        connect = std::move(split);
+    }
+    if (binary_star && connect.size() < 2)
+        throw usage_error("--binary-star needs the XPUB endpoints of both brokers: --connect EP,EP");
     for (const auto& ep : connect) check_endpoint(ep, "--connect", true);
     for (const auto& ep : bind) check_endpoint(ep, "--bind", false);
-    if (!resolve.empty()) check_endpoint(broker, "--broker", true);
+    // A list (a Binary Star pair): the directory of the one that answers, the active one.
+    std::vector<std::string> brokers;
+    if (!resolve.empty()) brokers = broker_list({broker});
     if (!snapshot_from.empty()) check_endpoint(snapshot_from, "--snapshot-from", true);
     if (format != "text" && format != "json")
         throw usage_error("invalid --format '" + format + "' (text or json)");
@@ -257,7 +283,7 @@ int run_sub(const std::vector<std::string>& args) {
     install_stop_signals();
     zmq::context_t ctx;
     if (!resolve.empty()) {
-        pubsub::directory_client directory(ctx, broker, std::chrono::milliseconds(2500), curve);
+        pubsub::directory_client directory(ctx, brokers, std::chrono::milliseconds(2500), curve);
         const auto found = directory.resolve(resolve);
         if (found.empty())
             throw std::runtime_error("no endpoint is registered under '" + resolve + "' at " +
@@ -269,6 +295,7 @@ int run_sub(const std::vector<std::string>& args) {
     if (resolve.empty()) so.curve = curve;
     so.curve_server = std::move(server);
     so.connect = connect;
+    so.binary_star = binary_star;
     so.bind = bind;
     so.topics = topics;
     so.socket.recv_hwm = hwm;

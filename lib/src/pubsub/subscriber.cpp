@@ -17,9 +17,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <deque>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -33,6 +35,9 @@ using std::chrono::milliseconds;
 /// A probe may be answered and the answer lost (lossy publisher, full queue): ask again this
 /// often. Repeats reach the publisher because zmesh XPUB sockets are verbose.
 constexpr milliseconds probe_repeat{500};
+/// What a Binary Star subscriber subscribes to, and cancels at once, to ask for service
+/// (docs/patterns/binary_star.md).
+constexpr std::string_view takeover_topic{"\0zmesh.ha.takeover", 18};
 /// While a snapshot request is outstanding the SUB socket is drained at least this often, so
 /// live messages are kept by us rather than dropped at the publisher's high-water mark.
 constexpr milliseconds snapshot_drain_interval{5};
@@ -123,6 +128,11 @@ struct subscriber::impl {
     bool probe_answered_ = false;
     bool ready_ = false;
     bool gave_up_ = false;
+    // binary_star: the connection events of socket_, and the peers connected now (by the
+    // address libzmq reports).
+    std::optional<zmq::socket_t> monitor_;
+    std::set<std::string> up_;
+    clock::time_point next_takeover_{};
 
     impl(zmq::context_t& ctx, subscriber_options opts)
         : ctx_(&ctx), opts_(std::move(opts)), socket_(ctx, zmq::socket_type::sub) {
@@ -147,8 +157,50 @@ struct subscriber::impl {
             subscribe(t);
         for (const auto& ep : opts_.bind)
             endpoints_.push_back(zmesh::bind(socket_, ep));
+        if (opts_.binary_star) watch_connections();
         for (const auto& ep : opts_.connect)
             zmesh::connect(socket_, ep);
+    }
+
+    /// binary_star: a monitor of socket_'s connections, before the first connect.
+    void watch_connections() {
+        if (opts_.connect.size() < 2)
+            throw error(errc::invalid_argument,
+                        "pubsub::subscriber: binary_star needs the XPUB endpoints of both brokers");
+        if (opts_.takeover_interval <= milliseconds(0))
+            throw error(errc::invalid_argument,
+                        "pubsub::subscriber: takeover_interval must be positive");
+        const std::string address =
+            "inproc://zmesh.subscriber.monitor." + message_id::generate().to_hex();
+        if (zmq_socket_monitor(socket_.handle(), address.c_str(),
+                               ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+            throw zmq::error_t();
+        monitor_.emplace(*ctx_, zmq::socket_type::pair);
+        monitor_->set(zmq::sockopt::linger, 0);
+        monitor_->connect(address);
+    }
+
+    /// binary_star: reads the connection events, and while a broker's connection is down asks
+    /// the connected ones to take over (every takeover_interval).
+    void check_connections() {
+        if (!monitor_) return;
+        zmq::message_t event, where;
+        while (monitor_->recv(event, zmq::recv_flags::dontwait)) {
+            if (!event.more() || !monitor_->recv(where, zmq::recv_flags::dontwait)) continue;
+            if (event.size() < 2) continue;
+            std::uint16_t id = 0;
+            std::memcpy(&id, event.data(), sizeof id);
+            std::string address(static_cast<const char*>(where.data()), where.size());
+            if (id == ZMQ_EVENT_CONNECTED) up_.insert(std::move(address));
+            else if (id == ZMQ_EVENT_DISCONNECTED) up_.erase(address);
+        }
+        const auto now = clock::now();
+        if (up_.size() >= opts_.connect.size() || now < next_takeover_) return;
+        next_takeover_ = now + opts_.takeover_interval;
+        const std::string_view topic = takeover_topic;
+        socket_.set(zmq::sockopt::subscribe, topic);
+        socket_.set(zmq::sockopt::unsubscribe, topic);
+        ++stats_.takeover_requests;
     }
 
     void check_usable() const {
@@ -428,9 +480,11 @@ struct subscriber::impl {
                     return d;
                 d.reset();
             }
+            check_connections();
             const milliseconds left = left_until(deadline);
             if (left <= milliseconds(0) ||
-                detail::wait_readable(socket_, left) == detail::wait_result::interrupted)
+                detail::wait_readable(socket_, monitor_ ? std::min(left, opts_.takeover_interval)
+                                                        : left) == detail::wait_result::interrupted)
                 return std::nullopt;
         }
     }

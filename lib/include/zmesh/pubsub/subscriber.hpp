@@ -74,6 +74,14 @@ struct subscriber_options {
     /// peer with curve_server (or a broker, or any zap_handler) in the same context is refused:
     /// give each binding CURVE peer a zmq::context_t of its own.
     std::optional<security::curve_server_settings> curve_server{};
+    /// The connect endpoints are the XPUBs of the two brokers of a Binary Star pair
+    /// (docs/patterns/binary_star.md). Only the active broker forwards; while the connection to
+    /// one of them is down (watched with a socket monitor), recv() asks the others to take over
+    /// every takeover_interval, with a subscription to "\0zmesh.ha.takeover" that a passive broker
+    /// takes as a client's request for service: it becomes active if its peer is silent too.
+    /// Needs at least two connect endpoints.
+    bool binary_star = false;
+    std::chrono::milliseconds takeover_interval{100};
 };
 
 /// One message handed to the application.
@@ -113,6 +121,8 @@ struct subscriber_stats {
     /// publisher or one with the wrong server key fails before ZAP and counts in neither.
     std::uint64_t connections_admitted = 0;
     std::uint64_t connections_refused = 0;
+    /// binary_star: takeover requests sent while a broker's connection was down.
+    std::uint64_t takeover_requests = 0;
 };
 
 /// A zmesh pub/sub subscriber on one SUB socket.
