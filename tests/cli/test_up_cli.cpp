@@ -53,7 +53,7 @@ struct up_run {
     fs::path state = dir.path() / "state.json";
     fs::path run_dir = dir.path() / "run";
     fs::path err = dir.path() / "up.err";
-    std::set<pid_t> seen; ///< every pid the state file listed, killed at the end in any case
+    std::set<pid_t> seen; ///< every pid the state file listed (and a grandchild a test adds)
     std::vector<std::string> lines; ///< stdout of zmesh up, as read so far
     support::child_process up;
 
@@ -70,8 +70,27 @@ struct up_run {
     }
 
     ~up_run() {
+        // The nodes still running are the children of zmesh up (PR_SET_PDEATHSIG would kill
+        // them with it too); a pid is killed only while it is still one of ours, never a pid
+        // the system has since given to another process.
+        std::set<pid_t> ours{up.pid()};
+        for (int round = 0; round < 2; ++round)
+            for (auto pid : seen)
+                if (ours.count(parent_of(pid))) ours.insert(pid);
+        ours.erase(up.pid());
+        for (auto pid : ours) ::kill(pid, SIGKILL);
         up.kill();
-        for (auto pid : seen) ::kill(pid, SIGKILL);
+    }
+
+    static pid_t parent_of(pid_t pid) {
+        const auto stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+        const auto close = stat.rfind(')');
+        if (close == std::string::npos) return -1;
+        std::istringstream rest(stat.substr(close + 2));
+        char st = 0;
+        pid_t ppid = -1;
+        rest >> st >> ppid;
+        return ppid;
     }
 
     /// The state file now (null if not written yet); remembers its pids.
