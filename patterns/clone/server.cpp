@@ -5,6 +5,8 @@
 // Snapshots are one multipart message, so a large state cannot be cut by a high-water mark.
 #include "wire.hpp"
 
+#include "../detail/curve_gate.hpp"
+
 #include <zmesh/socket_options.hpp>
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
@@ -61,12 +63,8 @@ class server::impl {
             }
             publish = *derived;
         }
-        if (options_.curve_server) {
-            zap_ = security::start_curve_server(ctx, "clone::server", *options_.curve_server);
-            security::make_curve_server(router_, options_.curve_server->server);
-            security::make_curve_server(pub_, options_.curve_server->server);
-            pub_.set(zmq::sockopt::xpub_verbose, 1); // every subscription, repeats included
-        }
+        gate_.start(ctx, options_.curve_server, {&router_, &pub_});
+        if (gate_.on()) pub_.set(zmq::sockopt::xpub_verbose, 1); // every subscription, repeats too
         router_.set(zmq::sockopt::linger, 0);
         router_.set(zmq::sockopt::maxmsgsize, options_.max_message_size);
         pub_.set(zmq::sockopt::linger, 0);
@@ -74,7 +72,7 @@ class server::impl {
         endpoint_ = zmesh::bind(router_, options_.bind);
         updates_ = zmesh::bind(pub_, publish);
         reactor_.add(router_, [this](zmq::socket_ref) { drain(); });
-        if (zap_) {
+        if (gate_.on()) {
             reactor_.add(pub_, [this](zmq::socket_ref) { note_subscribers(); });
             reactor_.add_repeating_timer(std::chrono::milliseconds(100), [this] {
                 if (reload_pending_.exchange(false, std::memory_order_acq_rel)) cut_off_removed();
@@ -112,7 +110,7 @@ class server::impl {
     void cut_off_removed() {
         note_subscribers();
         for (auto it = subscribers_.begin(); it != subscribers_.end();) {
-            if (zap_->admits(it->second)) {
+            if (gate_.admits_key(it->second)) {
                 ++it;
                 continue;
             }
@@ -126,17 +124,7 @@ class server::impl {
     }
 
     void handle() {
-        // Only once a policy was replaced can a connection carry a key no longer admitted:
-        // until then the handshake's decision stands, and nothing is looked up per message.
-        if (screening_.load(std::memory_order_acquire) && in_.size() >= 2 &&
-            !zap_->admits(security::user_id(in_[1]))) {
-            forbidden_.fetch_add(1, std::memory_order_relaxed);
-            if (limiter_.allow())
-                log(log_level::warn,
-                    "clone server: dropped a request from key '%s', no longer admitted",
-                    std::string(security::user_id(in_[1])).c_str());
-            return;
-        }
+        if (in_.size() >= 2 && !gate_.admits(in_[1])) return; // a key a reload removed
         const auto c = detail::command_at(in_, 1);
         if (c == command::snapshot_request && in_.size() == 4) return snapshot();
         if (c == command::set && in_.size() == 5 && in_[3].size() > 0)
@@ -200,13 +188,13 @@ class server::impl {
         (void)hugz.send(pub_, zmq::send_flags::dontwait);
     }
 
-    // Declared before the sockets, so that they close first: the handler must outlive the
+    // Declared before the sockets, so that they close first: the ZAP handler must outlive the
     // handshakes it answers.
-    std::unique_ptr<security::zap_handler> zap_;
+    ::zmesh::patterns::detail::curve_gate gate_{"clone::server"};
     zmq::socket_t router_, pub_;
     server_options options_;
     std::map<int, std::string> subscribers_; ///< CURVE: update connection descriptor -> key
-    std::atomic<bool> screening_{false}, reload_pending_{false};
+    std::atomic<bool> reload_pending_{false};
     std::string endpoint_, updates_;
     reactor reactor_;
     message in_;
@@ -215,8 +203,7 @@ class server::impl {
     // Random per run, in snapshots and HUGZ: sequences of two runs of a server are not comparable.
     std::uint64_t epoch_ = std::random_device{}() * 0x100000000ULL + std::random_device{}();
     log_limiter limiter_;
-    std::atomic<std::uint64_t> seq_out_{0}, keys_{0}, snapshots_{0}, malformed_{0}, forbidden_{0},
-        cut_off_{0};
+    std::atomic<std::uint64_t> seq_out_{0}, keys_{0}, snapshots_{0}, malformed_{0}, cut_off_{0};
 };
 
 server::server(zmq::context_t& ctx, server_options options)
@@ -249,22 +236,13 @@ server_stats server::stats() const noexcept {
     s.keys = impl_->keys_.load(std::memory_order_relaxed);
     s.snapshots = impl_->snapshots_.load(std::memory_order_relaxed);
     s.malformed = impl_->malformed_.load(std::memory_order_relaxed);
-    s.forbidden = impl_->forbidden_.load(std::memory_order_relaxed);
     s.cut_off = impl_->cut_off_.load(std::memory_order_relaxed);
-    if (impl_->zap_) {
-        const auto z = impl_->zap_->stats();
-        s.connections_admitted = z.admitted;
-        s.connections_refused = z.refused;
-    }
+    impl_->gate_.fill(s);
     return s;
 }
 
 void server::set_access(security::access_policy policy) {
-    if (!impl_->zap_)
-        throw error(errc::invalid_argument,
-                    "clone::server: set_access needs curve_server (this server is plain)");
-    impl_->zap_->set_policy(std::move(policy));
-    impl_->screening_.store(true, std::memory_order_release);
+    impl_->gate_.set_access(std::move(policy));
     impl_->reload_pending_.store(true, std::memory_order_release);
 }
 

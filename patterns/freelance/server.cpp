@@ -5,6 +5,8 @@
 // counted as malformed and dropped.
 #include "wire.hpp"
 
+#include "../detail/curve_gate.hpp"
+
 #include <zmesh/socket_options.hpp>
 #include <zmesh/endpoint.hpp>
 #include <zmesh/error.hpp>
@@ -29,10 +31,7 @@ class server::impl {
         if (endpoints.empty())
             throw error(errc::invalid_argument, "freelance::server: no endpoint to bind");
         if (!handler_) throw error(errc::invalid_argument, "freelance::server: empty handler");
-        if (options.curve_server) {
-            zap_ = security::start_curve_server(ctx, "freelance::server", *options.curve_server);
-            security::make_curve_server(socket_, options.curve_server->server);
-        }
+        gate_.start(ctx, options.curve_server, {&socket_});
         socket_.set(zmq::sockopt::linger, 0);
         socket_.set(zmq::sockopt::maxmsgsize, options.max_message_size);
         for (const auto& ep : endpoints) bound_.push_back(zmesh::bind(socket_, ep));
@@ -48,17 +47,7 @@ class server::impl {
     }
 
     void handle() {
-        // Only once a policy was replaced can a connection carry a key no longer admitted:
-        // until then, the handshake's decision stands and nothing is looked up per message.
-        if (screening_.load(std::memory_order_acquire) && in_.size() >= 2 &&
-            !zap_->admits(security::user_id(in_[1]))) {
-            forbidden_.fetch_add(1, std::memory_order_relaxed);
-            if (limiter_.allow())
-                log(log_level::warn,
-                    "freelance server: dropped a message from key '%s', no longer admitted",
-                    std::string(security::user_id(in_[1])).c_str());
-            return;
-        }
+        if (in_.size() >= 2 && !gate_.admits(in_[1])) return; // a key a reload removed
         const auto c = detail::command_of(in_);
         if (c == command::ping && in_.size() == 3) {
             message pong;
@@ -103,17 +92,16 @@ class server::impl {
                 in_.size());
     }
 
-    // Declared before the socket, so that the socket is closed first: the handler must outlive
-    // the handshakes it answers.
-    std::unique_ptr<security::zap_handler> zap_;
-    std::atomic<bool> screening_{false};
+    // Declared before the socket, so that the socket is closed first: the ZAP handler must
+    // outlive the handshakes it answers.
+    ::zmesh::patterns::detail::curve_gate gate_{"freelance::server"};
     zmq::socket_t socket_;
     handler handler_;
     std::vector<std::string> bound_;
     reactor reactor_;
     message in_;
     log_limiter limiter_;
-    std::atomic<std::uint64_t> requests_{0}, pings_{0}, malformed_{0}, forbidden_{0};
+    std::atomic<std::uint64_t> requests_{0}, pings_{0}, malformed_{0};
 };
 
 server::server(zmq::context_t& ctx, const std::vector<std::string>& endpoints, handler h,
@@ -147,21 +135,12 @@ server_stats server::stats() const noexcept {
     s.requests = impl_->requests_.load(std::memory_order_relaxed);
     s.pings = impl_->pings_.load(std::memory_order_relaxed);
     s.malformed = impl_->malformed_.load(std::memory_order_relaxed);
-    s.forbidden = impl_->forbidden_.load(std::memory_order_relaxed);
-    if (impl_->zap_) {
-        const auto z = impl_->zap_->stats();
-        s.connections_admitted = z.admitted;
-        s.connections_refused = z.refused;
-    }
+    impl_->gate_.fill(s);
     return s;
 }
 
 void server::set_access(security::access_policy policy) {
-    if (!impl_->zap_)
-        throw error(errc::invalid_argument,
-                    "freelance::server: set_access needs curve_server (this server is plain)");
-    impl_->zap_->set_policy(std::move(policy));
-    impl_->screening_.store(true, std::memory_order_release);
+    impl_->gate_.set_access(std::move(policy));
 }
 
 request_failed::request_failed(std::string endpoint, std::string status, std::string reason)
