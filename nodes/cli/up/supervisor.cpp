@@ -258,6 +258,13 @@ void supervisor::spawn(std::size_t i) {
     const std::string exec_failed = "zmesh up: cannot run " + s.exe + ": ";
     const std::string chdir_failed = "zmesh up: cannot enter " + s.cwd + ": ";
 
+    // A socket file left by an earlier run would make the node look ready before it binds
+    // (ZeroMQ replaces it on bind anyway). Only sockets: never another kind of file.
+    for (const auto& e : s.endpoints) {
+        struct stat st {};
+        if (!e.tcp && ::lstat(e.ipc_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+            ::unlink(e.ipc_path.c_str());
+    }
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0) {
         fail("cannot make a pipe for " + s.name + ": " + std::strerror(errno));
