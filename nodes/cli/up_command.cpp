@@ -100,6 +100,13 @@ int run_up(const std::vector<std::string>& args) {
         }
     }
 
+    if (!state_path.empty()) {
+        const auto parent = std::filesystem::absolute(state_path).parent_path();
+        std::error_code ec;
+        if (!std::filesystem::is_directory(parent, ec))
+            throw usage_error("--state " + state_path + ": the directory " + parent.string() +
+                              " does not exist");
+    }
     // The name (for the run directory) comes from the file; read it once without a run dir to
     // fail early, before creating anything, on a bad file.
     up::topology probe_topo;

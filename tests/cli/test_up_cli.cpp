@@ -404,6 +404,12 @@ TEST_CASE("zmesh up --check rejects a bad file with FILE:LINE and accepts a good
     auto up = support::run_cli({"up", file});
     CHECK(up.code == 1);
     CHECK(up.err.rfind(file + ":3: ", 0) == 0);
+    // A state file in a directory that does not exist: refused at once, nothing started.
+    auto no_dir = support::run_cli({"up", good, "--state", (dir.path() / "no" / "s.json").string()});
+    CHECK(no_dir.code == 2);
+    CHECK(support::count_lines(no_dir.err) == 1);
+    CHECK(contains(no_dir.err, "does not exist"));
+    CHECK(!fs::exists(marker));
 }
 
 TEST_CASE("a dependent starts only once its dependency accepts connections, and ready = exit "
