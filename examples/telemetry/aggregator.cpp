@@ -41,7 +41,9 @@ using std::chrono::milliseconds;
 constexpr const char* program = "telemetry-aggregator";
 
 volatile std::sig_atomic_t stop_signal = 0;
-extern "C" void on_stop(int sig) { stop_signal = sig; }
+extern "C" void on_stop(int sig) {
+    stop_signal = sig;
+}
 
 void install_stop_handlers() {
     struct sigaction sa {};
@@ -84,10 +86,14 @@ options parse(int argc, char** argv) {
             std::exit(2);
         }
         const std::string value = argv[++i];
-        if (flag == "--broker") o.broker = value;
-        else if (flag == "--db") o.db = value;
-        else if (flag == "--name") o.name = value;
-        else if (flag == "--bind") o.bind = value;
+        if (flag == "--broker")
+            o.broker = value;
+        else if (flag == "--db")
+            o.db = value;
+        else if (flag == "--name")
+            o.name = value;
+        else if (flag == "--bind")
+            o.bind = value;
         else if (flag == "--bucket-ms")
             o.bucket_ms = telemetry::parse_number(program, flag, value, 1, 86400000);
         else if (flag == "--flush-ms")
@@ -153,18 +159,18 @@ class store {
              " sensor TEXT PRIMARY KEY, received INTEGER NOT NULL, sent INTEGER,"
              " gaps INTEGER NOT NULL, missed INTEGER NOT NULL, finished INTEGER NOT NULL,"
              " complete INTEGER)");
-        upsert_rollup_ = prepare(
-            "INSERT INTO rollup (sensor, metric, bucket_ms, unit, count, sum, min, max)"
-            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            " ON CONFLICT (sensor, metric, bucket_ms) DO UPDATE SET"
-            " count = count + excluded.count, sum = sum + excluded.sum,"
-            " min = min(min, excluded.min), max = max(max, excluded.max)");
-        upsert_sensor_ = prepare(
-            "INSERT INTO sensors (sensor, received, sent, gaps, missed, finished, complete)"
-            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-            " ON CONFLICT (sensor) DO UPDATE SET received = excluded.received,"
-            " sent = excluded.sent, gaps = excluded.gaps, missed = excluded.missed,"
-            " finished = excluded.finished, complete = excluded.complete");
+        upsert_rollup_ =
+            prepare("INSERT INTO rollup (sensor, metric, bucket_ms, unit, count, sum, min, max)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                    " ON CONFLICT (sensor, metric, bucket_ms) DO UPDATE SET"
+                    " count = count + excluded.count, sum = sum + excluded.sum,"
+                    " min = min(min, excluded.min), max = max(max, excluded.max)");
+        upsert_sensor_ =
+            prepare("INSERT INTO sensors (sensor, received, sent, gaps, missed, finished, complete)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    " ON CONFLICT (sensor) DO UPDATE SET received = excluded.received,"
+                    " sent = excluded.sent, gaps = excluded.gaps, missed = excluded.missed,"
+                    " finished = excluded.finished, complete = excluded.complete");
     }
     ~store() {
         sqlite3_finalize(upsert_rollup_);
@@ -199,13 +205,17 @@ class store {
         sqlite3_stmt* s = upsert_sensor_;
         bind_text(s, 1, sensor);
         sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(received));
-        if (sent < 0) sqlite3_bind_null(s, 3);
-        else sqlite3_bind_int64(s, 3, sent);
+        if (sent < 0)
+            sqlite3_bind_null(s, 3);
+        else
+            sqlite3_bind_int64(s, 3, sent);
         sqlite3_bind_int64(s, 4, static_cast<sqlite3_int64>(gaps));
         sqlite3_bind_int64(s, 5, static_cast<sqlite3_int64>(missed));
         sqlite3_bind_int(s, 6, finished ? 1 : 0);
-        if (finished) sqlite3_bind_int(s, 7, complete ? 1 : 0);
-        else sqlite3_bind_null(s, 7);
+        if (finished)
+            sqlite3_bind_int(s, 7, complete ? 1 : 0);
+        else
+            sqlite3_bind_null(s, 7);
         step(s);
     }
 
@@ -258,7 +268,7 @@ struct sensor_state {
     std::int64_t sent = -1;   ///< from the end report; -1 until it came
     bool finished = false;
     bool complete = false;
-    bool dirty = true;        ///< changed since it was last written
+    bool dirty = true; ///< changed since it was last written
     [[nodiscard]] std::uint64_t received_total() const {
         std::uint64_t n = 0;
         for (const auto& [metric, count] : received) n += count;
@@ -272,9 +282,8 @@ class aggregator {
 
     void on_sample(const zmesh::pubsub::delivery& d) {
         std::error_code ec;
-        auto s = d.payload.size() == 1
-                     ? zmesh::unpack<telemetry::sample>(d.payload[0], {}, ec)
-                     : std::nullopt;
+        auto s = d.payload.size() == 1 ? zmesh::unpack<telemetry::sample>(d.payload[0], {}, ec)
+                                       : std::nullopt;
         const auto [metric, sensor] = split_topic(d.topic);
         if (!s || s->sensor != sensor || s->metric != metric || s->metric == "end" ||
             s->sensor.empty() || s->n == 0) {
@@ -347,13 +356,12 @@ class aggregator {
         st.complete = report->complete;
         st.dirty = true;
         flush(); // the sensor's readings are stored before it is marked finished
-        std::printf("aggregator: %s finished: %llu of %llu readings received and stored, "
-                    "%llu missed%s\n",
-                    printable(report->sensor).c_str(),
-                    static_cast<unsigned long long>(st.received_total()),
-                    static_cast<unsigned long long>(sent),
-                    static_cast<unsigned long long>(st.missed),
-                    report->complete ? "" : " (the sensor was stopped early)");
+        std::printf(
+            "aggregator: %s finished: %llu of %llu readings received and stored, "
+            "%llu missed%s\n",
+            printable(report->sensor).c_str(), static_cast<unsigned long long>(st.received_total()),
+            static_cast<unsigned long long>(sent), static_cast<unsigned long long>(st.missed),
+            report->complete ? "" : " (the sensor was stopped early)");
         std::fflush(stdout);
     }
 
@@ -380,8 +388,8 @@ class aggregator {
             }
             for (auto& [name, st] : sensors_) {
                 if (!st.dirty) continue;
-                db_.put_sensor(name, st.received_total(), st.sent, st.gaps, st.missed,
-                               st.finished, st.complete);
+                db_.put_sensor(name, st.received_total(), st.sent, st.gaps, st.missed, st.finished,
+                               st.complete);
             }
             db_.commit();
         } catch (...) {
@@ -430,8 +438,7 @@ class aggregator {
     void malformed(std::string_view topic, const char* why) {
         // Counted always, said for the first few only: a broken peer must not flood the log.
         if (++malformed_ <= 5)
-            std::printf("aggregator: dropped a message on %s: %s\n",
-                        printable(topic).c_str(), why);
+            std::printf("aggregator: dropped a message on %s: %s\n", printable(topic).c_str(), why);
     }
 
     const options& o_;
@@ -476,12 +483,16 @@ int run(const options& o) {
             agg.report_progress();
             next_report = now + milliseconds(2000);
         }
-        auto d = sub.recv(std::max(milliseconds(1), std::min(milliseconds(200),
-                          std::chrono::ceil<milliseconds>(next_flush - clock_type::now()))));
+        auto d = sub.recv(std::max(
+            milliseconds(1), std::min(milliseconds(200), std::chrono::ceil<milliseconds>(
+                                                             next_flush - clock_type::now()))));
         if (!d) continue;
-        if (d->header.type == telemetry::sample_type) agg.on_sample(*d);
-        else if (d->header.type == telemetry::end_type) agg.on_end(*d);
-        else agg.on_sample(*d); // counted as malformed there unless it is a valid reading
+        if (d->header.type == telemetry::sample_type)
+            agg.on_sample(*d);
+        else if (d->header.type == telemetry::end_type)
+            agg.on_end(*d);
+        else
+            agg.on_sample(*d); // counted as malformed there unless it is a valid reading
     }
     agg.flush();
     agg.summary(sub.stats());

@@ -41,7 +41,9 @@ using std::chrono::milliseconds;
 constexpr const char* program = "telemetry-sensor";
 
 volatile std::sig_atomic_t stop_signal = 0;
-extern "C" void on_stop(int sig) { stop_signal = sig; }
+extern "C" void on_stop(int sig) {
+    stop_signal = sig;
+}
 
 void install_stop_handlers() {
     struct sigaction sa {};
@@ -89,11 +91,16 @@ options parse(int argc, char** argv) {
             std::exit(2);
         }
         const std::string value = argv[++i];
-        if (flag == "--broker") o.broker = value;
-        else if (flag == "--name") o.name = value;
-        else if (flag == "--aggregator") o.aggregator = value;
-        else if (flag == "--tap") o.tap = value;
-        else if (flag == "--totals") o.totals = value;
+        if (flag == "--broker")
+            o.broker = value;
+        else if (flag == "--name")
+            o.name = value;
+        else if (flag == "--aggregator")
+            o.aggregator = value;
+        else if (flag == "--tap")
+            o.tap = value;
+        else if (flag == "--totals")
+            o.totals = value;
         else if (flag == "--samples")
             o.samples = telemetry::parse_number(program, flag, value, 0, 100000000);
         else if (flag == "--interval-ms")
@@ -120,9 +127,9 @@ options parse(int argc, char** argv) {
 struct metric {
     const char* name;
     const char* unit;
-    double base;      ///< middle value
-    double swing;     ///< amplitude of the slow wave
-    double noise;     ///< amplitude of the noise
+    double base;  ///< middle value
+    double swing; ///< amplitude of the slow wave
+    double noise; ///< amplitude of the noise
     telemetry::metric_total total{};
 };
 
@@ -130,8 +137,7 @@ struct metric {
 /// sensor's readings differ and a run can be reproduced.
 struct noise_source {
     std::uint64_t state;
-    explicit noise_source(const std::string& seed)
-        : state(std::hash<std::string>{}(seed) | 1u) {}
+    explicit noise_source(const std::string& seed) : state(std::hash<std::string>{}(seed) | 1u) {}
     /// Uniform in [-1, 1).
     double next() {
         state ^= state << 13;
@@ -150,12 +156,13 @@ std::string number(double v) {
 
 /// The JSON the test reads: {"sensor": ..., "complete": ..., "metrics": {name: {count, sum}}}.
 std::string totals_json(const std::string& sensor, bool complete, const std::vector<metric>& ms) {
-    std::string j = "{\"sensor\": \"" + sensor + "\", \"complete\": " +
-                    (complete ? "true" : "false") + ", \"metrics\": {";
+    std::string j = "{\"sensor\": \"" + sensor +
+                    "\", \"complete\": " + (complete ? "true" : "false") + ", \"metrics\": {";
     for (std::size_t i = 0; i < ms.size(); ++i) {
         if (i > 0) j += ", ";
-        j += "\"" + std::string(ms[i].name) + "\": {\"count\": " +
-             std::to_string(ms[i].total.count) + ", \"sum\": " + number(ms[i].total.sum) + "}";
+        j += "\"" + std::string(ms[i].name) +
+             "\": {\"count\": " + std::to_string(ms[i].total.count) +
+             ", \"sum\": " + number(ms[i].total.sum) + "}";
     }
     return j + "}}\n";
 }
@@ -164,8 +171,7 @@ std::string totals_json(const std::string& sensor, bool complete, const std::vec
 void write_file(const std::string& path, const std::string& text) {
     const std::string tmp = path + ".tmp";
     std::FILE* f = std::fopen(tmp.c_str(), "w");
-    if (f == nullptr)
-        throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+    if (f == nullptr) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
     const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
     if (std::fclose(f) != 0 || !ok)
         throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
@@ -228,15 +234,15 @@ int run(const options& o) {
 
     zmesh::pubsub::publisher_options po;
     po.connect = aggregators;
-    po.lossless = true;                        // a full aggregator makes us wait, never drop
-    po.send_timeout = milliseconds(30000);     // ... but not for ever: then it is an error
-    po.socket.linger = milliseconds(10000);    // at exit, deliver what is still queued
+    po.lossless = true;                     // a full aggregator makes us wait, never drop
+    po.send_timeout = milliseconds(30000);  // ... but not for ever: then it is an error
+    po.socket.linger = milliseconds(10000); // at exit, deliver what is still queued
     zmesh::pubsub::publisher out(ctx, po);
 
     // One subscription per aggregator: until each has arrived, a reading could be lost.
     const auto wanted = aggregators.size();
-    const auto left = std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(
-                                                    deadline - clock_type::now()));
+    const auto left = std::max(
+        milliseconds(1), std::chrono::duration_cast<milliseconds>(deadline - clock_type::now()));
     if (!out.wait_for_subscribers(wanted, left)) {
         if (stop_signal != 0) return 0;
         std::string where;
@@ -284,8 +290,10 @@ int run(const options& o) {
             const auto now = clock_type::now();
             if (now >= next) break;
             const auto pause = std::chrono::ceil<milliseconds>(next - now);
-            if (tap) tap->poll_subscriptions(pause);
-            else std::this_thread::sleep_for(pause);
+            if (tap)
+                tap->poll_subscriptions(pause);
+            else
+                std::this_thread::sleep_for(pause);
         }
     }
 
@@ -305,10 +313,9 @@ int run(const options& o) {
     }
 
     if (!o.totals.empty()) write_file(o.totals, totals_json(o.name, complete, metrics));
-    std::string line = o.name + ": done: " +
-                       (complete ? std::string("sent all ")
-                                 : "stopped by a signal after ") +
-                       std::to_string(sent) + " readings of each metric;";
+    std::string line =
+        o.name + ": done: " + (complete ? std::string("sent all ") : "stopped by a signal after ") +
+        std::to_string(sent) + " readings of each metric;";
     for (const auto& m : metrics)
         line += std::string(" ") + m.name + " count=" + std::to_string(m.total.count) +
                 " sum=" + number(m.total.sum);

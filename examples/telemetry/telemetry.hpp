@@ -40,7 +40,9 @@ inline constexpr std::string_view end_topic_prefix = "telemetry.end.";
 inline constexpr double value_step = 1.0 / 16.0;
 
 /// @p x rounded to the nearest multiple of value_step.
-inline double quantise(double x) { return std::round(x / value_step) * value_step; }
+inline double quantise(double x) {
+    return std::round(x / value_step) * value_step;
+}
 
 /// One reading of one metric.
 struct sample {
