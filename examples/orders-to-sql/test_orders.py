@@ -442,6 +442,14 @@ def main():
             except ProcessLookupError:
                 pass
         log(f"SIGINT: zmesh up exited 0, none of the {len(seen_pids)} node pids is left")
+        # Under sanitizers a node that trips one dies (and is restarted): its report is only in
+        # the log. Any report fails the test.
+        up_log.flush()
+        with open(up_log_path, errors="replace") as f:
+            text = f.read()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer"):
+            check(marker not in text, f"a sanitizer report in the nodes' output: {marker}")
         ok = True
     finally:
         if up is not None and up.poll() is None:
