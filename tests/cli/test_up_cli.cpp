@@ -324,6 +324,25 @@ ready = "none"
     }
 }
 
+TEST_CASE("stopping a node sends it one SIGTERM, so zmesh broker stops cleanly") {
+    // zmesh broker takes a second signal as "stop now", with the default action: a first
+    // version of the supervisor signalled the group and then the node, and brokers were
+    // reported killed by signal 15 (in 4 of 5 runs; this test then fails about as often).
+    const std::string topology = R"TOML(
+[node.broker]
+run = ["zmesh", "broker", "--mdp", "${self.endpoint.mdp}", "--log-level", "warn"]
+endpoints = { mdp = "tcp://127.0.0.1:*" }
+)TOML";
+    up_run run(topology);
+    const auto state = run.wait_ready();
+    REQUIRE_MESSAGE(!state.is_null(), slurp(run.err));
+    run.up.signal(SIGINT);
+    CHECK(run.up.wait_for(8000ms) == 0);
+    run.read_all();
+    CHECK(run.line_index("broker stopped") >= 0);
+    CHECK(run.line_index("killed by signal") < 0);
+}
+
 TEST_CASE("when zmesh up is SIGKILLed its children die too") {
     const std::string topology = R"TOML(
 [node.a]

@@ -125,6 +125,32 @@ run = ["sh", "${worker.endpoint.ctl}", "${worker.2.port.ctl}"]
     CHECK(c.deps.size() == 2); // both replicas
 }
 
+TEST_CASE("up topology: a default may hold references, which imply dependencies too") {
+    const std::string text = R"([node.db]
+run = ["sh"]
+endpoints = { sql = "tcp://127.0.0.1:*" }
+
+[node.app]
+run = ["sh", "${DB:-sqlite:${up.run_dir}/app.db}", "${URL:-${db.endpoint.sql}}", "${SET:-${up.dir}}"]
+)";
+    const auto t = load_text(text, "/top/dir/t.toml", opts({{"SET", "given"}}));
+    const auto& app = find(t, "app");
+    const auto& db = find(t, "db");
+    REQUIRE(app.argv.size() == 4);
+    CHECK(app.argv[1] == "sqlite:/run/x/app.db");
+    CHECK(app.argv[2] == db.endpoints[0].url);
+    CHECK(app.argv[3] == "given"); // set: the default is not used
+    CHECK(position(t, "db") < position(t, "app"));
+    CHECK(app.deps.size() == 1);
+    // A reference in a default is checked like any other.
+    CHECK(error_of(R"([node.a]
+run = ["sh", "${X:-${nobody.endpoint.k}}"]
+)").find("t.toml:2") != std::string::npos);
+    CHECK(error_of(R"([node.a]
+run = ["sh", "${X:-${up.dir}"]
+)").find("unterminated") != std::string::npos);
+}
+
 TEST_CASE("up topology: a bad file is an error that names FILE and LINE") {
     struct bad {
         const char* what;

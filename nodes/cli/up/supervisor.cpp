@@ -509,8 +509,10 @@ void supervisor::advance_stop() {
             }
             if (!dependents_gone) continue;
             say("stopping " + p.spec->name + " (pid " + std::to_string(p.pid) + ")");
-            ::kill(-p.pid, SIGTERM);
-            ::kill(p.pid, SIGTERM); // if it left its group
+            // One SIGTERM, to the group when the node still leads it (its children go with it),
+            // else to the node alone: a second one would reach a node that already began its
+            // orderly stop, and nodes such as zmesh broker take a second signal as "now".
+            if (::kill(-p.pid, SIGTERM) != 0) ::kill(p.pid, SIGTERM);
             p.term_sent = true;
             p.st = state::stopping;
             p.kill_at = now + milliseconds(topo_.stop_timeout_ms);

@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 
@@ -36,6 +37,8 @@ namespace {
 // Templates: a string with ${...} references, parsed once so that validation and substitution
 // agree on what a reference is.
 
+struct templ;
+
 /// One piece of a template: literal text or one ${...} reference.
 struct part {
     enum kind_t { literal, var, up_dir, up_run_dir, up_name, self_name, self_index, self_field,
@@ -43,7 +46,8 @@ struct part {
     kind_t kind = literal;
     std::string text;        ///< literal: the text; var: the variable's name
     bool has_default = false;
-    std::string fallback;    ///< var: the text after ":-"
+    /// var: what follows ":-", itself a template (${X:-${up.run_dir}/x.db} is allowed)
+    std::shared_ptr<const templ> fallback;
     std::string node;        ///< node_field: the node referred to
     int replica = 0;         ///< node_field: 1-based replica, 0 for all of them
     std::string field;       ///< self_field/node_field: endpoint, address or port
@@ -166,7 +170,7 @@ part reader::parse_reference(const std::string& inner, long line) const {
         p.kind = part::var;
         p.text = inner.substr(0, dash);
         p.has_default = true;
-        p.fallback = inner.substr(dash + 2);
+        p.fallback = std::make_shared<const templ>(parse_template(inner.substr(dash + 2), line));
         if (!is_var_name(p.text)) fail(line, "'${" + inner + "}': '" + p.text +
                                                  "' is not a variable name");
         return p;
@@ -244,7 +248,17 @@ templ reader::parse_template(const std::string& raw, long line) const {
             lit += '$';
             continue;
         }
-        const auto close = raw.find('}', i + 2);
+        // The matching '}': a default may hold references of its own (${X:-${up.dir}/y}).
+        std::size_t close = std::string::npos;
+        for (std::size_t j = i + 2, depth = 1; j < raw.size(); ++j) {
+            if (raw[j] == '$' && j + 1 < raw.size() && raw[j + 1] == '{') {
+                ++depth;
+                ++j;
+            } else if (raw[j] == '}' && --depth == 0) {
+                close = j;
+                break;
+            }
+        }
         if (close == std::string::npos)
             fail(line, "unterminated '${' in \"" + raw + "\" (a literal $ is written $$)");
         if (!lit.empty()) {
@@ -423,6 +437,8 @@ void reader::check_references(node_def& d, const templ& t, const char* where) {
             if (!p.has_default && !options_.getenv(p.text))
                 fail(t.line, "${" + p.text + "} is not set (give it a value, or a default: ${" +
                                  p.text + ":-VALUE})");
+            // The default's own references are checked, and imply dependencies, either way.
+            if (p.has_default) check_references(d, *p.fallback, where);
             break;
         case part::self_field: {
             if (endpoints_value)
@@ -589,7 +605,7 @@ std::string reader::substitute(const templ& t, const node_def* self, int index) 
         case part::var: {
             auto v = options_.getenv(p.text);
             if (v) out += *v;
-            else if (p.has_default) out += p.fallback;
+            else if (p.has_default) out += substitute(*p.fallback, self, index);
             else fail(t.line, "${" + p.text + "} is not set");
             break;
         }
