@@ -56,15 +56,7 @@ int run_clone_server(const std::vector<std::string>& args) {
 
     auto curve_server = security_flags.peer_server(); // a bad key file or directory stops here
 
-    // SIGHUP re-reads --allow. Before the context, whose threads inherit SIGHUP blocked.
-    patterns::clone::server* running = nullptr;
-    std::optional<sighup_reloader> reloader;
-    if (curve_server)
-        reloader.emplace(security_flags,
-                         [&running](security::access_policy p,
-                                    std::shared_ptr<const security::access_list>) {
-                             running->set_access(std::move(p)); // thread-safe
-                         });
+    peer_reloader reloader(security_flags, curve_server.has_value()); // before the context
 
     install_stop_signals();
     zmq::context_t ctx;
@@ -80,18 +72,12 @@ int run_clone_server(const std::vector<std::string>& args) {
         throw std::runtime_error("cannot bind " + bind + (publish.empty() ? "" : " or " + publish) +
                                  ": " + e.what());
     }
-    running = server.get();
-    // Its thread calls into the server, so it stops before the server goes, however this ends.
-    struct reloader_stop {
-        std::optional<sighup_reloader>& r;
-        ~reloader_stop() { r.reset(); }
-    } stop_reloader_first{reloader};
-    if (reloader) reloader->start();
+    const auto reloading = reloader.apply_to(*server);
     std::printf("%s\n%s\n", server->endpoint().c_str(), server->updates_endpoint().c_str());
     std::fflush(stdout);
     log(log_level::info, "clone-server: serving a key-value state (ZMCL01)%s: snapshots and changes "
                          "on %s, updates on %s",
-        reloader ? " with CURVE" : "", server->endpoint().c_str(),
+        reloader.on() ? " with CURVE" : "", server->endpoint().c_str(),
         server->updates_endpoint().c_str());
     while (!stop_requested()) {
         try {

@@ -179,16 +179,8 @@ int run_pub(const std::vector<std::string>& args) {
                           "ZMESH_CURVE_KEY) are for --connect, or for the broker's directory with "
                           "--register; a publisher that binds takes --curve-secret and --allow");
 
-    // SIGHUP re-reads --allow. Only when serving: elsewhere SIGHUP keeps its default meaning.
-    // Before the context, whose threads inherit SIGHUP blocked.
-    pubsub::publisher* running = nullptr;
-    std::optional<sighup_reloader> reloader;
-    if (server)
-        reloader.emplace(server_flags,
-                         [&running](security::access_policy p,
-                                    std::shared_ptr<const security::access_list>) {
-                             running->set_access(std::move(p)); // thread-safe
-                         });
+    // SIGHUP re-reads --allow, only when serving: elsewhere it keeps its default meaning.
+    peer_reloader reloader(server_flags, server.has_value()); // before the context
 
     install_stop_signals();
     zmq::context_t ctx;
@@ -204,13 +196,7 @@ int run_pub(const std::vector<std::string>& args) {
     // subscriptions with it, so a dead broker's full queue cannot hold a lossless publisher.
     if (connect.size() > 1) popts.socket.immediate = true;
     pubsub::publisher pub(ctx, popts);
-    running = &pub;
-    // Its thread calls into pub, so it stops before pub goes, however this function ends.
-    struct reloader_stop {
-        std::optional<sighup_reloader>& r;
-        ~reloader_stop() { r.reset(); }
-    } stop_reloader_first{reloader};
-    if (reloader) reloader->start();
+    const auto reloading = reloader.apply_to(pub);
     // One line per bound endpoint, so a script can read ephemeral ports.
     for (const auto& ep : pub.endpoints()) std::printf("%s\n", ep.c_str());
     std::fflush(stdout);

@@ -92,4 +92,55 @@ class sighup_reloader {
     std::thread thread_;
 };
 
+/// SIGHUP for a server that is not the broker (a publisher or subscriber that binds, zmesh serve,
+/// zmesh clone-server): re-reads --allow into the server's set_access() on every SIGHUP.
+///
+/// Two moments, because of two orders: SIGHUP must be blocked before any thread exists (make
+/// this before the zmq context), and reloads must stop before the server goes (keep the guard
+/// that apply_to() returns after the server). Without a server certificate it does nothing,
+/// and SIGHUP keeps its default meaning.
+class peer_reloader {
+  public:
+    /// @param on whether the command serves with CURVE (peer_server() gave settings).
+    peer_reloader(const server_security_flags& flags, bool on) {
+        if (on)
+            reloader_.emplace(flags, [this](security::access_policy p,
+                                            std::shared_ptr<const security::access_list>) {
+                apply_(std::move(p));
+            });
+    }
+    peer_reloader(const peer_reloader&) = delete; // its reloader calls back into this object
+    peer_reloader& operator=(const peer_reloader&) = delete;
+
+    /// Ends the reloads when destroyed.
+    class guard {
+      public:
+        explicit guard(peer_reloader* r) : r_(r) {}
+        ~guard() {
+            if (r_) r_->reloader_.reset();
+        }
+        guard(const guard&) = delete;
+        guard& operator=(const guard&) = delete;
+
+      private:
+        peer_reloader* r_;
+    };
+
+    /// Starts applying reloads to @p server (whose set_access() is thread-safe) until the
+    /// returned guard goes.
+    template <typename Server>
+    [[nodiscard]] guard apply_to(Server& server) {
+        if (!reloader_) return guard(nullptr);
+        apply_ = [&server](security::access_policy p) { server.set_access(std::move(p)); };
+        reloader_->start(); // the thread starts after apply_ is set
+        return guard(this);
+    }
+
+    [[nodiscard]] bool on() const noexcept { return reloader_.has_value(); }
+
+  private:
+    std::function<void(security::access_policy)> apply_;
+    std::optional<sighup_reloader> reloader_;
+};
+
 } // namespace zmesh::cli

@@ -92,15 +92,7 @@ int run_serve(const std::vector<std::string>& args) {
 
     auto curve_server = security_flags.peer_server(); // a bad key file or directory stops here
 
-    // SIGHUP re-reads --allow. Before the context, whose threads inherit SIGHUP blocked.
-    fl::server* running = nullptr;
-    std::optional<sighup_reloader> reloader;
-    if (curve_server)
-        reloader.emplace(security_flags,
-                         [&running](security::access_policy p,
-                                    std::shared_ptr<const security::access_list>) {
-                             running->set_access(std::move(p)); // thread-safe
-                         });
+    peer_reloader reloader(security_flags, curve_server.has_value()); // before the context
 
     install_stop_signals();
     zmq::context_t ctx;
@@ -118,13 +110,7 @@ int run_serve(const std::vector<std::string>& args) {
         for (const auto& ep : endpoints) all += (all.empty() ? "" : ", ") + ep;
         throw std::runtime_error("cannot bind " + all + ": " + e.what());
     }
-    running = server.get();
-    // Its thread calls into the server, so it stops before the server goes, however this ends.
-    struct reloader_stop {
-        std::optional<sighup_reloader>& r;
-        ~reloader_stop() { r.reset(); }
-    } stop_reloader_first{reloader};
-    if (reloader) reloader->start();
+    const auto reloading = reloader.apply_to(*server);
     std::string bound;
     for (const auto& ep : server->endpoints()) {
         std::printf("%s\n", ep.c_str());
@@ -132,7 +118,7 @@ int run_serve(const std::vector<std::string>& args) {
     }
     std::fflush(stdout);
     log(log_level::info, "serve: serving freelance requests (ZMFL01) on %s%s: %s", bound.c_str(),
-        reloader ? " with CURVE" : "", echo ? "echo" : ("exec '" + exec + "'").c_str());
+        reloader.on() ? " with CURVE" : "", echo ? "echo" : ("exec '" + exec + "'").c_str());
     while (!stop_requested()) {
         try {
             server->run_once(std::chrono::milliseconds(200));

@@ -269,16 +269,8 @@ int run_sub(const std::vector<std::string>& args) {
         throw usage_error("with --resolve and --connect together, CURVE keys cannot say which "
                           "they are for: use one of them");
 
-    // SIGHUP re-reads --allow. Only when serving: elsewhere SIGHUP keeps its default meaning.
-    // Before the context, whose threads inherit SIGHUP blocked.
-    pubsub::subscriber* running = nullptr;
-    std::optional<sighup_reloader> reloader;
-    if (server)
-        reloader.emplace(server_flags,
-                         [&running](security::access_policy p,
-                                    std::shared_ptr<const security::access_list>) {
-                             running->set_access(std::move(p)); // thread-safe
-                         });
+    // SIGHUP re-reads --allow, only when serving: elsewhere it keeps its default meaning.
+    peer_reloader reloader(server_flags, server.has_value()); // before the context
 
     install_stop_signals();
     zmq::context_t ctx;
@@ -302,13 +294,7 @@ int run_sub(const std::vector<std::string>& args) {
     if (max_lag_ms > 0) so.max_lag = milliseconds(max_lag_ms);
     so.snapshot_from = snapshot_from;
     pubsub::subscriber sub(ctx, so);
-    running = &sub;
-    // Its thread calls into sub, so it stops before sub goes, however this function ends.
-    struct reloader_stop {
-        std::optional<sighup_reloader>& r;
-        ~reloader_stop() { r.reset(); }
-    } stop_reloader_first{reloader};
-    if (reloader) reloader->start();
+    const auto reloading = reloader.apply_to(sub);
     sub.on_gap([](const pubsub::gap& g) {
         std::string topic;
         append_text(topic, g.topic);
