@@ -18,6 +18,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -39,8 +40,10 @@ void install_signal_handlers() {
 
 constexpr const char* usage =
     "usage: md-feed --xsub EP [--instruments 300] [--open-updates 30000] [--halt-ms 3000]\n"
-    "               [--updates 60000] [--rate 50000] [--latest FILE] [--seed 1]\n"
+    "               [--updates 60000] [--rate 50000] [--latest FILE] [--seed 1] [--xpub EP]\n"
     "  --xsub EP          the broker's XSUB endpoint (zmesh broker --xsub ... --lvc)\n"
+    "  --xpub EP          the broker's XPUB endpoint: announce the halt only once the feed's own\n"
+    "                     'halted' came back through it (the cache then holds the halted book)\n"
     "  --instruments N    how many instruments (topics md.quote.SYMBOL)\n"
     "  --open-updates N   random updates after the opening book, before the halt\n"
     "  --halt-ms N        how long the halt lasts\n"
@@ -91,6 +94,44 @@ class feed {
     }
 
     void status(std::string_view state) { pub_.publish(market::status_topic, state, "md.status"); }
+
+    /// Subscribes to the feed's own status through the broker's XPUB (see confirm()).
+    /// @returns false if a signal came first.
+    bool follow_status(zmq::context_t& ctx, const std::string& xpub) {
+        echo_.emplace(ctx, zmesh::pubsub::subscriber_options{
+                               .connect = {xpub}, .topics = {std::string(market::status_topic)}});
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (!echo_->wait_ready(std::chrono::milliseconds(50))) {
+            if (stopping) return false;
+            if (std::chrono::steady_clock::now() > give_up)
+                throw std::runtime_error("no answer through the broker's XPUB at " + xpub +
+                                         " within 60 s");
+            pub_.poll_subscriptions(std::chrono::milliseconds(50)); // the probe may come here
+        }
+        return true;
+    }
+
+    /// Waits until the status @p state the feed published has come back through the broker.
+    /// The forwarder passes one publisher's messages in order and updates its last-value cache
+    /// as it passes each, so by then the cache holds every quote published before, however far
+    /// behind a loaded broker runs (under ThreadSanitizer it ran seconds behind). Without
+    /// --xpub, returns at once. @returns false if a signal came first.
+    bool confirm(std::string_view state) {
+        if (!echo_) return true;
+        std::printf("waiting for '%.*s' to come back through the broker's forwarder\n",
+                    static_cast<int>(state.size()), state.data());
+        std::fflush(stdout);
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+        while (!stopping) {
+            if (std::chrono::steady_clock::now() > give_up)
+                throw std::runtime_error("the feed's own status did not come back through the "
+                                         "broker's forwarder within 120 s");
+            pub_.poll_subscriptions(std::chrono::milliseconds(0));
+            auto d = echo_->recv(std::chrono::milliseconds(100));
+            if (d && !d->payload.empty() && zmesh::view(d->payload.front()) == state) return true;
+        }
+        return false;
+    }
 
     /// Publishes one quote on instrument @p i after moving its price a little.
     void update(std::size_t i) {
@@ -168,6 +209,7 @@ class feed {
     }
 
     zmesh::pubsub::publisher pub_;
+    std::optional<zmesh::pubsub::subscriber> echo_; ///< --xpub: the feed's status, looped back
     std::mt19937_64 random_;
     std::int64_t rate_;
     std::vector<instrument> book_;
@@ -187,7 +229,8 @@ int main(int argc, char** argv) try {
                      {"updates", "60000"},
                      {"rate", "50000"},
                      {"latest", ""},
-                     {"seed", "1"}});
+                     {"seed", "1"},
+                     {"xpub", ""}});
     if (f.help()) {
         std::fputs(usage, stdout);
         return 0;
@@ -204,6 +247,7 @@ int main(int argc, char** argv) try {
     zmq::context_t ctx;
     feed md(ctx, f.text("xsub"), instruments, seed, rate);
     if (!md.wait_for_forwarder(f.text("xsub"))) return 0; // stopped before it began
+    if (!f.text("xpub").empty() && !md.follow_status(ctx, f.text("xpub"))) return 0;
 
     const auto started = std::chrono::steady_clock::now();
     md.status("open");
@@ -216,6 +260,7 @@ int main(int argc, char** argv) try {
     // The halt: the book stands still, so "the publisher's latest" is one well-defined value per
     // instrument, which a subscriber joining now must get from the last-value cache.
     md.status("halted");
+    if (!md.confirm("halted")) return 0;
     const std::int64_t halted_at = market::now_ns();
     if (!f.text("latest").empty()) md.write_latest(f.text("latest"), halted_at);
     std::printf("halted after %llu quotes for %lld ms%s%s\n",
