@@ -118,8 +118,9 @@ class feed {
     /// --xpub, returns at once. @returns false if a signal came first.
     bool confirm(std::string_view state) {
         if (!echo_) return true;
-        std::printf("waiting for '%.*s' to come back through the broker's forwarder\n",
-                    static_cast<int>(state.size()), state.data());
+        // Not the state's name: `zmesh up` starts the late strategy on a line holding it.
+        std::printf("waiting for the status just published to come back through the broker's "
+                    "forwarder\n");
         std::fflush(stdout);
         const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
         while (!stopping) {
