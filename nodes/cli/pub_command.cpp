@@ -114,19 +114,7 @@ int run_pub(const std::vector<std::string>& args) {
     if (connect.empty() && bind.empty()) throw usage_error("give --connect or --bind");
     // A comma-separated --connect is the same as --connect repeated (a Binary Star pair's
     // two brokers, say).
-    {
-        std::vector<std::string> split;
-        for (const auto& c : connect) {
-            std::size_t start = 0;
-            for (;;) {
-                const auto comma = c.find(',', start);
-                split.push_back(c.substr(start, comma == std::string::npos ? comma : comma - start));
-                if (comma == std::string::npos) break;
-                start = comma + 1;
-            }
-        }
-        connect = std::move(split);
-    }
+    connect = comma_list(connect);
     if (vm.count("register") && bind.empty()) throw usage_error("--register needs --bind");
     // A list (a Binary Star pair): the registration follows the active broker.
     std::vector<std::string> brokers;

@@ -212,19 +212,7 @@ int run_sub(const std::vector<std::string>& args) {
         throw usage_error("give --connect, --bind or --resolve");
     // A comma-separated --connect is the same as --connect repeated (a Binary Star pair's
     // two brokers, say).
-    {
-        std::vector<std::string> split;
-        for (const auto& c : connect) {
-            std::size_t start = 0;
-            for (;;) {
-                const auto comma = c.find(',', start);
-                split.push_back(c.substr(start, comma == std::string::npos ? comma : comma - start));
-                if (comma == std::string::npos) break;
-                start = comma + 1;
-            }
-        }
-        connect = std::move(split);
-    }
+    connect = comma_list(connect);
     if (binary_star && connect.size() < 2)
         throw usage_error("--binary-star needs the XPUB endpoints of both brokers: --connect EP,EP");
     for (const auto& ep : connect) check_endpoint(ep, "--connect", true);
