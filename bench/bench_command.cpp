@@ -2,6 +2,7 @@
 // bench_command.cpp — `zmesh bench <name>`: runs a benchmark and prints one result line.
 #include "command.hpp"
 #include "mdp_bench.hpp"
+#include "peer_bench.hpp"
 #include "pubsub_bench.hpp"
 #include "titanic_bench.hpp"
 
@@ -251,6 +252,8 @@ int run_bench(const std::vector<std::string>& args) {
     if (args[0] == "mdp") return run_mdp({args.begin() + 1, args.end()});
     if (args[0] == "pubsub") return run_pubsub({args.begin() + 1, args.end()});
     if (args[0] == "titanic") return run_titanic_bench({args.begin() + 1, args.end()});
+    if (args[0] == "mdp-peer") return run_mdp_peer_bench({args.begin() + 1, args.end()});
+    if (args[0] == "freelance") return run_freelance_bench({args.begin() + 1, args.end()});
     throw usage_error("unknown benchmark '" + args[0] + "' (available: mdp, pubsub, titanic)");
 }
 
