@@ -308,5 +308,11 @@ int main(int argc, char **argv) {
     close(pub);
     for (int i = 0; i < subs; ++i) shutdown(subscribers[i].fd, SHUT_RDWR);
     for (int i = 0; i < subs; ++i) pthread_join(subscribers[i].thread, NULL);
+    for (int i = 0; i < subs; ++i) {
+        close(subscribers[i].fd);
+        free(subscribers[i].samples);
+    }
+    free(all);
+    free(batch);
     return lost + errors == 0 ? 0 : 1;
 }

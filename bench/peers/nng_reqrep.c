@@ -70,7 +70,7 @@ static void *reply_loop(void *arg) {
             /* Waits on context i in turn; with one context that is a plain blocking loop. */
             nng_aio_wait(aio[i]);
             int rv = nng_aio_result(aio[i]);
-            if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) return NULL;
+            if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) goto closed;
             if (receiving[i]) {
                 if (rv != 0) fail("rep receive", rv);
                 nng_msg *m = nng_aio_get_msg(aio[i]);
@@ -83,6 +83,12 @@ static void *reply_loop(void *arg) {
                 receiving[i] = 1;
             }
         }
+    }
+closed:
+    for (int i = 0; i < window; ++i) {
+        nng_aio_stop(aio[i]);
+        if (!receiving[i] && nng_aio_get_msg(aio[i])) nng_msg_free(nng_aio_get_msg(aio[i]));
+        nng_aio_free(aio[i]);
     }
     return NULL;
 }
@@ -192,6 +198,7 @@ int main(int argc, char **argv) {
     nng_close(req_sock);
     nng_close(rep_sock);
     pthread_join(replier, NULL);
+    for (int i = 0; i < window; ++i) if (aio[i]) nng_aio_free(aio[i]);
 
     qsort(samples, (size_t) nsamples, sizeof(uint64_t), cmp_u64);
     const double p50 = nsamples ? (double) samples[(size_t) (nsamples * 0.50)] / 1000.0 : 0;
@@ -205,5 +212,6 @@ int main(int argc, char **argv) {
         for (long i = 0; i < nsamples; ++i) fprintf(f, "%.2f\n", (double) samples[i] / 1000.0);
         if (fclose(f) != 0) { fprintf(stderr, "nng_reqrep: cannot write the samples to %s\n", samples_path); return 1; }
     }
+    free(samples);
     return 0;
 }
