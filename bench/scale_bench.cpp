@@ -798,8 +798,9 @@ int run_scale_command(const std::vector<std::string>& args, const std::string& m
     if (cfg.clients.empty() && cfg.idle.empty() && cfg.queued.empty())
         throw cli::usage_error("bench scale: give --clients, --idle or --queued (or several)");
     if (cfg.size < 8) throw cli::usage_error("--size must be at least 8");
-    if (cfg.in_flight < 1 || cfg.in_flight > 100000)
-        throw cli::usage_error("--in-flight must be in [1, 100000]");
+    // At most the broker's default max_client_requests, which one client alone must not pass.
+    if (cfg.in_flight < 1 || cfg.in_flight > 10000)
+        throw cli::usage_error("--in-flight must be in [1, 10000]");
     if (cfg.load_window < 1 || cfg.load_window > 10000)
         throw cli::usage_error("--load-window must be in [1, 10000]");
     if (cfg.workers < 1 || cfg.workers > 64) throw cli::usage_error("--workers must be in [1, 64]");
