@@ -8,6 +8,7 @@
 //   watch [PREFIX]   the state under PREFIX, then each change, one line each: KEY=VALUE, or
 //                    KEY (removed); until Ctrl-C. Keys and values are printed with any
 //                    unprintable byte as \xNN.
+#include "broker_list.hpp"
 #include "command.hpp"
 #include "security_flags.hpp"
 #include "stop_signal.hpp"
@@ -35,14 +36,18 @@ void print_change(const patterns::clone::change& c) {
 
 int run_clone(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
-    std::string server, updates, action;
+    std::vector<std::string> server_flags, updates_flags;
+    std::string action;
     std::vector<std::string> words;
     int timeout_ms = 2000;
     po::options_description options("options");
     options.add_options()
-        ("server", po::value(&server)->required(), "the clone-server's snapshot/change endpoint")
-        ("updates", po::value(&updates),
-         "its update endpoint (default: the --server port + 1, or PATH.updates for ipc)")
+        ("server", po::value(&server_flags)->required(),
+         "the clone-server's snapshot/change endpoint; for a Binary Star pair both, "
+         "comma-separated (EP,EP), in the order to try them")
+        ("updates", po::value(&updates_flags),
+         "its update endpoint (default: the --server port + 1, or PATH.updates for ipc); for a "
+         "pair, one per --server endpoint, comma-separated")
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
          "wait for a snapshot or for a change to be applied, in ms")
         ("action", po::value(&action), "get, set, del or watch")
@@ -63,22 +68,31 @@ int run_clone(const std::vector<std::string>& args) {
     if (words.size() != want || (action == "watch" && words.size() > 1))
         throw usage_error("usage: clone get KEY | set KEY VALUE | del KEY | watch [PREFIX]");
     if (action != "watch" && words[0].empty()) throw usage_error("the key must not be empty");
-    for (const auto* ep : {&server, &updates}) {
-        if (ep->empty()) continue;
-        std::error_code ec;
-        std::string why;
-        if (!parse_endpoint(*ep, ec, &why))
-            throw usage_error("invalid endpoint '" + *ep + "': " + why);
+    const auto servers = comma_list(server_flags);
+    const auto updates = comma_list(updates_flags);
+    if (!updates.empty() && updates.size() != servers.size())
+        throw usage_error("give one --updates endpoint per --server endpoint (" +
+                          std::to_string(servers.size()) + ")");
+    std::vector<patterns::clone::server_address> addresses;
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+        patterns::clone::server_address a{servers[i], updates.empty() ? "" : updates[i]};
+        for (const auto* ep : {&a.server, &a.updates}) {
+            if (ep->empty() && ep == &a.updates) continue;
+            std::error_code ec;
+            std::string why;
+            if (!parse_endpoint(*ep, ec, &why))
+                throw usage_error("invalid endpoint '" + *ep + "': " + why);
+        }
+        if (a.updates.empty() && !patterns::clone::default_updates_endpoint(a.server))
+            throw usage_error("give --updates for --server " + a.server);
+        addresses.push_back(std::move(a));
     }
-    if (updates.empty() && !patterns::clone::default_updates_endpoint(server))
-        throw usage_error("give --updates for --server " + server);
     if (timeout_ms <= 0) throw usage_error("--timeout-ms must be positive");
 
     auto curve = security_flags.load(); // before anything connects: a bad key file stops here
 
     zmq::context_t ctx;
-    patterns::clone::client_options o{.server = server,
-                                      .updates = updates,
+    patterns::clone::client_options o{.servers = std::move(addresses),
                                       .prefix = action == "watch" && !words.empty() ? words[0]
                                                 : action == "get" ? words[0]
                                                                   : std::string(),
@@ -98,7 +112,7 @@ int run_clone(const std::vector<std::string>& args) {
         auto value = client.get(words[0]);
         if (!value) {
             std::fprintf(stderr, "zmesh: clone: key '%s' is not set at %s\n",
-                         printable(words[0]).c_str(), server.c_str());
+                         printable(words[0]).c_str(), client.current_server().c_str());
             return failure;
         }
         std::fwrite(value->data(), 1, value->size(), stdout);
@@ -108,7 +122,8 @@ int run_clone(const std::vector<std::string>& args) {
     install_stop_signals();
     client.on_change(print_change);
     log(log_level::info, "clone: watching '%s' at %s: the state, then each change (Ctrl-C ends)",
-        printable(words.empty() ? std::string() : words[0]).c_str(), server.c_str());
+        printable(words.empty() ? std::string() : words[0]).c_str(),
+        client.current_server().c_str());
     while (!stop_requested()) {
         try {
             client.poll(std::chrono::milliseconds(200));

@@ -42,8 +42,10 @@ inline std::optional<command> command_at(const message& m, std::size_t at) {
     case command::snapshot_request:
     case command::set:
     case command::erase:
+    case command::follow:
     case command::snapshot:
     case command::ack:
+    case command::refused:
     case command::update:
     case command::removal:
     case command::hugz:
@@ -51,6 +53,10 @@ inline std::optional<command> command_at(const message& m, std::size_t at) {
     }
     return std::nullopt;
 }
+
+/// A change id on the wire (SET, ERASE, UPDATE, REMOVAL): 16 bytes, the client's random id and
+/// its counter. Optional: a change without one is applied each time it arrives.
+inline constexpr std::size_t change_id_size = 16;
 
 inline std::string command_frame(command c) {
     return std::string(1, static_cast<char>(c));

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <zmesh/export.hpp>
+#include <zmesh/patterns/binary_star.hpp>
 #include <zmesh/security/zap.hpp>
 
 #include <zmq.hpp>
@@ -27,6 +28,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace zmesh::patterns::clone {
 
@@ -36,12 +38,14 @@ inline constexpr std::string_view protocol_v1 = "ZMCL01";
 /// Command byte, the frame after the protocol frame.
 enum class command : std::uint8_t {
     snapshot_request = 0x01, ///< client -> server (ROUTER): prefix
-    set = 0x02,              ///< client -> server (ROUTER): key, value
-    erase = 0x03,            ///< client -> server (ROUTER): key
+    set = 0x02,              ///< client -> server (ROUTER): key, value[, change id]
+    erase = 0x03,            ///< client -> server (ROUTER): key[, change id]
+    follow = 0x04,           ///< passive -> active server (ROUTER): epoch, sequence held
     snapshot = 0x10,         ///< server -> client: epoch, sequence, then key/value pairs
     ack = 0x11,              ///< server -> client: the sequence a set or erase got
-    update = 0x20,           ///< server PUB: [key] protocol, command, sequence, value
-    removal = 0x21,          ///< server PUB: [key] protocol, command, sequence
+    refused = 0x12,          ///< server -> client: reason (a passive server of a pair)
+    update = 0x20,           ///< server PUB: [key] protocol, command, sequence, value[, id]
+    removal = 0x21,          ///< server PUB: [key] protocol, command, sequence[, id]
     hugz = 0x22,             ///< server PUB: [""] protocol, command, epoch, sequence
 };
 
@@ -64,6 +68,18 @@ struct server_options {
     /// none yet (one CURVE server per context). An unknown key or a plain client gets neither
     /// snapshots nor updates, and its changes never arrive. Unset: plain.
     std::optional<security::curve_server_settings> curve_server{};
+
+    /// Binary Star (docs/patterns/clone.md, "A pair of servers"): this server's role in a
+    /// high-availability pair. Unset: a single server. Set: ha_bind and ha_peer are required, the
+    /// server serves clients only while it is active, and a passive one follows the active as a
+    /// Clone client of it. Not combined with curve_server yet.
+    std::optional<binary_star::role> ha_role{};
+    /// Where this server announces its state and its endpoints (PUB). tcp://host:* is allowed.
+    std::string ha_bind{};
+    /// The peer's ha_bind endpoint (this server's SUB connects to it).
+    std::string ha_peer{};
+    /// How often the state goes out on the HA link; the peer counts as silent after two.
+    std::chrono::milliseconds ha_heartbeat{1000};
 };
 
 /// Counters of a server; readable from any thread.
@@ -76,6 +92,16 @@ struct server_stats {
     std::uint64_t connections_refused{0};  ///< CURVE handshakes it refused (unknown key)
     std::uint64_t forbidden{0}; ///< requests from a key set_access() removed, dropped
     std::uint64_t cut_off{0};   ///< update connections closed because their key was removed
+    /// Binary Star: 0 single server; else 1 primary, 2 backup, 3 active, 4 passive.
+    int ha_state{0};
+    /// Binary Star: the pair's fatal error (both servers primary, or both backup, or two
+    /// actives): the server stopped its loop, for an operator to look.
+    bool ha_fatal{false};
+    std::uint64_t ha_takeovers{0};  ///< times this server became active after being passive
+    std::uint64_t ha_refused{0};    ///< client requests refused while not active
+    std::uint64_t duplicates{0};    ///< re-sent changes recognised by their id, not applied again
+    std::uint64_t followed{0};      ///< changes taken from the active while passive
+    std::uint64_t acks_held{0};     ///< acks held until the passive had the change
 };
 
 /// The endpoint updates are published on when server_options::publish is empty: for
@@ -108,6 +134,8 @@ class ZMESH_EXPORT server {
     [[nodiscard]] const std::string& endpoint() const noexcept;
     /// The update endpoint actually bound.
     [[nodiscard]] const std::string& updates_endpoint() const noexcept;
+    /// Binary Star: the HA endpoint actually bound (empty for a single server).
+    [[nodiscard]] const std::string& ha_endpoint() const noexcept;
 
     void run();
     void run_for(std::chrono::milliseconds duration);
@@ -131,16 +159,30 @@ class ZMESH_EXPORT server {
     std::unique_ptr<impl> impl_;
 };
 
+/// One server of a client's list: its snapshot/change endpoint and its update endpoint.
+struct server_address {
+    std::string server{};
+    /// Empty: default_updates_endpoint(server).
+    std::string updates{};
+};
+
 /// Settings of a clone::client.
 struct client_options {
     /// The server's snapshot/change endpoint.
     std::string server{};
     /// Its update endpoint; empty: default_updates_endpoint(server).
     std::string updates{};
+    /// More servers, after `server` (if set): the two of a Binary Star pair. The client uses
+    /// one at a time and moves to the next when the current one is silent for server_ttl, does
+    /// not answer within timeout, or refuses (a passive server); it then takes a snapshot there.
+    /// A set or erase not acknowledged is sent again to the next server, with the same change
+    /// id, so that a server that already applied it acknowledges it without applying it twice.
+    std::vector<server_address> servers{};
     /// Only keys starting with this are kept (the snapshot is asked for this prefix; updates of
     /// other keys are read, for their sequence numbers, and skipped).
     std::string prefix{};
-    /// How long sync() waits for a snapshot, and set()/erase() for their ack.
+    /// How long sync() waits for a snapshot, and set()/erase() for their ack, from one server
+    /// (with several, each is tried in turn, up to that many times this in all).
     std::chrono::milliseconds timeout{2000};
     /// A server silent this long (no update, no HUGZ) is asked for a snapshot again. Keep it
     /// above the server's hugz_interval.
@@ -171,6 +213,9 @@ struct client_stats {
     std::uint64_t resyncs{0};   ///< snapshots asked for after the first
     std::uint64_t malformed{0}; ///< server messages that were not ZMCL01, dropped
     std::uint64_t dropped_by_hook{0}; ///< updates client_options::drop_update dropped
+    std::uint64_t failovers{0}; ///< moves to the next server of the list
+    std::uint64_t refused{0};   ///< refusals from a server that was not active
+    std::uint64_t resent{0};    ///< changes sent again (to the next server)
 };
 
 /// The client: a copy of the server's state (or of the keys under a prefix), kept current.
@@ -222,6 +267,8 @@ class ZMESH_EXPORT client {
     [[nodiscard]] const std::map<std::string, std::string, std::less<>>& state() const noexcept;
     /// The sequence of the copy: that of the last change applied.
     [[nodiscard]] std::uint64_t sequence() const noexcept;
+    /// The snapshot/change endpoint of the server in use.
+    [[nodiscard]] const std::string& current_server() const noexcept;
     [[nodiscard]] client_stats stats() const noexcept;
 
     /// Called for each change of the copy (from sync() and poll()).
