@@ -58,7 +58,8 @@ int run_clone(const std::vector<std::string>& args) {
     positional.add("action", 1).add("args", -1);
     po::variables_map vm;
     if (!parse("clone",
-               "--server EP [--updates EP] (get KEY | set KEY VALUE | del KEY | watch [PREFIX])",
+               "--server EP[,EP] [--updates EP[,EP]] "
+               "(get KEY | set KEY VALUE | del KEY | watch [PREFIX])",
                options, args, vm, &positional))
         return ok;
     const std::size_t want = action == "set" ? 2 : action == "watch" ? words.size() : 1;

@@ -250,7 +250,8 @@ class server::impl {
         if (from == bs::state::passive) takeovers_.fetch_add(1, std::memory_order_relaxed);
         epoch_ = draw_epoch();
         log(log_level::info,
-            "clone server: active at sequence %llu with %llu keys (new epoch: clients re-sync once)",
+            "clone server: active at sequence %llu with %llu keys (new epoch: clients re-sync "
+            "once)",
             static_cast<unsigned long long>(sequence_),
             static_cast<unsigned long long>(state_.size()));
         publish_hugz();
@@ -318,7 +319,8 @@ class server::impl {
                 continue;
             std::map<std::string, std::string, std::less<>> fresh_state;
             for (std::size_t k = 4; k + 1 < follow_in_.size(); k += 2)
-                fresh_state.insert_or_assign(to_string(follow_in_[k]), to_string(follow_in_[k + 1]));
+                fresh_state.insert_or_assign(to_string(follow_in_[k]),
+                                             to_string(follow_in_[k + 1]));
             const auto e = *detail::decode_sequence(follow_in_[2]);
             const auto q = *detail::decode_sequence(follow_in_[3]);
             // A snapshot answering an earlier FOLLOW may come after updates past it.
