@@ -79,7 +79,17 @@ class broker::impl {
         o.send_hwm = config_.hwm;
         o.recv_hwm = config_.recv_hwm;
         o.max_message_size = config_.max_frame_size;
+        // No ZMTP heartbeats on this ROUTER: libzmq 4.3 cancels a timer by a linear scan of its
+        // I/O thread's timers, and every PONG cancels one that sits behind each connection's
+        // own, so each heartbeat interval cost O(connections^2): 10,000 idle clients kept the
+        // I/O thread busy (docs/perf-findings-scale.md). TCP keepalive, on the kernel's timers,
+        // closes a half-open connection in the same time: 5 s idle, then 3 probes 5 s apart.
+        o.heartbeat_interval = std::chrono::milliseconds(0);
         apply(router_, o);
+        router_.set(zmq::sockopt::tcp_keepalive, 1);
+        router_.set(zmq::sockopt::tcp_keepalive_idle, 5);
+        router_.set(zmq::sockopt::tcp_keepalive_intvl, 5);
+        router_.set(zmq::sockopt::tcp_keepalive_cnt, 3);
         // Security before any bind: a connection must never meet a socket without it, and the
         // ZAP handler must be there for the first handshake.
         const bool address_rules =
