@@ -6,7 +6,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <csignal>
+#include <fstream>
 
 using namespace std::chrono_literals;
 using support::child_process;
@@ -139,6 +141,38 @@ TEST_CASE("the benchmarks run briefly with credit and lose nothing") {
     CHECK(pubsub.code == 0);
     CHECK(pubsub.out.find(" on  ") != std::string::npos);
     CHECK(run_cli({"bench", "pubsub", "--mode", "raw", "--curve", "on"}).code == 2);
+}
+
+TEST_CASE("the zmesh side of scripts/bench's peer rows runs briefly, loses nothing and writes its samples") {
+    // A correctness check, not a timing: mdp-peer exits 1 if a request went unanswered.
+    if (run_cli({"bench", "--help"}).code != 0) {
+        MESSAGE("this build has no benchmarks (ZMESH_BUILD_BENCH=OFF)");
+        return;
+    }
+    broker_process broker;
+    support::temp_dir dir;
+    const std::string samples = (dir.path() / "rtt").string();
+    auto peer = run_cli({"bench", "mdp-peer", "--broker", broker.endpoint, "--workers", "2",
+                         "--clients", "2", "--window", "8", "--duration", "0.3", "--samples", samples});
+    CHECK(peer.code == 0);
+    CHECK(peer.out.find("mdp-peer   2 ") != std::string::npos); // two clients
+    // --samples: one round trip a line, in microseconds, sorted (the CDF is drawn from them).
+    std::ifstream in(samples);
+    std::vector<double> rtt;
+    for (double v = 0; in >> v;) rtt.push_back(v);
+    CHECK(rtt.size() > 10);
+    CHECK(std::is_sorted(rtt.begin(), rtt.end()));
+    CHECK((rtt.empty() || rtt.front() > 0));
+    CHECK(run_cli({"bench", "mdp-peer", "--echo", "--window", "4", "--duration", "0.3"}).code == 0);
+    auto freelance = run_cli({"bench", "freelance", "--size", "1024", "--duration", "0.3"});
+    CHECK(freelance.code == 0);
+    CHECK(freelance.out.find("freelance  1       1024") != std::string::npos);
+    // Neither or both of --broker and --echo, or a malformed endpoint: one line, status 2.
+    CHECK(run_cli({"bench", "mdp-peer"}).code == 2);
+    CHECK(run_cli({"bench", "mdp-peer", "--echo", "--broker", broker.endpoint}).code == 2);
+    auto bad = run_cli({"bench", "mdp-peer", "--broker", "nowhere"});
+    CHECK(bad.code == 2);
+    CHECK(bad.err.find("nowhere") != std::string::npos);
 }
 
 TEST_CASE("an exec worker pipes the body through the command and reports its failure") {
