@@ -29,11 +29,12 @@ namespace {
 
 constexpr std::string_view service = "bench.echo";
 
-void echo_worker(const std::string& endpoint, std::uint32_t credit,
+void echo_worker(const std::string& endpoint, std::uint32_t credit, bool spin,
                  std::optional<security::curve_client_keys> curve, const std::atomic<bool>& stop) {
     zmq::context_t ctx(1); // each role has its own context and I/O thread, as a process would
     mdp::worker_options o;
     o.credit = credit;
+    o.spin = spin;
     o.curve = std::move(curve);
     mdp::worker w(ctx, endpoint, std::string(service), o);
     while (!stop.load(std::memory_order_relaxed)) {
@@ -42,11 +43,11 @@ void echo_worker(const std::string& endpoint, std::uint32_t credit,
     }
 }
 
-void router_echo(zmq::socket_t& router, const std::atomic<bool>& stop) {
+void router_echo(zmq::socket_t& router, bool spin, const std::atomic<bool>& stop) {
     zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
     message m;
     while (!stop.load(std::memory_order_relaxed)) {
-        if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) <= 0) continue;
+        if (zmq::poll(&item, 1, std::chrono::milliseconds(spin ? 0 : 100)) <= 0) continue;
         while (m.recv(router, zmq::recv_flags::dontwait)) (void)m.send(router);
     }
 }
@@ -93,12 +94,12 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
         endpoint = broker->endpoints().front();
         broker->start();
         for (int i = 0; i < cfg.workers; ++i)
-            threads.emplace_back([&] { echo_worker(endpoint, cfg.credit, worker_keys, stop); });
+            threads.emplace_back([&] { echo_worker(endpoint, cfg.credit, cfg.spin, worker_keys, stop); });
     } else if (cfg.mode == "direct") {
         echo_router.set(zmq::sockopt::sndhwm, 100000);
         echo_router.set(zmq::sockopt::rcvhwm, 100000);
         endpoint = bind(echo_router, "tcp://127.0.0.1:*");
-        threads.emplace_back([&] { router_echo(echo_router, stop); });
+        threads.emplace_back([&] { router_echo(echo_router, cfg.spin, stop); });
     } else {
         throw error(errc::invalid_argument, "--mode must be broker or direct");
     }
@@ -114,7 +115,8 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
                         .window = cfg.window,
                         .protocol = cfg.dedupe ? mdp::client_protocol::zmesh
                                                : mdp::client_protocol::mdp,
-                        .curve = client_keys});
+                        .curve = client_keys,
+                        .spin = cfg.spin});
     latency_recorder latencies(20'000'000);
     mdp_bench_result result;
     auto on_reply = [&](const mdp::reply& r) {

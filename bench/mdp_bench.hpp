@@ -24,6 +24,9 @@ struct mdp_bench_config {
     /// Broker mode: every connection (client and workers) encrypted with CURVE and admitted by
     /// the broker's ZAP handler, as `zmesh broker --curve-secret --allow` runs it.
     bool curve = false;
+    /// Latency mode: the client and the workers (or the direct echo) busy-poll instead of
+    /// blocking (client_options::spin, worker_options::spin).
+    bool spin = false;
 };
 
 struct mdp_bench_result {

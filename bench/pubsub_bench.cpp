@@ -60,7 +60,7 @@ void record(subscriber_tally& tally, const zmq::message_t& payload) {
 
 void run_subscriber(const std::string& endpoint,
                     const std::optional<security::curve_client_keys>& curve,
-                    subscriber_tally& tally, const std::atomic<bool>& stop) {
+                    subscriber_tally& tally, bool spin, const std::atomic<bool>& stop) {
     zmq::context_t ctx(1);
     zmq::socket_t sub(ctx, zmq::socket_type::sub);
     sub.set(zmq::sockopt::linger, 0);
@@ -70,17 +70,18 @@ void run_subscriber(const std::string& endpoint,
     zmq::pollitem_t item{sub.handle(), 0, ZMQ_POLLIN, 0};
     message m;
     while (!stop.load(std::memory_order_relaxed)) {
-        if (zmq::poll(&item, 1, std::chrono::milliseconds(50)) <= 0) continue;
+        if (zmq::poll(&item, 1, std::chrono::milliseconds(spin ? 0 : 50)) <= 0) continue;
         while (m.recv(sub, zmq::recv_flags::dontwait)) record(tally, m.back());
     }
 }
 
-void run_zmesh_subscriber(const std::string& endpoint, subscriber_tally& tally,
+void run_zmesh_subscriber(const std::string& endpoint, subscriber_tally& tally, bool spin,
                           const std::atomic<bool>& stop) {
     zmq::context_t ctx(1);
     pubsub::subscriber_options o;
     o.connect = {endpoint};
     o.topics = {std::string(topic)};
+    o.spin = spin;
     pubsub::subscriber sub(ctx, o);
     while (!stop.load(std::memory_order_relaxed))
         if (auto d = sub.recv(std::chrono::milliseconds(50)); d && !d->payload.empty())
@@ -201,8 +202,8 @@ pubsub_bench_result run_pubsub_bench(const pubsub_bench_config& cfg) {
     for (int i = 0; i < cfg.subscribers; ++i) {
         tallies.push_back(std::make_unique<subscriber_tally>(capacity));
         subscribers.emplace_back([&, t = tallies.back().get()] {
-            if (direct) run_zmesh_subscriber(sub_endpoint, *t, stop);
-            else run_subscriber(sub_endpoint, sub_keys, *t, stop);
+            if (direct) run_zmesh_subscriber(sub_endpoint, *t, cfg.spin, stop);
+            else run_subscriber(sub_endpoint, sub_keys, *t, cfg.spin, stop);
         });
     }
 

@@ -28,6 +28,9 @@ struct pubsub_bench_config {
     /// broker mode: the forwarder's XSUB and XPUB are CURVE servers with the broker's ZAP
     /// handler, and the publisher and subscribers CURVE clients with keys it admits.
     bool curve = false;
+    /// Latency mode: the subscribers busy-poll instead of blocking (the zmesh subscriber's
+    /// subscriber_options::spin in direct mode; zmq_poll with timeout 0 for the plain SUBs).
+    bool spin = false;
 };
 
 struct pubsub_bench_result {

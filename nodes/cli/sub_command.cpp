@@ -164,7 +164,7 @@ std::string format_json(const pubsub::delivery& d) {
 int run_sub(const std::vector<std::string>& args) {
     namespace po = boost::program_options;
     std::vector<std::string> connect, bind, topics;
-    bool binary_star = false;
+    bool binary_star = false, spin = false;
     std::string resolve, broker = default_broker_endpoint(), format = "text", snapshot_from;
     long long count = 0, max_lag_ms = 0, timeout_ms = 0;
     int hwm = 1000, ready_ms = 2000;
@@ -196,7 +196,10 @@ int run_sub(const std::vector<std::string>& args) {
         ("ready-ms", po::value(&ready_ms)->default_value(ready_ms),
          "wait up to N ms for a publisher or broker to confirm the subscriptions; given "
          "(flag, env or file), no confirmation in time is an error (exit 1) naming the endpoints")
-        ("hwm", po::value(&hwm)->default_value(hwm), "messages queued per publisher");
+        ("hwm", po::value(&hwm)->default_value(hwm), "messages queued per publisher")
+        ("spin", po::bool_switch(&spin),
+         "latency mode: busy-poll while waiting for a message instead of blocking (keeps one "
+         "core busy)");
     client_security_flags security_flags;
     security_flags.add_to(options);
     server_security_flags server_flags;
@@ -276,6 +279,7 @@ int run_sub(const std::vector<std::string>& args) {
     so.curve_server = std::move(server);
     so.connect = connect;
     so.binary_star = binary_star;
+    so.spin = spin;
     so.bind = bind;
     so.topics = topics;
     so.socket.recv_hwm = hwm;

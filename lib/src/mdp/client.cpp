@@ -68,15 +68,16 @@ std::uint64_t tag_of(const zmq::message_t& frame) noexcept {
 
 /// "" "MDPC01" service body..., or "" "ZMCT01" service tag body... with a tag: the same frames
 /// both ways.
-message client_frames(std::string_view service, const std::optional<std::uint64_t>& tag,
-                      message&& body) {
-    message m;
+/// Fills @p m (emptied first; its frame storage is reused, so a client that keeps one message
+/// for sending allocates nothing here).
+void client_frames(message& m, std::string_view service, const std::optional<std::uint64_t>& tag,
+                   message&& body) {
+    m.clear();
     m.push_back(zmq::message_t());
     m.push_back(tag ? client_tagged_v1 : client_v1);
     m.push_back(service);
     if (tag) m.push_back(tag_frame(*tag));
     body.move_tail_to(0, m);
-    return m;
 }
 
 /// True if @p m has the form of an MDP/0.1 client reply: "" "MDPC01" service [body...].
@@ -105,18 +106,22 @@ constexpr std::size_t v2_body_at = 4;
 /// whose wait ends exactly then would report a bare timeout a moment before the exact answer.
 constexpr std::chrono::milliseconds deadline_answer_grace{200};
 
+/// Untagged MDP/0.1 mode: services whose count of awaited replies is back at 0 stay in the
+/// table (so the next request to them allocates nothing) while it holds at most this many.
+constexpr std::size_t max_idle_services = 64;
+
 /// The most a header's `tl` can say (uint32 ms, about 49 days).
 constexpr std::chrono::milliseconds max_tl{std::numeric_limits<std::uint32_t>::max()};
 
 /// "ZMCT02" REQUEST service header body...
-message request_frames_v2(std::string_view service, const header& h, message&& body) {
-    message m;
+/// Fills @p m as client_frames() does.
+void request_frames_v2(message& m, std::string_view service, const header& h, message&& body) {
+    m.clear();
     m.push_back(client_header_v2);
     m.push_back(command_frame_v2(client_command_v2::request));
     m.push_back(service);
     m.push_back(encode(h));
     body.move_tail_to(0, m);
-    return m;
 }
 
 /// A ZMCT02 reply, its header decoded; the body stays in the message (from v2_body_at).
@@ -290,6 +295,10 @@ struct client::impl {
     std::uint64_t next_tag_ = 1; // tagged: where the search for a fresh tag starts
     std::deque<reply> ready_;                  // received while send() waited on a full window
     client_stats stats_;
+    // Reused for every request sent and every message read: a ZMCT02 request or reply has more
+    // frames than a message holds inline, and these keep their spilled storage.
+    message out_;
+    message in_;
 
     /// ZMCT02: a request of the asynchronous mode whose reply recv() has not returned yet.
     struct pending_v2 {
@@ -431,15 +440,16 @@ struct client::impl {
         return false;
     }
 
-    /// The next message from the socket before @p deadline, if any.
-    std::optional<message> read_until(clock::time_point deadline) {
+    /// The next message from the socket before @p deadline, if any: in_, valid until the next
+    /// call (take its frames with move_tail_to), or null.
+    message* read_until(clock::time_point deadline) {
         for (;;) {
-            message m;
-            if (m.recv(socket_, zmq::recv_flags::dontwait)) return m;
-            if (clock::now() >= deadline) return std::nullopt;
+            if (in_.recv(socket_, zmq::recv_flags::dontwait)) return &in_;
+            if (clock::now() >= deadline) return nullptr;
             // poll throws ETERM once the context is terminating; recv only returns false.
             try {
-                (void)wait_readable(socket_, deadline);
+                // Latency mode: a zero-timeout poll, then read again at once.
+                (void)wait_readable(socket_, opts_.spin ? clock::now() : deadline);
             } catch (const zmq::error_t& e) {
                 if (e.num() == ETERM) throw context_terminated{};
                 throw;
@@ -468,12 +478,14 @@ struct client::impl {
                 // With no request id, a reply is taken to answer the oldest request to its
                 // service; one from a service nothing was sent to is foreign or stale.
                 auto it = awaited_.find(view((*m)[2]));
-                if (it == awaited_.end()) {
+                if (it == awaited_.end() || it->second == 0) {
                     ++stats_.unexpected;
                     continue;
                 }
                 r.service = it->first;
-                if (--it->second == 0) awaited_.erase(it);
+                // An entry at 0 is kept for the service's next request (no node allocated per
+                // request); only a client of many services sheds them.
+                if (--it->second == 0 && awaited_.size() > max_idle_services) awaited_.erase(it);
             }
             --in_flight_;
             m->move_tail_to(body_at(opts_.tagged), r.body);
@@ -577,7 +589,8 @@ struct client::impl {
                 h.ttl_ms = ms_left(deadline, now);
                 const bool last = attempt + 1 == opts_.retries;
                 // Every attempt but the last sends a copy: a resend needs the original frames.
-                message out = request_frames_v2(service, h, last ? std::move(body) : body.clone());
+                message& out = out_;
+                request_frames_v2(out, service, h, last ? std::move(body) : body.clone());
                 // The attempt's wait covers the send too (bounded by ZMQ_SNDTIMEO).
                 auto attempt_deadline = clock::now() + opts_.timeout;
                 const auto st = out.send(socket_);
@@ -700,7 +713,8 @@ struct client::impl {
                 std::optional<std::uint64_t> tag;
                 if (opts_.tagged) tag = fresh_tag();
                 // Every attempt but the last sends a copy: a resend needs the original frames.
-                message out = client_frames(service, tag, last ? std::move(body) : body.clone());
+                message& out = out_;
+                client_frames(out, service, tag, last ? std::move(body) : body.clone());
                 ensure_open();
                 // The attempt's deadline covers the send too (bounded by ZMQ_SNDTIMEO).
                 const auto deadline = clock::now() + opts_.timeout;
@@ -794,7 +808,8 @@ struct client::impl {
             if (!wait_for_room(ec, why)) return std::nullopt;
             // Room in the map first, so that a request that went out is always awaited.
             const auto it = add_pending(h.id);
-            message out = request_frames_v2(service, h, std::move(body));
+            message& out = out_;
+            request_frames_v2(out, service, h, std::move(body));
             const auto st = out.send(socket_);
             if (st == send_status::sent) {
                 it->second.service = service;
@@ -841,7 +856,8 @@ struct client::impl {
             if (!wait_for_room(ec, why)) return false;
             if (opts_.tagged && !tag) tag = fresh_tag();
             if (tag) tags_.make_room(); // allocate, if at all, before the request is out
-            message out = client_frames(service, tag, std::move(body));
+            message& out = out_;
+            client_frames(out, service, tag, std::move(body));
             const auto st = out.send(socket_);
             if (st == send_status::sent) {
                 ++in_flight_;

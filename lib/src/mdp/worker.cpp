@@ -93,6 +93,38 @@ bool reserved_type(std::string_view type) noexcept {
 
 } // namespace
 
+/// A first-in first-out queue over a vector that keeps its storage: a std::deque of requests
+/// (each larger than a deque node) allocates a node per request, and the queue holds at most
+/// the credit's worth, so a worker with credit would allocate on every request.
+template <class T> class reusing_fifo {
+  public:
+    [[nodiscard]] bool empty() const noexcept { return head_ == items_.size(); }
+    void clear() noexcept {
+        items_.clear();
+        head_ = 0;
+    }
+    void push_back(T&& item) { items_.push_back(std::move(item)); }
+    T& front() noexcept { return items_[head_]; }
+    /// Drops the front (normally moved from already). The storage is reused once the queue
+    /// empties, or once half of it is dropped items, so it never grows past twice the most
+    /// items it held at once.
+    void pop_front() noexcept {
+        ++head_;
+        if (head_ == items_.size()) {
+            clear();
+        } else if (head_ >= 16 && head_ * 2 >= items_.size()) {
+            std::move(items_.begin() + static_cast<std::ptrdiff_t>(head_), items_.end(),
+                      items_.begin());
+            items_.erase(items_.end() - static_cast<std::ptrdiff_t>(head_), items_.end());
+            head_ = 0;
+        }
+    }
+
+  private:
+    std::vector<T> items_;
+    std::size_t head_ = 0;
+};
+
 struct worker::impl {
     zmq::context_t* ctx_;
     std::vector<std::string> endpoints_; // the brokers to fail over across (one, usually)
@@ -117,7 +149,7 @@ struct worker::impl {
     clock::time_point expires_at_;     // broker declared dead if silent until then
     clock::time_point reconnect_at_;   // when to open the next socket (socket_ empty)
     milliseconds backoff_;             // wait before the next silent reconnect
-    std::deque<held_request> queue_;   // requests read but not yet returned by recv()/take()
+    reusing_fifo<held_request> queue_; // requests read but not yet returned by recv()/take()
     message incoming_;                 // reused for every broker message: keeps its frame storage
     message outgoing_;                 // reused for every command sent, likewise
     reply_token last_;                 // the request recv() last returned, for reply(message&&)
@@ -624,7 +656,8 @@ struct worker::impl {
                 }
                 const short events = ready_pending_ ? ZMQ_POLLIN | ZMQ_POLLOUT : ZMQ_POLLIN;
                 zmq::pollitem_t item{socket_.handle(), 0, events, 0};
-                poll(item, wait);
+                // Latency mode: a zero-timeout poll (it still sees ETERM), then look again.
+                poll(item, opts_.spin ? milliseconds(0) : wait);
             }
         } catch (const context_terminated&) {
             terminate();

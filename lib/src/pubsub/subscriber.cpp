@@ -481,6 +481,15 @@ struct subscriber::impl {
                 d.reset();
             }
             check_connections();
+            if (opts_.spin) {
+                // Latency mode: look again at once. A zero-timeout poll rather than nothing,
+                // so that a signal or the context's end still stops the wait.
+                if (clock::now() >= deadline ||
+                    detail::wait_readable(socket_, milliseconds(0)) ==
+                        detail::wait_result::interrupted)
+                    return std::nullopt;
+                continue;
+            }
             const milliseconds left = left_until(deadline);
             if (left <= milliseconds(0) ||
                 detail::wait_readable(socket_, monitor_ ? std::min(left, opts_.takeover_interval)

@@ -94,6 +94,12 @@ struct worker_options {
     /// the client's retry. Replies are kept even when the connection they came for has gone.
     /// 0 (the default): off.
     std::chrono::milliseconds replay_window{0};
+    /// Latency mode: while recv() and take() wait, busy-poll the socket (zmq_poll with timeout 0, in a
+    /// loop, for at most the caller's timeout) instead of sleeping in the kernel until a request
+    /// comes. It saves the wake-up of a blocked thread on every message, at the price of one
+    /// core kept at 100 % while waiting: for a thread pinned to a core of its own. Off (blocking)
+    /// by default.
+    bool spin = false;
 };
 
 /// Counters of a worker, for monitoring.
