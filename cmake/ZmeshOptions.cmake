@@ -13,3 +13,8 @@ set_property(CACHE ZMESH_SANITIZE PROPERTY STRINGS none address undefined thread
 # instruments zmesh's own libraries for coverage and builds everything with ASan and UBSan, so
 # it belongs in a build directory of its own (scripts/fuzz uses build-fuzz/).
 option(ZMESH_BUILD_FUZZ "Build the libFuzzer targets (needs clang)" OFF)
+
+# Precompiled headers (zmesh_precompile_headers in ZmeshHelpers.cmake). On by default for a
+# top-level build, where it cuts the build about in half; a parent project decides for itself.
+option(ZMESH_PCH "Parse the heavy third-party headers once per target family (precompiled headers)"
+       ${PROJECT_IS_TOP_LEVEL})
