@@ -4,6 +4,7 @@
 #include "mdp_bench.hpp"
 #include "peer_bench.hpp"
 #include "pubsub_bench.hpp"
+#include "scale_bench.hpp"
 #include "titanic_bench.hpp"
 
 #include <zmesh/mdp/protocol.hpp>
@@ -51,6 +52,7 @@ int run_mdp(const std::vector<std::string>& args) {
     double seconds = 5;
     std::string dedupe = "both";
     std::string curve = "off";
+    std::string spin = "off";
     long window_ms = static_cast<long>(cfg.dedupe_window.count());
     po::options_description options("options");
     options.add_options()
@@ -70,11 +72,16 @@ int run_mdp(const std::vector<std::string>& args) {
          "retries still join pending requests, no reply is kept)")
         ("curve", po::value(&curve)->default_value(curve),
          "broker mode: on = every connection encrypted with CURVE and admitted by the broker's "
-         "ZAP handler, off = plain, both = one row each (the cost of encryption in one run)");
+         "ZAP handler, off = plain, both = one row each (the cost of encryption in one run)")
+        ("spin", po::value(&spin)->default_value(spin),
+         "latency mode: on = the client and the workers busy-poll instead of blocking, off = blocking, both = "
+         "one row each (p50, p99, p99.9 of the two side by side)");
     po::variables_map vm;
-    if (!parse("bench mdp", "[--mode broker|direct] [--dedupe on|off|both] [--curve on|off|both] [options]", options,
+    if (!parse("bench mdp", "[--mode broker|direct] [--dedupe on|off|both] [--curve on|off|both] [--spin on|off|both] [options]", options,
                args, vm))
         return ok;
+    if (spin != "on" && spin != "off" && spin != "both")
+        throw usage_error("--spin must be on, off or both");
     if (dedupe != "on" && dedupe != "off" && dedupe != "both")
         throw usage_error("--dedupe must be on, off or both");
     if (curve != "on" && curve != "off" && curve != "both")
@@ -98,21 +105,25 @@ int run_mdp(const std::vector<std::string>& args) {
     if (dedupe != "off" && cfg.mode == "broker") dedupe_rows.push_back(true);
     if (curve != "on") curve_rows.push_back(false);
     if (curve != "off") curve_rows.push_back(true);
+    std::vector<bool> spin_rows;
+    if (spin != "on") spin_rows.push_back(false);
+    if (spin != "off") spin_rows.push_back(true);
     std::printf("%s\n", machine_line().c_str());
-    std::printf("%-7s %-8s %-6s %-7s %-7s %-7s %-6s %12s %10s %10s %10s %8s\n", "mode",
+    std::printf("%-7s %-8s %-6s %-7s %-7s %-7s %-6s %12s %10s %10s %10s %8s %5s\n", "mode",
                 "workers", "size", "window", "credit", "dedupe", "curve", "req/s", "p50 us",
-                "p99 us", "p99.9 us", "lost");
+                "p99 us", "p99.9 us", "lost", "spin");
     bool all_answered = true;
     // One run after the other, each with its own broker and workers: they never share the CPU.
-    for (const bool encrypted : curve_rows) for (const bool on : dedupe_rows) {
+    for (const bool encrypted : curve_rows) for (const bool on : dedupe_rows) for (const bool spinning : spin_rows) {
         cfg.dedupe = on;
         cfg.curve = encrypted;
+        cfg.spin = spinning;
         auto r = bench::run_mdp_bench(cfg);
-        std::printf("%-7s %-8d %-6zu %-7zu %-7u %-7s %-6s %12.0f %10.1f %10.1f %10.1f %8llu\n",
+        std::printf("%-7s %-8d %-6zu %-7zu %-7u %-7s %-6s %12.0f %10.1f %10.1f %10.1f %8llu %5s\n",
                     cfg.mode.c_str(), cfg.mode == "broker" ? cfg.workers : 0, cfg.size,
                     cfg.window, cfg.mode == "broker" ? cfg.credit : 0u, on ? "on" : "off",
                     encrypted ? "on" : "off", r.rate, r.p50_us, r.p99_us, r.p999_us,
-                    static_cast<unsigned long long>(r.sent - r.received));
+                    static_cast<unsigned long long>(r.sent - r.received), spinning ? "on" : "off");
         std::fflush(stdout);
         all_answered = all_answered && r.sent == r.received;
     }
@@ -124,6 +135,7 @@ int run_pubsub(const std::vector<std::string>& args) {
     bench::pubsub_bench_config cfg;
     double seconds = 5;
     std::string curve = "off";
+    std::string spin = "off";
     po::options_description options("options");
     options.add_options()
         ("mode", po::value(&cfg.mode)->default_value(cfg.mode),
@@ -138,11 +150,16 @@ int run_pubsub(const std::vector<std::string>& args) {
         ("lossy", "broker mode: the forwarder's default lossy policy (losses are reported)")
         ("curve", po::value(&curve)->default_value(curve),
          "broker mode: on = publisher and subscribers encrypted with CURVE and admitted by the "
-         "broker's ZAP handler, off = plain, both = one row each");
+         "broker's ZAP handler, off = plain, both = one row each")
+        ("spin", po::value(&spin)->default_value(spin),
+         "latency mode: on = the subscribers busy-poll instead of blocking, off = blocking, both = "
+         "one row each (p50, p99, p99.9 of the two side by side)");
     po::variables_map vm;
-    if (!parse("bench pubsub", "[--mode raw|direct|broker|proxy] [--curve on|off|both] [options]",
+    if (!parse("bench pubsub", "[--mode raw|direct|broker|proxy] [--curve on|off|both] [--spin on|off|both] [options]",
                options, args, vm))
         return ok;
+    if (spin != "on" && spin != "off" && spin != "both")
+        throw usage_error("--spin must be on, off or both");
     if (curve != "on" && curve != "off" && curve != "both")
         throw usage_error("--curve must be on, off or both");
     if (curve != "off" && cfg.mode != "broker") throw usage_error("--curve needs --mode broker");
@@ -158,18 +175,22 @@ int run_pubsub(const std::vector<std::string>& args) {
     std::vector<bool> curve_rows;
     if (curve != "on") curve_rows.push_back(false);
     if (curve != "off") curve_rows.push_back(true);
+    std::vector<bool> spin_rows;
+    if (spin != "on") spin_rows.push_back(false);
+    if (spin != "off") spin_rows.push_back(true);
     std::printf("%s\n", machine_line().c_str());
-    std::printf("%-7s %-5s %-6s %-9s %-6s %12s %10s %10s %10s %8s\n", "mode", "subs", "size",
-                "rate", "curve", "msgs/s", "p50 us", "p99 us", "p99.9 us", "lost");
+    std::printf("%-7s %-5s %-6s %-9s %-6s %12s %10s %10s %10s %8s %5s\n", "mode", "subs", "size",
+                "rate", "curve", "msgs/s", "p50 us", "p99 us", "p99.9 us", "lost", "spin");
     bool complete = true;
-    for (const bool encrypted : curve_rows) {
+    for (const bool encrypted : curve_rows) for (const bool spinning : spin_rows) {
         cfg.curve = encrypted;
+        cfg.spin = spinning;
         auto r = bench::run_pubsub_bench(cfg);
         const std::string mode = cfg.lossy ? "lossy" : cfg.mode;
-        std::printf("%-7s %-5d %-6zu %-9s %-6s %12.0f %10.1f %10.1f %10.1f %8llu\n", mode.c_str(),
+        std::printf("%-7s %-5d %-6zu %-9s %-6s %12.0f %10.1f %10.1f %10.1f %8llu %5s\n", mode.c_str(),
                     cfg.subscribers, cfg.size, cfg.rate ? std::to_string(cfg.rate).c_str() : "max",
                     encrypted ? "on" : "off", r.rate, r.p50_us, r.p99_us, r.p999_us,
-                    static_cast<unsigned long long>(r.lost));
+                    static_cast<unsigned long long>(r.lost), spinning ? "on" : "off");
         std::fflush(stdout);
         complete = complete && (r.lost == 0 || cfg.lossy);
     }
@@ -246,15 +267,16 @@ int run_titanic_bench(const std::vector<std::string>& args) {
 
 int run_bench(const std::vector<std::string>& args) {
     if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-        std::printf("usage: zmesh bench (mdp | pubsub | titanic) [options]   ('zmesh bench mdp --help' for options)\n");
+        std::printf("usage: zmesh bench (mdp | pubsub | titanic | mdp-peer | freelance | scale) [options]   ('zmesh bench mdp --help' for options)\n");
         return args.empty() ? usage : ok;
     }
     if (args[0] == "mdp") return run_mdp({args.begin() + 1, args.end()});
     if (args[0] == "pubsub") return run_pubsub({args.begin() + 1, args.end()});
     if (args[0] == "titanic") return run_titanic_bench({args.begin() + 1, args.end()});
+    if (args[0] == "scale") return bench::run_scale_command({args.begin() + 1, args.end()}, machine_line());
     if (args[0] == "mdp-peer") return run_mdp_peer_bench({args.begin() + 1, args.end()});
     if (args[0] == "freelance") return run_freelance_bench({args.begin() + 1, args.end()});
-    throw usage_error("unknown benchmark '" + args[0] + "' (available: mdp, pubsub, titanic)");
+    throw usage_error("unknown benchmark '" + args[0] + "' (available: mdp, pubsub, titanic, mdp-peer, freelance, scale)");
 }
 
 } // namespace zmesh::cli

@@ -82,8 +82,9 @@ class broker::impl {
         // No ZMTP heartbeats on this ROUTER: libzmq 4.3 cancels a timer by a linear scan of its
         // I/O thread's timers, and every PONG cancels one that sits behind each connection's
         // own, so each heartbeat interval cost O(connections^2): 10,000 idle clients kept the
-        // I/O thread busy (docs/perf-findings-scale.md). TCP keepalive, on the kernel's timers,
-        // closes a half-open connection in the same time: 5 s idle, then 3 probes 5 s apart.
+        // I/O thread busy (docs/perf.md, "Cost as work grows"). TCP keepalive, on the kernel's
+        // timers, closes a half-open connection in the same time: 5 s idle, then 3 probes 5 s
+        // apart.
         o.heartbeat_interval = std::chrono::milliseconds(0);
         apply(router_, o);
         router_.set(zmq::sockopt::tcp_keepalive, 1);

@@ -43,7 +43,7 @@ TEST_CASE("bash completion offers subcommands, their flags and fixed values") {
     CHECK(complete("broker --max-q") == "--max-queue");
     CHECK(complete("broker --http --log-level d") == "debug");
     CHECK(complete("worker --log-format j") == "json");
-    CHECK(complete("bench \"\"") == "mdp pubsub titanic");
+    CHECK(complete("bench \"\"") == "mdp pubsub titanic mdp-peer freelance scale");
     // zmesh bench exists only where the benchmarks are built (not in the sanitizer builds).
     if (support::run_cli({"--help"}).out.find("\n  bench ") != std::string::npos)
         CHECK(complete("bench mdp --ded") == "--dedupe --dedupe-window-ms");

@@ -3,7 +3,9 @@
 //
 // Every socket a zmesh node or client opens goes through apply(), so high-water marks, linger,
 // ZMTP heartbeats (37/ZMTP, which kill half-open TCP connections that MDP heartbeats cannot see)
-// and the maximum accepted message size are set the same way everywhere.
+// and the maximum accepted message size are set the same way everywhere. One exception: the
+// broker's MDP ROUTER turns ZMTP heartbeats off and uses TCP keepalive (nodes/broker/broker.cpp
+// says why: their cost in libzmq 4.3 grows with the square of the connections).
 #pragma once
 
 #include <zmesh/export.hpp>

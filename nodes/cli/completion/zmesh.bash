@@ -40,6 +40,8 @@ _zmesh_bash() {
         --ha) COMPREPLY=($(compgen -W "primary backup" -- "$cur")); return ;;
         --mode) COMPREPLY=($(compgen -W "broker direct raw proxy" -- "$cur")); return ;;
         --dedupe|--curve) COMPREPLY=($(compgen -W "on off both" -- "$cur")); return ;;
+        --spin) # a value for the benchmarks' --spin; a plain switch elsewhere (zmesh sub)
+            if [[ $cmd == bench* ]]; then COMPREPLY=($(compgen -W "on off both" -- "$cur")); return; fi ;;
         --config|--curve-secret|--curve-server-key|--curve-key|--acl|--store|--body-file|--state)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --allow|--dir|--run-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
@@ -51,7 +53,7 @@ _zmesh_bash() {
     elif [[ $COMP_CWORD -eq $((i + 1)) ]]; then
         # The first word after a subcommand that takes an action.
         case $cmd in
-            bench) COMPREPLY=($(compgen -W "mdp pubsub titanic" -- "$cur")) ;;
+            bench) COMPREPLY=($(compgen -W "mdp pubsub titanic mdp-peer freelance scale" -- "$cur")) ;;
             directory) COMPREPLY=($(compgen -W "list lookup register unregister" -- "$cur")) ;;
             dlq) COMPREPLY=($(compgen -W "list show replay purge" -- "$cur")) ;;
             clone) COMPREPLY=($(compgen -W "get set del watch" -- "$cur")) ;;
