@@ -5,50 +5,122 @@
 
 #include <cerrno>
 #include <iterator>
+#include <new>
 
 namespace zmesh {
 
 message::message(std::initializer_list<std::string_view> frames) {
-    frames_.reserve(frames.size());
+    reserve(frames.size());
     for (auto f : frames) push_back(f);
 }
 
+message::message(message&& other) noexcept { take(other); }
+
+message& message::operator=(message&& other) noexcept {
+    if (this != &other) {
+        clear();
+        if (data_ != inline_data()) {
+            ::operator delete(data_);
+            data_ = inline_data();
+            capacity_ = inline_frames;
+        }
+        take(other);
+    }
+    return *this;
+}
+
+message::~message() {
+    clear();
+    if (data_ != inline_data()) ::operator delete(data_);
+}
+
+void message::take(message& other) noexcept {
+    if (other.data_ != other.inline_data()) {
+        // A heap array changes owner with its frames: nothing is moved one by one.
+        data_ = other.data_;
+        capacity_ = other.capacity_;
+        size_ = other.size_;
+        other.data_ = other.inline_data();
+        other.capacity_ = inline_frames;
+        other.size_ = 0;
+        return;
+    }
+    for (std::size_t i = 0; i < other.size_; ++i) {
+        new (data_ + i) zmq::message_t(std::move(other.data_[i]));
+        other.data_[i].~message_t();
+    }
+    size_ = other.size_;
+    other.size_ = 0;
+}
+
+void message::grow(std::size_t n) {
+    std::size_t cap = capacity_ * 2;
+    if (cap < n) cap = n;
+    auto* fresh = static_cast<zmq::message_t*>(::operator new(cap * sizeof(zmq::message_t)));
+    for (std::size_t i = 0; i < size_; ++i) {
+        new (fresh + i) zmq::message_t(std::move(data_[i]));
+        data_[i].~message_t();
+    }
+    if (data_ != inline_data()) ::operator delete(data_);
+    data_ = fresh;
+    capacity_ = cap;
+}
+
+void message::reserve(std::size_t n) {
+    if (n > capacity_) grow(n);
+}
+
+void message::drop_back(std::size_t n) noexcept {
+    for (; n > 0; --n) data_[--size_].~message_t();
+}
+
+void message::clear() noexcept { drop_back(size_); }
+
 std::size_t message::byte_size() const noexcept {
     std::size_t n = 0;
-    for (const auto& f : frames_) n += f.size();
+    for (const auto& f : *this) n += f.size();
     return n;
 }
 
 void message::push_front(zmq::message_t&& frame) {
-    frames_.insert(frames_.begin(), std::move(frame));
+    if (size_ == capacity_) grow(size_ + 1);
+    // Shift right by one: construct the new last slot, then move each frame up.
+    if (size_ == 0) {
+        new (data_) zmq::message_t(std::move(frame));
+    } else {
+        new (data_ + size_) zmq::message_t(std::move(data_[size_ - 1]));
+        for (std::size_t i = size_ - 1; i > 0; --i) data_[i] = std::move(data_[i - 1]);
+        data_[0] = std::move(frame);
+    }
+    ++size_;
 }
 
 void message::push_front(std::string_view bytes) {
-    frames_.emplace(frames_.begin(), bytes.data(), bytes.size());
+    push_front(zmq::message_t(bytes.data(), bytes.size()));
 }
 
 zmq::message_t message::pop_front() {
-    zmq::message_t f(std::move(frames_.front()));
-    frames_.erase(frames_.begin());
+    zmq::message_t f(std::move(data_[0]));
+    for (std::size_t i = 1; i < size_; ++i) data_[i - 1] = std::move(data_[i]);
+    drop_back(1);
     return f;
 }
 
 zmq::message_t message::pop_back() {
-    zmq::message_t f(std::move(frames_.back()));
-    frames_.pop_back();
+    zmq::message_t f(std::move(data_[size_ - 1]));
+    drop_back(1);
     return f;
 }
 
 void message::move_tail_to(std::size_t first, message& out) {
-    if (first >= frames_.size()) return;
-    auto from = frames_.begin() + static_cast<std::ptrdiff_t>(first);
-    out.frames_.insert(out.frames_.end(), std::make_move_iterator(from),
-                       std::make_move_iterator(frames_.end()));
-    frames_.erase(from, frames_.end());
+    if (first >= size_) return;
+    out.reserve(out.size_ + (size_ - first));
+    for (std::size_t i = first; i < size_; ++i) out.push_back(std::move(data_[i]));
+    drop_back(size_ - first);
 }
 
 bool message::recv(zmq::socket_ref socket, zmq::recv_flags flags) {
-    frames_.clear();
+    clear();
     for (;;) {
         zmq::message_t frame;
         zmq::recv_result_t got;
@@ -56,30 +128,30 @@ bool message::recv(zmq::socket_ref socket, zmq::recv_flags flags) {
             got = socket.recv(frame, flags);
         } catch (const zmq::error_t& e) {
             if (e.num() == ETERM) {
-                frames_.clear();
+                clear();
                 return false;
             }
             throw;
         }
         if (!got) {
             // Only the first frame can be missing: the rest of a multipart message arrives with it.
-            frames_.clear();
+            clear();
             return false;
         }
         const bool more = frame.more();
-        frames_.push_back(std::move(frame));
+        push_back(std::move(frame));
         if (!more) return true;
         flags = zmq::recv_flags::none;
     }
 }
 
 send_status message::send(zmq::socket_ref socket, zmq::send_flags flags) {
-    const std::size_t n = frames_.size();
+    const std::size_t n = size_;
     for (std::size_t i = 0; i < n; ++i) {
         const bool last = i + 1 == n;
         auto f = last ? flags : (flags | zmq::send_flags::sndmore);
         try {
-            if (!socket.send(frames_[i], f)) {
+            if (!socket.send(data_[i], f)) {
                 if (i == 0) return send_status::would_block;
                 throw zmq::error_t(); // EAGAIN mid-message cannot happen in libzmq
             }
@@ -89,14 +161,14 @@ send_status message::send(zmq::socket_ref socket, zmq::send_flags flags) {
             throw;
         }
     }
-    frames_.clear();
+    clear();
     return send_status::sent;
 }
 
 message message::clone() const {
     message copy;
-    copy.frames_.reserve(frames_.size());
-    for (const auto& f : frames_) copy.frames_.emplace_back(f.data(), f.size());
+    copy.reserve(size_);
+    for (const auto& f : *this) copy.push_back(view(f));
     return copy;
 }
 

@@ -116,7 +116,7 @@ request* mdp_engine::acquire() {
 
 void mdp_engine::release(request* r) noexcept {
     r->body.clear(); // keeps the frame vector's capacity for the next request
-    r->parts.clear();
+    r->parts.reset();
     r->stream.clear();
     r->from = nullptr;
     r->tag.rebuild();
@@ -288,7 +288,11 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
         return;
     }
     // What the request will hold until it is answered, in real bytes (memory_meter.hpp).
-    std::size_t cost = sizeof(request) + r->body.size() * frame_slot_cost +
+    // The body's first message::inline_frames frames are inside the record (sizeof(request));
+    // only a spilled body has a frame array of its own.
+    const std::size_t spilled =
+        r->body.capacity() > message::inline_frames ? r->body.capacity() : 0;
+    std::size_t cost = sizeof(request) + spilled * frame_slot_cost +
                        frame_heap_cost(r->tag.size()) + r->hdr.type.size();
     for (auto& f : r->body) {
         compact(f);
@@ -1034,7 +1038,8 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
                 reply_to_client(r->from->id, r->from, r->proto, {}, std::move(header), s.name,
                                 body, 0, false);
         } else {
-            body.move_tail_to(0, r->parts);
+            if (!r->parts) r->parts = std::make_unique<message>();
+            body.move_tail_to(0, *r->parts);
         }
         return;
     }
@@ -1047,10 +1052,10 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
         // header as plain clients see every error: a first body frame that says so.
         body.push_front(mdp::error_type);
     }
-    if (!r->parts.empty()) {
+    if (r->parts && !r->parts->empty()) {
         // The parts a plain client could not take one by one come first in its one reply.
         message all;
-        r->parts.move_tail_to(0, all);
+        r->parts->move_tail_to(0, all);
         body.move_tail_to(0, all);
         body = std::move(all);
     }

@@ -104,7 +104,9 @@ struct request {
     clock::time_point deadline = clock::time_point::max(); // leaves the queue then (504)
     std::size_t heap_at = npos; // its index in the deadline heap while it waits
     message body;               // kept until replied, so a dead worker's request can be sent again
-    message parts;              // PARTIAL frames kept for a client that cannot stream (01)
+    // PARTIAL frames kept for a client that cannot stream (01); made on the first part, so a
+    // request that streams nothing does not carry a message's inline frames for it.
+    std::unique_ptr<message> parts;
     std::string stream;         // PARTIALs sent so far, kept for retries (has_id only; the
                                 // flat form of mdp_engine::append_kept)
     static constexpr std::size_t npos = static_cast<std::size_t>(-1);

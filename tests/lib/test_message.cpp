@@ -7,6 +7,9 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
+#include <vector>
+
 TEST_SUITE("lib.message") {
 
 TEST_CASE("a multipart message round-trips over a socket pair with frames intact") {
@@ -100,6 +103,92 @@ TEST_CASE("move_tail_to moves frames without copying and clone copies deeply") {
     auto copy = body.clone();
     CHECK(copy[0].data() != data);
     CHECK(zmesh::view(copy[1]) == "b2");
+}
+
+namespace {
+std::vector<std::string> numbered(std::size_t n) {
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < n; ++i) out.push_back("f" + std::to_string(i));
+    return out;
+}
+} // namespace
+
+TEST_CASE("frames beyond the inline ones spill to the heap in order, and every operation keeps them") {
+    // Every size around the inline capacity: all inline, exactly full, spilled by one, spilled far.
+    for (std::size_t n = 0; n <= zmesh::message::inline_frames * 3 + 1; ++n) {
+        CAPTURE(n);
+        zmesh::message m;
+        for (const auto& f : numbered(n)) m.push_back(f);
+        CHECK(m.size() == n);
+        CHECK(m.capacity() >= n);
+        CHECK(support::texts(m) == numbered(n));
+
+        // Moving: the source is left empty and usable, the target has every frame.
+        zmesh::message moved(std::move(m));
+        CHECK(m.empty()); // NOLINT(bugprone-use-after-move): documented as left empty
+        CHECK(support::texts(moved) == numbered(n));
+        m.push_back(std::string_view("again"));
+        CHECK(support::texts(m) == std::vector<std::string>{"again"});
+
+        // Move-assigning over a message that holds frames (inline or spilled) releases them.
+        zmesh::message target;
+        for (const auto& f : numbered(9)) target.push_back(f);
+        target = std::move(moved);
+        CHECK(moved.empty()); // NOLINT(bugprone-use-after-move)
+        CHECK(support::texts(target) == numbered(n));
+
+        // push_front and pop_front across the inline boundary.
+        target.push_front(std::string_view("head"));
+        auto expected = numbered(n);
+        expected.insert(expected.begin(), "head");
+        CHECK(support::texts(target) == expected);
+        CHECK(zmesh::to_string(target.pop_front()) == "head");
+        CHECK(support::texts(target) == numbered(n));
+        if (n > 0) {
+            CHECK(zmesh::to_string(target.pop_back()) == "f" + std::to_string(n - 1));
+            CHECK(target.size() == n - 1);
+        }
+
+        // move_tail_to from an inline or spilled message into one that already has frames.
+        zmesh::message rest{"x", "y", "z"};
+        const std::size_t had = target.size();
+        target.move_tail_to(had / 2, rest);
+        CHECK(target.size() == had / 2);
+        CHECK(rest.size() == 3 + (had - had / 2));
+
+        // std::swap, as the last-value cache uses it.
+        std::swap(target, rest);
+        CHECK(rest.size() == had / 2);
+        CHECK(target.size() == 3 + (had - had / 2));
+        CHECK(zmesh::view(target[0]) == "x");
+    }
+}
+
+TEST_CASE("clear keeps a spilled message's storage, so refilling it allocates nothing") {
+    zmesh::message m;
+    for (const auto& f : numbered(zmesh::message::inline_frames + 5)) m.push_back(f);
+    const std::size_t capacity = m.capacity();
+    const auto* storage = &m[0];
+    m.clear();
+    CHECK(m.empty());
+    CHECK(m.capacity() == capacity);
+    for (const auto& f : numbered(capacity)) m.push_back(f);
+    CHECK(&m[0] == storage);
+}
+
+TEST_CASE("a spilled message round-trips over a socket pair") {
+    zmq::context_t ctx;
+    zmq::socket_t a(ctx, zmq::socket_type::pair), b(ctx, zmq::socket_type::pair);
+    const std::string ep = support::inproc_endpoint("message-spill");
+    a.bind(ep);
+    b.connect(ep);
+    zmesh::message out;
+    for (const auto& f : numbered(11)) out.push_back(f);
+    REQUIRE(out.send(a) == zmesh::send_status::sent);
+    CHECK(out.empty());
+    zmesh::message in;
+    REQUIRE(in.recv(b));
+    CHECK(support::texts(in) == numbered(11));
 }
 
 }

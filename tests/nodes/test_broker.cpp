@@ -405,10 +405,10 @@ TEST_CASE("a request no worker takes within the request ttl is rejected with 504
 
 TEST_CASE("the memory all requests hold together is bounded") {
     broker_fixture f;
-    // Two requests of 3000 bytes fit with their records (~3.5 kB each) and the client's entry;
-    // a third does not, a small one does.
-    f.config.max_memory = 8500;
-    f.config.max_client_memory = 8500;
+    // Two requests of 3000 bytes fit with their records (~3.9 kB each) and the client's entry;
+    // a third does not, a small one does, and so does the 503 that refuses the third.
+    f.config.max_memory = 9000;
+    f.config.max_client_memory = 9000;
     f.start();
     auto c = dealer(f.ctx, f.endpoint);
     client_request(c, "a", std::string(3000, 'x'));
@@ -418,7 +418,7 @@ TEST_CASE("the memory all requests hold together is bounded") {
     CHECK(held < 4200);
     client_request(c, "b", std::string(3000, 'y'));
     REQUIRE(eventually([&] { return f.broker->stats().queued_bytes == 6000; }));
-    client_request(c, "b", std::string(3000, 'z')); // past 8000 with the others
+    client_request(c, "b", std::string(3000, 'z')); // past 11000 with the others
     auto body = expect_reply(c, "b");
     REQUIRE(body.size() == 3);
     CHECK(body[1] == "503");

@@ -3,8 +3,10 @@
 //
 // zmesh::message owns a sequence of zmq::message_t frames. Receiving fills it frame by frame,
 // sending hands each frame to libzmq (which takes its content without a copy); pushing and
-// popping frames moves them. clear() keeps the frame storage, so a node that reuses one message
-// object per socket allocates nothing of its own per message on the hot path.
+// popping frames moves them. The first inline_frames frames live inside the object itself, so a
+// message of up to that many frames (a pub/sub delivery, a forwarded publication) never touches
+// the heap; a longer one spills to a heap array, which clear() keeps, so a node that reuses one
+// message object per socket allocates nothing of its own per message on the hot path.
 #pragma once
 
 #include <zmesh/export.hpp>
@@ -13,9 +15,9 @@
 
 #include <cstddef>
 #include <initializer_list>
+#include <new>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace zmesh {
 
@@ -40,40 +42,56 @@ enum class send_status {
 /// @endcode
 class ZMESH_EXPORT message {
   public:
-    using frames_type = std::vector<zmq::message_t>;
-    using iterator = frames_type::iterator;
-    using const_iterator = frames_type::const_iterator;
+    using iterator = zmq::message_t*;
+    using const_iterator = const zmq::message_t*;
 
-    message() = default;
+    /// Frames held inside the object before the message spills to the heap: a pub/sub message
+    /// ([topic][header][payload]) and a delivery's payload fit.
+    static constexpr std::size_t inline_frames = 4;
+
+    message() noexcept = default;
     /// Builds a message from text frames (copies each; meant for control messages and tests).
     message(std::initializer_list<std::string_view> frames);
-    message(message&&) noexcept = default;
-    message& operator=(message&&) noexcept = default;
+    /// Takes @p other's frames; @p other is left empty (a heap array moves with its frames).
+    message(message&& other) noexcept;
+    message& operator=(message&& other) noexcept;
     message(const message&) = delete;
     message& operator=(const message&) = delete;
-    ~message() = default;
+    ~message();
 
     /// Number of frames.
-    [[nodiscard]] std::size_t size() const noexcept { return frames_.size(); }
-    [[nodiscard]] bool empty() const noexcept { return frames_.empty(); }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    /// Frames the message holds room for without allocating.
+    [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
     /// Sum of the frame sizes in bytes.
     [[nodiscard]] std::size_t byte_size() const noexcept;
 
-    zmq::message_t& operator[](std::size_t i) noexcept { return frames_[i]; }
-    const zmq::message_t& operator[](std::size_t i) const noexcept { return frames_[i]; }
-    zmq::message_t& front() noexcept { return frames_.front(); }
-    zmq::message_t& back() noexcept { return frames_.back(); }
-    const zmq::message_t& front() const noexcept { return frames_.front(); }
-    const zmq::message_t& back() const noexcept { return frames_.back(); }
-    iterator begin() noexcept { return frames_.begin(); }
-    iterator end() noexcept { return frames_.end(); }
-    const_iterator begin() const noexcept { return frames_.begin(); }
-    const_iterator end() const noexcept { return frames_.end(); }
+    zmq::message_t& operator[](std::size_t i) noexcept { return data_[i]; }
+    const zmq::message_t& operator[](std::size_t i) const noexcept { return data_[i]; }
+    zmq::message_t& front() noexcept { return data_[0]; }
+    zmq::message_t& back() noexcept { return data_[size_ - 1]; }
+    const zmq::message_t& front() const noexcept { return data_[0]; }
+    const zmq::message_t& back() const noexcept { return data_[size_ - 1]; }
+    iterator begin() noexcept { return data_; }
+    iterator end() noexcept { return data_ + size_; }
+    const_iterator begin() const noexcept { return data_; }
+    const_iterator end() const noexcept { return data_ + size_; }
 
+    /// Makes room for @p n frames (allocates only beyond inline_frames).
+    void reserve(std::size_t n);
     /// Appends a frame (moved).
-    void push_back(zmq::message_t&& frame) { frames_.push_back(std::move(frame)); }
+    void push_back(zmq::message_t&& frame) {
+        if (size_ == capacity_) grow(size_ + 1);
+        new (data_ + size_) zmq::message_t(std::move(frame));
+        ++size_;
+    }
     /// Appends a copy of some bytes as a new frame.
-    void push_back(std::string_view bytes) { frames_.emplace_back(bytes.data(), bytes.size()); }
+    void push_back(std::string_view bytes) {
+        if (size_ == capacity_) grow(size_ + 1);
+        new (data_ + size_) zmq::message_t(bytes.data(), bytes.size());
+        ++size_;
+    }
     /// Prepends a frame (moved).
     void push_front(zmq::message_t&& frame);
     /// Prepends a copy of some bytes as a new frame.
@@ -85,7 +103,7 @@ class ZMESH_EXPORT message {
     /// Moves the frames [first, size()) to the end of @p out, leaving the first @p first here.
     void move_tail_to(std::size_t first, message& out);
     /// Removes every frame; keeps the storage for reuse.
-    void clear() noexcept { frames_.clear(); }
+    void clear() noexcept;
 
     /// Receives one whole multipart message, replacing the current content.
     /// @returns false if nothing was ready (recv_flags::dontwait) or the context is terminating.
@@ -103,7 +121,20 @@ class ZMESH_EXPORT message {
     [[nodiscard]] message clone() const;
 
   private:
-    frames_type frames_;
+    /// Moves the frames to storage for at least @p n frames (inline_frames → heap, doubling).
+    void grow(std::size_t n);
+    /// Drops the last @p n frames.
+    void drop_back(std::size_t n) noexcept;
+    /// Takes @p other's frames into this message, which must be empty.
+    void take(message& other) noexcept;
+    zmq::message_t* inline_data() noexcept {
+        return reinterpret_cast<zmq::message_t*>(inline_);
+    }
+
+    zmq::message_t* data_ = inline_data();
+    std::size_t size_ = 0;
+    std::size_t capacity_ = inline_frames;
+    alignas(zmq::message_t) unsigned char inline_[inline_frames * sizeof(zmq::message_t)];
 };
 
 /// The text of a frame (a copy), for logs and tests.
