@@ -30,26 +30,6 @@ namespace {
 
 constexpr std::string_view link_protocol = "ZMBS01";
 
-std::uint8_t state_byte(bs::state s) noexcept {
-    switch (s) {
-    case bs::state::primary: return 1;
-    case bs::state::backup: return 2;
-    case bs::state::active: return 3;
-    case bs::state::passive: return 4;
-    }
-    return 0;
-}
-
-std::optional<bs::state> byte_state(std::uint8_t b) noexcept {
-    switch (b) {
-    case 1: return bs::state::primary;
-    case 2: return bs::state::backup;
-    case 3: return bs::state::active;
-    case 4: return bs::state::passive;
-    default: return std::nullopt;
-    }
-}
-
 /// What a ROUTER message is, by its protocol frame.
 struct kind {
     bool client = false;
@@ -136,7 +116,7 @@ ha_pair::ha_pair(zmq::context_t& ctx, const broker_config& config, reactor::cloc
     }
     endpoint_ = zmesh::bind(pub_, config.ha_bind);
     sub_.connect(config.ha_peer);
-    state_.store(state_byte(machine_.current()), std::memory_order_relaxed);
+    state_.store(bs::state_byte(machine_.current()), std::memory_order_relaxed);
 }
 
 void ha_pair::attach(reactor& r, std::function<void(std::string_view why)> on_fatal,
@@ -167,7 +147,7 @@ void ha_pair::detach() noexcept {
 void ha_pair::announce() {
     message m;
     m.push_back(link_protocol);
-    const std::uint8_t b = state_byte(machine_.current());
+    const std::uint8_t b = bs::state_byte(machine_.current());
     m.push_back(zmq::message_t(&b, 1));
     (void)m.send(pub_, zmq::send_flags::dontwait); // a full pipe: the next heartbeat will do
 }
@@ -185,7 +165,7 @@ void ha_pair::on_peer(reactor::clock::time_point now) {
         }
         std::optional<bs::state> peer;
         if (in_.size() == 2 && view(in_[0]) == link_protocol && in_[1].size() == 1)
-            peer = byte_state(static_cast<const std::uint8_t*>(in_[1].data())[0]);
+            peer = bs::byte_state(static_cast<const std::uint8_t*>(in_[1].data())[0]);
         if (!peer) {
             malformed_.fetch_add(1, std::memory_order_relaxed);
             log(log_level::warn, "broker: HA link: dropped a malformed state message");
@@ -208,7 +188,7 @@ void ha_pair::apply(const bs::outcome& o, bs::event e) {
     }
     if (!o.changed()) return;
     changes_.fetch_add(1, std::memory_order_relaxed);
-    state_.store(state_byte(o.to), std::memory_order_relaxed);
+    state_.store(bs::state_byte(o.to), std::memory_order_relaxed);
     log(log_level::info, "broker: Binary Star %s -> %s on %s: %s",
         std::string(bs::to_string(o.from)).c_str(), std::string(bs::to_string(o.to)).c_str(),
         std::string(bs::to_string(e)).c_str(), std::string(o.reason).c_str());

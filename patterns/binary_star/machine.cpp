@@ -50,6 +50,26 @@ event peer_event(state s) noexcept {
     return event::peer_passive;
 }
 
+std::uint8_t state_byte(state s) noexcept {
+    switch (s) {
+    case state::primary: return 1;
+    case state::backup: return 2;
+    case state::active: return 3;
+    case state::passive: return 4;
+    }
+    return 0;
+}
+
+std::optional<state> byte_state(std::uint8_t b) noexcept {
+    switch (b) {
+    case 1: return state::primary;
+    case 2: return state::backup;
+    case 3: return state::active;
+    case 4: return state::passive;
+    default: return std::nullopt;
+    }
+}
+
 machine::machine(role r, std::chrono::milliseconds heartbeat, clock::time_point now)
     : role_(r), state_(r == role::primary ? state::primary : state::backup), heartbeat_(heartbeat) {
     if (heartbeat.count() <= 0)

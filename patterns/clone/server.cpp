@@ -46,26 +46,6 @@ namespace {
 /// The protocol frame of the HA link: ZMCLHA, state byte, snapshot endpoint, update endpoint.
 constexpr std::string_view ha_protocol = "ZMCLHA";
 
-std::uint8_t state_byte(bs::state s) noexcept {
-    switch (s) {
-    case bs::state::primary: return 1;
-    case bs::state::backup: return 2;
-    case bs::state::active: return 3;
-    case bs::state::passive: return 4;
-    }
-    return 0;
-}
-
-std::optional<bs::state> byte_state(std::uint8_t b) noexcept {
-    switch (b) {
-    case 1: return bs::state::primary;
-    case 2: return bs::state::backup;
-    case 3: return bs::state::active;
-    case 4: return bs::state::passive;
-    default: return std::nullopt;
-    }
-}
-
 /// A random epoch, never 0 (FOLLOW with epoch 0 asks for a snapshot).
 std::uint64_t draw_epoch() {
     std::random_device rd;
@@ -178,7 +158,7 @@ class server::impl {
         zmesh::connect(*ha_sub_, options_.ha_peer);
         reactor_.add(*ha_sub_, [this](zmq::socket_ref) { on_peer(); });
         reactor_.add_repeating_timer(options_.ha_heartbeat, [this] { beat(); });
-        ha_state_.store(state_byte(machine_->current()), std::memory_order_relaxed);
+        ha_state_.store(bs::state_byte(machine_->current()), std::memory_order_relaxed);
         log(log_level::info, "clone server: Binary Star %s, HA link on %s, peer %s, state %s",
             std::string(bs::to_string(*options_.ha_role)).c_str(), ha_endpoint_.c_str(),
             options_.ha_peer.c_str(), std::string(bs::to_string(machine_->current())).c_str());
@@ -189,7 +169,7 @@ class server::impl {
     void announce() {
         message m;
         m.push_back(ha_protocol);
-        const std::uint8_t b = state_byte(machine_->current());
+        const std::uint8_t b = bs::state_byte(machine_->current());
         m.push_back(zmq::message_t(&b, 1));
         m.push_back(endpoint_);
         m.push_back(updates_);
@@ -208,7 +188,7 @@ class server::impl {
         for (int i = 0; i < 1000 && ha_in_.recv(*ha_sub_, zmq::recv_flags::dontwait); ++i) {
             std::optional<bs::state> peer;
             if (ha_in_.size() == 4 && view(ha_in_[0]) == ha_protocol && ha_in_[1].size() == 1)
-                peer = byte_state(static_cast<const std::uint8_t*>(ha_in_[1].data())[0]);
+                peer = bs::byte_state(static_cast<const std::uint8_t*>(ha_in_[1].data())[0]);
             if (!peer) {
                 malformed_.fetch_add(1, std::memory_order_relaxed);
                 if (limiter_.allow())
@@ -235,7 +215,7 @@ class server::impl {
             return false;
         }
         if (!o.changed()) return true;
-        ha_state_.store(state_byte(o.to), std::memory_order_relaxed);
+        ha_state_.store(bs::state_byte(o.to), std::memory_order_relaxed);
         log(log_level::info, "clone server: Binary Star %s -> %s on %s: %s",
             std::string(bs::to_string(o.from)).c_str(), std::string(bs::to_string(o.to)).c_str(),
             std::string(bs::to_string(e)).c_str(), std::string(o.reason).c_str());

@@ -171,3 +171,13 @@ TEST_CASE("binary_star: names and parsing") {
     CHECK(bs::peer_event(state::active) == event::peer_active);
     CHECK(bs::peer_event(state::primary) == event::peer_primary);
 }
+
+TEST_CASE("binary_star: the state byte of an HA link round-trips, and other bytes are refused") {
+    for (const auto s : {state::primary, state::backup, state::active, state::passive})
+        CHECK(bs::byte_state(bs::state_byte(s)) == s);
+    CHECK(bs::state_byte(state::primary) == 1);
+    CHECK(bs::state_byte(state::passive) == 4);
+    CHECK_FALSE(bs::byte_state(0).has_value());
+    CHECK_FALSE(bs::byte_state(5).has_value());
+    CHECK_FALSE(bs::byte_state(255).has_value());
+}

@@ -20,6 +20,7 @@
 #include <zmesh/export.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
@@ -44,6 +45,12 @@ enum class role { primary, backup };
 /// The peer event that announces state @p s (what a server sends on the HA link is its state;
 /// the receiver turns it into this event).
 [[nodiscard]] ZMESH_EXPORT event peer_event(state s) noexcept;
+
+/// The byte that stands for state @p s on an HA link (the broker's ZMBS01, the Clone pair's
+/// ZMCLHA): primary 1, backup 2, active 3, passive 4.
+[[nodiscard]] ZMESH_EXPORT std::uint8_t state_byte(state s) noexcept;
+/// The state of an HA link's state byte; nullopt for any other byte (a malformed message).
+[[nodiscard]] ZMESH_EXPORT std::optional<state> byte_state(std::uint8_t b) noexcept;
 
 /// What one event did.
 struct outcome {
