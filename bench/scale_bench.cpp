@@ -111,17 +111,24 @@ std::size_t rss_of(pid_t pid) {
     return 0;
 }
 
-/// Sends SIGTERM to @p pid, waits up to @p grace, then SIGKILL; reaps it.
-void stop_process(pid_t pid, milliseconds grace) noexcept {
-    if (pid <= 0) return;
-    ::kill(pid, SIGTERM);
+/// Waits up to @p grace for @p pid to exit and reaps it; false if it is still running.
+bool reaped_within(pid_t pid, milliseconds grace) noexcept {
     const auto until = steady::now() + grace;
     int status = 0;
     while (steady::now() < until) {
         const pid_t r = ::waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR)) return;
+        if (r == pid || (r < 0 && errno != EINTR)) return true;
         std::this_thread::sleep_for(milliseconds(10));
     }
+    return false;
+}
+
+/// Sends SIGTERM to @p pid, waits up to @p grace, then SIGKILL; reaps it.
+void stop_process(pid_t pid, milliseconds grace) noexcept {
+    if (pid <= 0) return;
+    ::kill(pid, SIGTERM);
+    if (reaped_within(pid, grace)) return;
+    int status = 0;
     ::kill(pid, SIGKILL);
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -608,14 +615,7 @@ class holders {
   private:
     static void stop_process_after(pid_t pid, milliseconds grace) noexcept {
         // It exits by itself on EOF; SIGTERM/SIGKILL only if it does not within the grace.
-        const auto until = steady::now() + grace;
-        int status = 0;
-        while (steady::now() < until) {
-            const pid_t r = ::waitpid(pid, &status, WNOHANG);
-            if (r == pid || (r < 0 && errno != EINTR)) return;
-            std::this_thread::sleep_for(milliseconds(10));
-        }
-        stop_process(pid, milliseconds(500));
+        if (!reaped_within(pid, grace)) stop_process(pid, milliseconds(500));
     }
     std::vector<holder> list_;
 };
