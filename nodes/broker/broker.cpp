@@ -205,10 +205,12 @@ class broker::impl {
                 arm_expiry();
             });
         }
-        reactor_.add(monitor_, [this](zmq::socket_ref) {
+        // By its descriptor, not as a socket: see monitor_descriptor().
+        reactor_.add_fd(detail::monitor_descriptor(monitor_), [this](int) {
             drain_monitor();
             arm_expiry();
         });
+        drain_monitor(); // events from before the descriptor was watched
         if (forwarder_) forwarder_->attach(reactor_);
         if (ha_ && forwarder_) {
             // Binary Star: only the active broker's forwarder takes publications (its
@@ -371,7 +373,7 @@ class broker::impl {
         if (expiry) reactor_.cancel(*expiry);
         if (expiry_timer_) reactor_.cancel(*expiry_timer_);
         expiry_timer_.reset();
-        reactor_.remove(monitor_);
+        reactor_.remove_fd(detail::monitor_descriptor(monitor_));
         reactor_.remove(router_);
         if (forwarder_) forwarder_->detach();
         if (ha_) ha_->detach();

@@ -125,15 +125,17 @@ forwarder::forwarder(zmq::context_t& ctx, const broker_config& config)
 
 void forwarder::attach(reactor& r) {
     reactor_ = &r;
-    if (xsub_monitor_) r.add(*xsub_monitor_, [this](zmq::socket_ref) { drain_monitors(); });
+    // The monitors by their descriptors, not as sockets: see monitor_descriptor().
+    if (xsub_monitor_) r.add_fd(monitor_descriptor(*xsub_monitor_), [this](int) { drain_monitors(); });
     if (xpub_monitor_)
-        r.add(*xpub_monitor_, [this](zmq::socket_ref) {
+        r.add_fd(monitor_descriptor(*xpub_monitor_), [this](int) {
             drain_monitors();
             // Reading the subscriptions until none is left marks the queue quiet, which a
             // subscriber reconnecting on the same descriptor needs to be in step
             // (forwarder_screening.cpp).
             on_downstream(xpub_);
         });
+    if (xsub_monitor_ || xpub_monitor_) drain_monitors(); // events from before they were watched
     r.add(xpub_, [this](zmq::socket_ref s) { on_downstream(s); });
     if (holding()) wait_for_room();
     if (!paused_) r.add(xsub_, [this](zmq::socket_ref s) { on_upstream(s); });
@@ -144,8 +146,8 @@ void forwarder::detach() noexcept {
     stop_waiting();
     reactor_->remove(xsub_);
     reactor_->remove(xpub_);
-    if (xsub_monitor_) reactor_->remove(*xsub_monitor_);
-    if (xpub_monitor_) reactor_->remove(*xpub_monitor_);
+    if (xsub_monitor_) reactor_->remove_fd(monitor_descriptor(*xsub_monitor_));
+    if (xpub_monitor_) reactor_->remove_fd(monitor_descriptor(*xpub_monitor_));
     reactor_ = nullptr;
 }
 
