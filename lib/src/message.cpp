@@ -172,6 +172,17 @@ message message::clone() const {
     return copy;
 }
 
+message message::share() {
+    message copy;
+    copy.reserve(size_);
+    for (auto& f : *this) {
+        zmq::message_t shared;
+        shared.copy(f);
+        copy.push_back(std::move(shared));
+    }
+    return copy;
+}
+
 std::optional<message> pop_envelope(message& m) {
     std::size_t delim = 0;
     while (delim < m.size() && m[delim].size() != 0) ++delim;

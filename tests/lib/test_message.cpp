@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,24 @@ TEST_CASE("move_tail_to moves frames without copying and clone copies deeply") {
     auto copy = body.clone();
     CHECK(copy[0].data() != data);
     CHECK(zmesh::view(copy[1]) == "b2");
+}
+
+TEST_CASE("share keeps a large frame's bytes in one place, and each message outlives the other") {
+    const std::string big(4096, 'x');
+    auto original = std::make_unique<zmesh::message>(zmesh::message{"small", big});
+    const void* data = (*original)[1].data();
+    zmesh::message shared = original->share();
+    REQUIRE(shared.size() == 2);
+    CHECK(shared[1].data() == data); // reference-counted, not copied
+    CHECK(zmesh::view(shared[0]) == "small");
+    CHECK(zmesh::view(shared[1]) == big);
+    // The copy survives the original (and the reverse: the original is the one sent on retries).
+    original.reset();
+    CHECK(zmesh::view(shared[1]) == big);
+    zmesh::message again = shared.share();
+    shared.clear();
+    CHECK(zmesh::view(again[1]) == big);
+    CHECK(again[1].data() == data);
 }
 
 namespace {

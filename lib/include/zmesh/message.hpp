@@ -117,8 +117,15 @@ class ZMESH_EXPORT message {
     [[nodiscard]] send_status send(zmq::socket_ref socket,
                                    zmq::send_flags flags = zmq::send_flags::none);
 
-    /// Deep copy, for the rare places (retry buffers) that must keep what they send.
+    /// Deep copy: every byte of every frame copied.
     [[nodiscard]] message clone() const;
+
+    /// A copy whose frames share this message's contents (zmq_msg_copy): a frame above libzmq's
+    /// 33-byte inline size is not copied but reference-counted, so keeping what one sends (a
+    /// retry buffer, a kept reply) costs no copy of the body. Both messages stay valid and
+    /// independent in their frames' lifetimes; neither may change a frame's bytes in place
+    /// afterwards, since the other sees them. Not const: libzmq marks the source shared.
+    [[nodiscard]] message share();
 
   private:
     /// Moves the frames to storage for at least @p n frames (inline_frames → heap, doubling).

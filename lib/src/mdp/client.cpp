@@ -588,9 +588,10 @@ struct client::impl {
                 h.attempt = static_cast<std::uint32_t>(attempt);
                 h.ttl_ms = ms_left(deadline, now);
                 const bool last = attempt + 1 == opts_.retries;
-                // Every attempt but the last sends a copy: a resend needs the original frames.
+                // Every attempt but the last sends a shared copy (no bytes copied above 33 per
+                // frame): a resend needs the original frames.
                 message& out = out_;
-                request_frames_v2(out, service, h, last ? std::move(body) : body.clone());
+                request_frames_v2(out, service, h, last ? std::move(body) : body.share());
                 // The attempt's wait covers the send too (bounded by ZMQ_SNDTIMEO).
                 auto attempt_deadline = clock::now() + opts_.timeout;
                 const auto st = out.send(socket_);
@@ -712,9 +713,10 @@ struct client::impl {
                 // outstanding here, so the tag need not enter tags_.
                 std::optional<std::uint64_t> tag;
                 if (opts_.tagged) tag = fresh_tag();
-                // Every attempt but the last sends a copy: a resend needs the original frames.
+                // Every attempt but the last sends a shared copy (no bytes copied above 33 per
+                // frame): a resend needs the original frames.
                 message& out = out_;
-                client_frames(out, service, tag, last ? std::move(body) : body.clone());
+                client_frames(out, service, tag, last ? std::move(body) : body.share());
                 ensure_open();
                 // The attempt's deadline covers the send too (bounded by ZMQ_SNDTIMEO).
                 const auto deadline = clock::now() + opts_.timeout;
