@@ -106,7 +106,6 @@ class ha_pair {
     message disconnect_;                   // reused for every DISCONNECT sent
     std::function<void(message&)> release_;
     std::function<void(bool)> on_serving_;
-    outbox* out_ = nullptr;                // the ROUTER's, for answers to held retries
     // Exactly once across failover (docs/patterns/binary_star.md): the ids of requests the peer
     // received while active (its ledger, sent as they come), replies workers replayed, and
     // retries held until one of those replies comes.
