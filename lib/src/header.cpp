@@ -4,7 +4,6 @@
 // Decoding trusts nothing: one pass of a small msgpack reader checks the bytes against the
 // header limits and stores each known key after checking its type and range. Encoding refuses
 // what decoding would refuse, so a header this library writes is always one it can read back.
-#include <zmesh/codec.hpp>
 #include <zmesh/error.hpp>
 #include <zmesh/header.hpp>
 
@@ -12,9 +11,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -154,33 +155,165 @@ static_assert(std::all_of(key_names.begin(), key_names.end(),
     }
 }
 
-// A msgpack stream that appends to a std::string (packer needs only write()).
-struct string_sink {
-    std::string* out;
-    void write(const char* data, std::size_t size) { out->append(data, size); }
-};
+// ---- encoding ----
+//
+// Written byte by byte into a buffer sized beforehand for the worst case, in msgpack's smallest
+// form for each value, which is what msgpack::packer writes: the test "the encoder writes what
+// msgpack's packer writes" compares the two. The packer appended every item to a std::string,
+// about 950 instructions per header with the appends and their capacity checks; a header frame
+// of a publication or a request now costs a few stores and one copy into the frame.
 
-class header_writer {
+class byte_writer {
   public:
-    explicit header_writer(std::string& out) : sink_{&out}, packer_(sink_) {}
+    explicit byte_writer(char* at) noexcept : at_(at) {}
+    [[nodiscard]] char* end() const noexcept { return at_; }
 
-    void key(std::string_view name) {
-        const auto n = static_cast<std::uint32_t>(name.size()); // names are checked short
-        packer_.pack_str(n);
-        packer_.pack_str_body(name.data(), n);
+    void byte(unsigned b) noexcept { *at_++ = static_cast<char>(b); }
+    template <std::size_t N> void big_endian(std::uint64_t v) noexcept {
+        for (std::size_t i = N; i-- > 0;)
+            byte(static_cast<unsigned>(v >> (8 * i)) & 0xffU);
     }
-    void id(const message_id& id) {
-        packer_.pack_bin(static_cast<std::uint32_t>(message_id::size));
-        packer_.pack_bin_body(reinterpret_cast<const char*>(id.bytes().data()),
-                              static_cast<std::uint32_t>(message_id::size));
+    void bytes(const char* data, std::size_t size) noexcept {
+        std::memcpy(at_, data, size);
+        at_ += size;
     }
-    msgpack::packer<string_sink>& packer() noexcept { return packer_; }
-    void raw(const std::string& bytes) { sink_.write(bytes.data(), bytes.size()); }
+
+    void map(std::size_t pairs) noexcept { // at most 256 (max_entries)
+        if (pairs < 16) {
+            byte(0x80U | static_cast<unsigned>(pairs));
+        } else {
+            byte(0xde);
+            big_endian<2>(pairs);
+        }
+    }
+    void str(const char* data, std::size_t size) noexcept { // at most max_header_size
+        if (size < 32) {
+            byte(0xa0U | static_cast<unsigned>(size));
+        } else if (size < 256) {
+            byte(0xd9);
+            big_endian<1>(size);
+        } else if (size < 65536) {
+            byte(0xda);
+            big_endian<2>(size);
+        } else {
+            byte(0xdb);
+            big_endian<4>(size);
+        }
+        bytes(data, size);
+    }
+    void key(key_index k) noexcept { str(key_names[k].data(), 2); }
+    void id(const message_id& id) noexcept {
+        byte(0xc4);
+        byte(message_id::size);
+        bytes(reinterpret_cast<const char*>(id.bytes().data()), message_id::size);
+    }
+    void uint(std::uint64_t v) noexcept {
+        if (v < 128) {
+            byte(static_cast<unsigned>(v));
+        } else if (v < 256) {
+            byte(0xcc);
+            big_endian<1>(v);
+        } else if (v < 65536) {
+            byte(0xcd);
+            big_endian<2>(v);
+        } else if (v <= 0xffff'ffffULL) {
+            byte(0xce);
+            big_endian<4>(v);
+        } else {
+            byte(0xcf);
+            big_endian<8>(v);
+        }
+    }
+    void sint(std::int64_t v) noexcept {
+        if (v >= -32) {
+            if (v < 0) byte(static_cast<unsigned>(v) & 0xffU); // negative fixint
+            else uint(static_cast<std::uint64_t>(v));
+            return;
+        }
+        const auto bits = static_cast<std::uint64_t>(v);
+        if (v >= -128) {
+            byte(0xd0);
+            big_endian<1>(bits);
+        } else if (v >= -32768) {
+            byte(0xd1);
+            big_endian<2>(bits);
+        } else if (v >= -2147483648LL) {
+            byte(0xd2);
+            big_endian<4>(bits);
+        } else {
+            byte(0xd3);
+            big_endian<8>(bits);
+        }
+    }
 
   private:
-    string_sink sink_;
-    msgpack::packer<string_sink> packer_;
+    char* at_;
 };
+
+// The most bytes encode() can write for @p h: each item at its longest form.
+std::size_t encoded_bound(const header& h) noexcept {
+    constexpr std::size_t key = 3, id = 2 + message_id::size;
+    std::size_t n = 3 /* map16 */ + key + id /* id */ + key + 5 + h.type.size() /* ty */ +
+                    key + 1 /* pr */ + key + 9 /* ts */ + key + 5 /* tl */ + key + id /* co */ +
+                    key + 5 /* at */ + key + 9 /* sq */ + key + id /* sr */;
+    for (const auto& [name, value] : h.extensions) n += 5 + name.size() + value.size();
+    return n;
+}
+
+// Writes @p h, checked by check_encodable(), from @p at; returns the end.
+char* write_header(const header& h, char* at) noexcept {
+    std::size_t pairs = 1 + h.extensions.size();
+    pairs += h.type.empty() ? 0U : 1U;
+    pairs += h.priority == default_priority ? 0U : 1U;
+    pairs += h.timestamp_ns == 0 ? 0U : 1U;
+    pairs += h.ttl_ms == 0 ? 0U : 1U;
+    pairs += h.correlation_id ? 1U : 0U;
+    pairs += h.attempt == 0 ? 0U : 1U;
+    pairs += h.sequence == 0 ? 0U : 1U;
+    pairs += h.source ? 1U : 0U;
+
+    byte_writer w(at);
+    w.map(pairs);
+    w.key(k_id);
+    w.id(h.id);
+    if (!h.type.empty()) {
+        w.key(k_type);
+        w.str(h.type.data(), h.type.size());
+    }
+    if (h.priority != default_priority) {
+        w.key(k_priority);
+        w.uint(h.priority);
+    }
+    if (h.timestamp_ns != 0) {
+        w.key(k_timestamp);
+        w.sint(h.timestamp_ns);
+    }
+    if (h.ttl_ms != 0) {
+        w.key(k_ttl);
+        w.uint(h.ttl_ms);
+    }
+    if (h.correlation_id) {
+        w.key(k_correlation);
+        w.id(*h.correlation_id);
+    }
+    if (h.attempt != 0) {
+        w.key(k_attempt);
+        w.uint(h.attempt);
+    }
+    if (h.sequence != 0) {
+        w.key(k_sequence);
+        w.uint(h.sequence);
+    }
+    if (h.source) {
+        w.key(k_source);
+        w.id(*h.source);
+    }
+    for (const auto& [name, value] : h.extensions) {
+        w.str(name.data(), name.size());
+        w.bytes(value.data(), value.size());
+    }
+    return w.end();
+}
 
 // ---- decoding ----
 //
@@ -676,11 +809,13 @@ header make_header(std::string type) {
     return h;
 }
 
-void encode(const header& h, std::string& out) {
-    out.clear();
+namespace {
+
+// Refuses, before a byte is written, what decoding would refuse of a single header.
+void check_encodable(const header& h) {
     if (h.priority > max_priority)
         throw_encode(errc::invalid_argument, "priority is above 9");
-    // Checked before packing so a huge string is never copied, and so sizes fit uint32.
+    // Checked before writing so a huge string is never copied, and so sizes fit uint32.
     if (h.type.size() > max_header_size)
         throw_encode(errc::oversized, "type is longer than 64 KiB");
     if (h.extensions.size() > max_entries - key_count)
@@ -695,59 +830,20 @@ void encode(const header& h, std::string& out) {
             throw_encode(errc::invalid_argument,
                          "an extension value is not one msgpack value within the header limits");
     }
+}
 
-    std::size_t pairs = 1 + h.extensions.size();
-    pairs += h.type.empty() ? 0U : 1U;
-    pairs += h.priority == default_priority ? 0U : 1U;
-    pairs += h.timestamp_ns == 0 ? 0U : 1U;
-    pairs += h.ttl_ms == 0 ? 0U : 1U;
-    pairs += h.correlation_id ? 1U : 0U;
-    pairs += h.attempt == 0 ? 0U : 1U;
-    pairs += h.sequence == 0 ? 0U : 1U;
-    pairs += h.source ? 1U : 0U;
+// A header without extensions and with a type of at most this many bytes is written on the
+// stack by encode(const header&): every publication's and request's header.
+constexpr std::size_t stack_type_size = 64;
+constexpr std::size_t stack_buffer_size = 192;
 
-    header_writer w(out);
-    auto& p = w.packer();
-    p.pack_map(static_cast<std::uint32_t>(pairs));
-    w.key(key_names[k_id]);
-    w.id(h.id);
-    if (!h.type.empty()) {
-        w.key(key_names[k_type]);
-        p.pack_str(static_cast<std::uint32_t>(h.type.size()));
-        p.pack_str_body(h.type.data(), static_cast<std::uint32_t>(h.type.size()));
-    }
-    if (h.priority != default_priority) {
-        w.key(key_names[k_priority]);
-        p.pack_uint8(h.priority);
-    }
-    if (h.timestamp_ns != 0) {
-        w.key(key_names[k_timestamp]);
-        p.pack_int64(h.timestamp_ns);
-    }
-    if (h.ttl_ms != 0) {
-        w.key(key_names[k_ttl]);
-        p.pack_uint32(h.ttl_ms);
-    }
-    if (h.correlation_id) {
-        w.key(key_names[k_correlation]);
-        w.id(*h.correlation_id);
-    }
-    if (h.attempt != 0) {
-        w.key(key_names[k_attempt]);
-        p.pack_uint32(h.attempt);
-    }
-    if (h.sequence != 0) {
-        w.key(key_names[k_sequence]);
-        p.pack_uint64(h.sequence);
-    }
-    if (h.source) {
-        w.key(key_names[k_source]);
-        w.id(*h.source);
-    }
-    for (const auto& [name, value] : h.extensions) {
-        w.key(name);
-        w.raw(value);
-    }
+} // namespace
+
+void encode(const header& h, std::string& out) {
+    out.clear();
+    check_encodable(h);
+    out.resize(encoded_bound(h));
+    out.resize(static_cast<std::size_t>(write_header(h, out.data()) - out.data()));
 
     if (out.size() > max_header_size) {
         out.clear();
@@ -763,9 +859,17 @@ void encode(const header& h, std::string& out) {
 }
 
 zmq::message_t encode(const header& h) {
-    // A header is tens of bytes: packing into a reused per-thread string and copying it into the
-    // frame costs one allocation (libzmq's). Handing over a msgpack::sbuffer instead would cost
-    // two, the sbuffer's block and libzmq's content_t, plus the block's slack while queued.
+    if (h.extensions.empty() && h.type.size() <= stack_type_size) {
+        // The common header: written on the stack and copied once, into the frame (libzmq
+        // keeps up to 33 bytes inside the message, and allocates above that).
+        static_assert(stack_buffer_size >= 3 + 9 * 3 + 3 * 18 + 5 + stack_type_size + 1 + 9 + 5 +
+                                               5 + 9);
+        check_encodable(h);
+        std::array<char, stack_buffer_size> buffer;
+        const char* end = write_header(h, buffer.data());
+        return zmq::message_t(buffer.data(), static_cast<std::size_t>(end - buffer.data()));
+    }
+    // A long type or extensions: through a reused per-thread string, with the whole-map checks.
     thread_local std::string scratch;
     encode(h, scratch);
     return zmq::message_t(scratch.data(), scratch.size());

@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdint>
@@ -196,6 +197,152 @@ TEST_CASE("a source is written as the bin 16 key sr only when present") {
         p.pack_nil();
     });
     CHECK_FALSE(zmesh::decode_header(nil_source.data(), nil_source.size()).source);
+}
+
+namespace {
+
+// What the encoder wrote when it packed with msgpack::packer: the reference for its direct
+// writer, which must produce the same bytes.
+std::string packed_by_msgpack(const zmesh::header& h) {
+    msgpack::sbuffer buf;
+    packer p(buf);
+    auto key = [&](std::string_view k) {
+        p.pack_str(static_cast<std::uint32_t>(k.size()));
+        p.pack_str_body(k.data(), static_cast<std::uint32_t>(k.size()));
+    };
+    auto id = [&](const zmesh::message_id& i) {
+        p.pack_bin(16);
+        p.pack_bin_body(reinterpret_cast<const char*>(i.bytes().data()), 16);
+    };
+    std::uint32_t pairs = 1 + static_cast<std::uint32_t>(h.extensions.size());
+    pairs += h.type.empty() ? 0U : 1U;
+    pairs += h.priority == zmesh::default_priority ? 0U : 1U;
+    pairs += h.timestamp_ns == 0 ? 0U : 1U;
+    pairs += h.ttl_ms == 0 ? 0U : 1U;
+    pairs += h.correlation_id ? 1U : 0U;
+    pairs += h.attempt == 0 ? 0U : 1U;
+    pairs += h.sequence == 0 ? 0U : 1U;
+    pairs += h.source ? 1U : 0U;
+    p.pack_map(pairs);
+    key("id");
+    id(h.id);
+    if (!h.type.empty()) {
+        key("ty");
+        key(h.type);
+    }
+    if (h.priority != zmesh::default_priority) {
+        key("pr");
+        p.pack_uint8(h.priority);
+    }
+    if (h.timestamp_ns != 0) {
+        key("ts");
+        p.pack_int64(h.timestamp_ns);
+    }
+    if (h.ttl_ms != 0) {
+        key("tl");
+        p.pack_uint32(h.ttl_ms);
+    }
+    if (h.correlation_id) {
+        key("co");
+        id(*h.correlation_id);
+    }
+    if (h.attempt != 0) {
+        key("at");
+        p.pack_uint32(h.attempt);
+    }
+    if (h.sequence != 0) {
+        key("sq");
+        p.pack_uint64(h.sequence);
+    }
+    if (h.source) {
+        key("sr");
+        id(*h.source);
+    }
+    std::string out(buf.data(), buf.size());
+    for (const auto& [name, value] : h.extensions) {
+        msgpack::sbuffer k;
+        packer kp(k);
+        kp.pack_str(static_cast<std::uint32_t>(name.size()));
+        kp.pack_str_body(name.data(), static_cast<std::uint32_t>(name.size()));
+        out.append(k.data(), k.size());
+        out += value;
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("the encoder writes what msgpack's packer writes") {
+    // Every integer form's boundaries, strings of each length form, maps of 15 and 16 pairs.
+    const std::vector<std::int64_t> stamps{
+        0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295LL, 4294967296LL,
+        std::numeric_limits<std::int64_t>::max(), -1, -32, -33, -128, -129, -32768, -32769,
+        -2147483648LL, -2147483649LL, std::numeric_limits<std::int64_t>::min(),
+        1764900000000000000LL};
+    const std::vector<std::uint64_t> unsigned_values{0, 1, 127, 128, 255, 256, 65535, 65536,
+                                                     4294967295ULL, 4294967296ULL,
+                                                     std::numeric_limits<std::uint64_t>::max()};
+    // (str 32 is never written: a type of 64 KiB or more leaves no room for the id.)
+    const std::vector<std::size_t> type_sizes{0, 1, 31, 32, 64, 65, 255, 256, 65000};
+    std::mt19937_64 rng(7);
+    int cases = 0;
+    auto check = [&](const zmesh::header& h) {
+        std::string direct;
+        zmesh::encode(h, direct);
+        CHECK(direct == packed_by_msgpack(h));
+        const zmq::message_t frame = zmesh::encode(h);
+        CHECK(std::string(static_cast<const char*>(frame.data()), frame.size()) == direct);
+        CHECK(zmesh::decode_header(direct.data(), direct.size()) == h);
+        ++cases;
+    };
+    for (const auto ts : stamps) {
+        zmesh::header h;
+        h.id = zmesh::message_id::generate();
+        h.timestamp_ns = ts;
+        check(h);
+    }
+    for (const auto v : unsigned_values) {
+        zmesh::header h;
+        h.id = zmesh::message_id::generate();
+        h.sequence = v;
+        h.ttl_ms = static_cast<std::uint32_t>(std::min<std::uint64_t>(v, 0xffffffffULL));
+        h.attempt = h.ttl_ms;
+        h.priority = static_cast<std::uint8_t>(v % 10);
+        check(h);
+    }
+    for (const auto n : type_sizes) {
+        zmesh::header h = zmesh::make_header(std::string(n, 't'));
+        h.correlation_id = zmesh::message_id::generate();
+        h.source = zmesh::message_id::generate();
+        check(h);
+    }
+    for (const std::size_t extensions : {1U, 6U, 7U, 20U}) {
+        // With every known key (9 pairs), 6 extensions make 15 pairs (fixmap), 7 make 16 (map 16).
+        zmesh::header h = zmesh::make_header("order.created");
+        h.priority = 9;
+        h.ttl_ms = 1500;
+        h.attempt = 2;
+        h.sequence = 77;
+        h.correlation_id = zmesh::message_id::generate();
+        h.source = zmesh::message_id::generate();
+        for (std::size_t i = 0; i < extensions; ++i)
+            h.extensions.emplace_back("x" + std::to_string(i), std::string("\xcd\x01\x02", 3));
+        check(h);
+    }
+    for (int i = 0; i < 500; ++i) {
+        zmesh::header h;
+        h.id = zmesh::message_id::generate();
+        if (rng() % 2) h.type = std::string(rng() % 80, 'a');
+        h.priority = static_cast<std::uint8_t>(rng() % 10);
+        if (rng() % 2) h.timestamp_ns = static_cast<std::int64_t>(rng()) >> (rng() % 64);
+        if (rng() % 2) h.ttl_ms = static_cast<std::uint32_t>(rng() >> (32 + rng() % 32));
+        if (rng() % 2) h.correlation_id = zmesh::message_id::generate();
+        if (rng() % 2) h.attempt = static_cast<std::uint32_t>(rng() >> (32 + rng() % 32));
+        if (rng() % 2) h.sequence = rng() >> (rng() % 64);
+        if (rng() % 2) h.source = zmesh::message_id::generate();
+        check(h);
+    }
+    CHECK(cases == 22 + 11 + 9 + 4 + 500);
 }
 
 TEST_CASE("make_header gives a fresh id, the type and the current time") {
