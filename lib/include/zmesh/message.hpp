@@ -121,8 +121,8 @@ class ZMESH_EXPORT message {
     [[nodiscard]] message clone() const;
 
     /// A copy whose frames share this message's contents (zmq_msg_copy): a frame above libzmq's
-    /// 33-byte inline size is not copied but reference-counted, so keeping what one sends (a
-    /// retry buffer, a kept reply) costs no copy of the body. Both messages stay valid and
+    /// 33-byte inline size is not copied but reference-counted, so keeping what one sends (the
+    /// client's retry buffer) costs no copy of the body. Both messages stay valid and
     /// independent in their frames' lifetimes; neither may change a frame's bytes in place
     /// afterwards, since the other sees them. Not const: libzmq marks the source shared.
     [[nodiscard]] message share();
