@@ -38,7 +38,7 @@ import zmq
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_interop import Failure, Process, check  # noqa: E402
 
-STARTUP_TIMEOUT = 10.0
+STARTUP_TIMEOUT = 20.0  # a node printing its endpoint or URL (slow under sanitizers and load)
 
 
 class HttpBroker(Process):

@@ -42,7 +42,7 @@ SKIP = 77
 BROKER_PORT = 5555            # fixed in mdbroker.c
 ENDPOINT = "tcp://127.0.0.1:%d" % BROKER_PORT
 TEST_TIMEOUT = 50             # seconds; below ctest's TIMEOUT so that our cleanup still runs
-STARTUP_TIMEOUT = 5.0         # broker listening
+STARTUP_TIMEOUT = 20.0        # broker listening (slow under sanitizers and load)
 REGISTER_TIMEOUT = 10.0       # a worker known to the broker (the credit one needs a heartbeat
                               # of 2.5 s to give up on ZMWC02, then registers again)
 LONG_WORK = 10                # seconds the long request takes
