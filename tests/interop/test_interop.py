@@ -89,7 +89,12 @@ class Broker(Process):
     def __init__(self, zmesh, *extra):
         super().__init__("broker", [zmesh, "broker", "--mdp", "tcp://127.0.0.1:*", *extra],
                          stdout=subprocess.PIPE)
-        self.endpoint = self._read_endpoint()
+        try:
+            self.endpoint = self._read_endpoint()
+        except Failure as e:
+            # Not yet in the scenario's process list: stop it here, and say what it printed.
+            self.close()
+            raise Failure("%s; its stderr: %r" % (e, self.log()[-2000:])) from None
 
     def _read_endpoint(self):
         fd = self.proc.stdout.fileno()

@@ -48,7 +48,11 @@ class HttpBroker(Process):
         super().__init__("broker", [zmesh, "broker", "--mdp", "tcp://127.0.0.1:*", "--http",
                                     "127.0.0.1:0", "--heartbeat-ms", "500", *extra],
                          stdout=subprocess.PIPE)
-        lines = self._read_lines(2)
+        try:
+            lines = self._read_lines(2)
+        except Failure:
+            self.close()  # not yet in the scenario's process list
+            raise
         self.endpoint, self.url = lines
         check(self.endpoint.startswith("tcp://127.0.0.1:"), "no MDP endpoint: %r" % self.endpoint)
         check(re.fullmatch(r"http://127\.0\.0\.1:\d+/", self.url) is not None,
