@@ -64,7 +64,7 @@ int run_mdp(const std::vector<std::string>& args) {
          "requests each worker may hold (1 = plain MDP/0.1; more = zmesh workers with credit)")
         ("duration", po::value(&seconds)->default_value(seconds), "seconds to measure")
         ("dedupe", po::value(&dedupe)->default_value(dedupe),
-         "broker mode: on = ZMCT02 client (a header and message id per request, kept by the "
+         "broker mode: on = ZMCT03 client (a header and message id per request, kept by the "
          "broker for de-duplication), off = MDP/0.1 client, both = one row each (direct mode: "
          "off only)")
         ("dedupe-window-ms", po::value(&window_ms)->default_value(window_ms),

@@ -73,6 +73,18 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
     zmq::socket_t echo_router(broker_ctx, zmq::socket_type::router);
     echo_router.set(zmq::sockopt::linger, 0);
     std::string endpoint;
+    // However the run ends, an error included, the echo threads stop and are joined before the
+    // sockets they use close: a std::thread destroyed unjoined would abort the process instead
+    // of letting the error be reported.
+    struct join_on_exit {
+        std::atomic<bool>& stop;
+        std::vector<std::thread>& threads;
+        ~join_on_exit() {
+            stop = true;
+            for (auto& t : threads)
+                if (t.joinable()) t.join();
+        }
+    } joiner{stop, threads};
     // CURVE: keys made here, in memory, as `zmesh keygen` would make them.
     std::optional<security::curve_client_keys> client_keys, worker_keys;
     if (cfg.curve && cfg.mode != "broker")
@@ -107,7 +119,7 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
     if (cfg.dedupe && cfg.mode != "broker")
         throw error(errc::invalid_argument, "de-duplication needs --mode broker");
     // Asynchronous mode in both protocols: the same window, no retries, so the two rows differ
-    // only by what ZMCT02 adds on the wire and in the broker (a header per message, an id table
+    // only by what ZMCT03 adds on the wire and in the broker (a header per message, an id table
     // with the kept reply per request).
     mdp::client client(client_ctx, endpoint,
                        {.timeout = std::chrono::milliseconds(5000),
@@ -156,6 +168,7 @@ mdp_bench_result run_mdp_bench(const mdp_bench_config& cfg) {
 
     stop = true;
     for (auto& t : threads) t.join();
+    threads.clear();
     if (broker) broker->stop();
     return result;
 }

@@ -14,7 +14,7 @@ struct mdp_bench_config {
     std::size_t size = 64;        ///< request body bytes (at least 8: the send timestamp)
     std::size_t window = 256;     ///< requests in flight
     std::uint32_t credit = 1;     ///< each worker's credit (the worker library's protocol)
-    /// The client protocol (broker mode): true = ZMCT02, every request with a header and a
+    /// The client protocol (broker mode): true = ZMCT03, every request with a header and a
     /// message id that the broker keeps for de-duplication (executed once); false = MDP/0.1, no
     /// id, nothing kept. The workers are the same either way.
     bool dedupe = false;

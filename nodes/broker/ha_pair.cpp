@@ -5,7 +5,7 @@
 //  - this broker's state, one byte (1 primary, 2 backup, 3 active, 4 passive), every heartbeat
 //    and at once on a change. PUB/SUB, as in the guide: a state announced while the peer is not
 //    connected is lost, and the next heartbeat's replaces it;
-//  - while active, "R" and the message id of each ZMCT02 request it receives, as it receives
+//  - while active, "R" and the message id of each ZMCT02/03 request it receives, as it receives
 //    it: the ledger that lets the peer, once it takes over, hold a retry of such a request until
 //    the worker that ran it replays the reply (zmesh.replay) instead of running it again.
 // Anything else arriving on the SUB is counted (ha_malformed) and dropped.
@@ -59,11 +59,26 @@ kind classify(const message& m) noexcept {
     } else if (client_v2 && !k.v1 && m.size() > i + 2) {
         k.client = true;
         k.service = view(m[i + 2]);
+    } else if (!k.v1 && mdp::client_command_v3(k.protocol) && m.size() > i + 1) {
+        k.client = true; // ZMCT03: the command byte ends the protocol frame
+        k.service = view(m[i + 1]);
     } else if (worker_any && m.size() > i + 1 && m[i + 1].size() == 1) {
         k.worker = true;
         k.command = static_cast<const std::uint8_t*>(m[i + 1].data())[0];
     }
     return k;
+}
+
+/// Where the service frame of a request with a message id is, as read from the ROUTER: 2 in
+/// "ZMCT03"+REQUEST service header body..., 3 in "ZMCT02" REQUEST service header body...; the
+/// header follows it. 0 for anything else (no message id to screen).
+std::size_t service_frame_of(const message& m) noexcept {
+    constexpr auto request = mdp::client_command_v2::request;
+    if (m.size() >= 4 && mdp::client_command_v3(view(m[1])) == request) return 2;
+    if (m.size() >= 5 && view(m[1]) == mdp::client_header_v2 && m[2].size() == 1 &&
+        static_cast<const std::uint8_t*>(m[2].data())[0] == static_cast<std::uint8_t>(request))
+        return 3;
+    return 0;
 }
 
 } // namespace
@@ -235,14 +250,14 @@ bool ha_pair::admit(message& m, outbox& out, reactor::clock::time_point now) {
 }
 
 bool ha_pair::screen_request(message& m, outbox& out, reactor::clock::time_point now) {
-    // Only ZMCT02 requests carry a message id: "ZMCT02" REQUEST service header body...
-    if (m.size() < 5 || view(m[1]) != mdp::client_header_v2 || m[2].size() != 1 ||
-        static_cast<const std::uint8_t*>(m[2].data())[0] !=
-            static_cast<std::uint8_t>(mdp::client_command_v2::request) ||
-        view(m[3]).substr(0, mdp::zmesh_prefix.size()) == mdp::zmesh_prefix)
+    // Only ZMCT02 and ZMCT03 requests carry a message id.
+    const std::size_t f_service = service_frame_of(m);
+    if (f_service == 0 ||
+        view(m[f_service]).substr(0, mdp::zmesh_prefix.size()) == mdp::zmesh_prefix)
         return true;
     std::error_code ec;
-    const auto h = decode_header(m[4].data(), m[4].size(), ec);
+    const auto& head = m[f_service + 1];
+    const auto h = decode_header(head.data(), head.size(), ec);
     if (!h) return true; // the engine answers 400
     // The ledger, as it happens: the peer must know this id before any worker can have run it.
     message r;
@@ -271,11 +286,15 @@ bool ha_pair::screen_request(message& m, outbox& out, reactor::clock::time_point
 void ha_pair::answer(message& request, const message_id& id, outbox& out) {
     const auto& r = replies_.at(id);
     message reply;
+    const std::size_t f_service = service_frame_of(request); // 2 or 3: screened already
     reply.push_back(std::move(request[0])); // the client's routing id
-    reply.push_back(mdp::client_header_v2);
-    const auto final = static_cast<std::uint8_t>(mdp::client_command_v2::final);
-    reply.push_back(zmq::message_t(&final, 1));
-    reply.push_back(std::move(request[3])); // the service, as asked
+    if (f_service == 2) {
+        reply.push_back(mdp::client_frame_v3(mdp::client_command_v2::final));
+    } else {
+        reply.push_back(mdp::client_header_v2);
+        reply.push_back(mdp::command_frame_v2(mdp::client_command_v2::final));
+    }
+    reply.push_back(std::move(request[f_service])); // the service, as asked
     reply.push_back(zmq::message_t(r.head.data(), r.head.size()));
     for (std::size_t i = 0; i < r.body.size(); ++i)
         reply.push_back(zmq::message_t(r.body[i].data(), r.body[i].size()));

@@ -170,7 +170,7 @@ void mdp_engine::on_message(message& m, clock::time_point now) {
 void mdp_engine::on_client(message& m, const codec::client_request& req, clock::time_point now) {
     const auto name = req.service; // views the service frame, which stays in m
     const auto proto = decoded_proto_;
-    // ZMCT02: the header first, since every answer names the request's id.
+    // ZMCT02/03: the header first, since every answer names the request's id.
     std::optional<header> h;
     std::string why;
     if (req.header_at) {
@@ -186,7 +186,7 @@ void mdp_engine::on_client(message& m, const codec::client_request& req, clock::
     if (req.tag_at) tag = std::move(m[req.tag_at]);
     if (req.header_at) {
         if (!h) {
-            malformed("ZMCT02 request with a header that does not decode", client_id);
+            malformed("ZMCT02/03 request with a header that does not decode", client_id);
             send_error(client_id, from, proto, {}, nullptr, name, "400",
                        "invalid request header: " + why);
             return;
@@ -616,7 +616,7 @@ void mdp_engine::on_internal(message& m, client* c, const codec::client_request&
     }
     // name views the service frame, which stays in m.
     reply_to_client(view(m[f_identity]), c, proto, std::move(tag),
-                    proto == codec::protocol::zmct02 ? reply_header(co, {}) : zmq::message_t(),
+                    codec::has_client_header(proto) ? reply_header(co, {}) : zmq::message_t(),
                     name, body);
 }
 
@@ -647,7 +647,7 @@ void mdp_engine::send_error(std::string_view client_id, client* c, codec::protoc
                             std::string_view code, std::string reason, std::size_t releasing) {
     message body;
     zmq::message_t header;
-    if (proto == codec::protocol::zmct02) {
+    if (codec::has_client_header(proto)) {
         header = reply_header(co, mdp::error_type);
     } else {
         // Plain clients cannot tell an error by the protocol: a first body frame says it
@@ -1000,13 +1000,13 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
         dispatch(s);
         return;
     }
-    const bool zmct02 = r->proto == codec::protocol::zmct02;
+    const bool typed_client = codec::has_client_header(r->proto);
     zmq::message_t header;
     if (names_request) {
         // zmesh's worker library sets `co` itself: its frame goes on as it is (its other keys
         // with it, as relays keep them), with no encoding and no allocation per reply.
         header = std::move(m[reply.header_at]);
-    } else if (zmct02 || r->has_id) {
+    } else if (typed_client || r->has_id) {
         header = reply_header(r->has_id ? &r->hdr.id : nullptr, type,
                               reply_id ? &*reply_id : nullptr);
     }
@@ -1047,7 +1047,7 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     w.free_slots.push_back(*slot); // within its reserved capacity: no allocation
     --s.in_flight;
     observe_reply(s, now - r->arrived);
-    if (type == mdp::error_type && r->proto != codec::protocol::zmct02) {
+    if (type == mdp::error_type && !codec::has_client_header(r->proto)) {
         // A worker's error (ZMWC02: typed, body = status, reason) reaches a client without a
         // header as plain clients see every error: a first body frame that says so.
         body.push_front(mdp::error_type);

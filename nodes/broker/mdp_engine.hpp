@@ -21,13 +21,13 @@
 //            (ZMWC01, docs/broker.md), each in a numbered slot.
 //   client   a routing id, the opaque handle workers see instead of it (client_handles.hpp), its
 //            connection's descriptor, its lanes, and what it holds of broker memory.
-//   request  its client, its header (ZMCT02), the body frames, its deadline, and how many
+//   request  its client, its header (ZMCT02/03), the body frames, its deadline, and how many
 //            workers it was sent to.
 // A request lives in exactly one place: a lane, a retry queue, a worker's slot, or the free pool.
 // Waiting requests are also in a min-heap by deadline, so that each leaves the queue the moment
 // its deadline passes (docs/protocol.md).
 //
-// Executed once (docs/protocol.md): a ZMCT02 request is known by its message id while it is
+// Executed once (docs/protocol.md): a ZMCT02/03 request is known by its message id while it is
 // pending (a retry joins it) and its reply is kept for dedupe_window after the FINAL (a retry gets
 // it). Requests that expire, run out of attempts or are refused go to the dead-letter queue,
 // served as zmesh.dlq.
@@ -96,9 +96,9 @@ struct request {
     codec::protocol proto = codec::protocol::mdpc01; // the client's protocol: frames its replies
     zmq::message_t tag;         // a tagged client's tag (ZMCT01), returned in the reply; empty
                                 // for a plain MDP/0.1 client
-    header hdr;                 // ZMCT02: the client's header; else made at a ZMWC02 dispatch
+    header hdr;                 // ZMCT02/03: the client's header; else made at a ZMWC02 dispatch
     bool has_id = false;        // hdr.id is the client's message id: de-duplicated
-    bool has_header = false;    // hdr holds a client's header (ZMCT02) or a DLQ replay's
+    bool has_header = false;    // hdr holds a client's header (ZMCT02/03) or a DLQ replay's
     std::uint8_t priority = default_priority;
     service* svc = nullptr;     // the service it is for, while it lives
     clock::time_point deadline = clock::time_point::max(); // leaves the queue then (504)
@@ -335,15 +335,15 @@ class mdp_engine {
 
 
     void on_client(message& m, const codec::client_request& req, clock::time_point now);
-    /// A ZMCT02 request whose id is pending or answered: joins it or gets the kept reply.
+    /// A ZMCT02/03 request whose id is pending or answered: joins it or gets the kept reply.
     /// @returns false if the id is unknown (a new request).
     bool on_duplicate(message& m, client* c, const codec::client_request& req, const header& h);
-    /// Sends an error to a client: ZMCT02 as a FINAL of type zmesh.error with @p co, others as
+    /// Sends an error to a client: ZMCT02/03 as a FINAL of type zmesh.error with @p co, others as
     /// a reply whose body is "zmesh.error" code reason.
     void send_error(std::string_view client_id, client* c, codec::protocol proto,
                     zmq::message_t&& tag, const message_id* co, std::string_view service,
                     std::string_view code, std::string reason, std::size_t releasing = 0);
-    /// The ZMCT02 reply header: a fresh id (or @p id), co, type.
+    /// The ZMCT02/03 reply header: a fresh id (or @p id), co, type.
     static zmq::message_t reply_header(const message_id* co, std::string_view type,
                                        const message_id* id = nullptr);
     /// Known services with names like @p name, for the fail-fast 404.

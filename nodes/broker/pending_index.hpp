@@ -2,7 +2,7 @@
 // pending_index.hpp — internal: the requests that are queued or at a worker, by message id
 // (docs/protocol.md, "Executed once": a retry joins the pending request).
 //
-// Every ZMCT02 request is looked up, added and removed once, so this sits on the broker's hot
+// Every ZMCT02/03 request is looked up, added and removed once, so this sits on the broker's hot
 // path. It holds only what is in flight (thousands, not the millions of kept replies), so a flat
 // open-addressing table of {hash, request} stays in cache: lookups chase no nodes and adding or
 // removing allocates nothing once the table has grown to the load it sees. The id itself is read

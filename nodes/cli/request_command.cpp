@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 // request_command.cpp — `zmesh request`: one synchronous request, reply on stdout.
 //
-// By default the request speaks ZMCT02 (docs/protocol.md) to a zmesh broker: it carries a message
+// By default the request speaks ZMCT03 (docs/protocol.md) to a zmesh broker: it carries a message
 // id (--id, or a fresh one) kept on every retry, so the broker executes it once; a deadline,
 // priority, type and fail-fast flag; streamed parts are printed as they arrive, and an error is
 // known exactly from the reply's header. --plain speaks MDP/0.1 for any other broker.
@@ -113,7 +113,7 @@ void print_type(const header& h) {
     if (!h.type.empty()) std::fprintf(stderr, "type: %s\n", printable(h.type).c_str());
 }
 
-/// A ZMCT02 request: parts printed as they arrive, then the final; errors are exact.
+/// A ZMCT03 request: parts printed as they arrive, then the final; errors are exact.
 int run_zmesh(zmq::context_t& ctx, const std::vector<std::string>& brokers,
               const std::string& service, message&& request, const mdp::client_options& options,
               const mdp::request_options& request_options) {
@@ -261,7 +261,7 @@ int run_request(const std::vector<std::string>& args) {
     if (vm.count("type") && type.empty()) throw usage_error("--type must not be empty");
     // Settings the header carries: a plain MDP/0.1 request has no header, and --durable goes
     // through a Titanic server, which makes the request itself.
-    std::string header_flag; // the first flag given that only a ZMCT02 header can carry
+    std::string header_flag; // the first flag given that only a ZMCT03 header can carry
     if (vm.count("id")) header_flag = "--id";
     else if (!vm["priority"].defaulted()) header_flag = "--priority";
     else if (vm.count("type")) header_flag = "--type";

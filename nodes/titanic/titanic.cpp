@@ -10,7 +10,7 @@
 // The dispatcher keeps up to dispatch_concurrency requests in flight. MDP/0.1 replies carry no
 // request id, so with a plain MDP/0.1 broker (request_credit 1) each has its own client: one
 // outstanding request per client is the only way to know which request a reply answers. With
-// the zmesh broker all of them share one ZMCT02 client (docs/protocol.md), and each stored
+// the zmesh broker all of them share one ZMCT03 client (docs/protocol.md), and each stored
 // request is sent with its TSP id as its message id (after a failure, an id derived from it and
 // the attempt: dispatch_id()), the same from every node. The broker executes a message id once
 // ("Executed once"): a resend joins the request still queued or running, or gets the reply it
@@ -197,12 +197,12 @@ class titanic_node::impl {
   private:
     /// One request being dispatched. Plain MDP/0.1 (credit 1): each slot has its own client,
     /// since one outstanding request per client is what makes its reply unambiguous. With the
-    /// zmesh extensions all slots share one ZMCT02 client and a slot is known by the message id
+    /// zmesh extensions all slots share one ZMCT03 client and a slot is known by the message id
     /// of its current request.
     struct slot {
         enum class phase { idle, checking, busy };
         std::optional<mdp::client> client; // plain mode only
-        message_id id;                     // ZMCT02: id of what it sent last
+        message_id id;                     // ZMCT03: id of what it sent last
         std::size_t index = 0;             // its place in the slots
         phase state = phase::idle;
         ts::request_record request;
@@ -249,7 +249,7 @@ class titanic_node::impl {
         return std::string(host) + ":" + std::to_string(::getpid()) + ":" + rnd;
     }
 
-    /// The zmesh extensions (workers with credit, a ZMCT02 client) are used unless the node is
+    /// The zmesh extensions (workers with credit, a ZMCT03 client) are used unless the node is
     /// configured for a plain MDP/0.1 broker (request_credit 1).
     [[nodiscard]] bool zmesh_dispatch() const noexcept { return config_.request_credit > 1; }
 
@@ -583,7 +583,7 @@ class titanic_node::impl {
         return message_id(bytes);
     }
 
-    /// Sends for slot @p s on its own client or on the shared ZMCT02 one: the request itself
+    /// Sends for slot @p s on its own client or on the shared ZMCT03 one: the request itself
     /// with dispatch_id() as message id, so the broker runs one attempt once whichever node
     /// sends it; anything else (the mmi.service check) with a fresh id.
     bool send_for(slot& s, std::string_view service, message&& body, bool the_request) {
@@ -727,7 +727,7 @@ class titanic_node::impl {
     }
 
     /// Forgets what @p s sent: a late reply must not be taken for the answer to its next
-    /// request. ZMCT02, the shared client drops it by its id (a resend with that id later joins
+    /// request. ZMCT03, the shared client drops it by its id (a resend with that id later joins
     /// the request at the broker or gets its kept reply); plain, the slot gets a new socket.
     void renew(slot& s) {
         if (shared_) {
@@ -767,7 +767,7 @@ class titanic_node::impl {
     counters stats_;
     // Loop thread only.
     std::set<std::string, std::less<>> in_flight_;              // ids held by a dispatch slot
-    std::optional<mdp::client> shared_;  // the shared dispatch client (ZMCT02)
+    std::optional<mdp::client> shared_;  // the shared dispatch client (ZMCT03)
     std::size_t shared_window_ = 1;
     std::size_t dispatch_index_ = 0;      // the broker dispatches go through (broker_endpoints)
     steady::time_point last_reply_{};     // the last dispatch reply
@@ -783,7 +783,7 @@ class titanic_node::impl {
         return out;
     }
 
-    /// (Re)opens the shared ZMCT02 dispatch client on dispatch_broker(). What the old one awaited
+    /// (Re)opens the shared ZMCT03 dispatch client on dispatch_broker(). What the old one awaited
     /// times out in its slots and is sent again, with the same ids, through the new one.
     void open_shared(std::size_t window) {
         shared_window_ = window;

@@ -106,12 +106,12 @@ class fake_titanic {
     void run() {
         while (!stop_) {
             auto in = support::recv_for(router_, 20ms);
-            // `zmesh request` speaks ZMCT02 (routing-id "ZMCT02" 0x01 service header body...)
+            // `zmesh request` speaks ZMCT03 (routing-id "ZMCT03"+0x01 service header body...)
             // unless --plain (routing-id "" "MDPC01" service body...): the fake answers both.
-            const bool v2 = in && in->size() >= 5 && zmesh::view((*in)[1]) == "ZMCT02";
+            const bool v2 = in && in->size() >= 4 && zmesh::view((*in)[1]) == "ZMCT03\x01";
             if (!in || (!v2 && (in->size() < 4 || zmesh::view((*in)[2]) != "MDPC01"))) continue;
-            const std::size_t body_at = v2 ? 5 : 4;
-            const std::string service = zmesh::to_string((*in)[3]);
+            const std::size_t service_at = v2 ? 2 : 3, body_at = service_at + (v2 ? 2 : 1);
+            const std::string service = zmesh::to_string((*in)[service_at]);
             std::vector<std::string> body;
             for (std::size_t i = body_at; i < in->size(); ++i)
                 body.push_back(zmesh::to_string((*in)[i]));
@@ -123,9 +123,8 @@ class fake_titanic {
             out.push_back(zmesh::to_string((*in)[0]));
             if (v2) {
                 zmesh::header h = zmesh::make_header({});
-                h.correlation_id = zmesh::decode_header((*in)[4]).id;
-                out.push_back("ZMCT02");
-                out.push_back(std::string(1, '\x03')); // FINAL
+                h.correlation_id = zmesh::decode_header((*in)[3]).id;
+                out.push_back("ZMCT03\x03"); // FINAL
                 out.push_back(service);
                 out.push_back(zmesh::encode(h));
             } else {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-// test_request_cli.cpp — `zmesh request` in ZMCT02 mode (its flags, what it prints) and
+// test_request_cli.cpp — `zmesh request` in ZMCT03 mode (its flags, what it prints) and
 // `zmesh dlq --broker`: usage errors, a hand-driven fake broker for the exact frames, and the
 // real broker for deadlines and the dead-letter queue.
 #include "support/process.hpp"
@@ -86,11 +86,11 @@ TEST_CASE("request sends its flags in the header, prints parts as they come, the
     });
     auto in = support::recv_for(router, 5s);
     REQUIRE(in);
-    REQUIRE(in->size() == 6);
-    CHECK(zmesh::view((*in)[1]) == "ZMCT02");
-    CHECK(zmesh::view((*in)[3]) == "svc");
-    CHECK(zmesh::view((*in)[5]) == "body");
-    const auto h = zmesh::decode_header((*in)[4]);
+    REQUIRE(in->size() == 5);
+    CHECK(zmesh::view((*in)[1]) == "ZMCT03\x01"); // REQUEST
+    CHECK(zmesh::view((*in)[2]) == "svc");
+    CHECK(zmesh::view((*in)[4]) == "body");
+    const auto h = zmesh::decode_header((*in)[3]);
     CHECK(h.id.to_hex() == some_id);
     CHECK(h.priority == 8);
     CHECK(h.type == "order.new");
@@ -103,8 +103,7 @@ TEST_CASE("request sends its flags in the header, prints parts as they come, the
         r.correlation_id = h.id;
         zmesh::message m;
         m.push_back(peer);
-        m.push_back("ZMCT02");
-        m.push_back(std::string(1, command));
+        m.push_back("ZMCT03" + std::string(1, command));
         m.push_back("svc");
         m.push_back(zmesh::encode(r));
         for (const auto& f : body) m.push_back(f);
@@ -133,11 +132,10 @@ TEST_CASE("request reports a zmesh.error FINAL exactly, and a look-alike body as
         auto in = support::recv_for(router, 5s);
         REQUIRE(in);
         zmesh::header r = zmesh::make_header(real_error ? "zmesh.error" : "");
-        r.correlation_id = zmesh::decode_header((*in)[4]).id;
+        r.correlation_id = zmesh::decode_header((*in)[3]).id;
         zmesh::message m;
         m.push_back(zmesh::to_string((*in)[0]));
-        m.push_back("ZMCT02");
-        m.push_back(std::string(1, '\x03'));
+        m.push_back("ZMCT03\x03"); // FINAL
         m.push_back("svc");
         m.push_back(zmesh::encode(r));
         if (!real_error) m.push_back("zmesh.error");

@@ -63,6 +63,15 @@ class recording_outbox final : public detail::outbox {
             }
             return finish(m);
         }
+        if (const auto c = zmesh::mdp::client_command_v3(first)) {
+            // A PARTIAL or FINAL to a ZMCT03 client: "ZMCT03"+command, service, header, body...
+            ZMESH_FUZZ_CHECK(*c == zmesh::mdp::client_command_v2::partial ||
+                             *c == zmesh::mdp::client_command_v2::final);
+            ZMESH_FUZZ_CHECK(m.size() >= 4u);
+            std::error_code ec;
+            ZMESH_FUZZ_CHECK(zmesh::decode_header(m[3], ec).has_value());
+            return finish(m);
+        }
         const auto d = codec::decode(m);
         ZMESH_FUZZ_CHECK(!std::holds_alternative<codec::malformed>(d.cmd));
         if (std::holds_alternative<codec::worker_request>(d.cmd)) {

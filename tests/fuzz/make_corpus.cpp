@@ -324,6 +324,18 @@ void broker_seeds() {
                   {"\x05"sv, "", "MDPC01", "zmesh.dlq", "show", "66656463626139383736353433323130"},
                   {"\x00"sv, "ZMWC02", "\x01", "nobody", "1"},
                   {"\xe5"sv, "", "MDPC01", "zmesh.dlq", "purge", "all"}}));
+    // ZMCT03, what zmesh's client library speaks: the command byte ends the protocol frame.
+    write("broker", "zmct03_round_trip",
+          frames({{"\x00"sv, "ZMWC02", "\x01", "echo", "4"},
+                  {"\x01"sv, "ZMCT03\x01", "echo", id, "hello"},
+                  {"\x01"sv, "ZMCT03\x01", "echo", id, "hello"}, // a retry: joins
+                  {"\x00"sv, "ZMWC02", "\x03", "$", "", "", "part"},
+                  {"\x00"sv, "ZMWC02", "\x04", "$", "", "", "final"},
+                  {"\x02"sv, "ZMCT03\x01", "echo", id, "hello"}, // gets the kept reply
+                  {"\x02"sv, "ZMCT03\x01", "nobdy", fast, "x"},
+                  {"\x03"sv, "ZMCT03\x03", "echo", id, "a reply's command"},
+                  {"\x03"sv, "ZMCT03\x01", "echo", "not a header"},
+                  {"\x03"sv, "ZMCT03\x01", "echo"}}));
 }
 
 int main(int argc, char** argv) {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-// test_mdp_zmesh_client.cpp — the ZMCT02 client (docs/protocol.md) against a hand-driven fake
+// test_mdp_zmesh_client.cpp — the ZMCT03 client (docs/protocol.md) against a hand-driven fake
 // broker: a bare ROUTER socket that the test reads and writes frame by frame, so nothing here
 // depends on zmesh's broker. Covers the header of every attempt (same id, `at` up, `tl` down),
 // retries on one socket, exact errors, streamed PARTIALs, and matching replies by `co`.
@@ -31,13 +31,14 @@ const std::string request_cmd(1, '\x01');
 const std::string partial_cmd(1, '\x02');
 const std::string final_cmd(1, '\x03');
 
-/// One ZMCT02 request as the fake broker received it.
+/// One ZMCT03 request as the fake broker received it.
 struct seen {
     std::string peer; // the client's routing id at the broker
     std::string command;
     std::string service;
     header head;
     strings body;
+    std::size_t header_bytes = 0; // the size of the header frame
 };
 
 /// A zmesh broker the test drives by hand: one ROUTER on a loopback port.
@@ -50,28 +51,31 @@ struct fake_broker {
         endpoint = support::bind_loopback(router);
     }
 
-    /// The next request; fails the test if none comes in time or it is not ZMCT02.
+    /// The next request; fails the test if none comes in time or it is not ZMCT03:
+    /// "ZMCT03"+command service header body...
     seen recv(std::chrono::milliseconds timeout = 2000ms) {
         auto m = support::recv_for(router, timeout);
         REQUIRE(m);
-        REQUIRE(m->size() >= 5);
-        REQUIRE(zmesh::view((*m)[1]) == "ZMCT02");
+        REQUIRE(m->size() >= 4);
+        const auto protocol = zmesh::view((*m)[1]);
+        REQUIRE(protocol.size() == 7);
+        REQUIRE(protocol.substr(0, 6) == "ZMCT03");
         seen s{zmesh::to_string((*m)[0]),
+               std::string(protocol.substr(6)),
                zmesh::to_string((*m)[2]),
-               zmesh::to_string((*m)[3]),
-               zmesh::decode_header((*m)[4]),
-               {}};
-        for (std::size_t i = 5; i < m->size(); ++i) s.body.push_back(zmesh::to_string((*m)[i]));
+               zmesh::decode_header((*m)[3]),
+               {},
+               (*m)[3].size()};
+        for (std::size_t i = 4; i < m->size(); ++i) s.body.push_back(zmesh::to_string((*m)[i]));
         return s;
     }
 
-    /// Sends "ZMCT02" command service header body... to @p peer; @p head as given.
+    /// Sends "ZMCT03"+command service header body... to @p peer; @p head as given.
     void send_raw(const std::string& peer, const std::string& command, const std::string& service,
                   zmq::message_t head, const strings& body) {
         message m;
         m.push_back(peer);
-        m.push_back("ZMCT02");
-        m.push_back(command);
+        m.push_back("ZMCT03" + command);
         m.push_back(service);
         m.push_back(std::move(head));
         for (const auto& f : body) m.push_back(f);
@@ -101,7 +105,7 @@ template <class T> T get(std::future<T>& f) {
 
 TEST_SUITE("lib.mdp.zmesh") {
 
-    TEST_CASE("a request is ZMCT02 REQUEST service header body with the caller's settings") {
+    TEST_CASE("a request is ZMCT03+REQUEST service header body with the caller's settings") {
         zmq::context_t ctx;
         fake_broker broker(ctx);
         const auto id = message_id::generate();
@@ -124,7 +128,9 @@ TEST_SUITE("lib.mdp.zmesh") {
         // Default deadline: the whole wait, timeout × retries, counted from the send.
         CHECK(req.head.ttl_ms <= 6000);
         CHECK(req.head.ttl_ms > 5000);
-        CHECK(req.head.timestamp_ns > 0);
+        // No `ts`: the id (UUIDv7) holds the creation time.
+        CHECK(req.head.timestamp_ns == 0);
+        CHECK(req.head.id.timestamp_ms() > 0);
 
         broker.reply(req, final_cmd, {"hi"}, "greeting.reply");
         auto r = get(result);
@@ -154,6 +160,9 @@ TEST_SUITE("lib.mdp.zmesh") {
         CHECK(first.head.type.empty());
         CHECK_FALSE(mdp::wants_fail_fast(first.head));
         CHECK(first.peer == second.peer);
+        // id, tl and at: short enough for libzmq to keep the frame inline (up to 33 bytes), so
+        // that the header costs the client and the broker no allocation.
+        CHECK(first.header_bytes <= 28);
     }
 
     TEST_CASE("retries keep the id and the socket, and at counts up and tl counts down") {
@@ -381,7 +390,7 @@ TEST_CASE("PARTIALs reach the callback in order, as they arrive, before the FINA
     }
 
     TEST_CASE(
-        "request(service, body) on ZMCT02 reads as MDP/0.1: parts, then final; errors as a body") {
+        "request(service, body) on ZMCT03 reads as MDP/0.1: parts, then final; errors as a body") {
         zmq::context_t ctx;
         fake_broker broker(ctx);
         mdp::client c(ctx, broker.endpoint, {.timeout = 3s, .retries = 1});

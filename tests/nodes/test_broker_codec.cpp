@@ -168,6 +168,14 @@ TEST_CASE("encoders write the frames each protocol expects") {
                           zmq::message_t(std::string_view("H")), true);
     CHECK(support::texts(out) == std::vector<std::string>{"c", "ZMCT02", "\x03", "svc", "H"});
     out.clear();
+    codec::reply_envelope(out, codec::protocol::zmct03, "c", "svc", {},
+                          zmq::message_t(std::string_view("H")), false);
+    CHECK(support::texts(out) == std::vector<std::string>{"c", "ZMCT03\x02", "svc", "H"});
+    out.clear();
+    codec::reply_envelope(out, codec::protocol::zmct03, "c", "svc", {},
+                          zmq::message_t(std::string_view("H")), true);
+    CHECK(support::texts(out) == std::vector<std::string>{"c", "ZMCT03\x03", "svc", "H"});
+    out.clear();
     codec::request_envelope(out, codec::protocol::mdpw02, "w", {}, "handle");
     CHECK(support::texts(out) == std::vector<std::string>{"w", "MDPW02", "\x02", "handle", ""});
     out.clear();
@@ -201,6 +209,29 @@ TEST_CASE("18/MDP and zmesh's 02 protocols decode by their first frame, without 
     // A ZMCT02 request needs its header; a client sends only REQUESTs.
     CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"id", "ZMCT02", b1, "echo"}).cmd));
     CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"id", "MDPC02", b3, "echo"}).cmd));
+    // ZMCT03: the command byte ends the protocol frame, so the service and header come a frame
+    // earlier than in ZMCT02.
+    d = codec::decode(message{"id", "ZMCT03" + b1, "echo", "H", "x", "y"});
+    REQUIRE(std::holds_alternative<codec::client_request>(d.cmd));
+    CHECK(d.proto == codec::protocol::zmct03);
+    CHECK(std::get<codec::client_request>(d.cmd).service == "echo");
+    CHECK(std::get<codec::client_request>(d.cmd).service_ok);
+    CHECK(std::get<codec::client_request>(d.cmd).header_at == 3);
+    CHECK(std::get<codec::client_request>(d.cmd).body_at == 4);
+    d = codec::decode(message{"id", "ZMCT03" + b1, "echo", "H"}); // no body: allowed, as in 18/MDP
+    REQUIRE(std::holds_alternative<codec::client_request>(d.cmd));
+    CHECK(std::get<codec::client_request>(d.cmd).body_at == 4);
+    // Malformed: no header; an empty header; a reply's command; no command byte; a longer frame.
+    const std::vector<std::vector<std::string>> bad_v3{
+        {"id", "ZMCT03" + b1, "echo"},       {"id", "ZMCT03" + b1, "echo", "", "x"},
+        {"id", "ZMCT03" + b3, "echo", "H", "x"}, {"id", "ZMCT03", "echo", "H", "x"},
+        {"id", "ZMCT03" + b1 + b1, "echo", "H", "x"}};
+    for (const auto& frames : bad_v3) {
+        CAPTURE(frames);
+        message bad;
+        for (const auto& f : frames) bad.push_back(f);
+        CHECK(std::holds_alternative<codec::malformed>(codec::decode(bad).cmd));
+    }
     // Workers: READY, PARTIAL/FINAL, HEARTBEAT; a bad command byte.
     d = codec::decode(message{"w", "ZMWC02", b1, "echo", "8"});
     REQUIRE(std::holds_alternative<codec::worker_ready>(d.cmd));

@@ -313,7 +313,7 @@ TEST_CASE("MDP through the broker to a credit worker allocates nothing of its ow
                 REQUIRE(!r->body.empty());
                 REQUIRE(r->body.back().size() == size);
             });
-            report(zmct ? "ZMCT02 client -> broker -> ZMWC02 worker (credit 16)"
+            report(zmct ? "ZMCT03 client -> broker -> ZMWC02 worker (credit 16)"
                         : "MDPC01 client -> broker -> ZMWC02 worker (credit 16)",
                    size, got);
             CHECK(got.cxx <= mdp_known + zmesh_bound);

@@ -115,7 +115,7 @@ struct header {
     std::uint8_t priority = default_priority; ///< 0 (lowest) … 9 (highest)
     std::int64_t timestamp_ns = 0; ///< creation time, ns since the Unix epoch; 0 = unknown
     /// Lifetime counted from timestamp_ns; 0 = forever. In a request of zmesh's request/reply
-    /// protocols (ZMCT02, ZMWC02) it is relative instead: the time left when the message was
+    /// protocols (ZMCT02/03, ZMWC02) it is relative instead: the time left when the message was
     /// sent, as gRPC's grpc-timeout, so that hosts need no synchronised clocks (docs/protocol.md).
     std::uint32_t ttl_ms = 0;
     std::optional<message_id> correlation_id; ///< in a reply: the id of the request it answers

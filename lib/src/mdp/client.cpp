@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-// mdp/client.cpp — the client side of zmesh request/reply: ZMCT02, MDP/0.1 and ZMCT01.
+// mdp/client.cpp — the client side of zmesh request/reply: ZMCT03, MDP/0.1 and ZMCT01.
 //
 // Client side of 7/MDP, https://rfc.zeromq.org/spec/7/: request() is the Lazy Pirate client of
 // the zguide (timeout, fresh socket, resend), send()/recv() the asynchronous windowed client.
@@ -11,8 +11,8 @@
 // request costs no allocation beyond its frames, and accepts only "" "ZMCT01" service <tag>
 // body... whose tag is in flight.
 //
-// ZMCT02 (docs/protocol.md) puts a header frame after the service: "ZMCT02" command service
-// header body... A reply answers the request whose id is in its header's `co`; request() resends
+// ZMCT03 (docs/protocol.md) puts a header frame after the service: "ZMCT03"+command service
+// header body... (ZMCT02 with the command byte in the protocol frame, one frame fewer each way). A reply answers the request whose id is in its header's `co`; request() resends
 // on the same socket with the same id (why: client.hpp), send()/recv() keep a map of the ids in
 // flight.
 #include <zmesh/error.hpp>
@@ -96,10 +96,10 @@ bool is_tagged_reply(const message& m) noexcept {
 /// Where the request or reply body starts: after "" header service [tag].
 constexpr std::size_t body_at(bool tagged) noexcept { return tagged ? 4 : 3; }
 
-// ---- ZMCT02 --------------------------------------------------------------------------------
+// ---- ZMCT03 --------------------------------------------------------------------------------
 
-/// Where a ZMCT02 body starts: after "ZMCT02" command service header.
-constexpr std::size_t v2_body_at = 4;
+/// Where a ZMCT03 reply's service and body are: "ZMCT03"+command, service, header, body...
+constexpr std::size_t v2_service_at = 1, v2_header_at = 2, v2_body_at = 3;
 
 /// How long past a request's deadline its last attempt still waits. A zmesh broker answers 504
 /// at the deadline, by its own clock, after the client's send; without this margin a client
@@ -113,34 +113,31 @@ constexpr std::size_t max_idle_services = 64;
 /// The most a header's `tl` can say (uint32 ms, about 49 days).
 constexpr std::chrono::milliseconds max_tl{std::numeric_limits<std::uint32_t>::max()};
 
-/// "ZMCT02" REQUEST service header body...
+/// "ZMCT03"+REQUEST service header body...
 /// Fills @p m as client_frames() does.
 void request_frames_v2(message& m, std::string_view service, const header& h, message&& body) {
     m.clear();
-    m.push_back(client_header_v2);
-    m.push_back(command_frame_v2(client_command_v2::request));
+    m.push_back(client_frame_v3(client_command_v2::request));
     m.push_back(service);
     m.push_back(encode(h));
     body.move_tail_to(0, m);
 }
 
-/// A ZMCT02 reply, its header decoded; the body stays in the message (from v2_body_at).
+/// A ZMCT03 reply, its header decoded; the body stays in the message (from v2_body_at).
 struct reply_v2 {
     bool final = false;
     header head;
 };
 
-/// Decodes "ZMCT02" (PARTIAL | FINAL) service header body...; std::nullopt if @p m is anything
+/// Decodes "ZMCT03"+(PARTIAL | FINAL) service header body...; std::nullopt if @p m is anything
 /// else (another protocol, a REQUEST, a header that does not decode).
 std::optional<reply_v2> parse_reply_v2(const message& m) noexcept {
-    if (m.size() < v2_body_at || view(m[0]) != client_header_v2 || m[1].size() != 1)
-        return std::nullopt;
-    const auto command =
-        static_cast<client_command_v2>(*static_cast<const std::uint8_t*>(m[1].data()));
+    if (m.size() < v2_body_at) return std::nullopt;
+    const auto command = client_command_v3(view(m[0]));
     if (command != client_command_v2::partial && command != client_command_v2::final)
         return std::nullopt;
     std::error_code ec;
-    auto head = decode_header(m[3], ec);
+    auto head = decode_header(m[v2_header_at], ec);
     if (!head) return std::nullopt;
     return reply_v2{command == client_command_v2::final, std::move(*head)};
 }
@@ -158,7 +155,7 @@ std::pair<std::string, std::string> status_and_reason(const message& body) {
 
 /// An error FINAL's body as a plain MDP client of a zmesh broker gets it: "zmesh.error" first.
 /// Used where the API returns bare frames (request(service, body), recv()), so that code written
-/// for MDP/0.1 reads a ZMCT02 error as it always did.
+/// for MDP/0.1 reads a ZMCT03 error as it always did.
 void prefix_error_frame(message& body) { body.push_front(error_type); }
 
 /// Milliseconds from @p now to @p deadline, rounded up (never sends less time than there is),
@@ -295,19 +292,19 @@ struct client::impl {
     std::uint64_t next_tag_ = 1; // tagged: where the search for a fresh tag starts
     std::deque<reply> ready_;                  // received while send() waited on a full window
     client_stats stats_;
-    // Reused for every request sent and every message read: a ZMCT02 request or reply has more
+    // Reused for every request sent and every message read: a ZMCT03 request or reply has more
     // frames than a message holds inline, and these keep their spilled storage.
     message out_;
     message in_;
 
-    /// ZMCT02: a request of the asynchronous mode whose reply recv() has not returned yet.
+    /// ZMCT03: a request of the asynchronous mode whose reply recv() has not returned yet.
     struct pending_v2 {
         std::string service;
         message parts;       // the PARTIALs' frames so far, returned before the FINAL's
         bool queued = false; // its FINAL is in ready_
     };
     using pending_map = std::unordered_map<message_id, pending_v2>;
-    pending_map pending_; // ZMCT02: every outstanding id
+    pending_map pending_; // ZMCT03: every outstanding id
     // Entries of pending_ taken out and kept for the next requests: at tens of thousands of
     // requests a second, a node allocated and freed for each one showed in the profile.
     std::vector<pending_map::node_type> spare_pending_;
@@ -382,7 +379,7 @@ struct client::impl {
         return true;
     }
 
-    /// ZMCT02 after a silent attempt: on to the next broker with a new socket (the old one's
+    /// ZMCT03 after a silent attempt: on to the next broker with a new socket (the old one's
     /// queue and any late reply to it are dropped: the next broker is asked with the same id).
     void fail_over_v2() {
         if (!next_broker()) return;
@@ -410,12 +407,17 @@ struct client::impl {
         return std::min(max_tl, opts_.timeout * opts_.retries);
     }
 
-    /// Checks @p ro and builds the header of a new ZMCT02 request from it; "" or why not.
+    /// Checks @p ro and builds the header of a new ZMCT03 request from it; "" or why not.
     std::string make_request_header(const request_options& ro, header& h) const {
         if (ro.priority > max_priority) return "priority must be in 0..9";
         if (ro.ttl < std::chrono::milliseconds(0) || ro.ttl > max_tl)
             return "ttl must be in [0, 4294967295] ms";
-        h = make_header(ro.type); // a fresh id and the creation time (`ts`)
+        // A fresh id, and no `ts`: the id (UUIDv7) holds the creation time to the millisecond,
+        // and without it the common header is 28 bytes or less, which libzmq sends without an
+        // allocation (its messages of up to 33 bytes are kept inline).
+        h = header{};
+        h.id = message_id::generate();
+        h.type = ro.type;
         if (ro.id) h.id = *ro.id;
         h.priority = ro.priority;
         if (ro.fail_fast) set_fail_fast(h);
@@ -494,7 +496,7 @@ struct client::impl {
         return std::nullopt;
     }
 
-    /// ZMCT02: read_reply_until(). PARTIALs are kept with their request; the FINAL completes
+    /// ZMCT03: read_reply_until(). PARTIALs are kept with their request; the FINAL completes
     /// it. The id stays outstanding (queued) until delivered().
     std::optional<reply> read_reply_v2_until(clock::time_point deadline) {
         while (auto m = read_until(deadline)) {
@@ -507,7 +509,8 @@ struct client::impl {
             // (a broker replaying a kept reply to a retry that crossed the FINAL).
             const auto it = r->head.correlation_id ? pending_.find(*r->head.correlation_id)
                                                    : pending_.end();
-            if (it == pending_.end() || it->second.queued || view((*m)[2]) != it->second.service) {
+            if (it == pending_.end() || it->second.queued ||
+                view((*m)[v2_service_at]) != it->second.service) {
                 ++stats_.unexpected;
                 continue;
             }
@@ -542,14 +545,14 @@ struct client::impl {
         return std::move(r);
     }
 
-    /// ZMCT02 request(): see client.hpp. A zmesh.error FINAL is returned with @p ec set.
+    /// ZMCT03 request(): see client.hpp. A zmesh.error FINAL is returned with @p ec set.
     std::optional<response> request_v2(std::string_view service, message&& body,
                                        const request_options& ro, const part_handler& on_part,
                                        std::error_code& ec, std::string& why) {
         ec.clear();
         if (!v2()) {
             ec = errc::invalid_argument;
-            why = "mdp::client::request: request options need the ZMCT02 protocol";
+            why = "mdp::client::request: request options need the ZMCT03 protocol";
             return std::nullopt;
         }
         if (service.empty()) {
@@ -621,7 +624,7 @@ struct client::impl {
                         ++stats_.malformed;
                         continue;
                     }
-                    if (view((*m)[2]) != service || !answers(*r, h.id)) {
+                    if (view((*m)[v2_service_at]) != service || !answers(*r, h.id)) {
                         ++stats_.unexpected; // a late reply to an earlier request, or a stranger
                         continue;
                     }
@@ -670,7 +673,7 @@ struct client::impl {
         return r.final && r.head.type == error_type;
     }
 
-    /// request(service, body) in ZMCT02 mode: the reply as an MDP/0.1 client sees it.
+    /// request(service, body) in ZMCT03 mode: the reply as an MDP/0.1 client sees it.
     std::optional<message> request_v2_compat(std::string_view service, message&& body,
                                              std::error_code& ec, std::string& why) {
         message parts;
@@ -778,14 +781,14 @@ struct client::impl {
         return true;
     }
 
-    /// ZMCT02 send(): see client.hpp.
+    /// ZMCT03 send(): see client.hpp.
     std::optional<message_id> send_v2(std::string_view service, message&& body,
                                       const request_options& ro, std::error_code& ec,
                                       std::string& why) {
         ec.clear();
         if (!v2()) {
             ec = errc::invalid_argument;
-            why = "mdp::client::send: request options need the ZMCT02 protocol";
+            why = "mdp::client::send: request options need the ZMCT03 protocol";
             return std::nullopt;
         }
         if (service.empty()) {
@@ -905,7 +908,7 @@ struct client::impl {
 
     bool abandon(const message_id& id) {
         const auto it = pending_.find(id);
-        if (it == pending_.end()) return false; // also every id outside ZMCT02 mode
+        if (it == pending_.end()) return false; // also every id outside ZMCT03 mode
         if (it->second.queued) {
             // Already received: dropped now, counted as the late reply would have been.
             const auto r = std::find_if(ready_.begin(), ready_.end(),

@@ -10,6 +10,7 @@
 //   ZMWC01  zmesh worker with credit codec/zmwc01.hpp
 //   MDPC02  18/MDP client             codec/mdp02.hpp
 //   ZMCT02  zmesh client with header  codec/mdp02.hpp
+//   ZMCT03  ZMCT02 in one frame fewer codec/mdp02.hpp
 //   MDPW02  18/MDP worker             codec/mdp02.hpp
 //   ZMWC02  zmesh worker with header  codec/mdp02.hpp
 // (docs/protocol.md). decode() (codec/decode.hpp) picks the codec by the header frame. A command refers to frames of
@@ -34,7 +35,9 @@ namespace zmesh::nodes::detail::codec {
 inline constexpr std::size_t f_identity = 0, f_empty = 1, f_header = 2;
 
 /// The protocols the broker speaks, by their protocol frame.
-enum class protocol : std::uint8_t { mdpc01, zmct01, mdpw01, zmwc01, mdpc02, zmct02, mdpw02, zmwc02 };
+enum class protocol : std::uint8_t {
+    mdpc01, zmct01, mdpw01, zmwc01, mdpc02, zmct02, mdpw02, zmwc02, zmct03
+};
 
 /// The header frame of @p p.
 [[nodiscard]] constexpr std::string_view header_of(protocol p) noexcept {
@@ -47,6 +50,7 @@ enum class protocol : std::uint8_t { mdpc01, zmct01, mdpw01, zmwc01, mdpc02, zmc
     case protocol::zmct02: return mdp::client_header_v2;
     case protocol::mdpw02: return mdp::worker_v2;
     case protocol::zmwc02: return mdp::worker_header_v2;
+    case protocol::zmct03: return mdp::client_header_v3;
     }
     return {};
 }
@@ -71,7 +75,13 @@ static_assert(sizeof(request_tag) == mdp::request_tag_size);
 /// Whether replies to @p p may stream (PARTIAL ... FINAL) and carry 18/MDP's layout.
 [[nodiscard]] constexpr bool is_v2(protocol p) noexcept {
     return p == protocol::mdpc02 || p == protocol::zmct02 || p == protocol::mdpw02 ||
-           p == protocol::zmwc02;
+           p == protocol::zmwc02 || p == protocol::zmct03;
+}
+
+/// Whether @p p is a zmesh client protocol with a header frame (ZMCT02, ZMCT03): its requests
+/// have message ids, and its errors are typed FINALs.
+[[nodiscard]] constexpr bool has_client_header(protocol p) noexcept {
+    return p == protocol::zmct02 || p == protocol::zmct03;
 }
 
 /// A client's request.
@@ -80,7 +90,7 @@ struct client_request {
     bool service_ok = false;  ///< valid_service_name(service)
     std::size_t tag_at = 0;   ///< index of the ZMCT01 tag frame; 0 for other protocols
     std::size_t body_at = 0;  ///< index of the first body frame (== size: no body, 02 only)
-    std::size_t header_at = 0; ///< index of the ZMCT02 header frame; 0 for other protocols
+    std::size_t header_at = 0; ///< index of the ZMCT02/03 header frame; 0 for other protocols
 };
 
 /// READY: a worker registers for one service.

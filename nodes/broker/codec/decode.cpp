@@ -16,6 +16,8 @@ decoded decode(const message& m) {
     if (m[f_empty].size() != 0) {
         // 18/MDP layout: the protocol frame comes first.
         const auto header = view(m[f_empty]);
+        if (const auto c = mdp::client_command_v3(header))
+            return {protocol::zmct03, mdp02::decode_client_v3(m, *c)};
         if (header == mdp::client_v2) return {protocol::mdpc02, mdp02::decode_client(m, false)};
         if (header == mdp::client_header_v2)
             return {protocol::zmct02, mdp02::decode_client(m, true)};
@@ -60,6 +62,9 @@ void reply_envelope(message& out, protocol p, std::string_view client_id, std::s
     case protocol::mdpc02: mdp02::reply_envelope(out, false, client_id, service, {}, final); return;
     case protocol::zmct02:
         mdp02::reply_envelope(out, true, client_id, service, std::move(header), final);
+        return;
+    case protocol::zmct03:
+        mdp02::reply_envelope_v3(out, client_id, service, std::move(header), final);
         return;
     default: mdpc01::reply_envelope(out, client_id, service); return;
     }

@@ -8,7 +8,7 @@
 namespace zmesh::nodes::detail::codec {
 
 /// Decodes a message as read from the broker's ROUTER (routing id first). Never throws on any
-/// input; anything that is no valid command of the eight protocols is `malformed`.
+/// input; anything that is no valid command of the nine protocols is `malformed`.
 [[nodiscard]] decoded decode(const message& m);
 
 /// Whether @p p is a worker protocol (MDPW01, ZMWC01, MDPW02, ZMWC02).

@@ -47,6 +47,17 @@ command decode_client(const message& m, bool with_header) {
     return client_request{service, valid_service_name(service), 0, f_header + 1, f_header};
 }
 
+command decode_client_v3(const message& m, mdp::client_command_v2 c) {
+    // routing id, "ZMCT03"+command, service, header, body...
+    constexpr std::size_t f_service_v3 = 2, f_header_v3 = 3;
+    if (c != mdp::client_command_v2::request)
+        return malformed{"client message that is not a REQUEST", {}};
+    if (m.size() <= f_header_v3 || m[f_header_v3].size() == 0)
+        return malformed{"ZMCT03 REQUEST without a service and a header", {}};
+    const auto service = view(m[f_service_v3]);
+    return client_request{service, valid_service_name(service), 0, f_header_v3 + 1, f_header_v3};
+}
+
 command decode_worker(const message& m, bool zmesh) {
     const auto b = command_byte(m);
     if (!b || *b < 0x01 || *b > 0x06) return malformed{"worker message without a valid command", {}};
@@ -104,6 +115,15 @@ void reply_envelope(message& out, bool zmesh, std::string_view client_id, std::s
                                               : mdp::client_command_v2::partial));
     out.push_back(service);
     if (zmesh) out.push_back(std::move(header));
+}
+
+void reply_envelope_v3(message& out, std::string_view client_id, std::string_view service,
+                       zmq::message_t&& header, bool final) {
+    out.push_back(client_id);
+    out.push_back(mdp::client_frame_v3(final ? mdp::client_command_v2::final
+                                             : mdp::client_command_v2::partial));
+    out.push_back(service);
+    out.push_back(std::move(header));
 }
 
 void request_envelope(message& out, bool zmesh, std::string_view worker_id, request_tag tag,

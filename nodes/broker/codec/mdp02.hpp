@@ -13,6 +13,8 @@
 //     FINAL       W->B  "MDPW02" 0x04 client "" body...    "ZMWC02" 0x04 tag client "" header body...
 //     HEARTBEAT   both  "MDPW02" 0x05                      "ZMWC02" 0x05
 //     DISCONNECT  both  "MDPW02" 0x06                      "ZMWC02" 0x06
+// ZMCT03 is ZMCT02 with the command byte appended to the protocol frame ("ZMCT03" 0x01 as one
+// 7-byte frame), so that its messages have as many frames as 7/MDP's.
 // Bodies may be empty in the 0.2 layout (18/MDP: "Frames 3+: request body", zero or more).
 #pragma once
 
@@ -23,6 +25,14 @@ namespace zmesh::nodes::detail::codec::mdp02 {
 /// Decodes a client message whose protocol frame is "MDPC02" (@p with_header false) or
 /// "ZMCT02" (true).
 [[nodiscard]] command decode_client(const message& m, bool with_header);
+
+/// Decodes a client message whose protocol frame is a ZMCT03 one, of command @p c.
+[[nodiscard]] command decode_client_v3(const message& m, mdp::client_command_v2 c);
+
+/// Appends the envelope of a ZMCT03 PARTIAL (@p final false) or FINAL to @p out, with @p header
+/// (consumed). The body follows.
+void reply_envelope_v3(message& out, std::string_view client_id, std::string_view service,
+                       zmq::message_t&& header, bool final);
 
 /// Decodes a worker message whose protocol frame is "MDPW02" (@p zmesh false) or "ZMWC02" (true).
 [[nodiscard]] command decode_worker(const message& m, bool zmesh);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-// mdp/client.hpp — the client side of zmesh request/reply: ZMCT02 (default), MDP/0.1, ZMCT01.
+// mdp/client.hpp — the client side of zmesh request/reply: ZMCT03 (default), MDP/0.1, ZMCT01.
 //
 // Three protocols share one object (client_options::protocol):
-//  - ZMCT02 (docs/protocol.md), the default, for zmesh brokers: "ZMCT02" command service header
+//  - ZMCT03 (docs/protocol.md), the default, for zmesh brokers: "ZMCT03"+command service header
 //    body... Every request carries a header (lib/include/zmesh/header.hpp) with a message id
 //    that stays the same across retries, so the broker executes it once however often it is
 //    resent; replies name that id (header `co`), errors are exact (a FINAL of type zmesh.error
@@ -41,7 +41,7 @@ namespace zmesh::mdp {
 
 /// The protocol a client speaks to its broker.
 enum class client_protocol : std::uint8_t {
-    zmesh,  ///< ZMCT02 (docs/protocol.md): header, message ids, exact errors, streaming. zmesh
+    zmesh,  ///< ZMCT03 (docs/protocol.md): header, message ids, exact errors, streaming. zmesh
             ///< brokers only: a plain MDP broker drops such requests, so each one times out.
     mdp,    ///< MDP/0.1 (MDPC01, 7/MDP): any conforming broker.
     tagged, ///< ZMCT01: MDP/0.1 with a tag per request (mdp/protocol.hpp). zmesh brokers only.
@@ -50,7 +50,7 @@ enum class client_protocol : std::uint8_t {
 /// Settings of a zmesh::mdp::client.
 struct client_options {
     /// How long one attempt of request() waits for its reply (for the next part of it, once a
-    /// ZMCT02 reply streams), and how long send() waits for room in a full window. 7/MDP
+    /// ZMCT03 reply streams), and how long send() waits for room in a full window. 7/MDP
     /// reference value: 2500 ms.
     std::chrono::milliseconds timeout{2500};
     /// Attempts of one request(), the first one included, as in zguide's mdcliapi: 3 means send,
@@ -80,7 +80,7 @@ struct client_options {
     bool spin = false;
 };
 
-/// Per-request settings of a ZMCT02 request (docs/protocol.md, "The header frame").
+/// Per-request settings of a ZMCT03 request (docs/protocol.md, "The header frame").
 struct request_options {
     /// The message id; none = a fresh one (message_id::generate()). A caller that resends by
     /// hand with the id of an earlier request gets that request's reply, kept by the broker for
@@ -98,17 +98,17 @@ struct request_options {
     bool fail_fast = false;
 };
 
-/// The final reply to a ZMCT02 request.
+/// The final reply to a ZMCT03 request.
 struct response {
     header head;  ///< the FINAL's header: head.correlation_id is the request's id
     message body; ///< the FINAL's body frames
 };
 
-/// Called with each PARTIAL of a streamed ZMCT02 reply, in order of arrival, before request()
+/// Called with each PARTIAL of a streamed ZMCT03 reply, in order of arrival, before request()
 /// returns the FINAL. The body may be moved from.
 using part_handler = std::function<void(const header& head, message& body)>;
 
-/// An error a broker answered a ZMCT02 request with: a FINAL of type zmesh.error (docs/
+/// An error a broker answered a ZMCT03 request with: a FINAL of type zmesh.error (docs/
 /// protocol.md, "Errors are exact"). code() is status_to_errc(status()); what() reads
 /// "service 'x' failed: 404 reason".
 class ZMESH_EXPORT service_error : public error {
@@ -136,23 +136,23 @@ struct client_stats {
     std::uint64_t resends = 0;    ///< Lazy Pirate resends
     std::uint64_t failures = 0;   ///< request() calls that ran out of attempts
     std::uint64_t malformed = 0;  ///< messages dropped for not being a reply in the protocol
-                                  ///< spoken (a ZMCT02 header that does not decode included)
+                                  ///< spoken (a ZMCT03 header that does not decode included)
     std::uint64_t unexpected = 0; ///< well-formed replies dropped: another service, none awaited;
-                                  ///< tagged: a tag not outstanding; ZMCT02: an id not awaited
-    std::uint64_t parts = 0;      ///< ZMCT02: PARTIALs received for awaited requests
+                                  ///< tagged: a tag not outstanding; ZMCT03: an id not awaited
+    std::uint64_t parts = 0;      ///< ZMCT03: PARTIALs received for awaited requests
     std::uint64_t failovers = 0;  ///< moves to the next broker of the list after a silent attempt
 };
 
 /// One reply of the asynchronous mode.
 struct reply {
     std::string service;   ///< the service that answered (frame 2 of the reply)
-    message body;          ///< the reply body frames (ZMCT02: see client::recv())
+    message body;          ///< the reply body frames (ZMCT03: see client::recv())
     std::uint64_t tag = 0; ///< tagged mode: the tag of the request it answers; 0 otherwise
-    message_id id;         ///< ZMCT02: the id of the request it answers; nil otherwise
-    header head;           ///< ZMCT02: the FINAL's header; default otherwise
+    message_id id;         ///< ZMCT03: the id of the request it answers; nil otherwise
+    header head;           ///< ZMCT03: the FINAL's header; default otherwise
 };
 
-/// A zmesh request/reply client: ZMCT02 by default, MDP/0.1 or ZMCT01 on request.
+/// A zmesh request/reply client: ZMCT03 by default, MDP/0.1 or ZMCT01 on request.
 ///
 /// The client owns one DEALER socket connected to the broker. A REQ socket would need no
 /// delimiter, but its strict send/recv alternation forbids resending after a timeout without
@@ -163,14 +163,14 @@ struct reply {
 /// a REQ socket's state machine (not ours: we use DEALER), and stale replies — MDP/0.1 has no
 /// request id, so a late reply to a timed-out attempt would be taken for the next one's answer
 /// unless it lands on a socket that no longer exists. In MDP/0.1 and ZMCT01 modes request()
-/// still does that. In ZMCT02 mode neither reason holds: every reply names the id of the request
-/// it answers (header `co`), so a stale one is recognised and dropped. So ZMCT02 retries resend,
+/// still does that. In ZMCT03 mode neither reason holds: every reply names the id of the request
+/// it answers (header `co`), so a stale one is recognised and dropped. So ZMCT03 retries resend,
 /// with the same message id, on the SAME socket: the broker joins a retry to the request still
 /// queued or running under that id (or answers it from its dedupe window), and keeping the
 /// connection keeps the client's identity at the broker, hence its place in the fair queue and
 /// the route of the reply. A new socket would make each retry a stranger.
 ///
-/// Replies are matched to requests by id (ZMCT02), by tag (ZMCT01), or by service name only
+/// Replies are matched to requests by id (ZMCT03), by tag (ZMCT01), or by service name only
 /// (MDP/0.1, which has no request id: in the asynchronous mode, correlating a reply with its
 /// request is then the application's job).
 ///
@@ -206,7 +206,7 @@ class ZMESH_EXPORT client {
     /// Failover across brokers (e.g. the two of a Binary Star pair, docs/patterns/
     /// binary_star.md): connects to the first of @p broker_endpoints and, whenever an attempt of
     /// request() times out, moves to the next one (round robin) for the following attempt. A
-    /// ZMCT02 request keeps its message id across brokers, so a broker that has the request (or
+    /// ZMCT03 request keeps its message id across brokers, so a broker that has the request (or
     /// its kept reply) joins the retry to it. The asynchronous mode (send()/recv()) stays on the
     /// broker it is connected to. Give client_options::retries enough attempts to cover the
     /// pair's failover (two of its heartbeats) plus one attempt on each broker.
@@ -221,7 +221,7 @@ class ZMESH_EXPORT client {
     client(const client&) = delete;
     client& operator=(const client&) = delete;
 
-    /// Sends one ZMCT02 request and waits for its reply (Lazy Pirate on one socket).
+    /// Sends one ZMCT03 request and waits for its reply (Lazy Pirate on one socket).
     ///
     /// The request's header has the id of @p options (or a fresh one), the same on every
     /// attempt; `at` = the attempt (0 first); `tl` = what is left, at that send, of the
@@ -240,7 +240,7 @@ class ZMESH_EXPORT client {
     /// @returns the FINAL's header and body.
     /// @throws mdp::service_error if the FINAL is of type zmesh.error (its status and reason).
     /// @throws zmesh::error (errc::timeout) "no reply from service 'x' after N attempts".
-    /// @throws zmesh::error (errc::invalid_argument) if the client does not speak ZMCT02, @p
+    /// @throws zmesh::error (errc::invalid_argument) if the client does not speak ZMCT03, @p
     ///         service is empty, the priority is above 9, the ttl is negative or above
     ///         2^32-1 ms, or asynchronous requests are outstanding.
     /// @throws zmesh::error (errc::not_running) if the context is terminated or the client moved.
@@ -266,7 +266,7 @@ class ZMESH_EXPORT client {
     /// @p service are counted and dropped. In tagged mode each attempt carries a fresh tag and
     /// only a reply from @p service naming that tag is accepted.
     ///
-    /// ZMCT02: as request(service, body, {}), with the reply presented as an MDP/0.1 client of
+    /// ZMCT03: as request(service, body, {}), with the reply presented as an MDP/0.1 client of
     /// a zmesh broker sees it, so code written for MDP/0.1 keeps working: the frames of every
     /// PARTIAL, then the FINAL's; an error FINAL as the body "zmesh.error" status reason.
     /// @param body request frames, moved from (kept internally until the last attempt).
@@ -290,7 +290,7 @@ class ZMESH_EXPORT client {
     /// If client_options::window requests already await a reply, first waits up to
     /// client_options::timeout for replies to arrive and queues them for recv(). No retries: a
     /// lost request simply never gets a reply. In tagged mode the request gets a fresh tag (one
-    /// not outstanding); use the overload with a tag to know which reply answers it. In ZMCT02
+    /// not outstanding); use the overload with a tag to know which reply answers it. In ZMCT03
     /// mode it gets a fresh id and the default request_options (deadline timeout × retries);
     /// use the overload with options to choose them.
     /// @throws zmesh::error (errc::timeout) if the window stayed full or the socket would not
@@ -304,11 +304,11 @@ class ZMESH_EXPORT client {
     /// @returns true if the request was sent.
     bool send(std::string_view service, message&& body, std::error_code& ec);
 
-    /// ZMCT02 asynchronous mode: as send(service, body), with the header built from @p options.
+    /// ZMCT03 asynchronous mode: as send(service, body), with the header built from @p options.
     /// The reply that recv() returns for this request has reply::id == the request's id.
     /// Write request_options{} for the defaults: a bare {} selects send(service, body, tag).
     /// @returns the request's message id.
-    /// @throws zmesh::error (errc::invalid_argument) if the client does not speak ZMCT02, an
+    /// @throws zmesh::error (errc::invalid_argument) if the client does not speak ZMCT03, an
     ///         option is out of range (see request()) or @p options.id is outstanding.
     /// @throws zmesh::error (errc::timeout), zmesh::error (errc::not_running), zmq::error_t: as
     ///         send(service, body).
@@ -341,17 +341,17 @@ class ZMESH_EXPORT client {
     /// @throws zmesh::error (errc::not_running) if the client was moved from.
     bool abandon(std::uint64_t tag);
 
-    /// ZMCT02 mode: as abandon(tag), for the request with message id @p id. Sending with that id
+    /// ZMCT03 mode: as abandon(tag), for the request with message id @p id. Sending with that id
     /// again is safe: the broker joins it to the abandoned request, or answers it from its
     /// dedupe window.
     /// @returns whether @p id was outstanding; always false in other modes.
     /// @throws zmesh::error (errc::not_running) if the client was moved from.
     bool abandon(const message_id& id);
 
-    /// Asynchronous mode: the next reply, in order of arrival (in tagged and ZMCT02 modes, only
+    /// Asynchronous mode: the next reply, in order of arrival (in tagged and ZMCT03 modes, only
     /// replies to outstanding requests, which are then no longer outstanding).
     ///
-    /// ZMCT02: a reply is returned once its FINAL arrives, with the frames of any PARTIALs before
+    /// ZMCT03: a reply is returned once its FINAL arrives, with the frames of any PARTIALs before
     /// the FINAL's (the asynchronous mode does not stream), reply::id and reply::head set. An
     /// error FINAL (reply::head.type == error_type, which is exact) has, as in request(service,
     /// body), the body "zmesh.error" status reason.

@@ -68,10 +68,16 @@ inline constexpr std::string_view client_v2 = "MDPC02";
 inline constexpr std::string_view worker_v2 = "MDPW02";
 /// zmesh client with a header: "ZMCT02" command service header body... (docs/protocol.md)
 inline constexpr std::string_view client_header_v2 = "ZMCT02";
+/// zmesh client with a header, in one frame fewer: "ZMCT03"+command service header body...
+/// (docs/protocol.md). The command byte is the seventh byte of the protocol frame, so that a
+/// request has as many frames as a 7/MDP one (a frame costs more in libzmq than its bytes do).
+inline constexpr std::string_view client_header_v3 = "ZMCT03";
+/// Size of the ZMCT03 protocol frame: the six letters and the command byte.
+inline constexpr std::size_t client_frame_v3_size = 7;
 /// zmesh worker with a header and credit: "ZMWC02" command ... (docs/protocol.md)
 inline constexpr std::string_view worker_header_v2 = "ZMWC02";
 
-/// Command byte of MDPC02 and ZMCT02 messages.
+/// Command byte of MDPC02 and ZMCT02 messages (ZMCT03: the last byte of the protocol frame).
 enum class client_command_v2 : std::uint8_t {
     request = 0x01, ///< client to broker
     partial = 0x02, ///< broker to client: one part of a streamed reply
@@ -120,6 +126,20 @@ template <typename Command>
 [[nodiscard]] inline zmq::message_t command_frame_v2(Command c) {
     const auto b = static_cast<std::uint8_t>(c);
     return zmq::message_t(&b, 1);
+}
+
+/// The ZMCT03 protocol frame of command @p c: "ZMCT03" and the command byte.
+[[nodiscard]] inline zmq::message_t client_frame_v3(client_command_v2 c) {
+    const char frame[client_frame_v3_size] = {'Z', 'M', 'C', 'T', '0', '3', static_cast<char>(c)};
+    return zmq::message_t(frame, sizeof frame);
+}
+
+/// The command of a ZMCT03 protocol frame @p frame, or std::nullopt if it is not one.
+[[nodiscard]] inline std::optional<client_command_v2>
+client_command_v3(std::string_view frame) noexcept {
+    if (frame.size() != client_frame_v3_size || frame.substr(0, 6) != client_header_v3)
+        return std::nullopt;
+    return static_cast<client_command_v2>(static_cast<std::uint8_t>(frame[6]));
 }
 
 /// Worker command byte (the frame after the header).

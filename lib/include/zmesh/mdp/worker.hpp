@@ -396,7 +396,7 @@ class ZMESH_EXPORT worker {
     /// pending until reply() or refuse().
     ///
     /// Under ZMWC02 a PARTIAL: "ZMWC02" 0x03 tag client "" header body..., which the broker
-    /// passes on at once to a client that can stream (ZMCT02, MDP/0.2) and keeps for the one
+    /// passes on at once to a client that can stream (ZMCT02/03, MDP/0.2) and keeps for the one
     /// reply of any other. Under MDPW01 there is no PARTIAL: the frames are kept (in memory,
     /// unbounded: the caller bounds what it streams) and sent first in the REPLY. Either way the
     /// client gets every frame, in order. Sending waits at the high-water mark as reply() does.
@@ -432,7 +432,7 @@ class ZMESH_EXPORT worker {
     /// failed (a command that exited non-zero, a deadline it ran out of).
     ///
     /// Under ZMWC02 a FINAL of type mdp::error_type whose body is @p status and @p reason, which
-    /// a ZMCT02 client sees as an error with exactly that status and reason; under MDPW01 the
+    /// a ZMCT02/03 client sees as an error with exactly that status and reason; under MDPW01 the
     /// REPLY "zmesh.error" @p status @p reason, the convention by which a zmesh broker marks
     /// errors for plain clients (docs/protocol.md). Parts given to partial() under MDPW01 are
     /// not sent. Unlike refuse(), the broker neither dead-letters the request nor counts it as

@@ -53,7 +53,7 @@ struct broker_config {
     /// A request still waiting for a worker this long after it arrived is rejected (504): its
     /// client has given up long before, and a worker should not spend time on it. 0 = never.
     std::chrono::milliseconds request_ttl{60000};
-    /// How long the reply to a request with a message id (ZMCT02) is kept, so that a retry gets
+    /// How long the reply to a request with a message id (ZMCT02/03) is kept, so that a retry gets
     /// it instead of running the request again (docs/protocol.md, "Executed once"). Kept
     /// replies count against max_memory and give way, oldest first, to new requests. 0 = off:
     /// retries still join a pending request.

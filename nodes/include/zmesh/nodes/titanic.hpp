@@ -84,7 +84,7 @@ struct titanic_config {
     /// How long one dispatch attempt waits for the service's reply before it counts as failed.
     std::chrono::milliseconds request_timeout{30000};
     /// Requests dispatched to their services at once. With the zmesh extensions (request_credit
-    /// above 1) they share one ZMCT02 client, each request sent with its TSP id as message id
+    /// above 1) they share one ZMCT03 client, each request sent with its TSP id as message id
     /// (a retry after a failure with an id derived from it), so the broker runs an attempt once
     /// however often (and by whichever node) it is resent;
     /// with request_credit 1 (plain MDP/0.1, which has no request id) each has its own client.
