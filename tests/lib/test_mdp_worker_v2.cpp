@@ -208,6 +208,8 @@ TEST_CASE("PARTIAL and FINAL carry the tag, the client and a header whose co is 
         CHECK(*reply_header.correlation_id == h.id);
         CHECK(reply_header.id != h.id);
         CHECK(reply_header.type == type);
+        CHECK(reply_header.timestamp_ns == 0); // the id holds the creation time
+        CHECK(m[6].size() <= 43 + type.size() + 4); // id, co (and ty): nothing else kept
         reply_ids.push_back(reply_header.id);
         CHECK(strings(m.begin() + 7, m.end()) == body);
     };

@@ -789,9 +789,12 @@ struct worker::impl {
 
     /// The header of a PARTIAL or FINAL: a fresh id, `co` = the request's (the broker sets it
     /// too; a relay or a log reading the worker's frames sees it without the broker), and the
-    /// reply type.
+    /// reply type. No `ts`, as in zmesh's requests: the id (UUIDv7) holds the creation time, and
+    /// the broker keeps every reply for its de-duplication window, so each byte is kept too.
     static zmq::message_t reply_header(const reply_token& token, std::string_view type) {
-        header h = make_header(std::string(type));
+        header h;
+        h.id = message_id::generate();
+        h.type = type;
         h.correlation_id = token.request_id_;
         return encode(h);
     }
