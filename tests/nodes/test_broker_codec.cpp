@@ -211,7 +211,8 @@ TEST_CASE("18/MDP and zmesh's 02 protocols decode by their first frame, without 
     CHECK(std::holds_alternative<codec::malformed>(codec::decode(message{"id", "MDPC02", b3, "echo"}).cmd));
     // ZMCT03: the command byte ends the protocol frame, so the service and header come a frame
     // earlier than in ZMCT02.
-    d = codec::decode(message{"id", "ZMCT03" + b1, "echo", "H", "x", "y"});
+    const message v3{"id", "ZMCT03" + b1, "echo", "H", "x", "y"}; // the command views its frames
+    d = codec::decode(v3);
     REQUIRE(std::holds_alternative<codec::client_request>(d.cmd));
     CHECK(d.proto == codec::protocol::zmct03);
     CHECK(std::get<codec::client_request>(d.cmd).service == "echo");
