@@ -373,9 +373,12 @@ void raw_flood(const std::string& ep, std::uint32_t seed, int connections, flood
         (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         ++counts.sent;
         // Give the broker a moment to read before we hang up. The 1 TiB frame must make it close
-        // the connection (within 2 s); the others it may keep waiting on, so leave after 20 ms.
+        // the connection; the others it may keep waiting on, so leave after 20 ms. The bound for
+        // the close is 10 s: a ThreadSanitizer broker in the middle of this flood, beside other
+        // suites, once took longer than 2 s (9 of 10 closed in time); a broker that closes at once
+        // costs no more.
         if (kind == 2) ++counts.raw_oversized;
-        const auto deadline = std::chrono::steady_clock::now() + (kind == 2 ? 2000ms : 20ms);
+        const auto deadline = std::chrono::steady_clock::now() + (kind == 2 ? 10000ms : 20ms);
         char buf[512];
         for (;;) {
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
