@@ -12,9 +12,9 @@
 // body... whose tag is in flight.
 //
 // ZMCT03 (docs/protocol.md) puts a header frame after the service: "ZMCT03"+command service
-// header body... (ZMCT02 with the command byte in the protocol frame, one frame fewer each way). A reply answers the request whose id is in its header's `co`; request() resends
-// on the same socket with the same id (why: client.hpp), send()/recv() keep a map of the ids in
-// flight.
+// header body... (ZMCT02 with the command byte in the protocol frame, one frame fewer each way).
+// A reply answers the request whose id is in its header's `co`; request() resends on the same
+// socket with the same id (why: client.hpp), send()/recv() keep a map of the ids in flight.
 #include <zmesh/error.hpp>
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/client.hpp>
@@ -292,8 +292,8 @@ struct client::impl {
     std::uint64_t next_tag_ = 1; // tagged: where the search for a fresh tag starts
     std::deque<reply> ready_;                  // received while send() waited on a full window
     client_stats stats_;
-    // Reused for every request sent and every message read: a ZMCT03 request or reply has more
-    // frames than a message holds inline, and these keep their spilled storage.
+    // Reused for every request sent and every message read: a request or reply whose body has
+    // several frames has more than a message holds inline, and these keep their spilled storage.
     message out_;
     message in_;
 
