@@ -4,7 +4,8 @@
 //
 // Beyond "no crash, no leak, no UB", it checks what header.hpp promises: both overloads agree,
 // a refusal is one of the documented codes with a reason, and a header the decoder accepts is
-// one a relay can re-encode and decode back unchanged (the extensions included).
+// one a relay can re-encode and decode back unchanged (the extensions included). It also checks
+// the fast path for the common form against the general reader (below).
 #include "fuzz_input.hpp"
 
 #include <zmesh/error.hpp>
@@ -38,6 +39,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         ZMESH_FUZZ_CHECK(h && thrown == *h);
     } catch (const zmesh::error& e) {
         ZMESH_FUZZ_CHECK(!h && e.code() == ec);
+    }
+
+    // The common form (a fixmap of known keys in their smallest forms) is read on a fast path;
+    // the same map announced as a map16 always takes the general reader. Both must agree: the
+    // same header, or the same error and reason.
+    if (size > 0 && (data[0] & 0xf0U) == 0x80U && size + 2 <= zmesh::max_header_size) {
+        std::string general;
+        general.reserve(size + 2);
+        general += '\xde';
+        general += '\0';
+        general += static_cast<char>(data[0] & 0x0fU);
+        general.append(reinterpret_cast<const char*>(data) + 1, size - 1);
+        std::error_code general_ec;
+        std::string general_why;
+        const auto g = zmesh::decode_header(general.data(), general.size(), general_ec, &general_why);
+        ZMESH_FUZZ_CHECK(g.has_value() == h.has_value());
+        if (g) ZMESH_FUZZ_CHECK(*g == *h);
+        else ZMESH_FUZZ_CHECK(general_ec == ec && general_why == why);
     }
 
     if (!h) {

@@ -106,6 +106,25 @@ std::optional<zmesh::header> decode_both(const std::string& bytes) {
         CHECK(is_decode_error(ec));
         CHECK((thrown && *thrown == ec));
     }
+    // The decoder reads the common form (a fixmap of known keys, smallest forms) on a fast path
+    // and everything else with its general reader. The same map announced as a map16 always
+    // takes the general reader, so the two must agree on every buffer: the same header, or the
+    // same error and reason.
+    if (!bytes.empty() && (static_cast<unsigned char>(bytes[0]) & 0xf0U) == 0x80U &&
+        bytes.size() + 2 <= zmesh::max_header_size) {
+        std::string general = bytes;
+        general.replace(0, 1, std::string{'\xde', '\0', static_cast<char>(bytes[0] & 0x0f)});
+        std::error_code general_ec;
+        std::string why, general_why;
+        const auto c = zmesh::decode_header(bytes.data(), bytes.size(), ec, &why);
+        const auto g = zmesh::decode_header(general.data(), general.size(), general_ec, &general_why);
+        CHECK(c.has_value() == g.has_value());
+        if (c && g) CHECK((*c == *g));
+        if (!c && !g) {
+            CHECK(ec == general_ec);
+            CHECK(why == general_why);
+        }
+    }
     return a;
 }
 
@@ -505,6 +524,39 @@ TEST_CASE("random mutations of valid encodings are rejected or decoded without c
     }
     MESSAGE("mutated buffers that decoded: " << decoded);
     CHECK(decoded > 0); // some single bit flips (in the type or a sequence) stay valid
+}
+
+TEST_CASE("headers in the common form decode on the fast path as the general reader decodes them") {
+    // Every field at random widths (each uint form, a type of 0 to 40 bytes: fixstr and str 8),
+    // each optional field present or not; decode_both() also decodes each as a map16, which
+    // takes the general reader, and compares.
+    std::mt19937_64 rng(20261205);
+    auto wide = [&]() -> std::uint64_t {
+        switch (rng() % 5) {
+        case 0: return rng() % 128;
+        case 1: return 128 + rng() % 128;
+        case 2: return 256 + rng() % 65280;
+        case 3: return 65536 + rng() % (0xffffffffULL - 65536);
+        default: return rng();
+        }
+    };
+    for (int i = 0; i < 5000; ++i) {
+        zmesh::header h;
+        h.id = zmesh::message_id::generate();
+        if (rng() & 1) h.type.assign(rng() % 41, static_cast<char>('a' + rng() % 26));
+        h.priority = static_cast<std::uint8_t>(rng() % 10);
+        if (rng() & 1) h.timestamp_ns = static_cast<std::int64_t>(wide() >> 1);
+        if (rng() & 1) h.ttl_ms = static_cast<std::uint32_t>(wide());
+        if (rng() & 1) h.correlation_id = zmesh::message_id::generate();
+        if (rng() & 1) h.attempt = static_cast<std::uint32_t>(wide());
+        if (rng() & 1) h.sequence = wide();
+        if (rng() & 1) h.source = zmesh::message_id::generate();
+        const std::string bytes = encoded(h);
+        REQUIRE((static_cast<unsigned char>(bytes[0]) & 0xf0U) == 0x80U);
+        const auto back = decode_both(bytes);
+        REQUIRE(back);
+        CHECK((*back == h));
+    }
 }
 
 TEST_CASE("a buffer over the size limit is rejected as oversized") {
