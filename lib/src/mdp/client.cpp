@@ -15,6 +15,7 @@
 // header body... (ZMCT02 with the command byte in the protocol frame, one frame fewer each way).
 // A reply answers the request whose id is in its header's `co`; request() resends on the same
 // socket with the same id (why: client.hpp), send()/recv() keep a map of the ids in flight.
+#include <zmesh/detail/id_index.hpp>
 #include <zmesh/error.hpp>
 #include <zmesh/log.hpp>
 #include <zmesh/mdp/client.hpp>
@@ -29,7 +30,6 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -299,32 +299,44 @@ struct client::impl {
 
     /// ZMCT03: a request of the asynchronous mode whose reply recv() has not returned yet.
     struct pending_v2 {
+        message_id id;
         std::string service;
         message parts;       // the PARTIALs' frames so far, returned before the FINAL's
         bool queued = false; // its FINAL is in ready_
     };
-    using pending_map = std::unordered_map<message_id, pending_v2>;
-    pending_map pending_; // ZMCT03: every outstanding id
-    // Entries of pending_ taken out and kept for the next requests: at tens of thousands of
-    // requests a second, a node allocated and freed for each one showed in the profile.
-    std::vector<pending_map::node_type> spare_pending_;
+    struct pending_id {
+        const message_id& operator()(const pending_v2& p) const noexcept { return p.id; }
+    };
+    // Every outstanding id, in a flat index over entries that are recycled, never freed: at tens
+    // of thousands of requests a second, a node allocated and freed for each one, and then the
+    // node-based map's own lookups, showed in the profile. The entries (a deque, so that they
+    // stay where they are) number at most the most requests ever outstanding at once.
+    zmesh::detail::id_index<pending_v2, pending_id> pending_;
+    std::deque<pending_v2> pending_entries_;
+    std::vector<pending_v2*> free_pending_; // entries of pending_entries_ not in pending_
 
-    /// Adds @p id to pending_, in a recycled node where there is one. @throws std::bad_alloc
-    pending_map::iterator add_pending(const message_id& id) {
-        if (spare_pending_.empty()) return pending_.try_emplace(id).first;
-        auto node = std::move(spare_pending_.back());
-        spare_pending_.pop_back();
-        node.key() = id;
-        node.mapped().parts.clear();
-        node.mapped().queued = false;
-        return pending_.insert(std::move(node)).position;
+    /// Adds @p id to pending_, in a recycled entry where there is one. @throws std::bad_alloc
+    pending_v2* add_pending(const message_id& id) {
+        if (free_pending_.empty()) {
+            // Room in the free list first, so that drop_pending() never allocates.
+            free_pending_.reserve(pending_entries_.size() + 1);
+            pending_entries_.emplace_back();
+            free_pending_.push_back(&pending_entries_.back());
+        }
+        pending_v2* p = free_pending_.back();
+        p->id = id;
+        p->parts.clear();
+        p->queued = false;
+        pending_.insert(p); // may throw: then p stays in the free list
+        free_pending_.pop_back();
+        return p;
     }
 
-    /// Removes @p it from pending_, keeping its node (up to the window) for add_pending().
-    void drop_pending(pending_map::iterator it) noexcept {
-        auto node = pending_.extract(it);
-        if (spare_pending_.size() < spare_pending_.capacity()) // never allocates here
-            spare_pending_.push_back(std::move(node));
+    /// Removes @p p from pending_, keeping its entry for add_pending().
+    void drop_pending(pending_v2* p) noexcept {
+        pending_.erase(p);
+        p->parts.clear();
+        free_pending_.push_back(p); // within the capacity add_pending() reserved
     }
 
     impl(zmq::context_t& ctx, std::vector<std::string> endpoints, client_options opts)
@@ -344,7 +356,6 @@ struct client::impl {
         if (opts_.tagged) opts_.protocol = client_protocol::tagged;
         opts_.tagged = opts_.protocol == client_protocol::tagged;
         if (opts_.tagged) tags_.reserve(opts_.window);
-        if (v2()) spare_pending_.reserve(std::min<std::size_t>(opts_.window, 4096));
         open();
     }
 
@@ -507,28 +518,27 @@ struct client::impl {
             }
             // An id not in flight: never sent by this client, abandoned, or answered already
             // (a broker replaying a kept reply to a retry that crossed the FINAL).
-            const auto it = r->head.correlation_id ? pending_.find(*r->head.correlation_id)
-                                                   : pending_.end();
-            if (it == pending_.end() || it->second.queued ||
-                view((*m)[v2_service_at]) != it->second.service) {
+            pending_v2* const p =
+                r->head.correlation_id ? pending_.find(*r->head.correlation_id) : nullptr;
+            if (!p || p->queued || view((*m)[v2_service_at]) != p->service) {
                 ++stats_.unexpected;
                 continue;
             }
             if (!r->final) {
                 ++stats_.parts;
-                m->move_tail_to(v2_body_at, it->second.parts);
+                m->move_tail_to(v2_body_at, p->parts);
                 continue;
             }
             reply out;
-            out.service = it->second.service;
-            out.id = it->first;
+            out.service = p->service;
+            out.id = p->id;
             if (r->head.type == error_type)
                 prefix_error_frame(out.body); // the error replaces whatever came before it
             else
-                out.body = std::move(it->second.parts);
+                out.body = std::move(p->parts);
             m->move_tail_to(v2_body_at, out.body);
             out.head = std::move(r->head);
-            it->second.queued = true;
+            p->queued = true;
             --in_flight_;
             return out;
         }
@@ -538,7 +548,7 @@ struct client::impl {
     /// Bookkeeping of a reply that recv() hands to the application.
     reply delivered(reply&& r) noexcept {
         if (v2()) {
-            if (const auto it = pending_.find(r.id); it != pending_.end()) drop_pending(it);
+            if (pending_v2* const p = pending_.find(r.id)) drop_pending(p);
         }
         if (opts_.tagged) tags_.erase(r.tag);
         ++stats_.replies;
@@ -802,7 +812,7 @@ struct client::impl {
             why = "mdp::client::send: " + problem;
             return std::nullopt;
         }
-        if (pending_.contains(h.id)) {
+        if (pending_.find(h.id)) {
             ec = errc::invalid_argument;
             why = "mdp::client::send: id " + h.id.to_hex() + " is outstanding";
             return std::nullopt;
@@ -812,17 +822,17 @@ struct client::impl {
             ensure_open();
             if (!wait_for_room(ec, why)) return std::nullopt;
             // Room in the map first, so that a request that went out is always awaited.
-            const auto it = add_pending(h.id);
+            pending_v2* const p = add_pending(h.id);
             message& out = out_;
             request_frames_v2(out, service, h, std::move(body));
             const auto st = out.send(socket_);
             if (st == send_status::sent) {
-                it->second.service = service;
+                p->service = service;
                 ++in_flight_;
                 ++stats_.requests;
                 return h.id;
             }
-            drop_pending(it);
+            drop_pending(p);
             out.move_tail_to(v2_body_at, body); // refused: give the caller its frames back
             if (st == send_status::terminated) throw context_terminated{};
             ec = errc::timeout;
@@ -907,9 +917,9 @@ struct client::impl {
     }
 
     bool abandon(const message_id& id) {
-        const auto it = pending_.find(id);
-        if (it == pending_.end()) return false; // also every id outside ZMCT03 mode
-        if (it->second.queued) {
+        pending_v2* const p = pending_.find(id);
+        if (!p) return false; // also every id outside ZMCT03 mode
+        if (p->queued) {
             // Already received: dropped now, counted as the late reply would have been.
             const auto r = std::find_if(ready_.begin(), ready_.end(),
                                         [&id](const reply& q) { return q.id == id; });
@@ -918,7 +928,7 @@ struct client::impl {
         } else {
             --in_flight_; // the reply, if it ever comes, finds the id gone
         }
-        drop_pending(it);
+        drop_pending(p);
         return true;
     }
 
