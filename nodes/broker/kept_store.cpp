@@ -69,15 +69,22 @@ kept_store::record* kept_store::allocate(std::size_t total) {
 
 void kept_store::keep(const message_id& id, clock::time_point until, std::string_view service,
                       std::string_view parts, std::string_view final_part) {
+    char* at = keep_space(id, until, service, parts, final_part.size());
+    if (!final_part.empty()) std::memcpy(at, final_part.data(), final_part.size());
+}
+
+char* kept_store::keep_space(const message_id& id, clock::time_point until,
+                             std::string_view service, std::string_view parts,
+                             std::size_t final_size) {
     const auto service_size = static_cast<std::uint32_t>(service.size());
-    const auto parts_size = static_cast<std::uint32_t>(parts.size() + final_part.size());
+    const auto parts_size = static_cast<std::uint32_t>(parts.size() + final_size);
     const std::size_t total = align_up(sizeof(record) + service_size + parts_size);
     if ((live_ + 1) * 2 > table_size_) grow();
     record* r = new (allocate(total)) record{id, until, service_size, parts_size, true};
     char* p = reinterpret_cast<char*>(r + 1);
     std::memcpy(p, service.data(), service.size());
     std::memcpy(p + service.size(), parts.data(), parts.size());
-    std::memcpy(p + service.size() + parts.size(), final_part.data(), final_part.size());
+    char* const final_at = p + service.size() + parts.size();
     const std::uint64_t h = hash_of(id);
     slot& s = table_.get()[probe(id, h)];
     if (s.rec) {
@@ -87,6 +94,7 @@ void kept_store::keep(const message_id& id, clock::time_point until, std::string
         ++live_;
     }
     s.rec = r;
+    return final_at;
 }
 
 std::optional<kept_store::reply> kept_store::find(const message_id& id) const noexcept {

@@ -58,6 +58,15 @@ class kept_store {
     void keep(const message_id& id, clock::time_point until, std::string_view service,
               std::string_view parts, std::string_view final_part);
 
+    /// keep() for a final part that the caller writes in place: keeps @p service and @p parts
+    /// as keep() does and returns where the @p final_size bytes of the final part go. The caller
+    /// writes all of them there before its next call to the store. Saves building the final
+    /// part elsewhere and copying it in: one copy per reply on the broker's hot path.
+    /// @throws std::bad_alloc (nothing is kept then)
+    [[nodiscard]] char* keep_space(const message_id& id, clock::time_point until,
+                                   std::string_view service, std::string_view parts,
+                                   std::size_t final_size);
+
     /// The reply kept for @p id, if any.
     [[nodiscard]] std::optional<reply> find(const message_id& id) const noexcept;
 

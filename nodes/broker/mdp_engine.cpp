@@ -1073,15 +1073,10 @@ void mdp_engine::on_reply(worker& w, message& m, const codec::worker_reply& repl
     dispatch(s);
 }
 
-// A kept reply is one flat buffer, so keeping it costs one allocation and one copy however many
-// frames and parts it has: per part, u32 header size, header, u32 frame count, then per frame
+// A kept reply is one flat record, so keeping it costs one copy however many frames and parts it
+// has: per part, u32 header size, header, u32 frame count, then per frame
 // u32 size and the bytes (host byte order: it never leaves the process).
 namespace {
-
-void put_u32(std::string& out, std::size_t v) {
-    const auto u = static_cast<std::uint32_t>(v);
-    out.append(reinterpret_cast<const char*>(&u), sizeof u);
-}
 
 std::uint32_t get_u32(std::string_view& in) {
     std::uint32_t u = 0;
@@ -1099,13 +1094,28 @@ std::size_t mdp_engine::kept_size(const zmq::message_t& header, const message& b
 }
 
 void mdp_engine::append_kept(std::string& blob, const zmq::message_t& header, const message& body) {
-    blob.reserve(blob.size() + kept_size(header, body));
-    put_u32(blob, header.size());
-    blob.append(static_cast<const char*>(header.data()), header.size());
-    put_u32(blob, body.size());
+    const std::size_t at = blob.size();
+    blob.resize(at + kept_size(header, body));
+    write_kept(blob.data() + at, header, body);
+}
+
+void mdp_engine::write_kept(char* out, const zmq::message_t& header, const message& body) noexcept {
+    const auto put = [&out](std::size_t v) {
+        const auto u = static_cast<std::uint32_t>(v);
+        std::memcpy(out, &u, sizeof u);
+        out += sizeof u;
+    };
+    const auto put_bytes = [&out](const void* data, std::size_t size) {
+        if (size == 0) return;
+        std::memcpy(out, data, size);
+        out += size;
+    };
+    put(header.size());
+    put_bytes(header.data(), header.size());
+    put(body.size());
     for (const auto& f : body) {
-        put_u32(blob, f.size());
-        blob.append(static_cast<const char*>(f.data()), f.size());
+        put(f.size());
+        put_bytes(f.data(), f.size());
     }
 }
 
@@ -1128,14 +1138,15 @@ void mdp_engine::send_kept(std::string_view client_id, client* c, std::string_vi
 
 void mdp_engine::keep_reply(request* r, const zmq::message_t& header, const message& body) {
     if (!r->has_id || config_.dedupe_window.count() <= 0) return;
-    thread_local std::string final_part; // reused: no allocation per reply once warm
-    final_part.clear();
-    append_kept(final_part, header, body);
-    const std::size_t size = r->svc->name.size() + r->stream.size() + final_part.size();
+    const std::size_t final_size = kept_size(header, body);
+    const std::size_t size = r->svc->name.size() + r->stream.size() + final_size;
     const std::size_t growth = kept_.growth_for(size);
     make_room(growth);
     if (!memory_.fits(growth)) return; // not kept: finish() forgets the id, a retry runs again
-    kept_.keep(r->hdr.id, now_ + config_.dedupe_window, r->svc->name, r->stream, final_part);
+    // Written straight into the log: no copy through a scratch buffer.
+    write_kept(kept_.keep_space(r->hdr.id, now_ + config_.dedupe_window, r->svc->name, r->stream,
+                                final_size),
+               header, body);
     // Two out for each one in: expired replies leave as new ones come, spread evenly, instead
     // of tens of thousands at once at the next tick (a stall the p99.9 latency showed).
     kept_.expire(now_, 2);

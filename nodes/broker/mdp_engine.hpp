@@ -359,6 +359,8 @@ class mdp_engine {
     void keep_reply(request* r, const zmq::message_t& header, const message& body);
     static std::size_t kept_size(const zmq::message_t& header, const message& body) noexcept;
     static void append_kept(std::string& blob, const zmq::message_t& header, const message& body);
+    /// Writes the kept_size(header, body) bytes of append_kept's form at @p out.
+    static void write_kept(char* out, const zmq::message_t& header, const message& body) noexcept;
     /// Sends every part of a kept reply to a retry, the last as FINAL.
     void send_kept(std::string_view client_id, client* c, std::string_view service,
                    std::string_view blob);

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,22 @@ TEST_CASE("replies are found by id, with their service and parts") {
     REQUIRE(k.find(id_of(2)));
     CHECK(k.find(id_of(2))->parts.empty());
     CHECK_FALSE(k.find(id_of(3)));
+    CHECK(k.size() == 2);
+}
+
+TEST_CASE("a final part written in place by the caller is kept as keep() keeps it") {
+    kept_store k;
+    const auto t0 = kept_store::clock::now();
+    char* at = k.keep_space(id_of(7), t0 + 1s, "echo", "part-", 5);
+    std::memcpy(at, "final", 5);
+    at = k.keep_space(id_of(8), t0 + 1s, "echo", "", 0); // nothing to write
+    (void)at;
+    auto r = k.find(id_of(7));
+    REQUIRE(r);
+    CHECK(r->service == "echo");
+    CHECK(r->parts == "part-final");
+    REQUIRE(k.find(id_of(8)));
+    CHECK(k.find(id_of(8))->parts.empty());
     CHECK(k.size() == 2);
 }
 
