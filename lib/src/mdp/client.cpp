@@ -418,7 +418,8 @@ struct client::impl {
         return std::min(max_tl, opts_.timeout * opts_.retries);
     }
 
-    /// Checks @p ro and builds the header of a new ZMCT03 request from it; "" or why not.
+    /// Checks @p ro and builds the header of a new ZMCT03 request from it in @p h, a default
+    /// header; "" or why not.
     std::string make_request_header(const request_options& ro, header& h) const {
         if (ro.priority > max_priority) return "priority must be in 0..9";
         if (ro.ttl < std::chrono::milliseconds(0) || ro.ttl > max_tl)
@@ -426,10 +427,8 @@ struct client::impl {
         // A fresh id, and no `ts`: the id (UUIDv7) holds the creation time to the millisecond,
         // and without it the common header is 28 bytes or less, which libzmq sends without an
         // allocation (its messages of up to 33 bytes are kept inline).
-        h = header{};
-        h.id = message_id::generate();
-        h.type = ro.type;
-        if (ro.id) h.id = *ro.id;
+        h.id = ro.id ? *ro.id : message_id::generate();
+        if (!ro.type.empty()) h.type = ro.type;
         h.priority = ro.priority;
         if (ro.fail_fast) set_fail_fast(h);
         return {};
