@@ -444,6 +444,57 @@ TEST_CASE("PARTIALs reach the callback in order, as they arrive, before the FINA
         CHECK_FALSE(c.recv(0ms));
     }
 
+    TEST_CASE("asynchronous mode: 1,200 ids outstanding at once, answered in reverse, twice over") {
+        // More ids than the outstanding-id index's first table holds (it grows), and a second
+        // round on the recycled entries: every reply still finds its own request.
+        zmq::context_t ctx;
+        fake_broker broker(ctx);
+        // The fake broker answers faster than the client reads, and a ROUTER silently drops
+        // what its high-water mark refuses: with ROUTER_MANDATORY its sends wait instead.
+        broker.router.set(zmq::sockopt::router_mandatory, 1);
+        constexpr int n = 1200;
+        // The client on its own thread: it sends all, then reads while the broker answers.
+        // It returns what went wrong, or "".
+        auto rounds = [&]() -> std::string {
+            mdp::client c(ctx, broker.endpoint, {.timeout = 10s, .retries = 1, .window = n});
+            for (int round = 0; round < 2; ++round) {
+                std::vector<message_id> ids;
+                for (int i = 0; i < n; ++i)
+                    ids.push_back(c.send("echo", message{std::to_string(i)}, mdp::request_options{}));
+                if (c.outstanding() != static_cast<std::size_t>(n)) return "not all outstanding";
+                for (int i = n - 1; i >= 0; --i) {
+                    const auto r = c.recv(5s);
+                    const std::string which = "round " + std::to_string(round) + ", reply " +
+                                              std::to_string(i);
+                    if (!r) return "no " + which;
+                    if (r->id != ids[static_cast<std::size_t>(i)] ||
+                        texts(r->body) != strings{"re:" + std::to_string(i)})
+                        return which + " is another request's";
+                }
+                if (c.outstanding() != 0) return "ids left outstanding";
+            }
+            return c.stats().unexpected == 0 ? "" : "unexpected replies";
+        };
+        auto client = async([&]() -> std::string {
+            try {
+                return rounds();
+            } catch (const std::exception& e) {
+                return std::string("threw: ") + e.what();
+            }
+        });
+        for (int round = 0; round < 2; ++round) {
+            std::vector<seen> got;
+            for (int i = 0; i < n; ++i) {
+                if (client.wait_for(0s) == std::future_status::ready) FAIL(client.get());
+                INFO("broker round " << round << " request " << i);
+                got.push_back(broker.recv(5000ms));
+            }
+            for (auto it = got.rbegin(); it != got.rend(); ++it)
+                broker.reply(*it, final_cmd, {"re:" + it->body.at(0)});
+        }
+        CHECK(get(client) == "");
+    }
+
     TEST_CASE("asynchronous mode: an abandoned id's reply is dropped") {
         zmq::context_t ctx;
         fake_broker broker(ctx);

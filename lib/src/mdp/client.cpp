@@ -318,8 +318,10 @@ struct client::impl {
     /// Adds @p id to pending_, in a recycled entry where there is one. @throws std::bad_alloc
     pending_v2* add_pending(const message_id& id) {
         if (free_pending_.empty()) {
-            // Room in the free list first, so that drop_pending() never allocates.
-            free_pending_.reserve(pending_entries_.size() + 1);
+            // Room in the free list for every entry first (growing geometrically), so that
+            // drop_pending() never allocates.
+            if (free_pending_.capacity() < pending_entries_.size() + 1)
+                free_pending_.reserve(std::max<std::size_t>(16, 2 * free_pending_.capacity()));
             pending_entries_.emplace_back();
             free_pending_.push_back(&pending_entries_.back());
         }
