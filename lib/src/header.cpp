@@ -2,7 +2,8 @@
 // header.cpp — message ids, and the msgpack map form of zmesh::header.
 //
 // Decoding trusts nothing: one pass of a small msgpack reader checks the bytes against the
-// header limits and stores each known key after checking its type and range. Encoding refuses
+// header limits and stores each known key after checking its type and range. The form zmesh's
+// own encoders write is first tried on a faster path that accepts nothing else (decode_common). Encoding refuses
 // what decoding would refuse, so a header this library writes is always one it can read back.
 #include <zmesh/error.hpp>
 #include <zmesh/header.hpp>
@@ -657,10 +658,10 @@ bool read_field(std::size_t index, const token& v, header& h) {
 // Nearly every header on a hot path is one that a zmesh encoder wrote: a fixmap whose keys are
 // all known, each once, every value in its smallest form. decode_common() reads exactly that
 // form in one pass, with no tokens and no per-value limit bookkeeping (none can be exceeded: a
-// fixmap has at most 15 pairs of scalars), in about a third of the general reader's
+// fixmap has at most 15 pairs of scalars), in less than half of the general reader's
 // instructions; a request through a de-duplicating broker is decoded four times (README
-// "Performance"). Whatever else it meets (an extension key, a nil, a negative or non-minimal
-// number, a map16, a duplicate, a defect) it declines, and decode_into() starts again with the
+// "Performance"). Whatever else it meets (an extension key, a nil, a number in a signed format,
+// a str 16 type, a map16, a duplicate, a defect) it declines, and decode_into() starts again with the
 // general reader, which then gives the same header or the same error as it always did: the fast
 // path only ever accepts buffers that the general reader accepts, with the same result (the
 // tests and fuzz_header compare the two on every input).
