@@ -658,7 +658,7 @@ bool read_field(std::size_t index, const token& v, header& h) {
 // Nearly every header on a hot path is one that a zmesh encoder wrote: a fixmap whose keys are
 // all known, each once, every value in its smallest form. decode_common() reads exactly that
 // form in one pass, with no tokens and no per-value limit bookkeeping (none can be exceeded: a
-// fixmap has at most 15 pairs of scalars), in less than half of the general reader's
+// fixmap has at most 15 pairs of scalars), in about a third of the general reader's
 // instructions; a request through a de-duplicating broker is decoded four times (README
 // "Performance"). Whatever else it meets (an extension key, a nil, a number in a signed format,
 // a str 16 type, a map16, a duplicate, a defect) it declines, and decode_into() starts again with the
